@@ -1,0 +1,45 @@
+"""hyperdnn: hypernetworks for any PyTorch module.
+
+A hypernetwork H(c; phi) generates the weights theta of a target network F(x; theta); only
+phi is trained, end to end through theta. See ``docs/architecture.md``.
+"""
+
+from hyperdnn.conditioners import Conditioned, Conditioner, Continuous, DataEncoder, LearnedLatent, Noise, TaskEmbedding
+from hyperdnn.heads import Chunked, ComponentWise, Head, MultiHead, Once, create_head, list_heads, register_head
+from hyperdnn.hypernet import HyperModel, HyperNetwork
+from hyperdnn.spec import Role, TensorSpec, WeightSpec
+from hyperdnn.target import Target
+from hyperdnn.trunks import MLP, ModuleTrunk, Trunk, create_trunk, list_trunks, register_trunk
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Chunked",
+    "ComponentWise",
+    "Conditioned",
+    "Conditioner",
+    "Continuous",
+    "DataEncoder",
+    "Head",
+    "HyperModel",
+    "HyperNetwork",
+    "LearnedLatent",
+    "MLP",
+    "ModuleTrunk",
+    "MultiHead",
+    "Noise",
+    "Once",
+    "Role",
+    "Target",
+    "TaskEmbedding",
+    "TensorSpec",
+    "Trunk",
+    "WeightSpec",
+    "create_head",
+    "create_trunk",
+    "list_heads",
+    "list_trunks",
+    "register_head",
+    "register_trunk",
+    "__version__",
+]

@@ -1,0 +1,260 @@
+"""HyperNetwork (conditioner -> trunk -> head -> scale) and HyperModel (hypernet + target).
+
+Example::
+
+    >>> import torch, torch.nn as nn
+    >>> from hyperdnn import HyperModel, HyperNetwork, Target, TaskEmbedding, MLP, Chunked
+    >>> target = Target(nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)))
+    >>> hnet = HyperNetwork(target, TaskEmbedding(2, 8), MLP((32,)), Chunked(256, 4))
+    >>> model = HyperModel(hnet, target)
+    >>> model(torch.randn(5, 64), 1).shape
+    torch.Size([5, 10])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from hyperdnn.conditioners import Conditioner, DataEncoder, Noise
+from hyperdnn.heads import Head, Once
+from hyperdnn.init import INIT_MODES, element_stats, residual_base
+from hyperdnn.spec import WeightSpec
+from hyperdnn.target import Target
+from hyperdnn.trunks import MLP, Trunk
+
+__all__ = ["HyperNetwork", "HyperModel"]
+
+
+class HyperNetwork(nn.Module):
+    """H(c; phi): generates a name -> tensor mapping for a :class:`WeightSpec`.
+
+    Args:
+        spec: the :class:`WeightSpec` to generate, or a :class:`Target` (its spec; and its
+            module's values when ``residual="target"``).
+        conditioner: the input (:class:`TaskEmbedding`, :class:`DataEncoder`, :class:`Noise`,
+            :class:`Continuous`, :class:`LearnedLatent`).
+        trunk: the body (default ``MLP((100, 100))``).
+        head: the output strategy (default :class:`Once`).
+        init: ``"hyperfan_in"`` (default), ``"hyperfan_out"`` or ``"unit"``; see :mod:`hyperdnn.init`.
+        residual: ``None`` (theta = generated), ``"target"`` (theta = theta0 + delta with
+            theta0 the target's current values; needs a Target as ``spec``), ``"neutral"``
+            (theta0 = 1 for norm scales, 0 elsewhere) or a name -> tensor mapping (e.g.
+            pretrained weights).
+        residual_scale: initial size of delta relative to the hyperfan scale.
+        learn_theta0: make theta0 a trainable parameter instead of a fixed buffer.
+        check_finite: raise ``FloatingPointError`` naming the tensor when generated weights
+            are not finite.
+        calibrate: rescale the head's last layers so raw outputs start with unit variance
+            over representative contexts (``conditioner.probe``; N(0, 1) codes otherwise).
+
+    ``hnet(context)`` returns weights with a leading batch dim iff the context is batched.
+    """
+
+    def __init__(
+        self,
+        spec: WeightSpec | Target,
+        conditioner: Conditioner,
+        trunk: Trunk | None = None,
+        head: Head | None = None,
+        *,
+        init: str = "hyperfan_in",
+        residual: None | str | Mapping[str, torch.Tensor] = None,
+        residual_scale: float = 0.1,
+        learn_theta0: bool = False,
+        check_finite: bool = False,
+        calibrate: bool = True,
+    ):
+        super().__init__()
+        target = spec if isinstance(spec, Target) else None
+        if target is not None:
+            spec = target.spec
+        if not isinstance(spec, WeightSpec):
+            raise TypeError(f"HyperNetwork: spec must be a WeightSpec or a Target, got {type(spec).__name__}")
+        if not isinstance(conditioner, Conditioner):
+            raise TypeError(f"HyperNetwork: conditioner must be a Conditioner, got {type(conditioner).__name__}")
+        trunk = MLP() if trunk is None else trunk
+        head = Once() if head is None else head
+        if not isinstance(trunk, Trunk):
+            raise TypeError(
+                f"HyperNetwork: trunk must be a Trunk (wrap a module in ModuleTrunk), got {type(trunk).__name__}"
+            )
+        if not isinstance(head, Head):
+            raise TypeError(f"HyperNetwork: head must be a Head, got {type(head).__name__}")
+        if init not in INIT_MODES:
+            raise ValueError(f"HyperNetwork: init must be one of {INIT_MODES}, got {init!r}")
+        self.spec = spec
+        self.conditioner = conditioner
+        self.trunk = trunk
+        self.head = head
+        self.init_mode = init
+        self.check_finite = check_finite
+        trunk.bind(conditioner.out_features)
+        head.bind(spec, trunk.out_features)
+        mean, scale = element_stats(spec, init)
+        if residual is None:
+            self.residual = False
+            self.register_buffer("theta_mean", mean)
+        else:
+            if isinstance(residual, str):
+                if residual == "target":
+                    if target is None:
+                        raise ValueError("HyperNetwork: residual='target' needs a Target as spec")
+                    values = target.default_weights()
+                elif residual == "neutral":
+                    values = None
+                else:
+                    raise ValueError(
+                        f"HyperNetwork: residual must be None, 'target', 'neutral' or a mapping, got {residual!r}"
+                    )
+            elif isinstance(residual, Mapping):
+                values = residual
+            else:
+                raise TypeError(
+                    f"HyperNetwork: residual must be None, a string or a mapping, got {type(residual).__name__}"
+                )
+            theta0 = residual_base(spec, values)
+            self.residual = True
+            scale = scale * residual_scale
+            if learn_theta0:
+                self.theta_mean = nn.Parameter(theta0)
+            else:
+                self.register_buffer("theta_mean", theta0)
+        self.register_buffer("theta_scale", scale)
+        if calibrate:
+            self.calibrate()
+
+    # ------------------------------------------------------------------ init
+    @torch.no_grad()
+    def calibrate(self, context: Any = None, n: int = 64) -> None:
+        """Rescale the head's last layers so raw outputs have unit variance on ``context``
+        (default: the conditioner's probe, or N(0, 1) codes)."""
+        was_training = self.training
+        self.eval()
+        try:
+            if context is None:
+                context = self.conditioner.probe(n)
+            if context is None:
+                ref = next(iter(self.head.parameters()))
+                c = torch.randn(n, self.conditioner.out_features, device=ref.device, dtype=ref.dtype)
+            else:
+                c = self.conditioner(context).c
+            raw = self.head(self.trunk(c))
+            offsets = {t.name: (self.spec.offset(t.name), t.numel) for t in self.spec}
+            for finals, names in self.head.calibration_groups():
+                parts = [raw[:, o : o + k] for o, k in (offsets[nm] for nm in names)]
+                std = float(torch.cat(parts, dim=1).std())
+                if not std > 0 or not torch.isfinite(torch.tensor(std)):
+                    continue
+                for lin in finals:
+                    lin.weight.div_(std)
+                    if lin.bias is not None:
+                        lin.bias.div_(std)
+        finally:
+            self.train(was_training)
+
+    # ------------------------------------------------------------------ forward
+    def generate_flat(self, context: Any = None) -> tuple[torch.Tensor, bool]:
+        """Flat weights ``(B, numel)`` and whether the context was batched."""
+        cond = self.conditioner(context)
+        raw = self.head(self.trunk(cond.c))
+        flat = torch.addcmul(self.theta_mean, self.theta_scale, raw)
+        return flat, cond.batched
+
+    def forward(self, context: Any = None) -> dict[str, torch.Tensor]:
+        """Generate weights for ``context``: name -> ``(*batch, *shape)``."""
+        flat, batched = self.generate_flat(context)
+        if not batched:
+            flat = flat.squeeze(0)
+        weights = self.spec.unflatten(flat)
+        if self.check_finite:
+            bad = [n for n, w in weights.items() if not bool(torch.isfinite(w).all())]
+            if bad:
+                raise FloatingPointError(f"HyperNetwork: generated weights are not finite for {bad}")
+        return weights
+
+
+class HyperModel(nn.Module):
+    """A hypernetwork and its target as one module: ``model(x, context)``.
+
+    Args:
+        hypernet: the :class:`HyperNetwork`.
+        target: the :class:`Target` it generates for (their specs must agree).
+
+    ``mode`` in :meth:`forward`: ``"auto"`` runs shared weights for an unbatched context,
+    an ensemble ``(K, N, ...)`` for a :class:`Noise` conditioner, and per-sample weights
+    otherwise; ``"shared"``, ``"per_sample"`` and ``"ensemble"`` force one. With a
+    :class:`DataEncoder` conditioner the context defaults to ``x`` itself.
+    """
+
+    def __init__(self, hypernet: HyperNetwork, target: Target):
+        super().__init__()
+        if not isinstance(hypernet, HyperNetwork):
+            raise TypeError(f"HyperModel: hypernet must be a HyperNetwork, got {type(hypernet).__name__}")
+        if not isinstance(target, Target):
+            raise TypeError(f"HyperModel: target must be a Target, got {type(target).__name__}")
+        if hypernet.spec != target.spec:
+            raise ValueError("HyperModel: the hypernetwork's spec differs from the target's spec")
+        self.hypernet = hypernet
+        self.target = target
+
+    def forward(self, x: Any, context: Any = None, mode: str = "auto", **kwargs: Any) -> Any:
+        if mode not in ("auto", "shared", "per_sample", "ensemble"):
+            raise ValueError(f"HyperModel: mode must be 'auto', 'shared', 'per_sample' or 'ensemble', got {mode!r}")
+        if context is None and isinstance(self.hypernet.conditioner, DataEncoder):
+            context = x
+        weights = self.hypernet(context)
+        batched = len(self.target.spec.batch_shape(weights)) > 0
+        if mode == "shared" or (mode == "auto" and not batched):
+            return self.target.shared(weights, x, **kwargs)
+        if mode == "ensemble" or (mode == "auto" and isinstance(self.hypernet.conditioner, Noise)):
+            return self.target.ensemble(weights, x, **kwargs)
+        return self.target.per_sample(weights, x, **kwargs)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters an optimizer should train: the hypernet's and the target's own
+        non-generated ones (the target's copies of generated tensors are excluded)."""
+        generated = {id(p) for n, p in self.target.module.named_parameters() if n in self.target.spec}
+        out, seen = [], set()
+        for p in self.parameters():
+            if p.requires_grad and id(p) not in generated and id(p) not in seen:
+                seen.add(id(p))
+                out.append(p)
+        return out
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Trainable parameter counts: hypernet, target's own (not generated), generated, total."""
+        generated = {id(p) for n, p in self.target.module.named_parameters() if n in self.target.spec}
+        hyper = sum(p.numel() for p in self.hypernet.parameters() if p.requires_grad)
+        own = sum(p.numel() for p in self.target.module.parameters() if p.requires_grad and id(p) not in generated)
+        return {
+            "hypernet": hyper,
+            "target_own": own,
+            "generated": self.target.spec.numel,
+            "trainable": hyper + own,
+        }
+
+    def summary(self) -> str:
+        """A side-by-side table of trainable parameters (compression at a glance)."""
+        c = self.parameter_counts()
+        h = self.hypernet
+        ratio = c["generated"] / max(c["hypernet"], 1)
+        rows = [
+            (
+                "hypernet",
+                type(h.conditioner).__name__ + " -> " + type(h.trunk).__name__ + " -> " + type(h.head).__name__,
+                c["hypernet"],
+            ),
+            ("target (own, trained directly)", type(self.target.module).__name__, c["target_own"]),
+            ("target (generated)", f"{len(h.spec)} tensors", c["generated"]),
+            ("trainable total", "", c["trainable"]),
+        ]
+        w = max(len(r[0]) for r in rows)
+        v = max(len(r[1]) for r in rows)
+        lines = [f"{'part':<{w}}  {'what':<{v}}  {'parameters':>12}", "-" * (w + v + 16)]
+        lines += [f"{a:<{w}}  {b:<{v}}  {n:>12,}" for a, b, n in rows]
+        lines.append(f"generated / hypernet parameters: {ratio:.2f}x" + (" (compression)" if ratio > 1 else ""))
+        return "\n".join(lines)

@@ -1,0 +1,235 @@
+"""Target: functional execution equals the plain module; batched equals a loop."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from hyperdnn import Target, WeightSpec
+from tests.models import cases
+
+CASES = cases()
+
+
+def random_weights(spec: WeightSpec, *batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {t.name: 0.3 * torch.randn(*batch, *t.shape, generator=g) for t in spec}
+
+
+def load(module: nn.Module, weights) -> nn.Module:
+    m = copy.deepcopy(module)
+    params = dict(m.named_parameters())
+    with torch.no_grad():
+        for k, v in weights.items():
+            params[k].copy_(v)
+    return m
+
+
+def state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def assert_unchanged(module: nn.Module, before: dict[str, torch.Tensor]) -> None:
+    after = module.state_dict()
+    assert set(after) == set(before)
+    for k in before:
+        assert torch.equal(after[k], before[k]), k
+    assert "forward" not in module.__dict__
+    for m in module.modules():
+        assert "forward" not in m.__dict__
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_shared_equals_plain_module(name):
+    torch.manual_seed(0)
+    make, data = CASES[name]
+    module = make()
+    target = Target(module)
+    x = data(4)
+    # the module's own weights reproduce its own output
+    torch.testing.assert_close(target(target.default_weights(), x), module(x))
+    # other weights equal a copy of the module loaded with them
+    w = random_weights(target.spec)
+    torch.testing.assert_close(target(w, x), load(module, w)(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("path", ["auto", "vmap"])
+def test_per_sample_equals_loop(name, path):
+    torch.manual_seed(0)
+    make, data = CASES[name]
+    module = make()
+    if path == "vmap" and name in ("lstm", "lstm_bidir_seq_first", "gru", "rnn_tanh"):
+        pytest.skip("torch has no vmap batching rule for cuDNN-style RNN ops; the auto path covers them")
+    target = Target(module, per_sample=path)
+    B = 64
+    x = data(B)
+    w = random_weights(target.spec, B)
+    before = state(module)
+    out = target(w, x)
+    ref = torch.stack([target({k: v[b] for k, v in w.items()}, x[b : b + 1])[0] for b in range(B)])
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
+    assert_unchanged(module, before)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_ensemble_equals_loop(name):
+    torch.manual_seed(0)
+    make, data = CASES[name]
+    module = make()
+    target = Target(module)
+    K = 5
+    x = data(3)
+    w = random_weights(target.spec, K)
+    out = target.ensemble(w, x)
+    ref = torch.stack([target({k: v[i] for k, v in w.items()}, x) for i in range(K)])
+    assert out.shape[:2] == (K, 3)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["mlp", "conv2d_bn", "embedding_attention", "lstm", "tied", "custom_param"])
+def test_gradients_reach_weights_not_module_copies(name):
+    torch.manual_seed(0)
+    make, data = CASES[name]
+    module = make()
+    target = Target(module)
+    B = 4
+    w = {k: v.requires_grad_() for k, v in random_weights(target.spec, B).items()}
+    target(w, data(B)).sum().backward()
+    for k, v in w.items():
+        assert v.grad is not None and v.grad.abs().sum() > 0, k
+    for n, p in module.named_parameters():
+        if n in target.spec:
+            assert p.grad is None, n
+
+
+def test_partial_selection_keeps_other_parameters_trainable():
+    module = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 2))
+    target = Target(module, select="0.*")
+    assert target.spec.names == ("0.weight", "0.bias")
+    w = {k: v.requires_grad_() for k, v in random_weights(target.spec, 3).items()}
+    target(w, torch.randn(3, 4)).sum().backward()
+    assert module[2].weight.grad is not None
+    assert module[0].weight.grad is None
+
+
+def test_batchnorm_train_per_sample_uses_batch_statistics_and_updates_running_stats():
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6))
+    target = Target(module)
+    B = 8
+    x = torch.randn(B, 4)
+    w = random_weights(target.spec, B)
+    # same weights for every sample: equals the plain module in training mode
+    same = {k: v[:1].expand_as(v).clone() for k, v in w.items()}
+    ref_module = load(module, {k: v[0] for k, v in same.items()})
+    out = target(same, x)
+    torch.testing.assert_close(out, ref_module(x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(module[1].running_mean, ref_module[1].running_mean)
+    assert int(module[1].num_batches_tracked) == 1
+
+
+def test_spec_roles_and_fans():
+    spec = WeightSpec.from_module(nn.Sequential(nn.Conv2d(3, 8, 5), nn.BatchNorm2d(8), nn.Linear(8, 2)))
+    roles = {t.name: t.role.value for t in spec}
+    assert roles == {
+        "0.weight": "weight",
+        "0.bias": "bias",
+        "1.weight": "norm_scale",
+        "1.bias": "norm_shift",
+        "2.weight": "weight",
+        "2.bias": "bias",
+    }
+    assert spec["0.weight"].fan_in == 75 and spec["0.weight"].fan_out == 200
+    assert spec["1.weight"].init_mean == 1.0
+
+
+def test_selection_forms():
+    net = nn.Sequential(nn.Linear(4, 5), nn.LayerNorm(5), nn.Linear(5, 2))
+    assert WeightSpec.from_module(net, nn.Linear).names == ("0.weight", "0.bias", "2.weight", "2.bias")
+    assert WeightSpec.from_module(net, ["*.bias"]).names == ("0.bias", "1.bias", "2.bias")
+    assert WeightSpec.from_module(net, lambda n, p: p.dim() == 2).names == ("0.weight", "2.weight")
+    with pytest.raises(ValueError, match="matches no parameter"):
+        WeightSpec.from_module(net, "nothing*")
+    with pytest.raises(TypeError, match="select must be"):
+        WeightSpec.from_module(net, 3)
+
+
+def test_flatten_unflatten_roundtrip_with_batch_dims():
+    spec = WeightSpec.from_module(nn.Sequential(nn.Linear(4, 5), nn.Linear(5, 2)))
+    w = random_weights(spec, 2, 3)
+    flat = spec.flatten(w)
+    assert flat.shape == (2, 3, spec.numel)
+    back = spec.unflatten(flat)
+    for k in w:
+        assert torch.equal(back[k], w[k])
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_missing_and_unexpected_names_listed_in_one_message():
+    module = nn.Sequential(nn.Linear(4, 5), nn.Linear(5, 2))
+    target = Target(module)
+    w = random_weights(target.spec)
+    del w["0.bias"], w["1.weight"]
+    w["extra"] = torch.zeros(1)
+    before = state(module)
+    with pytest.raises(ValueError) as e:
+        target(w, torch.randn(2, 4))
+    msg = str(e.value)
+    assert "0.bias" in msg and "1.weight" in msg and "extra" in msg
+    assert_unchanged(module, before)
+
+
+def test_wrong_shape_names_tensor_expected_and_given():
+    target = Target(nn.Linear(4, 5))
+    w = random_weights(target.spec)
+    w["weight"] = torch.zeros(5, 3)
+    with pytest.raises(ValueError, match=r"weight: expected \(\*batch, 5, 4\), got \(5, 3\)"):
+        target(w, torch.randn(2, 4))
+
+
+def test_batch_size_mismatch():
+    target = Target(nn.Linear(4, 5))
+    with pytest.raises(ValueError, match="weights have batch 3 but the input has batch 2"):
+        target(random_weights(target.spec, 3), torch.randn(2, 4))
+
+
+def test_inconsistent_batch_dims():
+    target = Target(nn.Linear(4, 5))
+    w = random_weights(target.spec, 3)
+    w["bias"] = w["bias"][0]
+    with pytest.raises(ValueError, match="inconsistent batch dims"):
+        target(w, torch.randn(3, 4))
+
+
+def test_not_a_mapping():
+    target = Target(nn.Linear(4, 5))
+    with pytest.raises(TypeError, match="expected a mapping"):
+        target([torch.zeros(5, 4)], torch.randn(3, 4))
+
+
+class Boom(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        self.fc(x)
+        raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_module_unchanged_after_failing_forward(batched):
+    module = Boom()
+    target = Target(module)
+    before = state(module)
+    w = random_weights(target.spec, *((3,) if batched else ()))
+    with pytest.raises(RuntimeError, match="boom"):
+        target(w, torch.randn(3, 4))
+    assert_unchanged(module, before)
+    assert isinstance(module.fc.weight, nn.Parameter)
