@@ -1,7 +1,7 @@
 """The ``hyperdnn`` command line.
 
-    hyperdnn demo [--dynamic] [--out DIR] [--epochs N] [--seed S]
-    hyperdnn run <recipe> [--key value ...] [--config file.yaml]   (see ``hyperdnn run --list``)
+hyperdnn demo [--dynamic] [--out DIR] [--epochs N] [--seed S]
+hyperdnn run <recipe> [--key value ...] [--config file.yaml]   (see ``hyperdnn run --list``)
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ import sys
 
 
 def _demo(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="hyperdnn demo", description="The review's HyperDNN example on scikit-learn digits.")
+    p = argparse.ArgumentParser(
+        prog="hyperdnn demo", description="The review's HyperDNN example on scikit-learn digits."
+    )
     p.add_argument("--dynamic", action="store_true", help="one hypernet for MLPs of several widths (dynamic outputs)")
     p.add_argument("--out", default=None, help="output folder (default: runs/demo or runs/demo-dynamic)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the demo's own)")

@@ -131,8 +131,12 @@ class TaskEmbedding(Conditioner):
                     f"TaskEmbedding: task ids must be in [0, {self.num_tasks - 1}], got "
                     f"{lo if lo < 0 else hi} (call add_tasks to grow the table)"
                 )
-        weight = self.weight
-        return Conditioned(weight[ids.to(weight.device)], batched)
+        # Stack only the tasks in use: unused embeddings get no gradient at all (not a zero
+        # one), so optimizer momentum never moves the embeddings of other tasks.
+        uniq = torch.unique(ids)
+        table = torch.stack([self.embeddings[i] for i in uniq.tolist()])
+        pos = torch.searchsorted(uniq, ids)
+        return Conditioned(table[pos.to(table.device)], batched)
 
     def probe(self, n: int) -> torch.Tensor:
         return torch.arange(self.num_tasks)

@@ -130,10 +130,27 @@ class HyperNetwork(nn.Module):
     # ------------------------------------------------------------------ init
     @torch.no_grad()
     def calibrate(self, context: Any = None, n: int = 64) -> None:
-        """Rescale the head's last layers so raw outputs have unit variance on ``context``
-        (default: the conditioner's probe, or N(0, 1) codes)."""
+        """Re-initialise the head's last layers so raw outputs have unit variance.
+
+        Measures the second moment ``E[u^2]`` of the input ``u`` of each last layer over
+        representative contexts (``context``; default: the conditioner's probe, or N(0, 1)
+        codes), then draws that layer's weights from ``N(0, 1 / (m * fan_in * E[u^2]))`` with
+        zero bias, where ``m`` is the number of last layers whose outputs add up (hyperfan
+        initialisation with a measured input variance). Every output element then has unit
+        variance over the initialisation, whatever the size of its tensor.
+        """
         was_training = self.training
         self.eval()
+        moments: dict[int, float] = {}
+        groups = self.head.calibration_groups()
+        hooks = []
+        for finals, _ in groups:
+            for lin in finals:
+
+                def record(mod, args, key=id(lin)):
+                    moments[key] = float(args[0].detach().pow(2).mean())
+
+                hooks.append(lin.register_forward_pre_hook(record))
         try:
             if context is None:
                 context = self.conditioner.probe(n)
@@ -142,19 +159,20 @@ class HyperNetwork(nn.Module):
                 c = torch.randn(n, self.conditioner.out_features, device=ref.device, dtype=ref.dtype)
             else:
                 c = self.conditioner(context).c
-            raw = self.head(self.trunk(c))
-            offsets = {t.name: (self.spec.offset(t.name), t.numel) for t in self.spec}
-            for finals, names in self.head.calibration_groups():
-                parts = [raw[:, o : o + k] for o, k in (offsets[nm] for nm in names)]
-                std = float(torch.cat(parts, dim=1).std())
-                if not std > 0 or not torch.isfinite(torch.tensor(std)):
-                    continue
-                for lin in finals:
-                    lin.weight.div_(std)
-                    if lin.bias is not None:
-                        lin.bias.div_(std)
+            self.head(self.trunk(c))
         finally:
+            for h in hooks:
+                h.remove()
             self.train(was_training)
+        for finals, _ in groups:
+            for lin in finals:
+                m2 = moments.get(id(lin), 0.0)
+                if not m2 > 0.0 or m2 != m2:  # unused or dead input: keep the layer as it is
+                    continue
+                std = (len(finals) * lin.in_features * m2) ** -0.5
+                lin.weight.normal_(0.0, std)
+                if lin.bias is not None:
+                    lin.bias.zero_()
 
     # ------------------------------------------------------------------ forward
     def generate_flat(self, context: Any = None) -> tuple[torch.Tensor, bool]:

@@ -98,7 +98,9 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         model.train()
 
 
-def train_model(model: nn.Module, data: Split, cfg: DemoConfig, seed: int, on_epoch: Callable[[], None] | None = None) -> dict:
+def train_model(
+    model: nn.Module, data: Split, cfg: DemoConfig, seed: int, on_epoch: Callable[[], None] | None = None
+) -> dict:
     """Train with Adam and cross-entropy; returns final accuracy, per-epoch curve, seconds."""
     g = torch.Generator().manual_seed(seed)
     params = trainable(model)
@@ -150,7 +152,9 @@ def _progress(total: int):
 
 
 def _table(rows: list[dict]) -> str:
-    head = "| model | test accuracy (mean ± std over seeds) | trainable parameters | target parameters | seconds per run |"
+    head = (
+        "| model | test accuracy (mean ± std over seeds) | trainable parameters | target parameters | seconds per run |"
+    )
     lines = [head, "|---|---|---|---|---|"]
     for r in rows:
         lines.append(
@@ -209,8 +213,10 @@ def main(out: str | None = None, epochs: int | None = None, seed: int = 0, threa
     data = load_digits()
     factories = build_models(cfg)
     target_params = sum(p.numel() for p in make_target().parameters())
-    print(f"HyperDNN demo: digits ({len(data.x_train)} train / {len(data.x_test)} test), target MLP 64-128-64-10, "
-          f"{cfg.epochs} epochs x {len(cfg.seeds)} seeds per model")
+    print(
+        f"HyperDNN demo: digits ({len(data.x_train)} train / {len(data.x_test)} test), target MLP 64-128-64-10, "
+        f"{cfg.epochs} epochs x {len(cfg.seeds)} seeds per model"
+    )
     bar = _progress(len(factories) * len(cfg.seeds) * cfg.epochs)
     rows = []
     total_start = time.perf_counter()
@@ -243,8 +249,10 @@ def main(out: str | None = None, epochs: int | None = None, seed: int = 0, threa
     print(table)
     std_acc = rows[0]["acc_mean"]
     for r in rows[1:]:
-        print(f"{r['model']}: {100 * (r['acc_mean'] - std_acc):+.2f} points vs the standard DNN, "
-              f"{r['trainable'] / target_params:.2f}x the target's parameters")
+        print(
+            f"{r['model']}: {100 * (r['acc_mean'] - std_acc):+.2f} points vs the standard DNN, "
+            f"{r['trainable'] / target_params:.2f}x the target's parameters"
+        )
     results = {
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()},
         "torch": torch.__version__,
@@ -257,5 +265,8 @@ def main(out: str | None = None, epochs: int | None = None, seed: int = 0, threa
     os.replace(tmp, out_dir / "results.json")
     (out_dir / "results.md").write_text(table + "\n")
     plotted = _plot(rows, out_dir / "learning_curves.png")
-    print(f"\nwrote {out_dir}/results.json, results.md" + (", learning_curves.png" if plotted else " (no matplotlib: no plot)"))
+    print(
+        f"\nwrote {out_dir}/results.json, results.md"
+        + (", learning_curves.png" if plotted else " (no matplotlib: no plot)")
+    )
     return 0
