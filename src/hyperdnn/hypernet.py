@@ -144,13 +144,15 @@ class HyperNetwork(nn.Module):
         moments: dict[int, float] = {}
         groups = self.head.calibration_groups()
         hooks = []
+        def recorder(key: int):
+            def record(mod, args):
+                moments[key] = float(args[0].detach().pow(2).mean())
+
+            return record
+
         for finals, _ in groups:
             for lin in finals:
-
-                def record(mod, args, key=id(lin)):
-                    moments[key] = float(args[0].detach().pow(2).mean())
-
-                hooks.append(lin.register_forward_pre_hook(record))
+                hooks.append(lin.register_forward_pre_hook(recorder(id(lin))))
         try:
             if context is None:
                 context = self.conditioner.probe(n)
