@@ -1,0 +1,59 @@
+"""The advertised public surface imports, and the CLI answers bad arguments clearly."""
+
+from __future__ import annotations
+
+import importlib
+import json
+
+import pytest
+
+import hyperdnn
+from hyperdnn.cli import main
+
+
+def test_every_advertised_name_imports():
+    for name in hyperdnn.__all__:
+        assert hasattr(hyperdnn, name), name
+    for mod in ["spec", "target", "conditioners", "trunks", "heads", "init", "hypernet", "data", "cli", "apps.demo"]:
+        importlib.import_module(f"hyperdnn.{mod}")
+
+
+def test_registries_list_the_builtins():
+    assert {"once", "multihead", "componentwise", "chunked"} <= set(hyperdnn.list_heads())
+    assert "mlp" in hyperdnn.list_trunks()
+    with pytest.raises(ValueError, match="unknown head 'nope'"):
+        hyperdnn.create_head("nope")
+
+
+def test_cli_unknown_command(capsys):
+    assert main(["frobnicate"]) == 2
+    assert "unknown command 'frobnicate'" in capsys.readouterr().err
+
+
+def test_demo_bad_arguments(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["demo", "--epochs", "0"])
+    assert e.value.code == 2
+    assert "--epochs must be >= 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["demo", "--epochs", "many"])
+
+
+def test_demo_unwritable_output(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["demo", "--out", str(blocker / "sub"), "--epochs", "1"]) == 2
+    assert "cannot write to output folder" in capsys.readouterr().err
+
+
+def test_demo_runs_and_writes_results(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--epochs", "2", "--threads", "1"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    names = [m["model"] for m in results["models"]]
+    assert names == ["standard DNN", "hypernet, generate once", "hypernet, chunked"]
+    chunked = results["models"][2]
+    assert chunked["trainable"] < chunked["target_params"]
+    assert all(0.0 <= a <= 1.0 for m in results["models"] for a in m["accuracies"])
+    assert (out / "learning_curves.png").stat().st_size > 0
+    assert (out / "results.md").read_text().startswith("| model |")
