@@ -15,7 +15,7 @@ hnet = HyperNetwork(target, encoder, MLP((64,)), Chunked(chunk_size=512, embed_d
 model = HyperModel(hnet, target)  # model(x): a different weight set for every sample
 print(model.summary())
 opt = torch.optim.Adam(model.trainable_parameters(), lr=3e-3)
-for step in range(300):
+for _ in range(300):
     idx = torch.randint(0, len(data.x_train), (128,))
     loss = nn.functional.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
     opt.zero_grad()

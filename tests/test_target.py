@@ -233,3 +233,44 @@ def test_module_unchanged_after_failing_forward(batched):
         target(w, torch.randn(3, 4))
     assert_unchanged(module, before)
     assert isinstance(module.fc.weight, nn.Parameter)
+
+
+def test_batchnorm_train_ensemble_normalises_per_member():
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 2))
+    target = Target(module)
+    K, N = 4, 10
+    x = torch.randn(N, 4)
+    w = random_weights(target.spec, K)
+    start = state(module)
+    out = target.ensemble(w, x)
+    got_mean = module[1].running_mean.clone()
+    refs, means = [], []
+    for k in range(K):
+        module.load_state_dict(start)
+        refs.append(target({n: v[k] for n, v in w.items()}, x))
+        means.append(module[1].running_mean.clone())
+    torch.testing.assert_close(out, torch.stack(refs), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(got_mean, torch.stack(means).mean(0), atol=1e-6, rtol=1e-5)
+
+
+def test_attention_with_bias_kv_runs_under_vmap_per_sample():
+    torch.manual_seed(0)
+    attn = nn.MultiheadAttention(8, 2, add_bias_kv=True, batch_first=True)
+
+    class Wrap(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = attn
+
+        def forward(self, x):
+            return self.attn(x, x, x)[0]
+
+    module = Wrap()
+    target = Target(module)
+    B = 6
+    x = torch.randn(B, 5, 8)
+    w = random_weights(target.spec, B)
+    out = target(w, x)
+    ref = torch.stack([target({k: v[b] for k, v in w.items()}, x[b : b + 1])[0] for b in range(B)])
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
