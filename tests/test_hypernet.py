@@ -284,10 +284,15 @@ def test_context_of_wrong_width():
 def test_non_finite_weights_named():
     torch.manual_seed(0)
     hnet = HyperNetwork(mlp_target(), TaskEmbedding(2, 8), MLP((16,)), MultiHead("layer"), check_finite=True)
+    hnet(0)
+    spec = hnet.spec
     with torch.no_grad():
-        hnet.head.heads[1][-1].bias.fill_(float("nan"))
-    with pytest.raises(FloatingPointError, match=r"\['2.weight', '2.bias'\]"):
+        hnet.theta_mean[spec.offset("2.weight") + 3] = float("nan")
+        hnet.theta_mean[spec.offset("4.bias")] = float("inf")
+    with pytest.raises(FloatingPointError, match=r"\['2.weight', '4.bias'\]"):
         hnet(0)
+    hnet.check_finite = False
+    assert not bool(torch.isfinite(hnet(0)["2.weight"]).all())
 
 
 def test_bad_construction_arguments():
