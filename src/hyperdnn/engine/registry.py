@@ -1,0 +1,90 @@
+"""The recipe registry: named, runnable applications with a typed config.
+
+A :class:`Recipe` bundles a name, a one-line summary, a config dataclass, an optional cheap
+``check`` (run before anything is written) and the ``run`` function. Built-in recipes are
+imported lazily by name; other code adds its own with :func:`register_recipe`. The command
+line, the tests and the docs all enumerate :func:`list_recipes`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from hyperdnn.engine.errors import UsageError
+
+if TYPE_CHECKING:
+    from hyperdnn.engine.run import Outcome, RunContext
+
+__all__ = ["Recipe", "register_recipe", "get_recipe", "list_recipes"]
+
+#: built-in recipe name -> module that registers it on import
+_BUILTIN: dict[str, str] = {
+    "continual": "hyperdnn.apps.continual",
+}
+
+_RECIPES: dict[str, Recipe] = {}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A runnable application.
+
+    Args:
+        name: what ``hyperdnn run <name>`` calls it.
+        summary: one line for ``hyperdnn run --list``.
+        config: the config dataclass (fields declared with :func:`~hyperdnn.engine.config.option`).
+        run: ``run(config, ctx) -> Outcome``: does the work, logging and checkpointing through
+            the :class:`~hyperdnn.engine.run.RunContext`.
+        check: ``check(config)`` raises :class:`~hyperdnn.engine.errors.UsageError` for input
+            the run cannot use (e.g. more tasks than the data has); called before any file
+            is written. Keep it cheap.
+        description: longer text shown by ``--help`` (invocation, runtime, expected result).
+    """
+
+    name: str
+    summary: str
+    config: type
+    run: Callable[[Any, RunContext], Outcome]
+    check: Callable[[Any], None] | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"Recipe: name must be a non-empty identifier-like string, got {self.name!r}")
+        if not (isinstance(self.config, type) and dataclasses.is_dataclass(self.config)):
+            raise TypeError(f"Recipe {self.name!r}: config must be a dataclass type, got {self.config!r}")
+
+
+def register_recipe(recipe: Recipe) -> Recipe:
+    """Register ``recipe``; a second recipe under the same name is an error."""
+    if not isinstance(recipe, Recipe):
+        raise TypeError(f"register_recipe: expected a Recipe, got {type(recipe).__name__}")
+    if recipe.name in _RECIPES:
+        raise ValueError(f"recipe {recipe.name!r} is already registered")
+    _RECIPES[recipe.name] = recipe
+    return recipe
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe called ``name`` (importing a built-in one on first use).
+
+    Raises:
+        UsageError: no recipe has that name.
+    """
+    if name not in _RECIPES and name in _BUILTIN:
+        importlib.import_module(_BUILTIN[name])
+    if name not in _RECIPES:
+        raise UsageError(f"unknown recipe {name!r}; expected one of {list_recipes()} (see hyperdnn run --list)")
+    return _RECIPES[name]
+
+
+def list_recipes() -> list[str]:
+    """Names of every recipe, built-in ones included, sorted."""
+    for name, module in _BUILTIN.items():
+        if name not in _RECIPES:
+            importlib.import_module(module)
+    return sorted(_RECIPES)
