@@ -4,6 +4,7 @@ VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(TORCH_VERSION)
+LINT_DIRS := $(wildcard src tests benchmarks examples)
 
 .PHONY: setup demo test lint bench bench-quick clean
 
@@ -20,12 +21,12 @@ demo: $(STAMP)
 	$(VENV)/bin/hyperdnn demo
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff check $(LINT_DIRS)
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks examples
-	$(VENV)/bin/ruff format --check src tests benchmarks examples
+	$(VENV)/bin/ruff check $(LINT_DIRS)
+	$(VENV)/bin/ruff format --check $(LINT_DIRS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
