@@ -5,23 +5,42 @@ phi is trained, end to end through theta. See ``docs/architecture.md``.
 """
 
 from hyperdnn.conditioners import Conditioned, Conditioner, Continuous, DataEncoder, LearnedLatent, Noise, TaskEmbedding
+from hyperdnn.dynamic import DynamicHyperNetwork, describe_components
 from hyperdnn.heads import Chunked, ComponentWise, Head, MultiHead, Once, create_head, list_heads, register_head
 from hyperdnn.hypernet import HyperModel, HyperNetwork
+from hyperdnn.layers import HyperLSTM, HyperLSTMCell
 from hyperdnn.spec import Role, TensorSpec, WeightSpec
 from hyperdnn.target import Target
-from hyperdnn.trunks import MLP, ModuleTrunk, Trunk, create_trunk, list_trunks, register_trunk
+from hyperdnn.trunks import (
+    CNN,
+    MLP,
+    RNN,
+    Attention,
+    ModuleTrunk,
+    TokenMixer,
+    TokenReadout,
+    Trunk,
+    create_trunk,
+    list_trunks,
+    register_trunk,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Attention",
+    "CNN",
     "Chunked",
     "ComponentWise",
     "Conditioned",
     "Conditioner",
     "Continuous",
     "DataEncoder",
+    "DynamicHyperNetwork",
     "Head",
     "HyperModel",
+    "HyperLSTM",
+    "HyperLSTMCell",
     "HyperNetwork",
     "LearnedLatent",
     "MLP",
@@ -29,14 +48,18 @@ __all__ = [
     "MultiHead",
     "Noise",
     "Once",
+    "RNN",
     "Role",
     "Target",
     "TaskEmbedding",
     "TensorSpec",
+    "TokenMixer",
+    "TokenReadout",
     "Trunk",
     "WeightSpec",
     "create_head",
     "create_trunk",
+    "describe_components",
     "list_heads",
     "list_trunks",
     "register_head",

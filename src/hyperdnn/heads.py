@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from hyperdnn.spec import WeightSpec
-from hyperdnn.trunks import make_activation
+from hyperdnn.trunks import TokenMixer, TokenReadout, Trunk, make_activation
 
 __all__ = [
     "Head",
@@ -33,6 +33,7 @@ __all__ = [
     "MultiHead",
     "ComponentWise",
     "Chunked",
+    "TokenEncoder",
     "TokenGenerator",
     "register_head",
     "create_head",
@@ -41,21 +42,29 @@ __all__ = [
 
 
 class Head(nn.Module, ABC):
-    """Abstract head: ``bind(spec, in_features)`` creates parameters; ``forward(h)`` returns
-    the raw flat output ``(B, spec.numel)``."""
+    """Abstract head: ``bind(spec, in_features, trunk)`` creates parameters; ``forward(h)``
+    returns the raw flat output ``(B, spec.numel)``.
+
+    Every head generates *tokens* (one for :class:`Once`, one per group for
+    :class:`MultiHead`, one per component or chunk for :class:`ComponentWise` and
+    :class:`Chunked`); the trunk passed to :meth:`bind` decides how tokens are mixed and read
+    out (see :mod:`hyperdnn.trunks`). Without a trunk (or with an ``MLP``) tokens are
+    independent and read out linearly.
+    """
 
     spec: WeightSpec | None = None
 
     @abstractmethod
-    def bind(self, spec: WeightSpec, in_features: int) -> None:
-        """Create the parameters for ``spec`` from features of width ``in_features``."""
+    def bind(self, spec: WeightSpec, in_features: int, trunk: Trunk | None = None) -> None:
+        """Create the parameters for ``spec`` from features of width ``in_features``, with
+        ``trunk``'s token mixer and readout."""
 
     @abstractmethod
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """``(B, in_features)`` -> raw ``(B, spec.numel)``."""
 
     @abstractmethod
-    def calibration_groups(self) -> list[tuple[list[nn.Linear], list[str]]]:
+    def calibration_groups(self) -> list[tuple[list[nn.Module], list[str]]]:
         """(final layers, tensor names they produce): each group is rescaled together so
         that its raw output has unit variance at initialisation."""
 
@@ -73,33 +82,80 @@ def _zero_bias(lin: nn.Linear) -> nn.Linear:
     return lin
 
 
-class Once(Head):
-    """Generate once: a single linear layer from features to all ``numel`` numbers."""
+def _token_parts(trunk: Trunk | None) -> TokenMixer | None:
+    if trunk is not None and not isinstance(trunk, Trunk):
+        raise TypeError(f"head.bind: trunk must be a Trunk or None, got {type(trunk).__name__}")
+    return None if trunk is None else trunk.token_mixer()
 
-    def bind(self, spec: WeightSpec, in_features: int) -> None:
+
+def _readout(trunk: Trunk | None, in_features: int, out_features: int) -> TokenReadout | None:
+    return None if trunk is None else trunk.token_readout(in_features, out_features)
+
+
+class _Stack(nn.Module):
+    """Pointwise hidden layers and a readout: ``(..., in) -> (..., out)``.
+
+    ``lead_activation`` puts an activation first (the input is a pre-activation sum).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int],
+        out_features: int,
+        activation: str,
+        trunk: Trunk | None,
+        lead_activation: bool = False,
+        readout: TokenReadout | None = None,
+    ):
+        super().__init__()
+        layers: list[nn.Module] = [make_activation(activation)] if lead_activation else []
+        w = in_features
+        for hd in hidden:
+            layers += [nn.Linear(w, hd), make_activation(activation)]
+            w = hd
+        if readout is None:
+            readout = _readout(trunk, w, out_features)
+        final = readout if readout is not None else _zero_bias(nn.Linear(w, out_features))
+        layers.append(final)
+        self.net = nn.Sequential(*layers)
+        self._finals = readout.final_layers() if readout is not None else [final]  # plain list: not re-registered
+
+    def final_layers(self) -> list[nn.Module]:
+        return list(self._finals)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class Once(Head):
+    """Generate once: one token for all ``numel`` numbers.
+
+    With an ``MLP`` trunk this is a single linear layer from the features to every number;
+    a mixing trunk (``rnn``, ``attention``) runs its mixer over the one token first, and the
+    ``cnn`` trunk generates the whole flat vector as one image.
+    """
+
+    def bind(self, spec: WeightSpec, in_features: int, trunk: Trunk | None = None) -> None:
         self.spec = spec
-        self.linear = _zero_bias(nn.Linear(in_features, spec.numel))
+        gen = TokenGenerator(in_features, 1, 0, (), spec.numel, trunk=trunk)
+        self.linear: nn.Linear | None = None
+        self.generator: TokenGenerator | None = None
+        if gen.fused:  # a single linear layer from the features to every number
+            self.linear = gen.encoder.proj_h
+        else:
+            self.generator = gen
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         self._require_bound()
-        return self.linear(h)
+        if self.linear is not None:
+            return self.linear(h)
+        return self.generator(h)[:, 0]
 
     def calibration_groups(self):
         spec = self._require_bound()
-        return [([self.linear], list(spec.names))]
-
-
-def _mlp(
-    in_features: int, hidden: Sequence[int], out_features: int, activation: str
-) -> tuple[nn.Sequential, nn.Linear]:
-    layers: list[nn.Module] = []
-    w = in_features
-    for h in hidden:
-        layers += [nn.Linear(w, h), make_activation(activation)]
-        w = h
-    final = _zero_bias(nn.Linear(w, out_features))
-    layers.append(final)
-    return nn.Sequential(*layers), final
+        finals = [self.linear] if self.linear is not None else self.generator.final_layers()
+        return [(finals, list(spec.names))]
 
 
 class MultiHead(Head):
@@ -110,15 +166,26 @@ class MultiHead(Head):
             a list of globs (a head per glob; every tensor must match one).
         hidden: hidden widths of each head's own MLP (``()``: a linear head).
         activation: activation of those hidden layers.
+        embed_dim: width of each group's learned embedding, used when the trunk mixes
+            tokens (``rnn``: the groups are generated in order, layer after layer;
+            ``attention``: the groups attend to each other).
     """
 
-    def __init__(self, groups: str | Sequence[str] = "layer", hidden: Sequence[int] = (), activation: str = "relu"):
+    def __init__(
+        self,
+        groups: str | Sequence[str] = "layer",
+        hidden: Sequence[int] = (),
+        activation: str = "relu",
+        embed_dim: int = 8,
+    ):
         super().__init__()
         if isinstance(groups, str) and groups not in ("tensor", "layer"):
             raise ValueError(f"MultiHead: groups must be 'tensor', 'layer' or a list of globs, got {groups!r}")
-        self.groups, self.hidden, self.activation = groups, tuple(hidden), activation
+        if not isinstance(embed_dim, int) or embed_dim < 1:
+            raise ValueError(f"MultiHead: embed_dim must be an int >= 1, got {embed_dim!r}")
+        self.groups, self.hidden, self.activation, self.embed_dim = groups, tuple(hidden), activation, embed_dim
 
-    def bind(self, spec: WeightSpec, in_features: int) -> None:
+    def bind(self, spec: WeightSpec, in_features: int, trunk: Trunk | None = None) -> None:
         self.spec = spec
         if self.groups == "tensor":
             members = [[t.name] for t in spec]
@@ -141,14 +208,16 @@ class MultiHead(Head):
             if unmatched or empty:
                 raise ValueError(f"MultiHead: tensors {unmatched} match no group; groups {empty} match no tensor")
         self.members = members
-        heads, finals = [], []
-        for names in members:
-            net, final = _mlp(in_features, self.hidden, sum(spec[n].numel for n in names), self.activation)
-            heads.append(net)
-            finals.append(final)
-        self.heads = nn.ModuleList(heads)
-        self._finals = finals
-        order = {n: i for i, n in enumerate(spec.names)}
+        mixer = _token_parts(trunk)
+        if mixer is None:
+            self.encoder = None
+            width = in_features
+        else:
+            self.encoder = TokenEncoder(in_features, len(members), self.embed_dim, mixer.width, mixer)
+            width = mixer.width
+        self.heads = nn.ModuleList(
+            _Stack(width, self.hidden, sum(spec[n].numel for n in names), self.activation, trunk) for names in members
+        )
         # gather index from concatenated group outputs into spec order
         pos, offset = {}, 0
         for names in members:
@@ -158,73 +227,182 @@ class MultiHead(Head):
         idx = torch.cat([torch.arange(pos[t.name], pos[t.name] + t.numel) for t in spec])
         self._identity = bool(torch.equal(idx, torch.arange(spec.numel)))
         self.register_buffer("_order", idx, persistent=False)
-        del order
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         self._require_bound()
-        out = torch.cat([head(h) for head in self.heads], dim=-1)
+        if self.encoder is None:
+            out = torch.cat([head(h) for head in self.heads], dim=-1)
+        else:
+            z = self.encoder(h)
+            out = torch.cat([head(z[:, g]) for g, head in enumerate(self.heads)], dim=-1)
         return out if self._identity else out.index_select(-1, self._order)
 
     def calibration_groups(self):
         self._require_bound()
-        return [([final], names) for final, names in zip(self._finals, self.members, strict=False)]
+        return [(head.final_layers(), names) for head, names in zip(self.heads, self.members, strict=False)]
 
 
-class TokenGenerator(nn.Module):
-    """Shared generator over tokens: ``out[b, i] = g([h_b ; e_i])``.
+class TokenEncoder(nn.Module):
+    """Token features ``z[b, i] = mix(W_h h_b + W_e e_i + b)``: ``(B, d) -> (B, n, width)``.
 
-    The first layer is split as ``W_h h + W_e e`` so that ``h`` and the ``n`` embeddings are
-    each projected once and broadcast, never concatenated per token.
+    ``h`` and the ``n`` embeddings are each projected once and broadcast, never concatenated
+    per token (the two projections are one linear layer over ``[h ; e]``, initialised as
+    such). The mixer, if any, then lets tokens interact.
 
     Args:
-        in_features: trunk feature width.
-        num_tokens: number of tokens (chunks or components).
-        embed_dim: token embedding width.
-        hidden: hidden widths of the shared generator (``()``: one linear layer).
-        out_features: numbers per token.
+        in_features: trunk feature width ``d``.
+        num_tokens: learned embeddings to hold (``None``: embeddings are passed to
+            :meth:`forward`, e.g. computed from component descriptions).
+        embed_dim: embedding width (``0``: no embeddings, one token from ``h`` alone).
+        width: token feature width.
+        mixer: a :class:`~hyperdnn.trunks.TokenMixer` of that width, or ``None``.
+
+    Example::
+
+        >>> import torch
+        >>> from hyperdnn.heads import TokenEncoder
+        >>> enc = TokenEncoder(in_features=16, num_tokens=5, embed_dim=4, width=8)
+        >>> enc(torch.randn(3, 16)).shape
+        torch.Size([3, 5, 8])
     """
 
     def __init__(
         self,
         in_features: int,
-        num_tokens: int,
+        num_tokens: int | None,
+        embed_dim: int,
+        width: int,
+        mixer: TokenMixer | None = None,
+    ):
+        super().__init__()
+        if mixer is not None and mixer.width != width:
+            raise ValueError(f"TokenEncoder: the mixer has width {mixer.width}, tokens have width {width}")
+        self.embed_dim, self.width = embed_dim, width
+        self.embeddings = (
+            nn.Parameter(torch.randn(num_tokens, embed_dim)) if num_tokens is not None and embed_dim else None
+        )
+        self.proj_h = nn.Linear(in_features, width, bias=not embed_dim)
+        # default init as if one Linear over the concatenation [h ; e]
+        bound = 1.0 / math.sqrt(in_features + embed_dim)
+        nn.init.uniform_(self.proj_h.weight, -bound, bound)
+        if embed_dim:
+            self.proj_e = nn.Linear(embed_dim, width)
+            nn.init.uniform_(self.proj_e.weight, -bound, bound)
+            nn.init.uniform_(self.proj_e.bias, -bound, bound)
+        else:
+            self.proj_e = None
+            nn.init.uniform_(self.proj_h.bias, -bound, bound)
+        self.mixer = mixer
+
+    def forward(self, h: torch.Tensor, embeddings: torch.Tensor | None = None) -> torch.Tensor:
+        """``h (B, d)``, optional ``embeddings (n, embed_dim)`` -> ``(B, n, width)``."""
+        z = self.proj_h(h).unsqueeze(1)
+        if self.proj_e is not None:
+            e = self.embeddings if embeddings is None else embeddings
+            if e is None:
+                raise ValueError("TokenEncoder: this encoder holds no embeddings; pass embeddings (n, embed_dim)")
+            if e.dim() != 2 or e.shape[1] != self.embed_dim:
+                raise ValueError(
+                    f"TokenEncoder: expected embeddings of shape (n, {self.embed_dim}), got {tuple(e.shape)}"
+                )
+            z = z + self.proj_e(e).unsqueeze(0)
+        return z if self.mixer is None else self.mixer(z)
+
+
+class TokenGenerator(nn.Module):
+    """Shared generator over tokens: ``out[b, i] = readout(mix(g([h_b ; e_i])))``.
+
+    With no mixer and a linear readout (an ``MLP`` trunk, or no trunk) the first layer
+    ``W_h h + W_e e`` is the first hidden layer (or, with ``hidden=()``, the output layer
+    itself); a mixing trunk runs its mixer over the projected tokens and the pointwise
+    ``hidden`` layers after it; a ``cnn`` trunk reads each token out as an image.
+
+    Args:
+        in_features: trunk feature width.
+        num_tokens: number of tokens (chunks or components) with learned embeddings
+            (``None``: pass embeddings to :meth:`forward`).
+        embed_dim: token embedding width.
+        hidden: hidden widths of the shared pointwise generator.
+        out_features: numbers per token.
+        activation: activation of those hidden layers.
+        trunk: the trunk lending its token mixer and readout (``None``: pointwise, linear).
+
+    Example::
+
+        >>> import torch
+        >>> from hyperdnn.heads import TokenGenerator
+        >>> from hyperdnn.trunks import Attention
+        >>> gen = TokenGenerator(16, 6, 4, (), 10, trunk=Attention(width=8, heads=2))
+        >>> gen(torch.randn(3, 16)).shape
+        torch.Size([3, 6, 10])
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        num_tokens: int | None,
         embed_dim: int,
         hidden: Sequence[int],
         out_features: int,
         activation: str = "relu",
+        trunk: Trunk | None = None,
     ):
         super().__init__()
-        self.embeddings = nn.Parameter(torch.randn(num_tokens, embed_dim))
-        first = hidden[0] if hidden else out_features
-        self.proj_h = nn.Linear(in_features, first, bias=False)
-        self.proj_e = nn.Linear(embed_dim, first)
-        # default init as if one Linear over the concatenation [h ; e]
-        bound = 1.0 / math.sqrt(in_features + embed_dim)
-        for lin in (self.proj_h, self.proj_e):
-            nn.init.uniform_(lin.weight, -bound, bound)
-        nn.init.uniform_(self.proj_e.bias, -bound, bound)
-        rest: list[nn.Module] = []
-        if hidden:
-            rest.append(make_activation(activation))
-            w = hidden[0]
-            for hd in hidden[1:]:
-                rest += [nn.Linear(w, hd), make_activation(activation)]
-                w = hd
-            self.final = _zero_bias(nn.Linear(w, out_features))
-            rest.append(self.final)
+        hidden = tuple(hidden)
+        mixer = _token_parts(trunk)
+        self.hidden = hidden
+        if mixer is not None:
+            self.encoder = TokenEncoder(in_features, num_tokens, embed_dim, mixer.width, mixer)
+            self.body: _Stack | None = _Stack(mixer.width, hidden, out_features, activation, trunk)
+        elif hidden:
+            self.encoder = TokenEncoder(in_features, num_tokens, embed_dim, hidden[0])
+            self.body = _Stack(hidden[0], hidden[1:], out_features, activation, trunk, lead_activation=True)
         else:
-            nn.init.zeros_(self.proj_e.bias)
-        self.rest = nn.Sequential(*rest)
-        self.hidden = tuple(hidden)
+            readout = _readout(trunk, in_features, out_features)
+            if readout is None:  # fused: the projection is the output layer
+                self.encoder = TokenEncoder(in_features, num_tokens, embed_dim, out_features)
+                if self.encoder.proj_e is not None:
+                    nn.init.zeros_(self.encoder.proj_e.bias)
+                else:
+                    nn.init.zeros_(self.encoder.proj_h.bias)
+                self.body = None
+            else:
+                self.encoder = TokenEncoder(in_features, num_tokens, embed_dim, in_features)
+                self.body = _Stack(
+                    in_features, (), out_features, activation, trunk, lead_activation=True, readout=readout
+                )
 
-    def final_layers(self) -> list[nn.Linear]:
+    @property
+    def fused(self) -> bool:
+        """Whether the first projection is the output layer (no mixer, no hidden layers,
+        linear readout)."""
+        return self.body is None
+
+    @property
+    def embeddings(self) -> torch.Tensor | None:
+        """The learned token embeddings ``(num_tokens, embed_dim)`` (``None`` if external)."""
+        return self.encoder.embeddings
+
+    @property
+    def proj_h(self) -> nn.Linear:
+        """The features' share of the first layer."""
+        return self.encoder.proj_h
+
+    @property
+    def proj_e(self) -> nn.Linear | None:
+        """The embeddings' share of the first layer."""
+        return self.encoder.proj_e
+
+    def final_layers(self) -> list[nn.Module]:
         """Layers whose scale sets the output variance."""
-        return [self.final] if self.hidden else [self.proj_h, self.proj_e]
+        if self.body is not None:
+            return self.body.final_layers()
+        return [m for m in (self.encoder.proj_h, self.encoder.proj_e) if m is not None]
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """``(B, in_features)`` -> ``(B, num_tokens, out_features)``."""
-        z = self.proj_h(h).unsqueeze(1) + self.proj_e(self.embeddings).unsqueeze(0)
-        return self.rest(z) if self.hidden else z
+    def forward(self, h: torch.Tensor, embeddings: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, in_features)`` (and optional ``(n, embed_dim)``) -> ``(B, n, out_features)``."""
+        z = self.encoder(h, embeddings)
+        return z if self.body is None else self.body(z)
 
 
 class Chunked(Head):
@@ -251,10 +429,10 @@ class Chunked(Head):
         spec = self._require_bound()
         return -(-spec.numel // self.chunk_size)
 
-    def bind(self, spec: WeightSpec, in_features: int) -> None:
+    def bind(self, spec: WeightSpec, in_features: int, trunk: Trunk | None = None) -> None:
         self.spec = spec
         self.generator = TokenGenerator(
-            in_features, self.num_chunks, self.embed_dim, self.hidden, self.chunk_size, self.activation
+            in_features, self.num_chunks, self.embed_dim, self.hidden, self.chunk_size, self.activation, trunk
         )
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -306,13 +484,13 @@ class ComponentWise(Head):
                 comps.append((t.name, t.numel))
         return comps
 
-    def bind(self, spec: WeightSpec, in_features: int) -> None:
+    def bind(self, spec: WeightSpec, in_features: int, trunk: Trunk | None = None) -> None:
         self.spec = spec
         comps = self.components(spec, self.granularity)
         self.max_size = max(s for _, s in comps)
         self.num_components = len(comps)
         self.generator = TokenGenerator(
-            in_features, len(comps), self.embed_dim, self.hidden, self.max_size, self.activation
+            in_features, len(comps), self.embed_dim, self.hidden, self.max_size, self.activation, trunk
         )
         idx = torch.cat([torch.arange(s) + i * self.max_size for i, (_, s) in enumerate(comps)])
         self.register_buffer("_gather", idx, persistent=False)

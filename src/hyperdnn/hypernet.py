@@ -93,7 +93,7 @@ class HyperNetwork(nn.Module):
         self.init_mode = init
         self.check_finite = check_finite
         trunk.bind(conditioner.out_features)
-        head.bind(spec, trunk.out_features)
+        head.bind(spec, trunk.out_features, trunk)
         mean, scale = element_stats(spec, init)
         if residual is None:
             self.residual = False

@@ -1,28 +1,69 @@
-"""Trunks: the hypernetwork's body, mapping the conditioner's ``(B, d)`` to features ``(B, h)``.
+"""Trunks: the hypernetwork's architecture (the review's fifth design criterion).
 
-The review's fifth design criterion is the hypernetwork's own architecture. :class:`MLP` is
-the workhorse; :class:`ModuleTrunk` wraps any user module. Trunks are *bound* to their input
-width by the :class:`~hyperdnn.hypernet.HyperNetwork` that owns them, so users only state what
-is theirs to choose (hidden sizes, activation...).
+A trunk has two jobs:
+
+* **context encoder** - ``forward`` maps the conditioner's ``(B, d)`` to features ``(B, h)``;
+* **token architecture** - every head generates its numbers as *tokens* (generate-once: one
+  token; multi-head: one per group; component-wise: one per component; chunk-wise: one per
+  chunk). The trunk decides how tokens interact and how a token becomes numbers:
+  :meth:`Trunk.token_mixer` returns a module that mixes the token sequence
+  ``(B, n, width) -> (B, n, width)`` (``None``: tokens are independent) and
+  :meth:`Trunk.token_readout` returns a module that turns one token into its numbers
+  (``None``: a linear layer).
+
+========== ============================= ============================================
+trunk      token mixer                   token readout
+========== ============================= ============================================
+``mlp``    none (pointwise)              linear
+``rnn``    GRU/LSTM over tokens in order linear (each step emits its component)
+``attention`` transformer over tokens    linear
+``cnn``    none                          deconvolution: each token becomes an image
+========== ============================= ============================================
+
+:class:`MLP` is the workhorse; :class:`ModuleTrunk` wraps any user module. Trunks are *bound*
+to their input width by the :class:`~hyperdnn.hypernet.HyperNetwork` that owns them, so users
+only state what is theirs to choose (hidden sizes, activation...). Heads create their own
+mixer and readout from the trunk (so those parameters live in the head).
 
 Example::
 
     >>> import torch
-    >>> from hyperdnn.trunks import MLP
+    >>> from hyperdnn.trunks import MLP, create_trunk
     >>> trunk = MLP(hidden=(32, 32)); trunk.bind(8)
     >>> trunk(torch.randn(4, 8)).shape
     torch.Size([4, 32])
+    >>> rnn = create_trunk("rnn", width=16); rnn.bind(8)
+    >>> rnn.token_mixer()(torch.randn(4, 10, 16)).shape   # 10 tokens, mixed in order
+    torch.Size([4, 10, 16])
 """
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Trunk", "MLP", "ModuleTrunk", "register_trunk", "create_trunk", "list_trunks", "ACTIVATIONS"]
+__all__ = [
+    "Trunk",
+    "MLP",
+    "ModuleTrunk",
+    "RNN",
+    "Attention",
+    "CNN",
+    "TokenMixer",
+    "TokenReadout",
+    "RecurrentMixer",
+    "AttentionMixer",
+    "DeconvReadout",
+    "register_trunk",
+    "create_trunk",
+    "list_trunks",
+    "ACTIVATIONS",
+]
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -41,9 +82,220 @@ def make_activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+def _check_widths(where: str, name: str, widths: Sequence[int]) -> tuple[int, ...]:
+    widths = tuple(widths)
+    if not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in widths):
+        raise ValueError(f"{where}: {name} must be positive ints, got {widths!r}")
+    return widths
+
+
+def _check_int(where: str, name: str, value: int, low: int = 1) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{where}: {name} must be an int >= {low}, got {value!r}")
+    return value
+
+
+# --------------------------------------------------------------------- token stages
+
+
+class TokenMixer(nn.Module, ABC):
+    """Mixes a sequence of token features: ``(B, n, width) -> (B, n, width)``.
+
+    Tokens come in the spec's layout order (layers, then tensors, then rows or chunks). A
+    mixer must treat every batch row independently and accept any ``n >= 1``.
+    """
+
+    width: int
+
+    @abstractmethod
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """``(B, n, width)`` -> ``(B, n, width)``."""
+
+
+class TokenReadout(nn.Module, ABC):
+    """Turns each token's features into its numbers: ``(..., in_features) -> (..., out_features)``."""
+
+    in_features: int
+    out_features: int
+
+    @abstractmethod
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """``(..., in_features)`` -> raw ``(..., out_features)``."""
+
+    @abstractmethod
+    def final_layers(self) -> list[nn.Module]:
+        """Last layers whose scale sets the output variance; initialisation re-draws them
+        together. Each has ``weight``, ``bias`` and ``in_features`` (the number of inputs
+        summed into one output)."""
+
+
+class RecurrentMixer(TokenMixer):
+    """Recurrent generation over the token sequence (HyperLSTM-style, layer by layer).
+
+    Step ``i`` reads token ``i`` (its embedding plus the context) and the state left by the
+    previous tokens; its output is what the readout turns into token ``i``'s numbers. A
+    residual connection and a final ``LayerNorm`` keep every step's features at unit scale,
+    so all tokens start with the same output variance.
+
+    Args:
+        width: token feature width (the recurrent hidden size).
+        cell: ``"gru"`` or ``"lstm"``.
+        layers: stacked recurrent layers.
+    """
+
+    def __init__(self, width: int, cell: str = "gru", layers: int = 1):
+        super().__init__()
+        if cell not in ("gru", "lstm"):
+            raise ValueError(f"RecurrentMixer: cell must be 'gru' or 'lstm', got {cell!r}")
+        self.width = _check_int("RecurrentMixer", "width", width)
+        _check_int("RecurrentMixer", "layers", layers)
+        rnn = nn.GRU if cell == "gru" else nn.LSTM
+        self.rnn = rnn(width, width, num_layers=layers, batch_first=True)
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(z)
+        return self.norm(z + out)
+
+
+class AttentionMixer(TokenMixer):
+    """A transformer encoder over the token sequence (pre-norm, final ``LayerNorm``).
+
+    Tokens carry their identity in their embeddings, so no positional encoding is added.
+
+    Args:
+        width: token feature width (``d_model``); must be divisible by ``heads``.
+        heads: attention heads.
+        layers: encoder layers.
+        ff: feed-forward width (default ``2 * width``).
+        dropout: dropout inside the encoder layers.
+    """
+
+    def __init__(self, width: int, heads: int = 4, layers: int = 2, ff: int | None = None, dropout: float = 0.0):
+        super().__init__()
+        self.width = _check_int("AttentionMixer", "width", width)
+        _check_int("AttentionMixer", "heads", heads)
+        _check_int("AttentionMixer", "layers", layers)
+        if width % heads:
+            raise ValueError(f"AttentionMixer: width must be divisible by heads, got width={width}, heads={heads}")
+        layer = nn.TransformerEncoderLayer(
+            width, heads, ff or 2 * width, dropout=dropout, batch_first=True, norm_first=True, activation="gelu"
+        )
+        self.encoder = nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(width), enable_nested_tensor=False)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.encoder(z)
+
+
+class _CircularDeconv(nn.Module):
+    """A stride-2 transposed convolution (kernel 4) on the torus: output ``2H x 2W``.
+
+    Wrapping the input circularly gives every output pixel the same number of kernel taps,
+    so all pixels (all generated numbers) start with the same variance; a zero-padded
+    transposed convolution gives border pixels a quarter of it.
+    """
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.conv = nn.ConvTranspose2d(c_in, c_out, kernel_size=4, stride=2, padding=3)
+
+    @property
+    def in_features(self) -> int:
+        """Inputs summed into each output pixel: every channel through 2 x 2 kernel taps."""
+        return 4 * self.conv.in_channels
+
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.conv.weight
+
+    @property
+    def bias(self) -> nn.Parameter | None:
+        return self.conv.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(x, (1, 1, 1, 1), mode="circular"))
+
+
+class DeconvReadout(TokenReadout):
+    """Deconvolutional readout: each token becomes a ``size x size`` image of numbers.
+
+    ``token -> Linear -> (channels[0], base, base) -> [deconv x2 upsampling] x len(channels)
+    -> (1, size, size)`` with ``size = base * 2 ** len(channels)``. A token of ``k`` numbers
+    reads the top-left ``ceil(k / w) x w`` block (``w = ceil(sqrt(k))``) in raster order, so a
+    square component (an 8x8 input filter, a k x k kernel) keeps its 2-D neighbourhoods.
+
+    Args:
+        in_features: token feature width.
+        out_features: numbers per token; at most ``size * size``.
+        channels: channels before each upsampling stage (the last stage emits 1 channel).
+        base: side of the first feature map.
+        activation: activation between stages.
+
+    Raises:
+        ValueError: ``out_features`` exceeds ``size * size`` (the message names the limit).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        channels: Sequence[int] = (32, 16),
+        base: int = 4,
+        activation: str = "relu",
+    ):
+        super().__init__()
+        channels = _check_widths("DeconvReadout", "channels", channels)
+        if not channels:
+            raise ValueError("DeconvReadout: channels must name at least one upsampling stage, got ()")
+        _check_int("DeconvReadout", "base", base)
+        self.in_features = _check_int("DeconvReadout", "in_features", in_features)
+        self.out_features = _check_int("DeconvReadout", "out_features", out_features)
+        self.channels, self.base = channels, base
+        self.size = base * 2 ** len(channels)
+        if out_features > self.size**2:
+            raise ValueError(
+                f"DeconvReadout: a token of {out_features} numbers does not fit the deconvolutional "
+                f"generator's {self.size}x{self.size} = {self.size**2}-pixel output (base={base}, "
+                f"{len(channels)} upsampling stages); use smaller chunks or components, or raise "
+                f"base or add a stage"
+            )
+        self.lift = nn.Linear(in_features, channels[0] * base * base)
+        stages: list[nn.Module] = [make_activation(activation)]
+        outs = channels[1:] + (1,)
+        for c_in, c_out in zip(channels, outs):
+            stages.append(_CircularDeconv(c_in, c_out))
+            if c_out != 1:
+                stages.append(make_activation(activation))
+        self.stages = nn.Sequential(*stages)
+        self._final = stages[-1]
+        nn.init.zeros_(self._final.bias)
+        w = math.ceil(math.sqrt(out_features))
+        idx = torch.tensor([(i // w) * self.size + (i % w) for i in range(out_features)], dtype=torch.long)
+        self.register_buffer("_crop", idx, persistent=False)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        lead = z.shape[:-1]
+        x = self.lift(z.reshape(-1, self.in_features)).reshape(-1, self.channels[0], self.base, self.base)
+        img = self.stages(x).reshape(x.shape[0], self.size * self.size)
+        return img.index_select(1, self._crop).reshape(*lead, self.out_features)
+
+    def images(self, z: torch.Tensor) -> torch.Tensor:
+        """The full generated images ``(..., size, size)`` (for inspection and plots)."""
+        lead = z.shape[:-1]
+        x = self.lift(z.reshape(-1, self.in_features)).reshape(-1, self.channels[0], self.base, self.base)
+        return self.stages(x).reshape(*lead, self.size, self.size)
+
+    def final_layers(self) -> list[nn.Module]:
+        return [self._final]
+
+
+# --------------------------------------------------------------------- trunks
+
+
 class Trunk(nn.Module, ABC):
     """Abstract trunk: ``bind(in_features)`` creates parameters; ``forward`` maps
-    ``(B, in_features)`` to ``(B, out_features)``."""
+    ``(B, in_features)`` to ``(B, out_features)``; :meth:`token_mixer` and
+    :meth:`token_readout` give heads the trunk's token architecture."""
 
     @abstractmethod
     def bind(self, in_features: int) -> None:
@@ -54,6 +306,19 @@ class Trunk(nn.Module, ABC):
     def out_features(self) -> int:
         """Output width (known after :meth:`bind`)."""
 
+    @abstractmethod
+    def token_mixer(self) -> TokenMixer | None:
+        """A new module mixing a head's token sequence, or ``None`` (tokens independent)."""
+
+    @abstractmethod
+    def token_readout(self, in_features: int, out_features: int) -> TokenReadout | None:
+        """A new module turning a token of ``in_features`` into ``out_features`` numbers, or
+        ``None`` (the head uses a linear layer).
+
+        Raises:
+            ValueError: the trunk cannot produce ``out_features`` numbers per token.
+        """
+
     def _require_bound(self, bound: bool) -> None:
         if not bound:
             raise RuntimeError(
@@ -61,8 +326,24 @@ class Trunk(nn.Module, ABC):
             )
 
 
+def _mlp_layers(
+    in_features: int, hidden: tuple[int, ...], activation: str, dropout: float, spectral_norm: bool
+) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    width = in_features
+    for h in hidden:
+        lin = nn.Linear(width, h)
+        if spectral_norm:
+            lin = nn.utils.parametrizations.spectral_norm(lin)
+        layers += [lin, make_activation(activation)]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        width = h
+    return nn.Sequential(*layers)
+
+
 class MLP(Trunk):
-    """Fully connected trunk.
+    """Fully connected trunk; tokens are generated independently (pointwise).
 
     Args:
         hidden: hidden layer widths; ``()`` makes the trunk the identity.
@@ -90,17 +371,7 @@ class MLP(Trunk):
         self._in: int | None = None
 
     def bind(self, in_features: int) -> None:
-        layers: list[nn.Module] = []
-        width = in_features
-        for h in self.hidden:
-            lin = nn.Linear(width, h)
-            if self.spectral_norm:
-                lin = nn.utils.parametrizations.spectral_norm(lin)
-            layers += [lin, make_activation(self.activation)]
-            if self.dropout:
-                layers.append(nn.Dropout(self.dropout))
-            width = h
-        self.net = nn.Sequential(*layers)
+        self.net = _mlp_layers(in_features, self.hidden, self.activation, self.dropout, self.spectral_norm)
         self._in = in_features
 
     @property
@@ -112,9 +383,15 @@ class MLP(Trunk):
         self._require_bound(self.net is not None)
         return self.net(c)
 
+    def token_mixer(self) -> None:
+        return None
+
+    def token_readout(self, in_features: int, out_features: int) -> None:
+        return None
+
 
 class ModuleTrunk(Trunk):
-    """Any user module as a trunk.
+    """Any user module as a trunk (tokens are generated independently, linear readout).
 
     Args:
         module: maps ``(B, in_features)`` to ``(B, out_features)``; its input width is the
@@ -144,6 +421,187 @@ class ModuleTrunk(Trunk):
     def forward(self, c: torch.Tensor) -> torch.Tensor:
         return self.module(c)
 
+    def token_mixer(self) -> None:
+        return None
+
+    def token_readout(self, in_features: int, out_features: int) -> None:
+        return None
+
+
+class _EncodedTrunk(Trunk):
+    """Shared context encoder (an MLP) of the token-architecture trunks."""
+
+    def __init__(self, where: str, hidden: Sequence[int], activation: str):
+        super().__init__()
+        self.hidden = _check_widths(where, "hidden", hidden)
+        make_activation(activation)
+        self.activation = activation
+        self.net: nn.Module | None = None
+        self._in: int | None = None
+
+    def bind(self, in_features: int) -> None:
+        self.net = _mlp_layers(in_features, self.hidden, self.activation, 0.0, False)
+        self._in = in_features
+
+    @property
+    def out_features(self) -> int:
+        self._require_bound(self._in is not None)
+        return self.hidden[-1] if self.hidden else self._in  # type: ignore[return-value]
+
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
+        self._require_bound(self.net is not None)
+        return self.net(c)
+
+
+class RNN(_EncodedTrunk):
+    """Recurrent hypernetwork: generates the target layer by layer, chunk by chunk.
+
+    Each head's tokens (components, chunks, layer groups) are run as a sequence through a
+    GRU or LSTM (:class:`RecurrentMixer`); step ``i`` sees token ``i``'s embedding plus the
+    context and the state left by the tokens before it, and emits token ``i``'s numbers
+    through a linear readout.
+
+    Args:
+        hidden: hidden widths of the context encoder MLP.
+        width: recurrent state (token feature) width.
+        cell: ``"gru"`` or ``"lstm"``.
+        layers: stacked recurrent layers.
+        activation: activation of the context encoder.
+
+    Example::
+
+        >>> import torch, torch.nn as nn
+        >>> from hyperdnn import HyperNetwork, TaskEmbedding, RNN, ComponentWise, Target
+        >>> target = Target(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)))
+        >>> hnet = HyperNetwork(target, TaskEmbedding(2, 4), RNN(width=16), ComponentWise("unit"))
+        >>> hnet(torch.tensor([0, 1]))["0.weight"].shape
+        torch.Size([2, 8, 4])
+    """
+
+    def __init__(
+        self,
+        hidden: Sequence[int] = (64,),
+        width: int = 64,
+        cell: str = "gru",
+        layers: int = 1,
+        activation: str = "relu",
+    ):
+        super().__init__("RNN", hidden, activation)
+        self.width = _check_int("RNN", "width", width)
+        self.layers = _check_int("RNN", "layers", layers)
+        if cell not in ("gru", "lstm"):
+            raise ValueError(f"RNN: cell must be 'gru' or 'lstm', got {cell!r}")
+        self.cell = cell
+
+    def token_mixer(self) -> RecurrentMixer:
+        return RecurrentMixer(self.width, self.cell, self.layers)
+
+    def token_readout(self, in_features: int, out_features: int) -> None:
+        return None
+
+
+class Attention(_EncodedTrunk):
+    """Attention hypernetwork: a transformer over the head's tokens.
+
+    Each token is its component or chunk embedding plus the context (both projected to
+    ``width``); a pre-norm transformer encoder (:class:`AttentionMixer`) lets every token see
+    every other before a linear readout emits its numbers.
+
+    Args:
+        hidden: hidden widths of the context encoder MLP.
+        width: token width (``d_model``), divisible by ``heads``.
+        heads: attention heads.
+        layers: encoder layers.
+        ff: feed-forward width (default ``2 * width``).
+        dropout: dropout inside the encoder.
+        activation: activation of the context encoder.
+
+    Example::
+
+        >>> import torch, torch.nn as nn
+        >>> from hyperdnn import HyperNetwork, LearnedLatent, Attention, Chunked, Target
+        >>> target = Target(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)))
+        >>> hnet = HyperNetwork(target, LearnedLatent(4), Attention(width=16, heads=2), Chunked(16))
+        >>> hnet()["2.weight"].shape
+        torch.Size([2, 8])
+    """
+
+    def __init__(
+        self,
+        hidden: Sequence[int] = (64,),
+        width: int = 64,
+        heads: int = 4,
+        layers: int = 2,
+        ff: int | None = None,
+        dropout: float = 0.0,
+        activation: str = "relu",
+    ):
+        super().__init__("Attention", hidden, activation)
+        self.width = _check_int("Attention", "width", width)
+        self.heads = _check_int("Attention", "heads", heads)
+        self.layers = _check_int("Attention", "layers", layers)
+        if width % heads:
+            raise ValueError(f"Attention: width must be divisible by heads, got width={width}, heads={heads}")
+        if ff is not None:
+            _check_int("Attention", "ff", ff)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"Attention: dropout must be in [0, 1), got {dropout!r}")
+        self.ff, self.dropout = ff, dropout
+
+    def token_mixer(self) -> AttentionMixer:
+        return AttentionMixer(self.width, self.heads, self.layers, self.ff, self.dropout)
+
+    def token_readout(self, in_features: int, out_features: int) -> None:
+        return None
+
+
+class CNN(_EncodedTrunk):
+    """Deconvolutional hypernetwork: every token (a chunk, a component, a whole tensor) is
+    generated as an image by transposed-convolution upsampling (:class:`DeconvReadout`).
+
+    The output image is ``size x size`` with ``size = base * 2 ** len(channels)``; a head
+    whose tokens need more numbers than that is refused when it is bound.
+
+    Args:
+        hidden: hidden widths of the context encoder MLP.
+        channels: channels before each x2 upsampling stage.
+        base: side of the first feature map.
+        activation: activation of the encoder and between stages.
+
+    Example::
+
+        >>> import torch, torch.nn as nn
+        >>> from hyperdnn import HyperNetwork, LearnedLatent, CNN, ComponentWise, Target
+        >>> target = Target(nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10)))
+        >>> hnet = HyperNetwork(target, LearnedLatent(8), CNN(channels=(8, 4), base=2), ComponentWise("unit"))
+        >>> hnet()["0.weight"].shape   # each row: an 8x8 block of an 8x8 generated image
+        torch.Size([16, 64])
+    """
+
+    def __init__(
+        self,
+        hidden: Sequence[int] = (64,),
+        channels: Sequence[int] = (32, 16),
+        base: int = 4,
+        activation: str = "relu",
+    ):
+        super().__init__("CNN", hidden, activation)
+        self.channels = _check_widths("CNN", "channels", channels)
+        if not self.channels:
+            raise ValueError("CNN: channels must name at least one upsampling stage, got ()")
+        self.base = _check_int("CNN", "base", base)
+
+    @property
+    def image_size(self) -> int:
+        """Side of the generated images; a token holds at most ``image_size ** 2`` numbers."""
+        return self.base * 2 ** len(self.channels)
+
+    def token_mixer(self) -> None:
+        return None
+
+    def token_readout(self, in_features: int, out_features: int) -> DeconvReadout:
+        return DeconvReadout(in_features, out_features, self.channels, self.base, self.activation)
+
 
 _TRUNKS: dict[str, Callable[..., Trunk]] = {}
 
@@ -168,3 +626,6 @@ def list_trunks() -> list[str]:
 
 
 register_trunk("mlp", MLP)
+register_trunk("rnn", RNN)
+register_trunk("attention", Attention)
+register_trunk("cnn", CNN)
