@@ -85,25 +85,33 @@ _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONVT = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
-def _to_grouped_channels(x: torch.Tensor, G: int) -> torch.Tensor:
-    """(G*N, C, *S) -> (N, G*C, *S)."""
+def _to_grouped_channels(x: torch.Tensor, G: int, channels_last: bool = False) -> torch.Tensor:
+    """(G*N, C, *S) -> (N, G*C, *S); channels-last memory layout if asked (4-D/5-D)."""
     GN, C, *S = x.shape
     N = GN // G
+    if channels_last and x.dim() in (4, 5):
+        # (G*N, *S, C) -> (N, *S, G, C) in one copy, then view as (N, G*C, *S)
+        xl = x.movedim(1, -1).reshape(G, N, *S, C).movedim(0, -2).reshape(N, *S, G * C).contiguous()
+        return xl.movedim(-1, 1)
     if N == 1:
         return x.reshape(1, G * C, *S)
     return x.reshape(G, N, C, *S).transpose(0, 1).reshape(N, G * C, *S)
 
 
-def _from_grouped_channels(y: torch.Tensor, G: int) -> torch.Tensor:
-    """(N, G*C, *S) -> (G*N, C, *S)."""
+def _from_grouped_channels(y: torch.Tensor, G: int, channels_last: bool = False) -> torch.Tensor:
+    """(N, G*C, *S) -> (G*N, C, *S); channels-last memory layout if asked (4-D/5-D)."""
     N, GC, *S = y.shape
     C = GC // G
+    if channels_last and y.dim() in (4, 5):
+        # .contiguous(): with N == 1 the reshape is a view, not a channels-last tensor
+        yl = y.movedim(1, -1).reshape(N, *S, G, C).movedim(-2, 0).reshape(G * N, *S, C).contiguous()
+        return yl.movedim(-1, 1)
     if N == 1:
         return y.reshape(G, C, *S)
     return y.reshape(N, G, C, *S).transpose(0, 1).reshape(G * N, C, *S)
 
 
-def _conv(owner: nn.modules.conv._ConvNd, gen, G: int, x: torch.Tensor) -> torch.Tensor:
+def _conv(owner: nn.modules.conv._ConvNd, gen, G: int, x: torch.Tensor, cl: bool = False) -> torch.Tensor:
     nd = len(owner.kernel_size)
     w, b = _get(owner, gen, "weight"), _get(owner, gen, "bias")
     unbatched_input = x.dim() == nd + 1
@@ -117,15 +125,17 @@ def _conv(owner: nn.modules.conv._ConvNd, gen, G: int, x: torch.Tensor) -> torch
         w = w.expand(G, *w.shape)
     if b is not None and "bias" not in gen:
         b = b.expand(G, -1)
-    xg = _to_grouped_channels(x, G)
+    xg = _to_grouped_channels(x, G, cl)
     wg = w.reshape(G * w.shape[1], *w.shape[2:])
     bg = None if b is None else b.reshape(-1)
     y = _CONV[nd](xg, wg, bg, owner.stride, padding, owner.dilation, owner.groups * G)
-    y = _from_grouped_channels(y, G)
+    y = _from_grouped_channels(y, G, cl)
     return y.squeeze(0) if unbatched_input else y
 
 
-def _conv_transpose(owner: nn.modules.conv._ConvTransposeNd, gen, G: int, x: torch.Tensor, output_size=None):
+def _conv_transpose(
+    owner: nn.modules.conv._ConvTransposeNd, gen, G: int, x: torch.Tensor, output_size=None, cl: bool = False
+):
     if output_size is not None:
         raise ValueError(
             f"Target: {type(owner).__name__} with output_size is not supported with batched weights; "
@@ -141,11 +151,11 @@ def _conv_transpose(owner: nn.modules.conv._ConvTransposeNd, gen, G: int, x: tor
         w = w.expand(G, *w.shape)
     if b is not None and "bias" not in gen:
         b = b.expand(G, -1)
-    xg = _to_grouped_channels(x, G)
+    xg = _to_grouped_channels(x, G, cl)
     wg = w.reshape(G * w.shape[1], *w.shape[2:])
     bg = None if b is None else b.reshape(-1)
     y = _CONVT[nd](xg, wg, bg, owner.stride, owner.padding, owner.output_padding, owner.groups * G, owner.dilation)
-    return _from_grouped_channels(y, G)
+    return _from_grouped_channels(y, G, cl)
 
 
 def _affine(y: torch.Tensor, w, b, G: int, channel_dim: int, gen) -> torch.Tensor:
@@ -499,6 +509,13 @@ class Target(nn.Module):
         batch_dim: where inputs and outputs carry their batch (default 0).
         per_sample: ``"auto"`` (grouped fast paths, vmap for unknown layers) or ``"vmap"``
             (the whole module under ``torch.func.vmap``; a reference path).
+        channels_last: run convolutions in channels-last memory layout: 4-D (5-D) floating
+            point inputs are converted with ``.to(memory_format=torch.channels_last)``
+            (``channels_last_3d``) at every call, and the grouped per-sample and ensemble
+            convolutions keep that layout. Results are the same; on CPU (oneDNN) this is
+            often much faster for convolutions, on GPU it depends on the card and dtype.
+            Generated conv weights keep their own layout (converting them costs more than
+            it saves).
 
     Call ``target(weights, *inputs, **kwargs)``: weights without batch dims run shared,
     weights ``(B, ...)`` run per sample on inputs of batch ``B``. Use :meth:`ensemble` for K
@@ -513,12 +530,15 @@ class Target(nn.Module):
         spec: WeightSpec | None = None,
         batch_dim: int = 0,
         per_sample: str = "auto",
+        channels_last: bool = False,
     ):
         super().__init__()
         if not isinstance(module, nn.Module):
             raise TypeError(f"Target: expected an nn.Module, got {type(module).__name__}")
         if per_sample not in ("auto", "vmap"):
             raise ValueError(f"Target: per_sample must be 'auto' or 'vmap', got {per_sample!r}")
+        if not isinstance(channels_last, bool):
+            raise TypeError(f"Target: channels_last must be a bool, got {type(channels_last).__name__}")
         if spec is None:
             spec = WeightSpec.from_module(module, select)
         else:
@@ -530,7 +550,9 @@ class Target(nn.Module):
         self._spec = spec
         self.batch_dim = batch_dim
         self.per_sample_mode = per_sample
+        self.channels_last = channels_last
         self._plan_cache: list | None = None
+        self._slot_cache: list | None = None
 
     @property
     def spec(self) -> WeightSpec:
@@ -547,9 +569,9 @@ class Target(nn.Module):
         """Run with ``weights``: shared if they have no batch dim, else per sample."""
         batch = self._spec.check(weights, where="Target")
         if len(batch) == 0:
-            return self.shared(weights, *args, **kwargs)
+            return self._shared(weights, args, kwargs)
         if len(batch) == 1:
-            return self.per_sample(weights, *args, **kwargs)
+            return self._per_sample(weights, batch[0], args, kwargs)
         raise ValueError(f"Target: weights may have at most one batch dim, got batch shape {tuple(batch)}")
 
     def shared(self, weights: Mapping[str, torch.Tensor], *args: Any, **kwargs: Any) -> Any:
@@ -557,7 +579,7 @@ class Target(nn.Module):
         batch = self._spec.check(weights, where="Target.shared")
         if len(batch):
             raise ValueError(f"Target.shared: expected weights without batch dims, got batch shape {tuple(batch)}")
-        return functional_call(self.module, dict(weights), args, kwargs)
+        return self._shared(weights, args, kwargs)
 
     def per_sample(self, weights: Mapping[str, torch.Tensor], *args: Any, **kwargs: Any) -> Any:
         """Weight set ``b`` for sample ``b``: weights ``(B, ...)``, inputs of batch ``B``."""
@@ -566,7 +588,16 @@ class Target(nn.Module):
             raise ValueError(
                 f"Target.per_sample: expected weights with one batch dim (B, ...), got batch shape {tuple(batch)}"
             )
-        B = batch[0]
+        return self._per_sample(weights, batch[0], args, kwargs)
+
+    def _shared(self, weights, args, kwargs):
+        # functional_call's own swap, minus its per-call walk over the module: the owners
+        # of the generated tensors (tied aliases included) are resolved once and cached.
+        args, kwargs = self._layout(args, kwargs)
+        with _swapped_parameters(self._slots(), weights):
+            return self.module(*args, **kwargs)
+
+    def _per_sample(self, weights, B: int, args, kwargs):
         n = self._input_batch(args, kwargs)
         if n is None:
             raise ValueError(
@@ -586,21 +617,25 @@ class Target(nn.Module):
             raise ValueError(
                 f"Target.ensemble: expected weights with one batch dim (K, ...), got batch shape {tuple(batch)}"
             )
-        K = batch[0]
+        return self._ensemble(weights, batch[0], args, kwargs)
+
+    def _ensemble(self, weights, K: int, args, kwargs):
         d = self.batch_dim
         n = self._input_batch(args, kwargs)
         if n is None:
             raise ValueError(f"Target.ensemble: expected a tensor input with a batch dim at {d}, got none")
+        out = self._ensemble_shared_first_layer(weights, K, n, args, kwargs)
+        if out is None:
 
-        def rep(t):
-            if isinstance(t, torch.Tensor) and t.dim() > d and t.shape[d] == n:
-                t = t.unsqueeze(d).expand(*t.shape[:d], K, *t.shape[d:])
-                return t.reshape(*t.shape[:d], K * n, *t.shape[d + 2 :])
-            return t
+            def rep(t):
+                if isinstance(t, torch.Tensor) and t.dim() > d and t.shape[d] == n:
+                    t = t.unsqueeze(d).expand(*t.shape[:d], K, *t.shape[d:])
+                    return t.reshape(*t.shape[:d], K * n, *t.shape[d + 2 :])
+                return t
 
-        args_r = tuple(rep(a) for a in args)
-        kwargs_r = {k: rep(v) for k, v in kwargs.items()}
-        out = self._grouped(weights, K, args_r, kwargs_r, per_group_norm=True)
+            args_r = tuple(rep(a) for a in args)
+            kwargs_r = {k: rep(v) for k, v in kwargs.items()}
+            out = self._grouped(weights, K, args_r, kwargs_r, per_group_norm=True)
 
         def split(t):
             if isinstance(t, torch.Tensor) and t.dim() > d and t.shape[d] == K * n:
@@ -610,6 +645,21 @@ class Target(nn.Module):
         return pytree.tree_map(split, out)
 
     # ------------------------------------------------------------------ internals
+    def _layout(self, args, kwargs):
+        """Inputs in the memory layout the target runs in (channels-last when asked)."""
+        if not self.channels_last:
+            return args, kwargs
+
+        def conv(t):
+            if isinstance(t, torch.Tensor) and t.is_floating_point():
+                if t.dim() == 4:
+                    return t.to(memory_format=torch.channels_last)
+                if t.dim() == 5:
+                    return t.to(memory_format=torch.channels_last_3d)
+            return t
+
+        return tuple(conv(a) for a in args), {k: conv(v) for k, v in kwargs.items()}
+
     def _input_batch(self, args, kwargs) -> int | None:
         for a in list(args) + list(kwargs.values()):
             if isinstance(a, torch.Tensor) and a.dim() > self.batch_dim:
@@ -671,14 +721,77 @@ class Target(nn.Module):
         self._plan_cache = plan
         return plan
 
-    def _grouped(self, weights, G: int, args, kwargs, per_group_norm: bool):
-        plan = self._plan()
+    def _slots(self) -> list[tuple[nn.Module, str, str]]:
+        """(owner module, attribute, spec name) of every reference to a generated tensor."""
+        if self._slot_cache is not None:
+            return self._slot_cache
+        canonical: dict[int, str] = {}
+        for name, p in self.module.named_parameters():
+            canonical[id(p)] = name
+        modules = dict(self.module.named_modules(remove_duplicate=False))
+        gen_names = set(self._spec.names)
+        slots, seen = [], set()
+        for name, p in self.module.named_parameters(remove_duplicate=False):
+            canon = canonical[id(p)]
+            path, _, attr = name.rpartition(".")
+            owner = modules[path]
+            if canon in gen_names and (id(owner), attr) not in seen:
+                seen.add((id(owner), attr))
+                slots.append((owner, attr, canon))
+        self._slot_cache = slots
+        return slots
+
+    def _swaps(self, weights, G: int, per_group_norm: bool) -> list:
         swaps = []
-        for _path, owner, kind, names in plan:
+        for _path, owner, kind, names in self._plan():
             gen = {local: weights[canon] for local, canon in names.items()}
-            swaps.append((owner, _make_forward(owner, kind, gen, G, per_group_norm)))
-        with _swapped_forwards(swaps):
+            swaps.append((owner, _make_forward(owner, kind, gen, G, per_group_norm, self.channels_last)))
+        return swaps
+
+    def _grouped(self, weights, G: int, args, kwargs, per_group_norm: bool):
+        args, kwargs = self._layout(args, kwargs)
+        with _swapped_forwards(self._swaps(weights, G, per_group_norm)):
             return self.module(*args, **kwargs)
+
+    def _ensemble_shared_first_layer(self, weights, K: int, n: int, args, kwargs):
+        """Ensemble fast path for an ``nn.Sequential`` that starts with a generated ``Linear``
+        or (ungrouped) convolution: that layer meets the shared input once for all K weight
+        sets (one GEMM, or one convolution with K times the output channels) instead of
+        meeting K copies of it; the other layers run grouped. ``None`` when the module is not
+        of that form (then the input is replicated K times)."""
+        m = self.module
+        if type(m) is not nn.Sequential or len(m) == 0 or self.batch_dim != 0 or kwargs or len(args) != 1:
+            return None
+        first = m[0]
+        x = args[0]
+        if not isinstance(x, torch.Tensor) or self.per_sample_mode != "auto" or _hooked(m) or _hooked(first):
+            return None
+        entry = next((e for e in self._plan() if e[1] is first), None)
+        if entry is None or entry[2] not in ("linear", "conv") or entry[3].get("weight") is None:
+            return None
+        gen = {local: weights[canon] for local, canon in entry[3].items()}
+        w = gen["weight"]
+        b = gen["bias"] if "bias" in gen else first.bias
+        bias = None if b is None else (b.reshape(-1) if "bias" in gen else b.repeat(K))
+        (x,), _ = self._layout((x,), {})
+        if entry[2] == "linear":
+            y = F.linear(x, w.reshape(-1, w.shape[-1]), bias)  # (n, ..., K*O)
+            y = y.unflatten(-1, (K, w.shape[1])).movedim(-2, 0)  # (K, n, ..., O)
+            h = y.reshape(K * n, *y.shape[2:])
+        else:
+            nd = len(first.kernel_size)
+            if first.groups != 1 or x.dim() != nd + 2:
+                return None
+            padding = first.padding
+            if first.padding_mode != "zeros":
+                x = F.pad(x, first._reversed_padding_repeated_twice, mode=first.padding_mode)
+                padding = 0
+            y = _CONV[nd](x, w.reshape(-1, *w.shape[2:]), bias, first.stride, padding, first.dilation, 1)
+            h = _from_grouped_channels(y, K, self.channels_last)
+        with _swapped_forwards(self._swaps(weights, K, per_group_norm=True)):
+            for layer in list(m)[1:]:
+                h = layer(h)
+        return h
 
 
 def _kind(owner: nn.Module) -> str | None:
@@ -703,7 +816,7 @@ def _kind(owner: nn.Module) -> str | None:
     return None
 
 
-def _make_forward(owner: nn.Module, kind: str, gen, G: int, per_group_norm: bool):
+def _make_forward(owner: nn.Module, kind: str, gen, G: int, per_group_norm: bool, channels_last: bool = False):
     orig = type(owner).forward.__get__(owner)
 
     def guarded(fn):
@@ -717,9 +830,9 @@ def _make_forward(owner: nn.Module, kind: str, gen, G: int, per_group_norm: bool
     if kind == "linear":
         return guarded(lambda x: _linear(owner, gen, G, x))
     if kind == "conv":
-        return guarded(lambda x: _conv(owner, gen, G, x))
+        return guarded(lambda x: _conv(owner, gen, G, x, channels_last))
     if kind == "convt":
-        return guarded(lambda x, output_size=None: _conv_transpose(owner, gen, G, x, output_size))
+        return guarded(lambda x, output_size=None: _conv_transpose(owner, gen, G, x, output_size, channels_last))
     if kind == "bn":
         return guarded(lambda x: _batch_norm(owner, gen, G, x, per_group_norm))
     if kind == "ln":
@@ -737,6 +850,37 @@ def _make_forward(owner: nn.Module, kind: str, gen, G: int, per_group_norm: bool
         return guarded(lambda *a, **k: _vmapped(owner, gen, G, dims, a, k))
     dims = _Dims(0, 0)
     return guarded(lambda *a, **k: _vmapped(owner, gen, G, dims, a, k))
+
+
+def _hooked(module: nn.Module) -> bool:
+    """Whether calling ``module`` would run hooks (its own or global ones)."""
+    from torch.nn.modules import module as _m
+
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or module._backward_hooks
+        or module._backward_pre_hooks
+        or _m._global_forward_hooks
+        or _m._global_forward_pre_hooks
+        or _m._global_backward_hooks
+        or _m._global_backward_pre_hooks
+    )
+
+
+@contextmanager
+def _swapped_parameters(slots, weights):
+    """Put ``weights`` into the owners' parameter slots for the duration; always restored."""
+    saved = []
+    try:
+        for owner, attr, canon in slots:
+            params = owner._parameters
+            saved.append((params, attr, params[attr]))
+            params[attr] = weights[canon]
+        yield
+    finally:
+        for params, attr, orig in reversed(saved):
+            params[attr] = orig
 
 
 @contextmanager

@@ -1,0 +1,207 @@
+"""Run the hyperdnn benchmarks: hypernet cost against the static target, hand-written PyTorch and peers.
+
+Usage::
+
+    python benchmarks/run.py                      # full CPU run (make bench), a few minutes
+    python benchmarks/run.py --quick              # smoke run, under 2 minutes (make bench-quick)
+    python benchmarks/run.py --device cuda        # GPU (benchmarks/gpu.sh wraps it)
+    python benchmarks/run.py --workloads W1,W3 --repeats 15
+
+Writes ``<out>/<date>-<device>[-quick].json`` and ``.md`` (and ``-w5.png`` when W5 ran).
+Peers (hypnettorch, HyperLight) come from ``pip install -e '.[peers]'``; a missing one is
+reported in every table, not skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch
+
+from benchmarks import peers, report
+from benchmarks.common import OPTIMIZERS, Config
+from benchmarks.harness import machine_info, measure
+from benchmarks.workloads import WORKLOADS, list_workloads
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+FULL = {"warmup": 3, "repeats": 10, "steps": 5}
+QUICK = {"warmup": 2, "repeats": 3, "steps": 3}
+
+
+def _positive(name: str):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
+        if v < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be >= 1, got {v}")
+        return v
+
+    return parse
+
+
+def _workloads(text: str) -> list[str]:
+    names = [w.strip().upper() for w in text.split(",") if w.strip()]
+    unknown = [w for w in names if w not in WORKLOADS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"unknown workloads {unknown or [text]}; choose from {list_workloads()}")
+    return list(dict.fromkeys(names))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="benchmarks/run.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    p.add_argument("--quick", action="store_true", help="fewer rounds and W5 sizes: a smoke run under 2 minutes")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run (default cpu)")
+    p.add_argument(
+        "--workloads",
+        type=_workloads,
+        default=list_workloads(),
+        help=f"comma-separated subset of {','.join(list_workloads())} (default all)",
+    )
+    p.add_argument("--repeats", type=_positive("--repeats"), default=None, help="interleaved timing rounds")
+    p.add_argument("--steps", type=_positive("--steps"), default=None, help="timed steps per variant per round")
+    p.add_argument("--warmup", type=_positive("--warmup"), default=None, help="warm-up steps per variant")
+    p.add_argument("--optimizer", default="fused", choices=OPTIMIZERS, help="Adam implementation for every variant")
+    p.add_argument("--threads", type=_positive("--threads"), default=None, help="torch CPU threads (default torch's)")
+    p.add_argument("--no-peers", action="store_true", help="do not build hypnettorch / HyperLight variants")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
+    p.add_argument("--seed", type=int, default=0, help="seed for data and initialisation")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
+    return p
+
+
+def run(args: argparse.Namespace, log=print) -> dict[str, Any]:
+    """Run the selected workloads; returns the result record (also written to ``args.out``)."""
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    preset = QUICK if args.quick else FULL
+    warmup = args.warmup or preset["warmup"]
+    repeats = args.repeats or preset["repeats"]
+    steps = args.steps or preset["steps"]
+    cfg = Config(device=device, optimizer=args.optimizer, quick=args.quick, peers=not args.no_peers, seed=args.seed)
+    started = time.time()
+    date = _dt.date.today().isoformat()
+    result: dict[str, Any] = {
+        "meta": {
+            "date": date,
+            "device": device.type,
+            "quick": args.quick,
+            "optimizer": args.optimizer,
+            "warmup": warmup,
+            "repeats": repeats,
+            "steps": steps,
+            "workloads": args.workloads,
+            "machine": machine_info(device),
+            "peers": peers.all_status()
+            if cfg.peers
+            else {n: {"available": False, "version": None, "error": "--no-peers"} for n in peers.PEERS},
+            "load_before": _load(),
+        },
+        "workloads": {},
+    }
+    for name, st in result["meta"]["peers"].items():
+        log(f"peer {name}: " + (f"{st['version']}" if st["available"] else f"NOT AVAILABLE - {st['error']}"))
+    w5_parts: dict[str, dict[str, Any]] = {}
+    for wname in args.workloads:
+        workload = WORKLOADS[wname]
+        for key, build in workload.parts(cfg):
+            t0 = time.time()
+            log(f"{key}: {workload.title}")
+            built = build()
+            ms = measure(
+                built.variants, device, warmup=warmup, rounds=repeats, steps=steps, memory=not args.no_memory, log=log
+            )
+            used = report.fill_ratios(ms, built.baseline)
+            entry: dict[str, Any] = {
+                "title": workload.title,
+                "info": built.info,
+                "baseline": used,
+                "variants": [m.as_dict() for m in ms],
+                "checks": report.checks(key, ms, result["meta"]["peers"]),
+            }
+            if built.extra is not None:
+                entry["extra"] = built.extra()
+            result["workloads"][key] = entry
+            if wname == "W5":
+                w5_parts[key] = entry
+            for m in ms:
+                if m.status == "ok":
+                    log(
+                        f"    {m.name:<28} {m.median_ms:9.2f} ms  x static {report._fmt(m.ratio_static)}"
+                        f"  x hand-written {report._fmt(m.ratio_reference)}"
+                    )
+                else:
+                    log(f"    {m.name:<28} {m.status}: {m.error}")
+            for c in entry["checks"]:
+                log(f"    target {c['check']}: {report._fmt(c['value'], '.3f')} (bar {c['bar']}) holds={c['holds']}")
+            log(f"    ({time.time() - t0:.1f} s)")
+            del built, ms
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{date}-{device.type}" + ("-quick" if args.quick else "")
+    if w5_parts:
+        sc = report.scaling(w5_parts)
+        sc["plot"] = None
+        if len(w5_parts) > 1:
+            png = report.plot_scaling(sc["series"], str(out / f"{stem}-w5.png"), device.type)
+            sc["plot"] = Path(png).name if png else None
+        result["scaling"] = sc
+        for c in sc["checks"]:
+            log(f"W5 target {c['check']}: {report._fmt(c['value'], '.3f')} (bar {c['bar']}) holds={c['holds']}")
+    result["meta"]["load_after"] = _load()
+    result["meta"]["seconds"] = round(time.time() - started, 1)
+    (out / f"{stem}.json").write_text(json.dumps(_clean(result), indent=1))
+    (out / f"{stem}.md").write_text(report.markdown(result))
+    log(f"wrote {out / (stem + '.json')} and .md in {result['meta']['seconds']} s")
+    return result
+
+
+def _load() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _clean(o: Any) -> Any:
+    """JSON-safe copy: NaN and infinities become null."""
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {str(k): _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    if o is None or isinstance(o, (str, int, bool)):
+        return o
+    return str(o)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error(f"--device cuda: torch {torch.__version__} sees no CUDA device")
+    try:
+        run(args)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

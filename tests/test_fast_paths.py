@@ -1,0 +1,263 @@
+"""Fast execution paths: channels-last convolutions, the cached shared-weight swap, the ensemble's
+shared first layer and the fused optimizer helper. Each equals the plain path it replaces."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from hyperdnn import MLP, Chunked, HyperModel, HyperNetwork, Noise, Target, TaskEmbedding
+from tests.models import cases
+from tests.test_target import assert_unchanged, load, random_weights, state
+
+CASES = cases()
+CONV_CASES = ["conv2d", "conv2d_bn", "deconv_groupnorm"]
+
+
+def conv_seq(padding_mode: str = "zeros") -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1, padding_mode=padding_mode),
+        nn.ReLU(),
+        nn.Conv2d(4, 5, 3, stride=2),
+        nn.Flatten(),
+        nn.Linear(5 * 3 * 3, 2),
+    )
+
+
+class LayoutProbe(nn.Module):
+    """Records whether each convolution saw a channels-last input."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 6 * 6, 2)
+        self.seen: list[bool] = []
+
+    def forward(self, x):
+        for conv in (self.conv1, self.conv2):
+            self.seen.append(x.is_contiguous(memory_format=torch.channels_last))
+            x = torch.relu(conv(x))
+        return self.fc(x.flatten(1))
+
+
+# ------------------------------------------------------------------ channels_last
+
+
+@pytest.mark.parametrize("name", CONV_CASES)
+def test_channels_last_shared_equals_plain_module(name):
+    torch.manual_seed(0)
+    make, data = CASES[name]
+    module = make()
+    target = Target(module, channels_last=True)
+    x = data(4)
+    w = random_weights(target.spec)
+    torch.testing.assert_close(target(w, x), load(module, w)(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", CONV_CASES)
+def test_channels_last_per_sample_and_ensemble_equal_loops(name):
+    torch.manual_seed(0)
+    make, data = CASES[name]
+    module = make()
+    target = Target(module, channels_last=True)
+    before = state(module)
+    B = 6
+    x = data(B)
+    w = random_weights(target.spec, B)
+    out = target(w, x)
+    ref = torch.stack([target({k: v[b] for k, v in w.items()}, x[b : b + 1])[0] for b in range(B)])
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
+    xe = data(3)
+    ens = target.ensemble(w, xe)
+    ref_e = torch.stack([target({k: v[i] for k, v in w.items()}, xe) for i in range(B)])
+    torch.testing.assert_close(ens, ref_e, atol=1e-5, rtol=1e-4)
+    assert_unchanged(module, before)
+
+
+def test_channels_last_reaches_every_convolution_in_every_mode():
+    torch.manual_seed(0)
+    probe = LayoutProbe()
+    x = torch.randn(4, 3, 6, 6)
+    for channels_last in (False, True):
+        target = Target(probe, channels_last=channels_last)
+        w1 = random_weights(target.spec)
+        wb = random_weights(target.spec, 4)
+        for weights, inputs, run in ((w1, x, target), (wb, x, target), (wb, x[:2], target.ensemble)):
+            probe.seen.clear()
+            run(weights, inputs)
+            assert probe.seen == [channels_last] * 2
+
+
+def test_channels_last_gradients_equal_the_default_layout():
+    torch.manual_seed(0)
+    module = conv_seq()
+    x = torch.randn(5, 3, 7, 7)
+    grads = []
+    for channels_last in (False, True):
+        target = Target(module, channels_last=channels_last)
+        w = {k: v.requires_grad_() for k, v in random_weights(target.spec, 5).items()}
+        target(w, x).square().sum().backward()
+        grads.append({k: v.grad for k, v in w.items()})
+    for k in grads[0]:
+        torch.testing.assert_close(grads[0][k], grads[1][k], atol=1e-5, rtol=1e-4)
+
+
+def test_channels_last_must_be_a_bool():
+    with pytest.raises(TypeError, match="channels_last must be a bool"):
+        Target(nn.Conv2d(1, 2, 3), channels_last="yes")
+
+
+# ------------------------------------------------------------------ shared swap
+
+
+def test_shared_call_restores_parameters_after_success_and_failure():
+    module = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 2))
+    params = dict(module.named_parameters())
+    before = state(module)
+    target = Target(module)
+    w = random_weights(target.spec)
+    target(w, torch.randn(3, 4))
+    with pytest.raises(RuntimeError):
+        target(w, torch.randn(3, 7))  # wrong input width fails inside the module
+    assert dict(module.named_parameters()) == params
+    assert all(isinstance(p, nn.Parameter) for p in module.parameters())
+    assert_unchanged(module, before)
+
+
+def test_shared_call_follows_tied_parameters():
+    torch.manual_seed(0)
+    make, data = CASES["tied"]
+    module = make()
+    target = Target(module)
+    w = random_weights(target.spec)
+    x = data(3)
+    torch.testing.assert_close(target(w, x), load(module, w)(x))
+    assert module.out.weight is module.emb.weight
+
+
+# ------------------------------------------------------------------ ensemble first layer
+
+
+def ensemble_loop(target: Target, w, x):
+    return torch.stack([target({k: v[i] for k, v in w.items()}, x) for i in range(next(iter(w.values())).shape[0])])
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)),
+        lambda: conv_seq(),
+        lambda: conv_seq("reflect"),
+    ],
+    ids=["linear", "conv", "conv_reflect"],
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_ensemble_shared_first_layer_equals_loop_and_its_gradients(make, channels_last):
+    torch.manual_seed(0)
+    module = make()
+    target = Target(module, channels_last=channels_last)
+    first = module[0]
+    x = torch.randn(4, 6) if isinstance(first, nn.Linear) else torch.randn(4, 3, 7, 7)
+    K = 3
+    w = {k: v.requires_grad_() for k, v in random_weights(target.spec, K).items()}
+    out = target.ensemble(w, x)
+    torch.testing.assert_close(out, ensemble_loop(target, w, x), atol=1e-5, rtol=1e-4)
+    out.square().sum().backward()
+    got = {k: v.grad.clone() for k, v in w.items()}
+    # the same call through the replicated-input path: per sample on K copies of x
+    w2 = {k: v.detach().clone().requires_grad_() for k, v in w.items()}
+    rep = {k: v.repeat_interleave(x.shape[0], dim=0) for k, v in w2.items()}
+    target(rep, x.repeat(K, *[1] * (x.dim() - 1))).square().sum().backward()
+    for k in got:
+        torch.testing.assert_close(got[k], w2[k].grad, atol=1e-4, rtol=1e-4)
+
+
+def test_ensemble_first_layer_with_module_owned_bias():
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    target = Target(module, select=["0.weight", "2.*"])
+    w = random_weights(target.spec, 4)
+    x = torch.randn(5, 6)
+    torch.testing.assert_close(target.ensemble(w, x), ensemble_loop(target, w, x), atol=1e-5, rtol=1e-4)
+
+
+def test_ensemble_with_hooks_keeps_them_running():
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    calls = []
+    handle = module[0].register_forward_hook(lambda m, i, o: calls.append(o.shape))
+    try:
+        target = Target(module)
+        w = random_weights(target.spec, 4)
+        x = torch.randn(5, 6)
+        out = target.ensemble(w, x)
+        assert calls == [torch.Size([20, 8])]  # the hook saw the replicated batch
+        calls.clear()
+        torch.testing.assert_close(out, ensemble_loop(target, w, x), atol=1e-5, rtol=1e-4)
+    finally:
+        handle.remove()
+
+
+def test_noise_hypermodel_ensemble_uses_the_first_layer_path_and_trains():
+    torch.manual_seed(0)
+    target = Target(nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)))
+    model = HyperModel(HyperNetwork(target, Noise(4), MLP(()), Chunked(16, 4, (8,))), target)
+    z = torch.randn(5, 4)
+    x = torch.randn(7, 6)
+    out = model(x, z)
+    assert out.shape == (5, 7, 3)
+    torch.testing.assert_close(out, ensemble_loop(target, model.hypernet(z), x), atol=1e-5, rtol=1e-4)
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.hypernet.head.parameters())
+
+
+# ------------------------------------------------------------------ HyperModel
+
+
+def task_model() -> HyperModel:
+    target = Target(nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2)))
+    return HyperModel(HyperNetwork(target, TaskEmbedding(3, 5), MLP((8,))), target)
+
+
+def test_adam_is_fused_on_cpu_and_steps_like_plain_adam():
+    torch.manual_seed(0)
+    model = task_model()
+    twin = copy.deepcopy(model)
+    opt = model.adam(lr=1e-2)
+    assert opt.defaults["fused"] is True
+    assert [p for g in opt.param_groups for p in g["params"]] == model.trainable_parameters()
+    ref = torch.optim.Adam(twin.trainable_parameters(), lr=1e-2, foreach=False)
+    x = torch.randn(5, 4)
+    for m, o in ((model, opt), (twin, ref)):
+        for _ in range(3):
+            o.zero_grad()
+            m(x, 1).square().mean().backward()
+            o.step()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_adam_respects_an_explicit_implementation():
+    model = task_model()
+    assert model.adam(fused=False).defaults["fused"] is False
+    assert model.adam(foreach=True).defaults["foreach"] is True
+    assert model.adam(weight_decay=0.1).defaults["weight_decay"] == 0.1
+
+
+def test_hypermodel_modes_still_reject_wrong_batching():
+    model = task_model()
+    x = torch.randn(3, 4)
+    with pytest.raises(ValueError, match="expected weights with one batch dim"):
+        model(x, 1, mode="ensemble")
+    with pytest.raises(ValueError, match="expected weights with one batch dim"):
+        model(x, 1, mode="per_sample")
+    with pytest.raises(ValueError, match="expected weights without batch dims"):
+        model(x, torch.tensor([0, 1, 2]), mode="shared")
+    with pytest.raises(ValueError, match="weights have batch 2 but the input has batch 3"):
+        model(x, torch.tensor([0, 1]))
+    assert model(x, torch.tensor([0, 1, 2])).shape == (3, 2)
+    assert model(x, torch.tensor([0, 1]), mode="ensemble").shape == (2, 3, 2)
