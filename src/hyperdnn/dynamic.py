@@ -237,9 +237,7 @@ class DynamicHyperNetwork(nn.Module):
     ):
         super().__init__()
         if not isinstance(conditioner, Conditioner):
-            raise TypeError(
-                f"DynamicHyperNetwork: conditioner must be a Conditioner, got {type(conditioner).__name__}"
-            )
+            raise TypeError(f"DynamicHyperNetwork: conditioner must be a Conditioner, got {type(conditioner).__name__}")
         trunk = MLP((64,)) if trunk is None else trunk
         if not isinstance(trunk, Trunk):
             raise TypeError(f"DynamicHyperNetwork: trunk must be a Trunk, got {type(trunk).__name__}")

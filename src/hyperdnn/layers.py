@@ -56,7 +56,13 @@ class HyperLSTMCell(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int, hyper_size: int = 32, embed_size: int = 8):
         super().__init__()
-        _check("HyperLSTMCell", input_size=input_size, hidden_size=hidden_size, hyper_size=hyper_size, embed_size=embed_size)
+        _check(
+            "HyperLSTMCell",
+            input_size=input_size,
+            hidden_size=hidden_size,
+            hyper_size=hyper_size,
+            embed_size=embed_size,
+        )
         self.input_size, self.hidden_size, self.hyper_size, self.embed_size = (
             input_size,
             hidden_size,
@@ -88,7 +94,12 @@ class HyperLSTMCell(nn.Module):
     def initial_state(self, batch: int, like: torch.Tensor) -> State:
         """A zero state for ``batch`` sequences, on ``like``'s device and dtype."""
         z = like.new_zeros
-        return z(batch, self.hidden_size), z(batch, self.hidden_size), z(batch, self.hyper_size), z(batch, self.hyper_size)
+        return (
+            z(batch, self.hidden_size),
+            z(batch, self.hidden_size),
+            z(batch, self.hyper_size),
+            z(batch, self.hyper_size),
+        )
 
     @staticmethod
     def _lstm(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

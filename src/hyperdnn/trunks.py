@@ -199,40 +199,60 @@ class _CircularDeconv(nn.Module):
         super().__init__()
         self.conv = nn.ConvTranspose2d(c_in, c_out, kernel_size=4, stride=2, padding=3)
 
-    @property
-    def in_features(self) -> int:
-        """Inputs summed into each output pixel: every channel through 2 x 2 kernel taps."""
-        return 4 * self.conv.in_channels
-
-    @property
-    def weight(self) -> nn.Parameter:
-        return self.conv.weight
-
-    @property
-    def bias(self) -> nn.Parameter | None:
-        return self.conv.bias
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.pad(x, (1, 1, 1, 1), mode="circular"))
+
+
+class _PixelProjection(nn.Module):
+    """Per-pixel 1x1 projection ``(N, C, k) -> (N, k)`` with its own weights at each of the
+    ``k`` pixels (a locally connected 1x1 layer): every generated number gets independent
+    output weights, as in a linear readout, so a fresh draw of this layer gives every token
+    the calibrated variance, not one shared fluctuation."""
+
+    def __init__(self, channels: int, pixels: int):
+        super().__init__()
+        self.in_features = channels
+        bound = 1.0 / math.sqrt(channels)
+        self.weight = nn.Parameter(torch.empty(pixels, channels).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.zeros(pixels))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("nck,kc->nk", feats, self.weight) + self.bias
 
 
 class DeconvReadout(TokenReadout):
     """Deconvolutional readout: each token becomes a ``size x size`` image of numbers.
 
-    ``token -> Linear -> (channels[0], base, base) -> [deconv x2 upsampling] x len(channels)
-    -> (1, size, size)`` with ``size = base * 2 ** len(channels)``. A token of ``k`` numbers
+    ``token -> Linear -> (channels[0], base, base) -> [x2 transposed-convolution upsampling]
+    x len(channels) -> (channels[-1], size, size) -> 1x1 projection -> one number per pixel``,
+    with ``size = base * 2 ** len(channels)`` (stage ``i`` maps ``channels[i]`` to
+    ``channels[i + 1]`` channels, the last keeps ``channels[-1]``). A token of ``k`` numbers
     reads the top-left ``ceil(k / w) x w`` block (``w = ceil(sqrt(k))``) in raster order, so a
     square component (an 8x8 input filter, a k x k kernel) keeps its 2-D neighbourhoods.
+
+    The transposed convolutions, shared over positions, give the numbers their spatial
+    structure; the final 1x1 projection has its own weights at each of the ``k`` pixels, so
+    every number has independent output weights, as in a linear readout, and initialisation
+    (which draws this projection, measured on exactly the ``k`` pixels it emits) gives each
+    draw the calibrated variance.
 
     Args:
         in_features: token feature width.
         out_features: numbers per token; at most ``size * size``.
-        channels: channels before each upsampling stage (the last stage emits 1 channel).
+        channels: channels before each upsampling stage.
         base: side of the first feature map.
         activation: activation between stages.
 
     Raises:
         ValueError: ``out_features`` exceeds ``size * size`` (the message names the limit).
+
+    Example::
+
+        >>> import torch
+        >>> from hyperdnn.trunks import DeconvReadout
+        >>> readout = DeconvReadout(16, 64, channels=(8, 4), base=2)   # 8x8 images
+        >>> readout(torch.randn(3, 5, 16)).shape
+        torch.Size([3, 5, 64])
     """
 
     def __init__(
@@ -261,32 +281,26 @@ class DeconvReadout(TokenReadout):
             )
         self.lift = nn.Linear(in_features, channels[0] * base * base)
         stages: list[nn.Module] = [make_activation(activation)]
-        outs = channels[1:] + (1,)
-        for c_in, c_out in zip(channels, outs):
-            stages.append(_CircularDeconv(c_in, c_out))
-            if c_out != 1:
-                stages.append(make_activation(activation))
+        for c_in, c_out in zip(channels, channels[1:] + channels[-1:]):
+            stages += [_CircularDeconv(c_in, c_out), make_activation(activation)]
         self.stages = nn.Sequential(*stages)
-        self._final = stages[-1]
-        nn.init.zeros_(self._final.bias)
+        self.pixel = _PixelProjection(channels[-1], out_features)
         w = math.ceil(math.sqrt(out_features))
         idx = torch.tensor([(i // w) * self.size + (i % w) for i in range(out_features)], dtype=torch.long)
         self.register_buffer("_crop", idx, persistent=False)
 
+    def _features(self, z: torch.Tensor) -> torch.Tensor:
+        """``(N, in_features)`` -> pixel features ``(N, channels[-1], size * size)``."""
+        x = self.lift(z).reshape(-1, self.channels[0], self.base, self.base)
+        return self.stages(x).flatten(2)
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         lead = z.shape[:-1]
-        x = self.lift(z.reshape(-1, self.in_features)).reshape(-1, self.channels[0], self.base, self.base)
-        img = self.stages(x).reshape(x.shape[0], self.size * self.size)
-        return img.index_select(1, self._crop).reshape(*lead, self.out_features)
-
-    def images(self, z: torch.Tensor) -> torch.Tensor:
-        """The full generated images ``(..., size, size)`` (for inspection and plots)."""
-        lead = z.shape[:-1]
-        x = self.lift(z.reshape(-1, self.in_features)).reshape(-1, self.channels[0], self.base, self.base)
-        return self.stages(x).reshape(*lead, self.size, self.size)
+        feats = self._features(z.reshape(-1, self.in_features)).index_select(2, self._crop)
+        return self.pixel(feats).reshape(*lead, self.out_features)
 
     def final_layers(self) -> list[nn.Module]:
-        return [self._final]
+        return [self.pixel]
 
 
 # --------------------------------------------------------------------- trunks

@@ -108,9 +108,7 @@ def train_dynamic(
         for i in range(0, n, cfg.batch_size):
             idx = perm[i : i + cfg.batch_size]
             x, y = data.x_train[idx], data.y_train[idx]
-            loss = sum(
-                nn.functional.cross_entropy(targets[w](hnet(None, targets[w]), x), y) for w in cfg.train_widths
-            )
+            loss = sum(nn.functional.cross_entropy(targets[w](hnet(None, targets[w]), x), y) for w in cfg.train_widths)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(params, cfg.clip)
@@ -286,7 +284,8 @@ def main(out: str | None = None, epochs: int | None = None, seed: int = 0, threa
     (out_dir / "results.md").write_text(table + "\n")
     plotted = _plot(run["curves"], cfg.train_widths, out_dir / "dynamic_widths.png")
     print(
-        f"wrote {out_dir}/results.json, results.md" + (", dynamic_widths.png" if plotted else " (no matplotlib: no plot)")
+        f"wrote {out_dir}/results.json, results.md"
+        + (", dynamic_widths.png" if plotted else " (no matplotlib: no plot)")
     )
     if low:
         print(f"note: trained widths {low} ended below 90% test accuracy", file=sys.stderr)
