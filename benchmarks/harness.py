@@ -33,6 +33,7 @@ import torch
 __all__ = ["Variant", "Measurement", "measure", "peak_memory", "machine_info", "sync_fn"]
 
 ROLES = ("static", "reference", "ours", "peer")
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 @dataclass
@@ -118,9 +119,18 @@ def measure(
     rounds: int,
     steps: int,
     memory: bool = True,
+    clock: str = "wall",
     log: Callable[[str], None] = lambda s: None,
 ) -> list[Measurement]:
-    """Time ``variants`` interleaved (see the module docstring); ratios are filled in by the caller."""
+    """Time ``variants`` interleaved (see the module docstring); ratios are filled in by the caller.
+
+    ``clock``: ``"wall"`` (``time.perf_counter``, the default and the only one on GPU) or
+    ``"cpu"`` (``time.process_time``: CPU time of the whole process, which leaves out the time
+    other processes hold the cores; meaningful with one torch thread on a busy machine).
+    """
+    if clock not in CLOCKS:
+        raise ValueError(f"measure: clock must be one of {tuple(CLOCKS)}, got {clock!r}")
+    now = CLOCKS[clock]
     sync = sync_fn(device)
     results = {v.name: Measurement(v.name, v.library, v.role, v.params, v.note, v.documented) for v in variants}
     live: list[Variant] = []
@@ -145,10 +155,10 @@ def measure(
             block = []
             try:
                 for _ in range(steps):
-                    t0 = time.perf_counter()
+                    t0 = now()
                     v.step()
                     sync()
-                    block.append((time.perf_counter() - t0) * 1e3)
+                    block.append((now() - t0) * 1e3)
             except Exception as exc:
                 results[v.name].status, results[v.name].error = "failed", _short_error(exc)
                 continue

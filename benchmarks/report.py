@@ -203,7 +203,7 @@ def markdown(result: dict[str, Any]) -> str:
         f" torch {meta['machine']['torch']}, Python {meta['machine']['python']}",
         f"- load average before / after: {meta.get('load_before')} / {meta.get('load_after')}",
         f"- optimizer: Adam ({meta['optimizer']}); warm-up {meta['warmup']}, {meta['repeats']} interleaved rounds of "
-        f"{meta['steps']} steps{' (quick)' if meta['quick'] else ''}",
+        f"{meta['steps']} steps{' (quick)' if meta['quick'] else ''}; clock: {meta.get('clock', 'wall')}",
         "- peers: "
         + ", ".join(
             f"{n} {s['version']}" if s["available"] else f"{n}: {s['error']}" for n, s in meta["peers"].items()

@@ -76,6 +76,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive("--steps"), default=None, help="timed steps per variant per round")
     p.add_argument("--warmup", type=_positive("--warmup"), default=None, help="warm-up steps per variant")
     p.add_argument("--optimizer", default="fused", choices=OPTIMIZERS, help="Adam implementation for every variant")
+    p.add_argument(
+        "--clock",
+        default="wall",
+        choices=["wall", "cpu"],
+        help="wall: elapsed time (default); cpu: process CPU time, steadier on a busy machine with --threads 1",
+    )
     p.add_argument("--threads", type=_positive("--threads"), default=None, help="torch CPU threads (default torch's)")
     p.add_argument("--no-peers", action="store_true", help="do not build hypnettorch / HyperLight variants")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
@@ -102,6 +108,7 @@ def run(args: argparse.Namespace, log=print) -> dict[str, Any]:
             "device": device.type,
             "quick": args.quick,
             "optimizer": args.optimizer,
+            "clock": args.clock,
             "warmup": warmup,
             "repeats": repeats,
             "steps": steps,
@@ -124,7 +131,14 @@ def run(args: argparse.Namespace, log=print) -> dict[str, Any]:
             log(f"{key}: {workload.title}")
             built = build()
             ms = measure(
-                built.variants, device, warmup=warmup, rounds=repeats, steps=steps, memory=not args.no_memory, log=log
+                built.variants,
+                device,
+                warmup=warmup,
+                rounds=repeats,
+                steps=steps,
+                memory=not args.no_memory,
+                clock=args.clock,
+                log=log,
             )
             used = report.fill_ratios(ms, built.baseline)
             entry: dict[str, Any] = {
@@ -196,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error(f"--device cuda: torch {torch.__version__} sees no CUDA device")
+    if args.device == "cuda" and args.clock == "cpu":
+        p.error("--clock cpu measures host CPU time; on --device cuda use the default --clock wall")
     try:
         run(args)
     except KeyboardInterrupt:

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The GPU benchmark set in one call, within 8 minutes on one H100 or H200.
+#
+#   bash benchmarks/gpu.sh                     # results (JSON, markdown, W5 plot, log) under $OUT
+#   BENCH_DEVICE=cpu bash benchmarks/gpu.sh    # dry run of this very script on CPU (quick settings)
+#
+# Runs with the machine's own python3 and torch (a GPU machine without network access cannot
+# install anything); this checkout's src/ goes on PYTHONPATH, so hyperdnn need not be installed.
+# Peers: used if python3 already imports them, else installed from wheels in .whl/ when there
+# (made here with: pip download --no-deps hypnettorch==0.0.4 hyperlight==0.0.5 -d .whl; both are
+# pure Python and need numpy and matplotlib, which such images carry). A peer that is missing
+# shows up in the tables as "not installed", it is not skipped silently.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-benchmarks/results}"
+DEVICE="${BENCH_DEVICE:-cuda}"
+PY="${PYTHON:-python3}"
+LIMIT="${BENCH_LIMIT_S:-450}"  # the benchmark itself; leaves room for start-up inside 8 minutes
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+
+if ls .whl/*.whl >/dev/null 2>&1; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/bench-site .whl/*.whl \
+        && export PYTHONPATH="/tmp/bench-site:$PYTHONPATH"
+fi
+
+{
+    echo "== $(date -u +%FT%TZ) device=$DEVICE"
+    command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv
+    "$PY" - <<'EOF'
+import torch
+print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())
+if torch.cuda.is_available():
+    p = torch.cuda.get_device_properties(0)
+    print(p.name, p.multi_processor_count, "SMs", round(p.total_memory / 2**30, 1), "GiB")
+for name in ("hypnettorch", "hyperlight", "matplotlib", "numpy"):
+    try:
+        m = __import__(name)
+        print(name, getattr(m, "__version__", "?"))
+    except Exception as exc:
+        print(name, "NOT IMPORTABLE:", type(exc).__name__, exc)
+EOF
+} 2>&1 | tee "$OUT/gpu-env.txt"
+
+if [ "$DEVICE" = cpu ]; then
+    args=(--device cpu --quick)
+else
+    # GPU steps are short and host-bound: more steps per round, more warm-up (cuBLAS/cuDNN
+    # heuristics, allocator), W5 up to 1e8 parameters with the matmul-throughput fraction.
+    args=(--device cuda --repeats 7 --steps 10 --warmup 5)
+fi
+timeout "$LIMIT" "$PY" benchmarks/run.py "${args[@]}" --out "$OUT" 2>&1 | tee "$OUT/gpu-log.txt"
+status=${PIPESTATUS[0]}
+ls -l "$OUT"
+exit "$status"
