@@ -212,7 +212,7 @@ class OutputRegularizer:
         >>> from hyperdnn import HyperNetwork, Target, TaskEmbedding, MLP
         >>> hnet = HyperNetwork(Target(nn.Linear(3, 2)), TaskEmbedding(2, 4), MLP((8,)))
         >>> reg = OutputRegularizer(beta=0.01); reg.snapshot(hnet, 2)
-        >>> float(reg(hnet))
+        >>> float(reg(hnet).detach())
         0.0
     """
 
@@ -468,7 +468,7 @@ class HypernetLearner(Learner):
         if self.regularizer.num_tasks == 0 or self.regularizer.beta == 0:
             task_loss.backward()
             optimizer.step()
-            return {"loss": float(task_loss), "reg": 0.0}
+            return {"loss": task_loss.detach().item(), "reg": 0.0}
         delta = None
         if self.lookahead:
             named = self._shared_parameters()
@@ -478,7 +478,7 @@ class HypernetLearner(Learner):
         reg = self.regularizer(self.hnet, delta, generator)
         (task_loss + reg).backward()
         optimizer.step()
-        return {"loss": float(task_loss), "reg": float(reg)}
+        return {"loss": task_loss.detach().item(), "reg": reg.detach().item()}
 
     def end_task(self, t: int, task: Task, generator: torch.Generator) -> None:
         pass
@@ -543,7 +543,7 @@ class SeparateLearner(Learner):
         loss = F.cross_entropy(self.nets[t](x), y)
         loss.backward()
         optimizer.step()
-        return {"loss": float(loss)}
+        return {"loss": loss.detach().item()}
 
     def end_task(self, t: int, task: Task, generator: torch.Generator) -> None:
         pass
@@ -645,7 +645,7 @@ class SharedNetLearner(Learner):
         pen = self.penalty()
         (loss + pen).backward()
         optimizer.step()
-        return {"loss": float(loss), "penalty": float(pen)}
+        return {"loss": loss.detach().item(), "penalty": pen.detach().item()}
 
     def end_task(self, t: int, task: Task, generator: torch.Generator) -> None:
         if self.ewc_lambda == 0:
@@ -917,9 +917,10 @@ def run_continual(cfg: ContinualConfig, ctx: RunContext) -> Outcome:
         f"{stream.name}: {T} tasks, {stream[0].num_train} train / {stream[0].num_test} test images per task; "
         f"methods {', '.join(u.key for u in units)}; scenarios {', '.join(cfg.scenarios)}"
     )
-    for ui in range(prog.unit, len(units)):
+    first_unit = prog.unit
+    for ui in range(first_unit, len(units)):
         unit = units[ui]
-        resume_here = ctx.resumed is not None and ui == prog.unit
+        resume_here = ctx.resumed is not None and ui == first_unit
         # every method starts from the generator state of task 0: the baselines' hidden layers
         # and the first separate network start identical (common random numbers)
         ctx.seed_everything("init", "task", 0)

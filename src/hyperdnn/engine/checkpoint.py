@@ -204,7 +204,8 @@ def optimizer_state_tensors(optimizer: torch.optim.Optimizer, prefix: str) -> tu
         prefix: prepended to every tensor name (e.g. ``"optim."``).
 
     Returns:
-        (name -> tensor, JSON-serialisable rest) for :func:`load_optimizer_state`.
+        (name -> tensor, JSON-serialisable rest) for :func:`load_optimizer_state`. The tensors
+        are the optimizer's live state (not copies).
     """
     sd = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
@@ -233,7 +234,7 @@ def load_optimizer_state(
         head = f"{prefix}{idx}."
         for name, value in tensors.items():
             if name.startswith(head):
-                entry[name[len(head) :]] = value
+                entry[name[len(head) :]] = value.clone()  # never alias the caller's tensors
         state[int(idx)] = entry
     groups = [dict(g) for g in meta["param_groups"]]
     for g in groups:

@@ -1,0 +1,341 @@
+"""The continual recipe: the output regulariser, degenerate cases, resume, task streams, loaders."""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hyperdnn import MLP, Chunked, HyperNetwork, Target, TaskEmbedding
+from hyperdnn.apps.continual import (
+    ContinualConfig,
+    HypernetLearner,
+    OutputRegularizer,
+    accuracy_summary,
+    adam_candidate_step,
+    entropy_task_inference,
+    make_mlp,
+)
+from hyperdnn.data import Split
+from hyperdnn.data.mnist import load_mnist_idx, read_idx
+from hyperdnn.data.streams import make_stream, permuted_stream, split_stream
+from hyperdnn.engine import Checkpointer, derive_seed, make_generator, run_command
+
+#: a tiny, fast configuration of the recipe (SplitMNIST from scikit-learn digits)
+TINY = [
+    "--benchmark", "split", "--data", "digits", "--hidden", "16", "--trunk", "16", "--chunk_hidden", "16",
+    "--chunk_size", "200", "--chunk_embed_dim", "4", "--task_embed_dim", "8", "--epochs", "2",
+    "--batch_size", "32", "--fisher_samples", "32", "--progress", "false", "--threads", "1",
+]  # fmt: skip
+
+
+def _run(argv: list[str]) -> tuple[int, str]:
+    err = io.StringIO()
+    code = run_command(argv, stdout=io.StringIO(), stderr=err)
+    return code, err.getvalue()
+
+
+def _small_hnet(num_tasks: int = 3) -> HyperNetwork:
+    torch.manual_seed(0)
+    target = Target(nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3)))
+    return HyperNetwork(target, TaskEmbedding(num_tasks, 4), MLP((8,)), Chunked(10, 4, hidden=(8,)))
+
+
+# ---------------------------------------------------------------------- the regulariser
+def test_regularizer_is_zero_after_snapshot_and_grows_with_drift() -> None:
+    hnet = _small_hnet()
+    reg = OutputRegularizer(beta=0.5)
+    assert float(reg(hnet).detach()) == 0.0  # no snapshot yet: no earlier tasks
+    reg.snapshot(hnet, 3)
+    assert reg.num_tasks == 3 and float(reg(hnet).detach()) == 0.0
+    base = {n: p.detach().clone() for n, p in hnet.named_parameters()}
+    g = torch.Generator().manual_seed(1)
+    noise = {n: torch.randn(p.shape, generator=g) for n, p in base.items() if not n.startswith("conditioner.")}
+    values = []
+    for scale in (0.0, 1e-3, 1e-2, 1e-1, 1.0):
+        with torch.no_grad():
+            for n, p in hnet.named_parameters():
+                p.copy_(base[n] + scale * noise[n] if n in noise else base[n])
+        values.append(float(reg(hnet).detach()))
+    assert values[0] == 0.0
+    assert all(a < b for a, b in zip(values, values[1:])), values
+    # the definition: beta * mean over tasks of the squared distance of the flat weights
+    flat = torch.stack([hnet.spec.flatten(hnet(k)) for k in range(3)])
+    assert torch.allclose(reg(hnet), 0.5 * (flat - reg.targets).pow(2).sum(1).mean())
+    # gradients reach the hypernetwork, not the frozen targets
+    reg(hnet).backward()
+    assert all(hnet.get_parameter(n).grad is not None for n in noise)
+
+
+def test_regularizer_is_one_batched_pass_with_lookahead_and_subsets() -> None:
+    hnet = _small_hnet(4)
+    reg = OutputRegularizer(beta=1.0)
+    reg.snapshot(hnet, 4)
+    calls: list[int] = []
+    handle = hnet.trunk.register_forward_hook(lambda m, i, o: calls.append(int(i[0].shape[0])))
+    d = {n: 0.05 * torch.randn_like(p) for n, p in hnet.named_parameters() if not n.startswith("conditioner.")}
+    lookahead = reg(hnet, delta=d)
+    handle.remove()
+    assert calls == [4]  # every earlier task in one pass of batch 4
+    # regularising at Theta + dTheta equals moving the parameters there
+    moved = copy.deepcopy(hnet)
+    with torch.no_grad():
+        for n, p in moved.named_parameters():
+            if n in d:
+                p.add_(d[n])
+    assert torch.allclose(lookahead, reg(moved), rtol=1e-5, atol=1e-7)
+    assert torch.equal(reg(hnet, delta={n: torch.zeros_like(v) for n, v in d.items()}), reg(hnet))
+    with pytest.raises(ValueError, match="unknown hypernetwork parameters"):
+        reg(hnet, delta={"nope": torch.zeros(1)})
+    sub = OutputRegularizer(beta=1.0, num_sampled=2)
+    sub.snapshot(hnet, 4)
+    ids = sub.task_ids(torch.Generator().manual_seed(0))
+    assert ids.tolist() == sorted(set(ids.tolist())) and len(ids) == 2 and int(ids.max()) < 4
+
+
+def test_adam_candidate_step_is_the_step_adam_takes() -> None:
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(3):
+        opt.zero_grad()
+        model(torch.randn(8, 4)).pow(2).mean().backward()
+        opt.step()
+    opt.zero_grad()
+    model(torch.randn(8, 4)).pow(2).mean().backward()
+    params = list(model.parameters())
+    before = [p.detach().clone() for p in params]
+    predicted = adam_candidate_step(opt, params, [p.grad for p in params])
+    opt.step()
+    for p, b, d in zip(params, before, predicted):
+        assert torch.allclose(p.detach() - b, d, atol=1e-7)
+
+
+def test_entropy_task_inference_picks_the_most_certain_task() -> None:
+    logits = torch.zeros(3, 2, 4)
+    logits[1, 0, 2] = 10.0  # input 0: task 1 is certain
+    logits[2, 1, 0] = 5.0  # input 1: task 2 is certain
+    assert entropy_task_inference(logits).tolist() == [1, 2]
+    with pytest.raises(ValueError, match=r"expected logits \(K, N, C\)"):
+        entropy_task_inference(torch.zeros(2, 3))
+
+
+def test_accuracy_summary() -> None:
+    m = torch.tensor([[0.9, float("nan")], [0.7, 0.8]], dtype=torch.float64)
+    s = accuracy_summary(m)
+    assert s["final_avg"] == pytest.approx(0.75) and s["bwt"] == pytest.approx(-0.2)
+    assert s["just_trained"] == pytest.approx(0.85)
+
+
+# ---------------------------------------------------------------------- degenerate case
+def test_one_task_reduces_to_ordinary_training(tmp_path: Path) -> None:
+    out = tmp_path / "one"
+    code, err = _run(
+        ["continual", *TINY, "--num_tasks", "1", "--methods", "finetune,ewc,separate", "--out", str(out), "--seed", "3"]
+    )
+    assert code == 0, err
+    methods = json.loads((out / "results.json").read_text())["metrics"]["methods"]
+    accs = {m: methods[m]["CL1"]["matrix"][0][0] for m in ("finetune", "ewc", "separate")}
+    # the plain loop: same initialisation, same batches, Adam, cross-entropy
+    stream = make_stream("split", "digits", 1, seed=3)
+    task = stream[0]
+    torch.manual_seed(derive_seed(3, "init", "task", 0))
+    net = make_mlp(stream.in_features, (16,), 2)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for epoch in range(2):
+        for idx in torch.randperm(task.num_train, generator=make_generator(3, "batches", 0, epoch)).split(32):
+            x, y = task.train_batch(idx)
+            opt.zero_grad()
+            F.cross_entropy(net(x), y).backward()
+            opt.step()
+    with torch.no_grad():
+        plain = float((net(task.x_test).argmax(-1) == task.y_test).float().mean())
+    assert accs == {"finetune": plain, "ewc": plain, "separate": plain}
+
+
+def test_hypernet_on_its_first_task_is_ordinary_hypernet_training() -> None:
+    cfg = ContinualConfig(hidden=(8,), trunk=(8,), chunk_hidden=(8,), chunk_size=50, task_embed_dim=4)
+    stream = make_stream("split", "digits", 2)
+    torch.manual_seed(0)
+    learner = HypernetLearner(cfg, stream, torch.device("cpu"))
+    learner.begin_task(0)
+    hnet, target = copy.deepcopy(learner.hnet), learner.target
+    opt = torch.optim.Adam(learner.parameters_for(0), lr=1e-3)
+    plain_opt = torch.optim.Adam(hnet.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(0)
+    for idx in torch.randperm(stream[0].num_train, generator=g).split(16)[:5]:
+        x, y = stream[0].train_batch(idx)
+        logs = learner.train_step(0, x, y, torch.zeros_like(y), opt, g)
+        assert logs["reg"] == 0.0
+        plain_opt.zero_grad()
+        F.cross_entropy(target(hnet(0), x), y).backward()
+        plain_opt.step()
+    for (n, a), b in zip(learner.hnet.named_parameters(), hnet.parameters()):
+        assert torch.equal(a, b), n
+    # the second task regularises the first
+    learner.begin_task(1)
+    x, y = stream[1].train_batch(torch.arange(16))
+    opt = torch.optim.Adam(learner.parameters_for(1), lr=1e-3)
+    assert learner.regularizer.num_tasks == 1
+    assert not learner.embeddings[0].requires_grad and learner.embeddings[1].requires_grad
+    assert learner.train_step(1, x, y, torch.ones_like(y), opt, g)["reg"] == 0.0  # zero right after the snapshot
+    assert learner.train_step(1, x, y, torch.ones_like(y), opt, g)["reg"] > 0.0  # the first step moved task 0
+
+
+# ---------------------------------------------------------------------- resume
+_RESUME = TINY + ["--num_tasks", "2", "--scenarios", "CL1,CL3", "--checkpoint_every", "1", "--lookahead"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("resume") / "full"
+    code, err = _run(["continual", *_RESUME, "--out", str(out)])
+    assert code == 0, err
+    return json.loads((out / "results.json").read_text())
+
+
+@pytest.mark.parametrize("stop_after", [3, 21, 32])
+def test_resume_ends_with_the_same_results(tmp_path: Path, monkeypatch, uninterrupted: dict, stop_after: int) -> None:
+    out = tmp_path / "run"
+    original = Checkpointer.save
+    saves = []
+
+    def save_then_stop(self, tensors, state):
+        original(self, tensors, state)
+        saves.append(state.get("unit"))
+        if len(saves) == stop_after:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpointer, "save", save_then_stop)
+    code, err = _run(["continual", *_RESUME, "--out", str(out)])
+    assert code == 130 and "--resume" in err
+    assert not (out / "results.json").exists()
+    monkeypatch.setattr(Checkpointer, "save", original)
+    code, err = _run(["continual", "--out", str(out), "--resume", "--progress", "false"])
+    assert code == 0, err
+    resumed = json.loads((out / "results.json").read_text())
+    assert resumed["resumed"] is True
+    assert resumed["metrics"]["methods"] == uninterrupted["metrics"]["methods"]
+    assert resumed["metrics"]["parameters"] == uninterrupted["metrics"]["parameters"]
+    code, err = _run(["continual", "--out", str(out), "--resume"])
+    assert code == 2 and "already finished" in err
+
+
+def test_default_run_outputs(uninterrupted: dict) -> None:
+    m = uninterrupted["metrics"]
+    assert set(m["methods"]) == {"hnet", "finetune", "ewc", "separate", "joint"}
+    for method, by_scenario in m["methods"].items():
+        assert set(by_scenario) == {"CL1", "CL3"}, method
+        for entry in by_scenario.values():
+            assert len(entry["matrix"]) == 2 and entry["final_avg"] is not None
+    assert m["methods"]["hnet"]["CL3"]["task_inference"] is not None
+    assert m["methods"]["joint"]["CL1"]["bwt"] is None  # only the final row exists
+    assert uninterrupted["seed"] == 0 and uninterrupted["config"]["benchmark"] == "split"
+
+
+def test_default_config_is_the_issue_benchmark() -> None:
+    cfg = ContinualConfig()
+    assert (cfg.benchmark, cfg.data, cfg.tasks, cfg.scenarios) == ("permuted", "mnist5k", 10, ("CL1",))
+    assert set(cfg.methods) == {"hnet", "finetune", "ewc", "separate", "joint"}
+
+
+# ---------------------------------------------------------------------- streams and loaders
+def _toy_split(n_train: int = 40, n_test: int = 20, features: int = 6) -> Split:
+    g = torch.Generator().manual_seed(0)
+    return Split(
+        torch.rand(n_train, features, generator=g),
+        torch.arange(n_train) % 10,
+        torch.rand(n_test, features, generator=g),
+        torch.arange(n_test) % 10,
+        (1, 1, features),
+        10,
+    )
+
+
+def test_split_and_permuted_streams() -> None:
+    data = _toy_split()
+    split = split_stream(data, 5)
+    assert [t.classes for t in split] == [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
+    for t in split:
+        assert set(t.y_train.tolist()) == {0, 1} and t.num_train == 8 and t.num_test == 4
+    assert torch.equal(split.global_label(3, torch.tensor([0, 1])), torch.tensor([6, 7]))
+    with pytest.raises(ValueError, match="enough for 1 to 5 tasks"):
+        split_stream(data, 6)
+    perm = permuted_stream(data, 3, seed=1)
+    assert torch.equal(perm[0].x_train, data.x_train)
+    p1, p2 = perm[1].permutation, perm[2].permutation
+    assert p1 is not None and p2 is not None and not torch.equal(p1, p2)
+    assert torch.equal(perm[1].x_test, data.x_test[:, p1])
+    x, y = perm[2].train_batch(torch.tensor([3, 5]))
+    assert torch.equal(x, data.x_train[[3, 5]][:, p2]) and torch.equal(y, data.y_train[[3, 5]])
+    assert torch.equal(permuted_stream(data, 3, seed=1)[2].permutation, p2)  # reproducible
+    with pytest.raises(ValueError, match="unknown benchmark"):
+        make_stream("rotated", "digits")
+
+
+def _write_idx(path: Path, array: np.ndarray, compress: bool = False) -> None:
+    codes = {np.dtype(np.uint8): 0x08}
+    header = bytes([0, 0, codes[array.dtype], array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    blob = header + array.tobytes()
+    if compress:
+        path = path.with_name(path.name + ".gz")
+        blob = gzip.compress(blob)
+    path.write_bytes(blob)
+
+
+def _write_mnist(root: Path, n_train: int = 60, n_test: int = 20) -> dict[str, np.ndarray]:
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte": (np.arange(n_train) % 10).astype(np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": (np.arange(n_test) % 10).astype(np.uint8),
+    }
+    for i, (name, a) in enumerate(arrays.items()):
+        _write_idx(raw / name, a, compress=i % 2 == 0)
+    return arrays
+
+
+def test_mnist_idx_loader_on_tiny_files(tmp_path: Path) -> None:
+    arrays = _write_mnist(tmp_path)
+    split = load_mnist_idx(tmp_path)
+    assert split.x_train.shape == (60, 784) and split.x_test.shape == (20, 784) and split.shape == (1, 28, 28)
+    assert torch.allclose(
+        split.x_train[5], torch.tensor(arrays["train-images-idx3-ubyte"][5].reshape(-1) / 255.0).float()
+    )
+    assert split.y_test.tolist() == arrays["t10k-labels-idx1-ubyte"].tolist()
+    assert float(split.x_train.max()) <= 1.0
+    stream = make_stream("split", "mnist", 2, data_root=str(tmp_path))
+    assert len(stream) == 2 and stream[1].classes == (2, 3) and stream[1].num_train == 12
+
+    bad = tmp_path / "bad"
+    bad.write_bytes(b"\x01\x02\x08\x01")
+    with pytest.raises(ValueError, match="not an idx file"):
+        read_idx(bad)
+    bad.write_bytes(bytes([0, 0, 0x08, 1]) + (5).to_bytes(4, "big") + b"abc")
+    with pytest.raises(ValueError, match="need 5 data bytes, the file has 3"):
+        read_idx(bad)
+    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
+        load_mnist_idx(tmp_path / "nowhere")
+
+
+def test_recipe_runs_on_local_mnist_files(tmp_path: Path) -> None:
+    _write_mnist(tmp_path / "data")
+    out = tmp_path / "run"
+    tiny = ["mnist" if a == "digits" else a for a in TINY]
+    argv = ["continual", *tiny, "--data_root", str(tmp_path / "data"), "--num_tasks", "2"]
+    code, err = _run(argv + ["--methods", "hnet,separate", "--out", str(out)])
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())
+    assert results["metrics"]["stream"] == "split-mnist" and (out / "accuracy_CL1.png").stat().st_size > 0
+    assert "| hnet |" in (out / "summary.md").read_text()

@@ -1,0 +1,308 @@
+"""The recipe engine: configs, command line, checkpoints, run folders, seeding."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from hyperdnn.engine import (
+    Checkpointer,
+    CheckpointError,
+    ConfigError,
+    Outcome,
+    Recipe,
+    RunOptions,
+    build_config,
+    derive_seed,
+    describe,
+    execute,
+    load_optimizer_state,
+    optimizer_state_tensors,
+    option,
+    run_command,
+)
+from hyperdnn.engine.cli import parse_run_args, recipe_help
+from hyperdnn.engine.config import load_config_file
+
+
+@dataclass
+class ToyConfig:
+    steps: int = option(3, "number of steps")
+    rate: float = option(0.5, "a rate")
+    name: str = option("a", "a name", choices=("a", "b"))
+    widths: tuple[int, ...] = option((4, 8), "layer widths")
+    flag: bool = option(False, "a switch")
+    limit: int | None = option(None, "an optional limit")
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"--steps: expected an int >= 1, got {self.steps}")
+
+
+def _toy_run(cfg: ToyConfig, ctx) -> Outcome:
+    g = ctx.generator("draw")
+    value = float(torch.rand((), generator=g))
+    ctx.log(f"steps {cfg.steps}")
+    ctx.save_checkpoint({"w": torch.full((2,), value)}, {"step": cfg.steps})
+    return Outcome({"value": value, "nan": float("nan"), "steps": cfg.steps}, "| a | b |\n|---|---|\n| 1 | 2 |\n")
+
+
+TOY = Recipe("toy", "a toy recipe", ToyConfig, _toy_run)
+
+
+def _run(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = run_command(argv, stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ---------------------------------------------------------------------- configs
+def test_overrides_are_typed() -> None:
+    cfg, opts = parse_run_args(
+        TOY, ["--steps", "5", "--rate=0.25", "--name", "b", "--widths", "1,2,3", "--flag", "--limit", "none"]
+    )
+    assert (cfg.steps, cfg.rate, cfg.name, cfg.widths, cfg.flag, cfg.limit) == (5, 0.25, "b", (1, 2, 3), True, None)
+    cfg, opts = parse_run_args(TOY, ["--limit", "7", "--flag", "false", "--seed", "3", "--out", "x"])
+    assert cfg.limit == 7 and cfg.flag is False and opts.seed == 3 and opts.out == "x"
+    assert isinstance(cfg.rate, float)
+
+
+@pytest.mark.parametrize(
+    "argv, needles",
+    [
+        (["--step", "5"], ["unknown option --step", "did you mean --steps"]),
+        (["--steps", "ten"], ["--steps", "expected int", "'ten'"]),
+        (["--rate", "fast"], ["--rate", "expected float"]),
+        (["--name", "c"], ["--name", "expected one of {a, b}", "'c'"]),
+        (["--widths", "4,x"], ["--widths", "expected int", "'x'"]),
+        (["--steps", "0"], ["--steps", "expected an int >= 1, got 0"]),
+        (["--steps"], ["--steps", "expected a value"]),
+        (["steps", "3"], ["expected --key value pairs", "'steps'"]),
+        (["--steps", "1", "--steps", "2"], ["--steps given twice"]),
+        (["--threads", "-1"], ["--threads", ">= 0"]),
+    ],
+)
+def test_config_errors_name_expected_and_given(argv, needles) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_run_args(TOY, argv)
+    for n in needles:
+        assert n in str(info.value)
+
+
+def test_yaml_file_then_command_line(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("recipe: toy\nsteps: 9\nwidths: [1, 2]\nrate: 2\nseed: 4\n")
+    cfg, opts = parse_run_args(TOY, ["--config", str(path), "--steps", "2"])
+    assert cfg.steps == 2 and cfg.widths == (1, 2) and cfg.rate == 2.0 and opts.seed == 4
+
+    path.write_text("stesp: 1\n")
+    with pytest.raises(ConfigError, match=r"run.yaml: unknown option stesp; did you mean steps"):
+        parse_run_args(TOY, ["--config", str(path)])
+    path.write_text("steps: 1.5\n")
+    with pytest.raises(ConfigError, match=r"run.yaml: steps: expected int, got 1.5"):
+        parse_run_args(TOY, ["--config", str(path)])
+    path.write_text("flag: 1\n")
+    with pytest.raises(ConfigError, match=r"expected bool, got 1 \(int\)"):
+        parse_run_args(TOY, ["--config", str(path)])
+    path.write_text("recipe: other\n")
+    with pytest.raises(ConfigError, match="for recipe 'other', not 'toy'"):
+        parse_run_args(TOY, ["--config", str(path)])
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config_file(path)
+    path.write_text("a: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config_file(path)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config_file(tmp_path / "missing.yaml")
+
+
+def test_help_lists_every_field() -> None:
+    text = recipe_help(TOY)
+    for f in describe(ToyConfig) + describe(RunOptions):
+        assert f.flag in text and f.help in text
+    assert "--widths INT,..." in text and "4,8" in text and "{a, b}" in text and "INT|NONE" in text
+
+
+def test_option_rejects_mutable_defaults_and_configs_need_defaults() -> None:
+    with pytest.raises(TypeError, match="immutable"):
+        option([1, 2], "a list")
+
+    @dataclass
+    class NoDefault:
+        x: int
+
+    with pytest.raises(TypeError, match="need a default"):
+        describe(NoDefault)
+    with pytest.raises(ConfigError, match="unknown option --y"):
+        build_config(ToyConfig, {"y": 1})
+
+
+# ---------------------------------------------------------------------- command line
+def test_list_and_help() -> None:
+    code, out, _ = _run(["--list"])
+    assert code == 0 and "continual" in out
+    code, out, _ = _run(["continual", "--help"])
+    assert code == 0
+    from hyperdnn.apps.continual import ContinualConfig
+
+    for f in describe(ContinualConfig) + describe(RunOptions):
+        assert f.flag in out
+
+
+@pytest.mark.parametrize(
+    "argv, needles",
+    [
+        (["nosuch"], ["unknown recipe 'nosuch'", "continual"]),
+        (["continual", "--benchmark", "cifar"], ["--benchmark", "expected one of {permuted, split}", "'cifar'"]),
+        (["continual", "--scenarios", "CL1,CL4"], ["--scenarios", "'CL4'"]),
+        (["continual", "--data", "imagenet"], ["--data", "'imagenet'"]),
+        (["continual", "--benchmark", "split", "--num_tasks", "6"], ["at most 5 tasks", "got 6"]),
+        (["continual", "--data", "mnist", "--data_root", "/nonexistent"], ["MNIST idx files not found"]),
+        (["continual", "--epoch", "3"], ["did you mean --epochs"]),
+        (["continual", "--epochs", "0"], ["--epochs", ">= 1, got 0"]),
+        (["continual", "--device", "tpu"], ["--device", "'tpu'"]),
+        (["--frobnicate"], ["expected a recipe name or --list"]),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, argv, needles) -> None:
+    out = tmp_path / "run"
+    code, _, err = _run(argv + (["--out", str(out)] if len(argv) > 1 or argv[0] == "nosuch" else []))
+    _assert_one_line_error(code, err, *needles)
+    assert not out.exists()
+
+
+def test_output_folder_is_never_overwritten(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    before = _tree(out)
+    code, _, err = _run(["continual", "--out", str(out), "--epochs", "1"])
+    _assert_one_line_error(code, err, "already holds files", "--resume")
+    assert _tree(out) == before
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = _run(["continual", "--out", str(blocker / "sub"), "--epochs", "1"])
+    _assert_one_line_error(code, err, "cannot create output folder")
+
+
+def test_resume_without_or_with_corrupt_checkpoint(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code, _, err = _run(["continual", "--out", str(out), "--resume"])
+    _assert_one_line_error(code, err, "no run to resume")
+
+    out.mkdir()
+    (out / "config.yaml").write_text("recipe: continual\nseed: 0\nepochs: 1\n")
+    code, _, err = _run(["continual", "--out", str(out), "--resume"])
+    _assert_one_line_error(code, err, "no checkpoint to resume")
+
+    Checkpointer(out / "checkpoints").save({"w": torch.ones(3)}, {"unit": 0})
+    blob = next((out / "checkpoints").glob("ckpt-*.safetensors"))
+    blob.write_bytes(blob.read_bytes()[:-4] + b"oops")
+    before = _tree(out)
+    code, _, err = _run(["continual", "--out", str(out), "--resume"])
+    _assert_one_line_error(code, err, "corrupt checkpoint", "SHA-256")
+    assert _tree(out) == before
+
+    code, _, err = _run(["continual", "--out", str(out), "--resume", "--epochs", "2"])
+    _assert_one_line_error(code, err, "--epochs", "used 1", "cannot change it")
+
+
+# ---------------------------------------------------------------------- run folders
+def test_execute_writes_the_run_folder(tmp_path: Path) -> None:
+    out = tmp_path / "toy"
+    cfg, opts = parse_run_args(TOY, ["--out", str(out), "--seed", "7", "--steps", "4", "--progress", "false"])
+    results = execute(TOY, cfg, opts, stream=None)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoints",
+        "config.yaml",
+        "log.txt",
+        "results.json",
+        "summary.md",
+    ]
+    saved = json.loads((out / "results.json").read_text())
+    assert saved == results
+    assert saved["seed"] == 7 and saved["config"]["steps"] == 4 and saved["metrics"]["nan"] is None
+    assert "steps 4" in (out / "log.txt").read_text()
+    again, _ = parse_run_args(TOY, ["--config", str(out / "config.yaml")])
+    assert again == cfg
+    # the same seed draws the same numbers; another seed others
+    out2 = tmp_path / "toy2"
+    _, opts2 = parse_run_args(TOY, ["--out", str(out2), "--seed", "7", "--steps", "4"])
+    assert execute(TOY, cfg, opts2, stream=None)["metrics"]["value"] == saved["metrics"]["value"]
+    out3 = tmp_path / "toy3"
+    _, opts3 = parse_run_args(TOY, ["--out", str(out3), "--seed", "8", "--steps", "4"])
+    assert execute(TOY, cfg, opts3, stream=None)["metrics"]["value"] != saved["metrics"]["value"]
+
+
+# ---------------------------------------------------------------------- checkpoints
+def test_checkpoint_round_trip_is_atomic(tmp_path: Path) -> None:
+    ck = Checkpointer(tmp_path)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        ck.load()
+    ck.save({"a": torch.arange(4.0), "b": torch.ones(2, 2, dtype=torch.int64)}, {"step": 1, "name": "x"})
+    ck.save({"a": torch.arange(4.0) * 2}, {"step": 2})
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["ckpt-000002.safetensors", "latest.json"]
+    loaded = ck.load()
+    assert loaded.state == {"step": 2} and torch.equal(loaded.tensors["a"], torch.arange(4.0) * 2)
+    # a new Checkpointer on the same folder continues the numbering
+    Checkpointer(tmp_path).save({"a": torch.zeros(1)}, {"step": 3})
+    assert (tmp_path / "ckpt-000003.safetensors").exists() and not (tmp_path / "ckpt-000002.safetensors").exists()
+    with pytest.raises(TypeError, match="JSON-serialisable"):
+        ck.save({}, {"bad": float("nan")})
+    with pytest.raises(TypeError, match="non-tensor"):
+        ck.save({"x": [1, 2]}, {})  # type: ignore[dict-item]
+    assert ck.load().state == {"step": 3}
+    (tmp_path / "latest.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="unreadable"):
+        ck.load()
+
+
+def test_optimizer_state_round_trip() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        model(torch.randn(4, 3)).pow(2).sum().backward()
+        opt.step()
+    tensors, meta = optimizer_state_tensors(opt, "optim.")
+    meta = json.loads(json.dumps(meta))
+    clone = torch.nn.Linear(3, 2)
+    clone.load_state_dict(model.state_dict())
+    opt2 = torch.optim.Adam(clone.parameters(), lr=0.5)
+    load_optimizer_state(opt2, tensors, meta, "optim.")
+    x = torch.randn(4, 3)
+    for m, o in ((model, opt), (clone, opt2)):
+        o.zero_grad()
+        m(x).pow(2).sum().backward()
+        o.step()
+    assert torch.equal(model.weight, clone.weight) and torch.equal(model.bias, clone.bias)
+    with pytest.raises(CheckpointError, match="does not fit"):
+        load_optimizer_state(torch.optim.Adam([torch.nn.Parameter(torch.ones(1))]), tensors, meta, "optim.")
+
+
+def test_derived_seeds_are_stable_and_distinct() -> None:
+    assert derive_seed(0, "a", 1) == derive_seed(0, "a", 1)
+    seeds = {derive_seed(s, k, t) for s in range(3) for k in ("a", "b") for t in range(5)}
+    assert len(seeds) == 30 and all(0 <= s < 2**63 for s in seeds)
