@@ -12,6 +12,25 @@ the hyperfan scale (see :mod:`hyperdnn.init`).
   every chunk; the tail of the last chunk is discarded.
 
 Component-wise and chunked heads run all components in one batched pass.
+
+Every head generates *tokens* (one for generate-once, one per group, component or chunk) and
+takes its token architecture from the trunk it is bound with (see :mod:`hyperdnn.trunks`):
+with an ``MLP`` trunk tokens are independent and read out linearly (the descriptions above);
+an ``rnn`` trunk generates them in order with a GRU/LSTM, an ``attention`` trunk runs a
+transformer over them, and a ``cnn`` trunk reads each one out as a deconvolved image.
+
+Example::
+
+    >>> import torch, torch.nn as nn
+    >>> from hyperdnn import HyperNetwork, LearnedLatent, Chunked, Target, create_trunk
+    >>> target = Target(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)))
+    >>> for arch in ("mlp", "rnn", "attention", "cnn"):
+    ...     hnet = HyperNetwork(target, LearnedLatent(4), create_trunk(arch), Chunked(16))
+    ...     print(arch, tuple(hnet()["0.weight"].shape))
+    mlp (8, 4)
+    rnn (8, 4)
+    attention (8, 4)
+    cnn (8, 4)
 """
 
 from __future__ import annotations
