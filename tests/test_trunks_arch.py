@@ -190,3 +190,13 @@ def test_every_architecture_trains_a_small_target():
             opt.step()
             losses.append(loss.item())
         assert losses[-1] < 0.2 * losses[0], (type(trunk).__name__, losses[0], losses[-1])
+
+
+@pytest.mark.parametrize("module", ["hyperdnn.trunks", "hyperdnn.heads", "hyperdnn.dynamic", "hyperdnn.layers"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    torch.manual_seed(0)
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0, result
