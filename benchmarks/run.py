@@ -7,7 +7,7 @@ Usage::
     python benchmarks/run.py --device cuda        # GPU (benchmarks/gpu.sh wraps it)
     python benchmarks/run.py --workloads W1,W3 --repeats 15
 
-Writes ``<out>/<date>-<device>[-quick].json`` and ``.md`` (and ``-w5.png`` when W5 ran).
+Writes ``<out>/<date>-<device>[-quick][-<tag>].json`` and ``.md`` (and ``-w5.png`` when W5 ran).
 Peers (hypnettorch, HyperLight) come from ``pip install -e '.[peers]'``; a missing one is
 reported in every table, not skipped.
 """
@@ -19,6 +19,7 @@ import datetime as _dt
 import json
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -60,6 +61,12 @@ def _workloads(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _tag(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", text):
+        raise argparse.ArgumentTypeError(f"--tag may hold letters, digits, '-' and '_' only, got {text!r}")
+    return text
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="benchmarks/run.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
@@ -86,6 +93,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-peers", action="store_true", help="do not build hypnettorch / HyperLight variants")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
     p.add_argument("--seed", type=int, default=0, help="seed for data and initialisation")
+    p.add_argument("--tag", type=_tag, default=None, help="suffix for the result file names (e.g. t1-cpuclock)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
     return p
 
@@ -167,7 +175,7 @@ def run(args: argparse.Namespace, log=print) -> dict[str, Any]:
             del built, ms
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"{date}-{device.type}" + ("-quick" if args.quick else "")
+    stem = f"{date}-{device.type}" + ("-quick" if args.quick else "") + (f"-{args.tag}" if args.tag else "")
     if w5_parts:
         sc = report.scaling(w5_parts)
         sc["plot"] = None

@@ -222,7 +222,8 @@ def build_w3(cfg: Config) -> Built:
     # hyperdnn: the grouped fast path, and the whole target under vmap
     for mode in ("auto", "vmap"):
         target = Target(mlp(W3_SIZES), per_sample=mode).to(cfg.device)
-        hnet = HyperNetwork(target, DataEncoder(nn.Identity(), 64, example_input=x), MLP(hidden), Once())
+        # built on CPU, moved afterwards: the calibration example lives where the hypernet is built
+        hnet = HyperNetwork(target, DataEncoder(nn.Identity(), 64, example_input=x.cpu()), MLP(hidden), Once())
         model = HyperModel(hnet, target).to(cfg.device)
         step = train_step(_ours_adam(model, cfg), lambda model=model: F.cross_entropy(model(x), y))
         name = "hyperdnn" if mode == "auto" else "hyperdnn-vmap"

@@ -35,6 +35,7 @@ def test_one_workload_runs_and_writes_results(tmp_path):
         (["--repeats", "0"], "--repeats must be >= 1"),
         (["--steps", "x"], "--steps must be an integer"),
         (["--device", "tpu"], "invalid choice"),
+        (["--tag", "a/b"], "--tag may hold"),
     ],
 )
 def test_bad_arguments_are_named(argv, message, capsys):

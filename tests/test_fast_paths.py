@@ -261,3 +261,32 @@ def test_hypermodel_modes_still_reject_wrong_batching():
         model(x, torch.tensor([0, 1]))
     assert model(x, torch.tensor([0, 1, 2])).shape == (3, 2)
     assert model(x, torch.tensor([0, 1]), mode="ensemble").shape == (2, 3, 2)
+
+
+# ------------------------------------------------------------------ hyperfan affine
+
+
+@pytest.mark.parametrize("raw_shape", [(3, 7), (1, 7), (7,)])
+def test_hyperfan_affine_matches_addcmul_with_first_and_second_derivatives(raw_shape):
+    from hyperdnn.hypernet import _Affine
+
+    torch.manual_seed(0)
+    mean, scale = (torch.randn(7, dtype=torch.double, requires_grad=True) for _ in range(2))
+    raw = torch.randn(*raw_shape, dtype=torch.double, requires_grad=True)
+    torch.testing.assert_close(_Affine.apply(mean, scale, raw), torch.addcmul(mean, scale, raw))
+    assert torch.autograd.gradcheck(_Affine.apply, (mean, scale, raw))
+    assert torch.autograd.gradgradcheck(_Affine.apply, (mean, scale, raw))
+
+
+def test_hyperfan_affine_under_vmap_and_with_a_learned_theta0():
+    from torch.func import grad, vmap
+
+    from hyperdnn.hypernet import _Affine
+
+    mean, scale, raw = torch.randn(7), torch.rand(7), torch.randn(5, 7)
+    per_row = vmap(grad(lambda r: _Affine.apply(mean, scale, r).square().sum()))(raw)
+    torch.testing.assert_close(per_row, 2 * (mean + scale * raw) * scale)
+    target = Target(nn.Sequential(nn.Linear(4, 3)))
+    hnet = HyperNetwork(target, TaskEmbedding(2, 3), MLP((5,)), residual="target", learn_theta0=True)
+    hnet(torch.tensor([0, 1, 1]))["0.weight"].sum().backward()
+    assert hnet.theta_mean.grad is not None and hnet.theta_mean.grad.shape == hnet.theta_mean.shape
