@@ -36,6 +36,7 @@ Example::
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +59,7 @@ _KINDS = ("linear", "conv", "conv_transpose", "norm", "embedding", "attention", 
 # periods of the absolute position code: unit j is told apart from every other j' < 1024
 _PERIODS = (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _LOG_SCALE = 1.0 / 10.0  # log2 sizes up to ~1000 land in [0, 1]
+_MAX_CACHED_SPECS = 256  # per-spec plans (descriptions, gather index, hyperfan stats) kept, least recent dropped
 
 DESCRIPTOR_FEATURES = len(_ROLES) + len(_KINDS) + 4 + 6 + 1 + 1 + 2 * len(_PERIODS)
 """Width of a component's description vector (see :func:`describe_components`)."""
@@ -265,7 +267,7 @@ class DynamicHyperNetwork(nn.Module):
         self.generator = TokenGenerator(
             trunk.out_features, None, embed_dim, hidden, max_component_size, activation, trunk
         )
-        self._plans: dict[tuple[WeightSpec, str], _Plan] = {}
+        self._plans: OrderedDict[tuple[WeightSpec, str], _Plan] = OrderedDict()
         if example is not None:
             self.calibrate(example)
 
@@ -301,7 +303,9 @@ class DynamicHyperNetwork(nn.Module):
     def _plan(self, spec: WeightSpec, device: torch.device) -> _Plan:
         key = (spec, str(device))
         plan = self._plans.get(key)
-        if plan is None:
+        if plan is not None:
+            self._plans.move_to_end(key)
+        else:
             self.check(spec)
             comps = describe_components(spec, self.granularity)
             mean, scale = element_stats(spec, self.init_mode)
@@ -312,6 +316,8 @@ class DynamicHyperNetwork(nn.Module):
                 scale.to(device),
             )
             self._plans[key] = plan
+            if len(self._plans) > _MAX_CACHED_SPECS:
+                self._plans.popitem(last=False)
         return plan
 
     # ------------------------------------------------------------------ forward
@@ -336,7 +342,7 @@ class DynamicHyperNetwork(nn.Module):
         spec = self._spec(spec, "DynamicHyperNetwork")
         raw, batched = self.raw(context, spec)
         plan = self._plan(spec, raw.device)
-        return torch.addcmul(plan.mean, plan.scale, raw), batched
+        return torch.addcmul(plan.mean.to(raw.dtype), plan.scale.to(raw.dtype), raw), batched
 
     def forward(self, context: Any, spec: WeightSpec | Target) -> dict[str, torch.Tensor]:
         """Generate weights for ``spec``: name -> ``(*batch, *shape)``."""
