@@ -148,21 +148,23 @@ def test_one_task_reduces_to_ordinary_training(tmp_path: Path) -> None:
     stream = make_stream("split", "digits", 1, seed=3)
     task = stream[0]
     torch.manual_seed(derive_seed(3, "init", "task", 0))
-    net = make_mlp(stream.in_features, (16,), 2)
+    net = make_mlp(stream.in_features, (16,), 2, dropout=0.2)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     for epoch in range(2):
+        torch.manual_seed(derive_seed(3, "dropout", 0, epoch))
         for idx in torch.randperm(task.num_train, generator=make_generator(3, "batches", 0, epoch)).split(32):
             x, y = task.train_batch(idx)
             opt.zero_grad()
             F.cross_entropy(net(x), y).backward()
             opt.step()
+    net.eval()
     with torch.no_grad():
         plain = float((net(task.x_test).argmax(-1) == task.y_test).float().mean())
     assert accs == {"finetune": plain, "ewc": plain, "separate": plain}
 
 
 def test_hypernet_on_its_first_task_is_ordinary_hypernet_training() -> None:
-    cfg = ContinualConfig(hidden=(8,), trunk=(8,), chunk_hidden=(8,), chunk_size=50, task_embed_dim=4)
+    cfg = ContinualConfig(hidden=(8,), trunk=(8,), chunk_hidden=(8,), chunk_size=50, task_embed_dim=4, dropout=0.0)
     stream = make_stream("split", "digits", 2)
     torch.manual_seed(0)
     learner = HypernetLearner(cfg, stream, torch.device("cpu"))

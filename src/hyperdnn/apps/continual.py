@@ -104,6 +104,7 @@ class ContinualConfig:
     scenarios: tuple[str, ...] = option(("CL1",), "scenarios to evaluate", choices=SCENARIOS)
     methods: tuple[str, ...] = option(METHODS, "methods to run", choices=METHODS)
     hidden: tuple[int, ...] = option((100, 100), "hidden widths of the target MLP (every method)")
+    dropout: float = option(0.2, "dropout after each hidden layer of the target MLP (every method)")
     epochs: int = option(10, "training epochs per task (every method)")
     batch_size: int = option(64, "minibatch size")
     lr: float = option(1e-3, "Adam learning rate of the baselines")
@@ -149,6 +150,8 @@ class ContinualConfig:
         for name, value in {"beta": self.beta, "ewc_lambda": self.ewc_lambda}.items():
             if not value >= 0:
                 raise ValueError(f"--{name}: expected a float >= 0, got {value}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"--dropout: expected a float in [0, 1), got {self.dropout}")
         if not 0.0 <= self.ewc_gamma <= 1.0:
             raise ValueError(f"--ewc_gamma: expected a float in [0, 1], got {self.ewc_gamma}")
         for name, widths in {"hidden": self.hidden, "trunk": self.trunk, "chunk_hidden": self.chunk_hidden}.items():
@@ -167,8 +170,8 @@ class ContinualConfig:
 
 
 # ====================================================================== models
-def make_mlp(in_features: int, hidden: Sequence[int], out_features: int) -> nn.Sequential:
-    """``Linear -> ReLU`` per hidden width, then a ``Linear`` to ``out_features``.
+def make_mlp(in_features: int, hidden: Sequence[int], out_features: int, dropout: float = 0.0) -> nn.Sequential:
+    """``Linear -> ReLU (-> Dropout)`` per hidden width, then a ``Linear`` to ``out_features``.
 
     The hidden layers draw from the global generator before the output layer, so two MLPs that
     differ only in ``out_features`` start with the same hidden layers under the same seed.
@@ -177,6 +180,8 @@ def make_mlp(in_features: int, hidden: Sequence[int], out_features: int) -> nn.S
     width = in_features
     for h in hidden:
         layers += [nn.Linear(width, h), nn.ReLU()]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
         width = h
     layers.append(nn.Linear(width, out_features))
     return nn.Sequential(*layers)
@@ -184,7 +189,7 @@ def make_mlp(in_features: int, hidden: Sequence[int], out_features: int) -> nn.S
 
 def build_hypernet(cfg: ContinualConfig, in_features: int, classes_per_task: int) -> tuple[HyperNetwork, Target]:
     """The task-conditioned hypernetwork of ``cfg`` and its target MLP (one task embedding to start)."""
-    target = Target(make_mlp(in_features, cfg.hidden, classes_per_task))
+    target = Target(make_mlp(in_features, cfg.hidden, classes_per_task, cfg.dropout))
     head: Head = (
         Chunked(cfg.chunk_size, cfg.chunk_embed_dim, hidden=cfg.chunk_hidden) if cfg.head == "chunked" else Once()
     )
@@ -462,6 +467,8 @@ class HypernetLearner(Learner):
         return [p for _, p in self._shared_parameters()] + [self.embeddings[t]]
 
     def train_step(self, t, x, y, task_ids, optimizer, generator) -> dict[str, float]:
+        self.hnet.train()
+        self.target.train()
         optimizer.zero_grad(set_to_none=True)
         weights = self.hnet(t)
         task_loss = F.cross_entropy(self.target(weights, x), y)
@@ -491,10 +498,8 @@ class HypernetLearner(Learner):
 
     def predict(self, x, task, seen, scenario):
         self.hnet.eval()
-        try:
-            return _task_model_predict(self.task_logits, x, task, seen, scenario, self.k)
-        finally:
-            self.hnet.train()
+        self.target.eval()
+        return _task_model_predict(self.task_logits, x, task, seen, scenario, self.k)
 
     def state(self):
         tensors = _prefixed("hnet.", self.hnet.state_dict())
@@ -519,14 +524,16 @@ class SeparateLearner(Learner):
     """A fresh network per task (no forgetting by construction; CL2/CL3 infer the task by entropy).
 
     Args:
-        in_features, hidden, classes_per_task: the MLP of every task.
+        in_features, hidden, classes_per_task, dropout: the MLP of every task.
         device: where to compute.
     """
 
     name = "separate"
 
-    def __init__(self, in_features: int, hidden: Sequence[int], classes_per_task: int, device: torch.device):
-        self.shape = (in_features, tuple(hidden), classes_per_task)
+    def __init__(
+        self, in_features: int, hidden: Sequence[int], classes_per_task: int, device: torch.device, dropout: float = 0.0
+    ):
+        self.shape = (in_features, tuple(hidden), classes_per_task, dropout)
         self.k = classes_per_task
         self.nets = nn.ModuleList()
         self.device = device
@@ -539,6 +546,7 @@ class SeparateLearner(Learner):
         return list(self.nets[t].parameters())
 
     def train_step(self, t, x, y, task_ids, optimizer, generator) -> dict[str, float]:
+        self.nets[t].train()
         optimizer.zero_grad(set_to_none=True)
         loss = F.cross_entropy(self.nets[t](x), y)
         loss.backward()
@@ -553,6 +561,7 @@ class SeparateLearner(Learner):
         return torch.stack([self.nets[int(i)](x) for i in ids])
 
     def predict(self, x, task, seen, scenario):
+        self.nets.eval()
         return _task_model_predict(self.task_logits, x, task, seen, scenario, self.k)
 
     def state(self):
@@ -576,7 +585,7 @@ class SharedNetLearner(Learner):
     Args:
         name: the method's name (``finetune``, ``ewc``, ``joint``).
         scenario: ``CL1``, ``CL2`` or ``CL3``.
-        in_features, hidden: the MLP.
+        in_features, hidden, dropout: the MLP.
         classes_per_task, num_tasks: the stream's.
         ewc_lambda, ewc_gamma, fisher_samples: online EWC (Schwarz et al., 2018): after each task
             ``F <- gamma F + F_t``, ``theta* <- theta``; the penalty is ``lambda/2 sum F (theta - theta*)^2``.
@@ -592,6 +601,7 @@ class SharedNetLearner(Learner):
         classes_per_task: int,
         num_tasks: int,
         device: torch.device,
+        dropout: float = 0.0,
         ewc_lambda: float = 0.0,
         ewc_gamma: float = 1.0,
         fisher_samples: int = 500,
@@ -603,7 +613,7 @@ class SharedNetLearner(Learner):
         self.k = classes_per_task
         self.num_tasks = num_tasks
         units = classes_per_task if scenario == "CL2" else classes_per_task * num_tasks
-        self.model = make_mlp(in_features, hidden, units).to(device)
+        self.model = make_mlp(in_features, hidden, units, dropout).to(device)
         self.device = device
         self.ewc_lambda = ewc_lambda
         self.ewc_gamma = ewc_gamma
@@ -640,6 +650,7 @@ class SharedNetLearner(Learner):
         return 0.5 * self.ewc_lambda * total
 
     def train_step(self, t, x, y, task_ids, optimizer, generator) -> dict[str, float]:
+        self.model.train()
         optimizer.zero_grad(set_to_none=True)
         loss = F.cross_entropy(self._outputs(self.model(x), task_ids), self._targets(y, task_ids))
         pen = self.penalty()
@@ -667,6 +678,7 @@ class SharedNetLearner(Learner):
         x = x.to(self.device)
         params = {k: v.detach() for k, v in self.model.named_parameters()}
         tid = torch.full((n,), t, device=self.device)
+        self.model.eval()
         with torch.no_grad():
             probs = self._outputs(self.model(x), tid).softmax(-1)
         y = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(self.device)
@@ -685,6 +697,7 @@ class SharedNetLearner(Learner):
 
     @torch.no_grad()
     def predict(self, x, task, seen, scenario):
+        self.model.eval()
         logits = self.model(x)
         if self.scenario == "CL1":
             return logits[:, task * self.k : (task + 1) * self.k].argmax(-1), None
@@ -767,7 +780,7 @@ def _make_learner(unit: _Unit, cfg: ContinualConfig, stream: TaskStream, device:
     if unit.method == "hnet":
         return HypernetLearner(cfg, stream, device)
     if unit.method == "separate":
-        return SeparateLearner(stream.in_features, cfg.hidden, stream.classes_per_task, device)
+        return SeparateLearner(stream.in_features, cfg.hidden, stream.classes_per_task, device, cfg.dropout)
     assert unit.scenario is not None
     return SharedNetLearner(
         unit.method,
@@ -777,6 +790,7 @@ def _make_learner(unit: _Unit, cfg: ContinualConfig, stream: TaskStream, device:
         stream.classes_per_task,
         len(stream),
         device,
+        dropout=cfg.dropout,
         ewc_lambda=cfg.ewc_lambda if unit.method == "ewc" else 0.0,
         ewc_gamma=cfg.ewc_gamma,
         fisher_samples=cfg.fisher_samples,
@@ -1028,8 +1042,10 @@ def _fit(
     count = 0
     with ctx.progress(steps * (epochs - first_epoch), label) as bar:
         for epoch in range(first_epoch, epochs):
-            # the batch order depends on the task and epoch only: every method sees the same batches
+            # the batch order and the dropout masks depend on the task and epoch only: every
+            # method sees the same batches (and, for the same shapes, the same masks)
             order_gen = ctx.generator("batches", "joint" if joint else t, epoch)
+            ctx.seed_everything("dropout", "joint" if joint else t, epoch)
             step_gen = ctx.generator(unit.key, "steps", t, epoch)
             sums, count = {}, 0
             for idx in _batches(n, cfg.batch_size, order_gen):
