@@ -121,6 +121,17 @@ def mlp_forward(x: torch.Tensor, ws: Sequence[torch.Tensor]) -> torch.Tensor:
     return x
 
 
+def hyperfan_scale(shapes: Sequence[tuple[int, ...]], device: torch.device) -> torch.Tensor:
+    """Per-number scale ``(numel,)`` that gives generated MLP weights and biases the variance of
+    ``nn.Linear``'s own init, ``1/(3 fan_in)`` (hyperfan-in; the same math hyperdnn applies)."""
+    parts, fan_in = [], 1
+    for s in shapes:
+        if len(s) == 2:
+            fan_in = s[1]
+        parts.append(torch.full((math.prod(s),), 1.0 / math.sqrt(3.0 * fan_in)))
+    return torch.cat(parts).to(device)
+
+
 def split(flat: torch.Tensor, shapes: Sequence[tuple[int, ...]]) -> list[torch.Tensor]:
     """Views of ``flat (*batch, numel)`` as tensors ``(*batch, *shape)``."""
     batch = flat.shape[:-1]

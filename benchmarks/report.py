@@ -61,6 +61,17 @@ def checks(key: str, ms: list[Measurement], peer_status: dict[str, dict[str, Any
         base = by.get("torch-baddbmm")
         r = paired_ratio(ours3, base) if ours3 and base else None
         out.append(_check("hyperdnn / hand-written baddbmm", r, W3_REFERENCE_BAR, "<=", "per-sample grouped path"))
+        same = by.get("torch-baddbmm-hyperfan")
+        if same is not None and ours3 is not None:
+            out.append(
+                _check(
+                    "hyperdnn / hand-written baddbmm with the hyperfan scale",
+                    paired_ratio(ours3, same),
+                    W3_REFERENCE_BAR,
+                    "<=",
+                    "the same math by hand: library overhead alone",
+                )
+            )
         for lib in peers:
             doc = [m for m in ms if m.library == lib and m.documented]
             if doc and doc[0].status == "ok" and ours3 is not None:
@@ -81,6 +92,17 @@ def checks(key: str, ms: list[Measurement], peer_status: dict[str, dict[str, Any
         r = paired_ratio(ours, ref) if ours and ref else None
         detail = f"{ours.name if ours else '-'} vs {ref.name if ref else '-'}"
         out.append(_check("best hyperdnn / best hand-written", r, REFERENCE_BAR[key], "<=", detail))
+        same = _best([m for m in _ok(ms, "reference") if m.name.endswith("-hyperfan")])
+        if same is not None and ours is not None:
+            out.append(
+                _check(
+                    "best hyperdnn / hand-written with the hyperfan scale",
+                    paired_ratio(ours, same),
+                    REFERENCE_BAR[key],
+                    "<=",
+                    f"{ours.name} vs {same.name}: the same math by hand, library overhead alone",
+                )
+            )
         for lib in peers:
             best_peer = _best(_ok(ms, "peer", lib))
             if best_peer is None or ours is None:
@@ -131,6 +153,21 @@ def scaling(parts: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "time_slope_top": _slope(xs[-2:], [p[1] for p in pts][-2:]),
             "memory_slope_top": _slope(xs[-2:], [p[2] for p in pts][-2:]) if None not in [p[2] for p in pts] else None,
         }
+    generation: dict[str, Any] = {}
+    for lib in ("hyperdnn", "torch"):
+        pts = sorted(
+            (p["info"]["generated"], p["extra"][f"{lib}_generation_ms"])
+            for p in parts.values()
+            if p.get("extra") and f"{lib}_generation_ms" in p["extra"]
+        )
+        if pts:
+            xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+            generation[lib] = {
+                "sizes": xs,
+                "ms": ys,
+                "slope": _slope(xs, ys),
+                "slope_top": _slope(xs[-2:], ys[-2:]),
+            }
     ours = series.get("hyperdnn", {})
     out_checks = [
         _check(
@@ -147,8 +184,18 @@ def scaling(parts: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "<=",
             "growth of resident (CPU) or allocated (GPU) memory during a step",
         ),
+        _check(
+            "hyperdnn weight generation time slope (forward, top two sizes)",
+            generation.get("hyperdnn", {}).get("slope_top"),
+            W5_SLOPE_BAR,
+            "<=",
+            "the hypernet alone, without the target",
+        ),
     ]
-    return {"series": series, "checks": out_checks}
+    static = series.get("static", {})
+    if static.get("time_slope_top") is not None:
+        out_checks[0]["detail"] += f"; the static target alone: {static['time_slope_top']:.3f}"
+    return {"series": series, "generation": generation, "checks": out_checks}
 
 
 def plot_scaling(series: dict[str, Any], path: str, device: str) -> str | None:
@@ -245,7 +292,7 @@ def markdown(result: dict[str, Any]) -> str:
                 f"| {_fmt(m['peak_mb'], '.0f')} (+{_fmt(m['step_mb'], '.0f')}) |"
             )
         if w.get("extra"):
-            lines += ["", "Weight generation against the device's matmul throughput:", ""]
+            lines += ["", "Weight generation alone (forward, no grad):", ""]
             lines += [f"- {k}: {_fmt(v, '.4g') if isinstance(v, float) else v}" for k, v in w["extra"].items()]
     sc = result.get("scaling")
     if sc:
@@ -260,6 +307,11 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(
                 f"| {name} | {_fmt(s['time_slope'])} / {_fmt(s['time_slope_top'])} "
                 f"| {_fmt(s['memory_slope'])} / {_fmt(s['memory_slope_top'])} |"
+            )
+        for lib, g in sc.get("generation", {}).items():
+            ms = ", ".join(f"{_fmt(v, '.3g')}" for v in g["ms"])
+            lines.append(
+                f"| {lib} weight generation alone (ms: {ms}) | {_fmt(g['slope'])} / {_fmt(g['slope_top'])} | - |"
             )
         if sc.get("plot"):
             lines += ["", f"Plot: `{sc['plot']}`"]

@@ -43,6 +43,7 @@ from benchmarks.common import (
     classification_data,
     count,
     cycle,
+    hyperfan_scale,
     lenet_forward,
     mlp,
     mlp_forward,
@@ -75,7 +76,7 @@ class Built:
     variants: list[Variant]
     baseline: str = "static"
     info: dict[str, Any] = field(default_factory=dict)
-    extra: Callable[[], dict[str, Any]] | None = None  # measured after timing (W5 on GPU)
+    extra: Callable[[], dict[str, Any]] | None = None  # measured after timing (W5: weight generation)
 
 
 @dataclass(frozen=True)
@@ -191,19 +192,22 @@ def build_w3(cfg: Config) -> Built:
     _seeded(cfg)
     variants = [_static_mlp(cfg, x, y, W3_SIZES)]
 
-    # hand-written, batched matmul: sample b runs with weight set b
-    gen = plain_once(64, hidden, numel).to(cfg.device)
+    # hand-written, batched matmul: sample b runs with weight set b; also with the hyperfan
+    # scale that hyperdnn applies to every generated number (the same math, by hand)
+    scale = hyperfan_scale(shapes, cfg.device)
+    for suffix, scaled in (("", False), ("-hyperfan", True)):
+        gen = plain_once(64, hidden, numel).to(cfg.device)
 
-    def baddbmm_loss():
-        w1, b1, w2, b2 = split(gen(x), shapes)
-        h = torch.relu(torch.baddbmm(b1.unsqueeze(1), x.unsqueeze(1), w1.transpose(1, 2)))
-        out = torch.baddbmm(b2.unsqueeze(1), h, w2.transpose(1, 2)).squeeze(1)
-        return F.cross_entropy(out, y)
+        def baddbmm_loss(gen=gen, scaled=scaled):
+            flat = gen(x) * scale if scaled else gen(x)
+            w1, b1, w2, b2 = split(flat, shapes)
+            h = torch.relu(torch.baddbmm(b1.unsqueeze(1), x.unsqueeze(1), w1.transpose(1, 2)))
+            out = torch.baddbmm(b2.unsqueeze(1), h, w2.transpose(1, 2)).squeeze(1)
+            return F.cross_entropy(out, y)
 
-    step = train_step(adam(gen.parameters(), cfg), baddbmm_loss)
-    variants.append(
-        Variant("torch-baddbmm", "torch", "reference", step, count(gen.parameters()), "torch.baddbmm per layer")
-    )
+        step = train_step(adam(gen.parameters(), cfg), baddbmm_loss)
+        note = "torch.baddbmm per layer" + (", times the hyperfan scale" if scaled else "")
+        variants.append(Variant("torch-baddbmm" + suffix, "torch", "reference", step, count(gen.parameters()), note))
 
     # hand-written, the target module under vmap(functional_call)
     gen2 = plain_once(64, hidden, numel).to(cfg.device)
@@ -316,6 +320,26 @@ def build_w5(cfg: Config, n: int) -> Built:
             "torch", "torch", "reference", train_step(adam(params, cfg), ref_loss), count(params), f"{chunks} chunks"
         )
     )
+    scale = hyperfan_scale(shapes, cfg.device)
+    table2 = nn.Parameter(torch.randn(NUM_TASKS, TASK_EMB, device=cfg.device))
+    gen2 = PlainChunked(TASK_EMB, numel, CHUNK, CHUNK_EMB, HIDDEN).to(cfg.device)
+    params2 = [table2, *gen2.parameters()]
+    task3 = cycle(NUM_TASKS)
+
+    def hyperfan_loss():
+        flat = gen2(table2[task3()].unsqueeze(0))[0] * scale
+        return F.cross_entropy(mlp_forward(x, split(flat, shapes)), y)
+
+    variants.append(
+        Variant(
+            "torch-hyperfan",
+            "torch",
+            "reference",
+            train_step(adam(params2, cfg), hyperfan_loss),
+            count(params2),
+            f"{chunks} chunks, times the hyperfan scale",
+        )
+    )
     target = Target(mlp(sizes)).to(cfg.device)
     hnet = HyperNetwork(target, TaskEmbedding(NUM_TASKS, TASK_EMB), MLP(()), Chunked(CHUNK, CHUNK_EMB, HIDDEN))
     model = HyperModel(hnet, target).to(cfg.device)
@@ -324,9 +348,8 @@ def build_w5(cfg: Config, n: int) -> Built:
     variants.append(
         Variant("hyperdnn", "hyperdnn", "ours", step, model.parameter_counts()["trainable"], f"{chunks} chunks")
     )
-    extra = None
-    if cfg.device.type == "cuda" and n == max(w5_sizes(cfg)):
-        extra = lambda: generation_throughput(cfg, hnet, gen, table, chunks)  # noqa: E731
+    matmul = cfg.device.type == "cuda" and n == max(w5_sizes(cfg))
+    extra = lambda: generation(cfg, hnet, gen, table, chunks, matmul)  # noqa: E731
     return Built(variants, info={"size": n, "generated": numel, "width": h, "chunks": chunks}, extra=extra)
 
 
@@ -343,30 +366,36 @@ def _timed(fn: Callable[[], Any], sync: Callable[[], None], reps: int) -> float:
     return best
 
 
-def generation_throughput(cfg: Config, hnet: HyperNetwork, gen: PlainChunked, table, chunks: int) -> dict[str, Any]:
-    """Weight generation (forward, no grad) against a large fp32 matmul on the same device."""
+def generation(cfg: Config, hnet: HyperNetwork, gen: PlainChunked, table, chunks: int, matmul: bool) -> dict[str, Any]:
+    """Weight generation alone (forward, no grad; best of 3 blocks), and with ``matmul`` the
+    fraction of the device's measured fp32 matmul throughput it reaches."""
     sync = sync_fn(cfg.device)
-    m = 8192
-    mats = [torch.randn(m, m, device=cfg.device) for _ in range(2)]
-    t_mm = _timed(lambda: mats[0] @ mats[1], sync, 5)
-    mm_tflops = 2 * m**3 / t_mm / 1e12
-    mats.clear()
+    reps = 10 if cfg.device.type == "cuda" else 3
     h1, h2 = HIDDEN
     flops = 2 * (TASK_EMB * h1 + chunks * (CHUNK_EMB * h1 + h1 * h2 + h2 * CHUNK))
     with torch.no_grad():
-        t_ours = _timed(lambda: hnet(0), sync, 10)
-        t_ref = _timed(lambda: gen(table[:1]), sync, 10)
-    return {
-        "matmul_fp32_tflops": mm_tflops,
-        "matmul_size": m,
+        t_ours = _timed(lambda: hnet(0), sync, reps)
+        t_ref = _timed(lambda: gen(table[:1]), sync, reps)
+    out: dict[str, Any] = {
         "generation_flops": flops,
         "hyperdnn_generation_ms": t_ours * 1e3,
-        "hyperdnn_generation_tflops": flops / t_ours / 1e12,
-        "hyperdnn_fraction_of_matmul": flops / t_ours / 1e12 / mm_tflops,
         "torch_generation_ms": t_ref * 1e3,
-        "torch_fraction_of_matmul": flops / t_ref / 1e12 / mm_tflops,
-        "tf32": torch.backends.cuda.matmul.allow_tf32,
+        "hyperdnn_generation_tflops": flops / t_ours / 1e12,
     }
+    if matmul:
+        m = 8192
+        mats = [torch.randn(m, m, device=cfg.device) for _ in range(2)]
+        t_mm = _timed(lambda: mats[0] @ mats[1], sync, 5)
+        mats.clear()
+        mm_tflops = 2 * m**3 / t_mm / 1e12
+        out.update(
+            matmul_fp32_tflops=mm_tflops,
+            matmul_size=m,
+            tf32=torch.backends.cuda.matmul.allow_tf32,
+            hyperdnn_fraction_of_matmul=flops / t_ours / 1e12 / mm_tflops,
+            torch_fraction_of_matmul=flops / t_ref / 1e12 / mm_tflops,
+        )
+    return out
 
 
 # ----------------------------------------------------------------------------- W6
@@ -383,20 +412,22 @@ def build_w6(cfg: Config) -> Built:
     variants = [_static_mlp(cfg, x, y, W0_SIZES)]
 
     # hand-written: the shared input meets all K first-layer weights in one GEMM, then bmm
-    gen = PlainChunked(NOISE, numel, CHUNK, CHUNK_EMB, HIDDEN).to(dev)
+    scale = hyperfan_scale(shapes, dev)
+    for suffix, scaled in (("", False), ("-hyperfan", True)):
+        gen = PlainChunked(NOISE, numel, CHUNK, CHUNK_EMB, HIDDEN).to(dev)
 
-    def gemm_loss():
-        w1, b1, w2, b2, w3, b3 = split(gen(torch.randn(k, NOISE, device=dev)), shapes)
-        h = F.linear(x, w1.reshape(-1, w1.shape[-1])).view(n, k, -1).transpose(0, 1)  # (K, N, 100)
-        h = torch.relu(h + b1.unsqueeze(1))
-        h = torch.relu(torch.baddbmm(b2.unsqueeze(1), h, w2.transpose(1, 2)))
-        out = torch.baddbmm(b3.unsqueeze(1), h, w3.transpose(1, 2))
-        return F.cross_entropy(out.reshape(k * n, -1), yk)
+        def gemm_loss(gen=gen, scaled=scaled):
+            flat = gen(torch.randn(k, NOISE, device=dev))
+            w1, b1, w2, b2, w3, b3 = split(flat * scale if scaled else flat, shapes)
+            h = F.linear(x, w1.reshape(-1, w1.shape[-1])).view(n, k, -1).transpose(0, 1)  # (K, N, 100)
+            h = torch.relu(h + b1.unsqueeze(1))
+            h = torch.relu(torch.baddbmm(b2.unsqueeze(1), h, w2.transpose(1, 2)))
+            out = torch.baddbmm(b3.unsqueeze(1), h, w3.transpose(1, 2))
+            return F.cross_entropy(out.reshape(k * n, -1), yk)
 
-    step = train_step(adam(gen.parameters(), cfg), gemm_loss)
-    variants.append(
-        Variant("torch-gemm", "torch", "reference", step, count(gen.parameters()), "first layer one GEMM, then baddbmm")
-    )
+        step = train_step(adam(gen.parameters(), cfg), gemm_loss)
+        note = "first layer one GEMM, then baddbmm" + (", times the hyperfan scale" if scaled else "")
+        variants.append(Variant("torch-gemm" + suffix, "torch", "reference", step, count(gen.parameters()), note))
 
     gen2 = PlainChunked(NOISE, numel, CHUNK, CHUNK_EMB, HIDDEN).to(dev)
 
