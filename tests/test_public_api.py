@@ -14,7 +14,21 @@ from hyperdnn.cli import main
 def test_every_advertised_name_imports():
     for name in hyperdnn.__all__:
         assert hasattr(hyperdnn, name), name
-    for mod in ["spec", "target", "conditioners", "trunks", "heads", "init", "hypernet", "data", "cli", "apps.demo"]:
+    for mod in [
+        "spec",
+        "target",
+        "conditioners",
+        "trunks",
+        "heads",
+        "init",
+        "hypernet",
+        "data",
+        "cli",
+        "apps.demo",
+        "apps.dynamic",
+        "dynamic",
+        "layers",
+    ]:
         importlib.import_module(f"hyperdnn.{mod}")
 
 

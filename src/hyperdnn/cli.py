@@ -18,7 +18,12 @@ def _demo(argv: list[str]) -> int:
     p.add_argument("--out", default=None, help="output folder (default: runs/demo or runs/demo-dynamic)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the demo's own)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default 1: the demo's matrices are small and more threads only add overhead)",
+    )
     args = p.parse_args(argv)
     if args.epochs is not None and args.epochs < 1:
         p.error(f"--epochs must be >= 1, got {args.epochs}")

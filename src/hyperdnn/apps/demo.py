@@ -194,13 +194,27 @@ def _plot(rows: list[dict], path: Path) -> bool:
 
 
 def main(out: str | None = None, epochs: int | None = None, seed: int = 0, threads: int | None = None) -> int:
-    """Run the demo; returns the exit status."""
+    """Run the demo; returns the exit status.
+
+    Args:
+        out: output folder (default ``runs/demo``).
+        epochs: training epochs (default ``DemoConfig.epochs``).
+        seed: first seed; the demo trains each model on seeds ``seed``, ``seed + 1``, ``seed + 2``.
+        threads: torch threads (default 1; restored afterwards).
+    """
+    previous = torch.get_num_threads()
+    try:
+        return _main(out, epochs, seed, threads)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _main(out: str | None, epochs: int | None, seed: int, threads: int | None) -> int:
     cfg = DemoConfig()
     if epochs is not None:
         cfg.epochs = epochs
     cfg.seeds = tuple(seed + s for s in cfg.seeds)
-    if threads is not None:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(1 if threads is None else threads)
     out_dir = Path(out or "runs/demo")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
