@@ -201,7 +201,7 @@ def hypnettorch_per_sample(cfg: Config, x, y, sizes, *, hidden) -> list[Variant]
                     ws = hnet(uncond_input=x, ret_format="sequential")
                     return torch.cat([mnet.forward(x[b : b + 1], weights=ws[b]) for b in range(x.shape[0])])
 
-                note = "HMLP; Python loop over samples (its documented way)"
+                note = "HMLP; Python loop over samples"
             else:
                 one = vmap(lambda w, xb: mnet.forward(xb.unsqueeze(0), weights=list(w)).squeeze(0))
 
@@ -341,7 +341,7 @@ def hyperlight_per_sample(cfg: Config, x, y, sizes, *, hidden) -> list[Variant]:
                             outs.append(main(x[b : b + 1]))
                     return torch.cat(outs)
 
-                note = "HyperNet; Python loop over samples with using_externals (its documented way)"
+                note = "HyperNet; Python loop over samples with using_externals"
             else:
 
                 def one(w, xb):

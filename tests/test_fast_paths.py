@@ -290,3 +290,22 @@ def test_hyperfan_affine_under_vmap_and_with_a_learned_theta0():
     hnet = HyperNetwork(target, TaskEmbedding(2, 3), MLP((5,)), residual="target", learn_theta0=True)
     hnet(torch.tensor([0, 1, 1]))["0.weight"].sum().backward()
     assert hnet.theta_mean.grad is not None and hnet.theta_mean.grad.shape == hnet.theta_mean.shape
+
+
+def test_hypernet_gives_the_same_weights_and_gradients_either_side_of_the_affine_threshold(monkeypatch):
+    import hyperdnn.hypernet as hypernet
+
+    torch.manual_seed(0)
+    target = Target(nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.Linear(6, 2)))
+    hnet = HyperNetwork(target, TaskEmbedding(3, 5), MLP((8,)), Chunked(7, 3))
+    ids = torch.tensor([0, 2, 1])
+    results = []
+    for threshold in (0, 1 << 40):
+        monkeypatch.setattr(hypernet, "_AFFINE_FUNCTION_MIN_NUMEL", threshold)
+        hnet.zero_grad()
+        w = hnet(ids)
+        sum((v * torch.arange(v.numel()).reshape(v.shape)).sum() for v in w.values()).backward()
+        results.append(({k: v.detach() for k, v in w.items()}, {n: p.grad.clone() for n, p in hnet.named_parameters()}))
+    for a, b in zip(results[0], results[1]):
+        for k in a:
+            torch.testing.assert_close(a[k], b[k])
