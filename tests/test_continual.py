@@ -149,7 +149,7 @@ def test_one_task_reduces_to_ordinary_training(tmp_path: Path) -> None:
     task = stream[0]
     torch.manual_seed(derive_seed(3, "init", "task", 0))
     net = make_mlp(stream.in_features, (16,), 2, dropout=0.2)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, fused=True)
     for epoch in range(2):
         torch.manual_seed(derive_seed(3, "dropout", 0, epoch))
         for idx in torch.randperm(task.num_train, generator=make_generator(3, "batches", 0, epoch)).split(32):
@@ -336,7 +336,7 @@ def test_recipe_runs_on_local_mnist_files(tmp_path: Path) -> None:
     out = tmp_path / "run"
     tiny = ["mnist" if a == "digits" else a for a in TINY]
     argv = ["continual", *tiny, "--data_root", str(tmp_path / "data"), "--num_tasks", "2"]
-    code, err = _run(argv + ["--methods", "hnet,separate", "--out", str(out)])
+    code, err = _run(argv + ["--methods", "hnet,separate", "--head", "chunked", "--out", str(out)])
     assert code == 0, err
     results = json.loads((out / "results.json").read_text())
     assert results["metrics"]["stream"] == "split-mnist" and (out / "accuracy_CL1.png").stat().st_size > 0

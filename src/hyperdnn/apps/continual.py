@@ -109,12 +109,14 @@ class ContinualConfig:
     batch_size: int = option(64, "minibatch size")
     lr: float = option(1e-3, "Adam learning rate of the baselines")
     hnet_lr: float = option(1e-3, "Adam learning rate of the hypernetwork and the task embeddings")
-    head: str = option("chunked", "hypernetwork output: chunked or once (generate once)", choices=("chunked", "once"))
+    head: str = option("once", "hypernetwork output: once (generate once) or chunked", choices=("once", "chunked"))
     chunk_size: int = option(4000, "numbers per chunk (head chunked)")
     chunk_embed_dim: int = option(32, "chunk embedding width (head chunked)")
     chunk_hidden: tuple[int, ...] = option((100,), "hidden widths of the shared chunk generator (head chunked)")
     task_embed_dim: int = option(64, "task embedding width")
-    trunk: tuple[int, ...] = option((200, 200), "hidden widths of the hypernetwork's MLP trunk")
+    trunk: tuple[int, ...] = option(
+        (100, 50), "hidden widths of the hypernetwork's MLP trunk (the last is the code width)"
+    )
     beta: float = option(0.05, "weight of the output regulariser")
     lookahead: bool = option(False, "regularise at Theta + dTheta (the optimizer's candidate step on the task loss)")
     reg_tasks: int = option(0, "earlier tasks regularised per step, drawn at random (0: all of them)")
@@ -797,6 +799,14 @@ def _make_learner(unit: _Unit, cfg: ContinualConfig, stream: TaskStream, device:
     )
 
 
+def _adam(params: list[nn.Parameter], lr: float) -> torch.optim.Adam:
+    """Adam, fused (one kernel for every tensor) where torch has a kernel for the device."""
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.Adam(params, lr=lr)
+
+
 def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
     order = torch.randperm(n, generator=generator)
     return list(order.split(batch_size))
@@ -970,7 +980,7 @@ def _train_sequential(
         if not continuing:
             ctx.seed_everything("init", "task", t)
             learner.begin_task(t)
-        optimizer = torch.optim.Adam(learner.parameters_for(t), lr=cfg.hnet_lr if unit.method == "hnet" else cfg.lr)
+        optimizer = _adam(learner.parameters_for(t), cfg.hnet_lr if unit.method == "hnet" else cfg.lr)
         first_epoch = 0
         if continuing:
             load_optimizer_state(optimizer, ctx.resumed.tensors, ctx.resumed.state["optimizer"], "optim.")  # type: ignore[union-attr]
@@ -1004,7 +1014,7 @@ def _train_joint(
     if not mid_task:
         ctx.seed_everything("init", "task", "joint")
         learner.begin_task(T - 1)
-    optimizer = torch.optim.Adam(learner.parameters_for(T - 1), lr=cfg.lr)
+    optimizer = _adam(learner.parameters_for(T - 1), cfg.lr)
     first_epoch = 0
     if mid_task:
         load_optimizer_state(optimizer, ctx.resumed.tensors, ctx.resumed.state["optimizer"], "optim.")  # type: ignore[union-attr]
