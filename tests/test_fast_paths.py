@@ -309,3 +309,43 @@ def test_hypernet_gives_the_same_weights_and_gradients_either_side_of_the_affine
     for a, b in zip(results[0], results[1]):
         for k in a:
             torch.testing.assert_close(a[k], b[k])
+
+
+def test_zero_mean_shortcut_follows_changes_to_theta_mean():
+    torch.manual_seed(0)
+    target = Target(nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2)))
+    hnet = HyperNetwork(target, TaskEmbedding(3, 5), MLP((8,)), Chunked(7, 3))
+    assert not bool(hnet.theta_mean.any())
+
+    def expected():
+        raw = hnet.head(hnet.trunk(hnet.conditioner(1).c))
+        return torch.addcmul(hnet.theta_mean, hnet.theta_scale, raw).squeeze(0)
+
+    torch.testing.assert_close(hnet.spec.flatten(hnet(1)), expected())
+    state = hnet.state_dict()
+    state["theta_mean"] = torch.full_like(state["theta_mean"], 0.5)
+    hnet.load_state_dict(state)  # an in-place copy: the shortcut must notice
+    torch.testing.assert_close(hnet.spec.flatten(hnet(1)), expected())
+    assert float(hnet.spec.flatten(hnet(1)).mean()) > 0.3
+    hnet.theta_mean.zero_()
+    torch.testing.assert_close(hnet.spec.flatten(hnet(1)), expected())
+
+
+def test_hypernet_under_torch_func_transforms():
+    from torch.func import functional_call, grad
+
+    torch.manual_seed(0)
+    target = Target(nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2)))
+    hnet = HyperNetwork(target, TaskEmbedding(3, 5), MLP((8,)))
+    params = {k: v.detach() for k, v in hnet.named_parameters()}
+    buffers = dict(hnet.named_buffers())
+
+    def loss(p):
+        return sum(w.square().sum() for w in functional_call(hnet, {**p, **buffers}, (1,)).values())
+
+    g = grad(loss)(params)
+    loss_eager = sum(w.square().sum() for w in hnet(1).values())
+    loss_eager.backward()
+    for k, p in hnet.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(g[k], p.grad)

@@ -229,11 +229,30 @@ class HyperNetwork(nn.Module):
         """Flat weights ``(B, numel)`` and whether the context was batched."""
         cond = self.conditioner(context)
         raw = self.head(self.trunk(cond.c))
+        return self._affine(raw), cond.batched
+
+    def _affine(self, raw: torch.Tensor) -> torch.Tensor:
+        """``theta_mean + theta_scale * raw`` in the fewest passes over the generated numbers."""
+        if self._mean_is_zero():
+            # the usual case (no norm layers, no residual): one pass forward, one backward
+            return raw * self.theta_scale
         if raw.numel() >= _AFFINE_FUNCTION_MIN_NUMEL:
-            flat = _Affine.apply(self.theta_mean, self.theta_scale, raw)
-        else:  # small: a Python autograd.Function costs more than the pass it saves
-            flat = torch.addcmul(self.theta_mean, self.theta_scale, raw)
-        return flat, cond.batched
+            return _Affine.apply(self.theta_mean, self.theta_scale, raw)
+        # small: a Python autograd.Function costs more than the pass it saves
+        return torch.addcmul(self.theta_mean, self.theta_scale, raw)
+
+    def _mean_is_zero(self) -> bool:
+        """Whether ``theta_mean`` is a fixed all-zero buffer; rechecked only when it changes
+        (replaced, moved, or written in place, e.g. by ``load_state_dict``)."""
+        m = self.theta_mean
+        try:
+            key = (id(m), m._version, m.device)
+            if getattr(self, "_zero_mean_key", None) != key:
+                self._zero_mean = not m.requires_grad and not bool(m.any())
+                self._zero_mean_key = key
+        except RuntimeError:  # inside a torch.func transform: no data-dependent shortcut
+            return False
+        return self._zero_mean
 
     def forward(self, context: Any = None) -> dict[str, torch.Tensor]:
         """Generate weights for ``context``: name -> ``(*batch, *shape)``."""
