@@ -122,12 +122,13 @@ def mlp_forward(x: torch.Tensor, ws: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def hyperfan_scale(shapes: Sequence[tuple[int, ...]], device: torch.device) -> torch.Tensor:
-    """Per-number scale ``(numel,)`` that gives generated MLP weights and biases the variance of
-    ``nn.Linear``'s own init, ``1/(3 fan_in)`` (hyperfan-in; the same math hyperdnn applies)."""
+    """Per-number scale ``(numel,)`` that gives generated weights and biases (``[w0, b0, w1, ...]``
+    of ``Linear``/``Conv`` layers) the variance of the layer's own init, ``1/(3 fan_in)``
+    (hyperfan-in; the same math hyperdnn applies)."""
     parts, fan_in = [], 1
     for s in shapes:
-        if len(s) == 2:
-            fan_in = s[1]
+        if len(s) >= 2:
+            fan_in = math.prod(s[1:])
         parts.append(torch.full((math.prod(s),), 1.0 / math.sqrt(3.0 * fan_in)))
     return torch.cat(parts).to(device)
 

@@ -254,17 +254,24 @@ def build_w4(cfg: Config) -> Built:
         net = LeNet().to(cfg.device)
         step = train_step(adam(net.parameters(), cfg), lambda net=net, xx=xx: F.cross_entropy(net(xx), y))
         variants.append(Variant("static" + layout, "torch", "static", step, count(net.parameters()), "LeNet"))
-    for layout, xx in (("", x), ("-channels-last", x_cl)):
+    scale = hyperfan_scale(LeNet.SHAPES, cfg.device)
+    for layout, xx, scaled in (
+        ("", x, False),
+        ("-channels-last", x_cl, False),
+        ("-channels-last-hyperfan", x_cl, True),
+    ):
         table = nn.Parameter(torch.randn(NUM_TASKS, TASK_EMB, device=cfg.device))
         gen = PlainChunked(TASK_EMB, numel, CHUNK, CHUNK_EMB, HIDDEN).to(cfg.device)
         params = [table, *gen.parameters()]
         task = cycle(NUM_TASKS)
 
-        def loss(gen=gen, table=table, task=task, xx=xx):
-            ws = split(gen(table[task()].unsqueeze(0))[0], LeNet.SHAPES)
+        def loss(gen=gen, table=table, task=task, xx=xx, scaled=scaled):
+            flat = gen(table[task()].unsqueeze(0))[0]
+            ws = split(flat * scale if scaled else flat, LeNet.SHAPES)
             return F.cross_entropy(lenet_forward(xx, ws), y)
 
-        note = f"{gen.embeddings.shape[0]} chunks; " + ("channels-last input" if layout else "NCHW input")
+        note = f"{gen.embeddings.shape[0]} chunks; " + ("channels-last input" if xx is x_cl else "NCHW input")
+        note += ", times the hyperfan scale" if scaled else ""
         variants.append(
             Variant("torch" + layout, "torch", "reference", train_step(adam(params, cfg), loss), count(params), note)
         )
