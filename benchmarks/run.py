@@ -129,6 +129,13 @@ def run(args: argparse.Namespace, log=print) -> dict[str, Any]:
         },
         "workloads": {},
     }
+    load, cpus = _load(), os.cpu_count() or 1
+    if load and load[0] > max(0.5, 0.25 * cpus) and torch.get_num_threads() > 1 and args.clock == "wall":
+        log(
+            f"note: load average {load[0]} on {cpus} CPUs before starting: other processes compete for the "
+            f"cores, and {torch.get_num_threads()} torch threads can then run many times slower; "
+            "for steadier ratios use --threads 1 --clock cpu, for the official table a quiet machine"
+        )
     for name, st in result["meta"]["peers"].items():
         log(f"peer {name}: " + (f"{st['version']}" if st["available"] else f"NOT AVAILABLE - {st['error']}"))
     w5_parts: dict[str, dict[str, Any]] = {}
