@@ -113,8 +113,12 @@ class TaskEmbedding(Conditioner):
                 f"TaskEmbedding: expected a task id (int) or a LongTensor of ids, got {type(context).__name__}"
             )
         if isinstance(context, int):
-            ids = torch.tensor([context])
-            batched = False
+            if not 0 <= context < self.num_tasks:
+                raise ValueError(
+                    f"TaskEmbedding: task ids must be in [0, {self.num_tasks - 1}], got {context} "
+                    "(call add_tasks to grow the table)"
+                )
+            return Conditioned(self.embeddings[context].unsqueeze(0), False)
         else:
             if context.dtype.is_floating_point or context.dtype == torch.bool:
                 raise TypeError(f"TaskEmbedding: expected integer task ids, got a tensor of dtype {context.dtype}")

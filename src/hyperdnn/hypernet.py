@@ -192,6 +192,7 @@ class HyperNetwork(nn.Module):
         moments: dict[int, float] = {}
         groups = self.head.calibration_groups()
         hooks = []
+
         def recorder(key: int):
             def record(mod, args):
                 moments[key] = float(args[0].detach().pow(2).mean())
