@@ -54,7 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     if cmd not in COMMANDS:
         print(f"hyperdnn: unknown command {cmd!r}; expected one of {sorted(COMMANDS)}", file=sys.stderr)
         return 2
-    return COMMANDS[cmd](rest) or 0
+    try:
+        return COMMANDS[cmd](rest) or 0
+    except BrokenPipeError:  # output piped into e.g. `head`: not an error of ours
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
