@@ -178,7 +178,7 @@ def test_list_and_help() -> None:
         (["continual", "--benchmark", "split", "--num_tasks", "6"], ["at most 5 tasks", "got 6"]),
         (["continual", "--data", "mnist", "--data_root", "/nonexistent"], ["MNIST idx files not found"]),
         (["continual", "--epoch", "3"], ["did you mean --epochs"]),
-        (["continual", "--epochs", "0"], ["--epochs", ">= 1, got 0"]),
+        (["continual", "--epochs", "-1"], ["--epochs", ">= 0, got -1"]),
         (["continual", "--device", "tpu"], ["--device", "'tpu'"]),
         (["--frobnicate"], ["expected a recipe name or --list"]),
     ],

@@ -83,6 +83,8 @@ SCENARIO_NAMES = {
     "CL2": "domain-incremental, no task identity",
     "CL3": "class-incremental, task inferred",
 }
+#: epochs per task when --epochs is 0 (SplitMNIST tasks have a fifth of the images)
+DEFAULT_EPOCHS = {"permuted": 10, "split": 20}
 #: methods whose training does not depend on the scenario (evaluated in all of them at once)
 _SCENARIO_FREE = ("hnet", "separate")
 
@@ -105,7 +107,7 @@ class ContinualConfig:
     methods: tuple[str, ...] = option(METHODS, "methods to run", choices=METHODS)
     hidden: tuple[int, ...] = option((100, 100), "hidden widths of the target MLP (every method)")
     dropout: float = option(0.2, "dropout after each hidden layer of the target MLP (every method)")
-    epochs: int = option(10, "training epochs per task (every method)")
+    epochs: int = option(0, "training epochs per task, every method (0: 10 for permuted, 20 for split)")
     batch_size: int = option(64, "minibatch size")
     lr: float = option(1e-3, "Adam learning rate of the baselines")
     hnet_lr: float = option(1e-3, "Adam learning rate of the hypernetwork and the task embeddings")
@@ -117,10 +119,10 @@ class ContinualConfig:
     trunk: tuple[int, ...] = option(
         (100, 50), "hidden widths of the hypernetwork's MLP trunk (the last is the code width)"
     )
-    beta: float = option(0.05, "weight of the output regulariser")
+    beta: float = option(0.1, "weight of the output regulariser")
     lookahead: bool = option(False, "regularise at Theta + dTheta (the optimizer's candidate step on the task loss)")
     reg_tasks: int = option(0, "earlier tasks regularised per step, drawn at random (0: all of them)")
-    ewc_lambda: float = option(1000.0, "online EWC penalty strength")
+    ewc_lambda: float = option(10.0, "online EWC penalty strength")
     ewc_gamma: float = option(1.0, "online EWC decay of the accumulated Fisher information")
     fisher_samples: int = option(500, "training samples used to estimate each task's Fisher information")
     joint_epochs: int = option(0, "epochs of joint training over all tasks (0: --epochs)")
@@ -128,7 +130,6 @@ class ContinualConfig:
 
     def __post_init__(self) -> None:
         positive = {
-            "epochs": self.epochs,
             "batch_size": self.batch_size,
             "chunk_size": self.chunk_size,
             "chunk_embed_dim": self.chunk_embed_dim,
@@ -139,6 +140,7 @@ class ContinualConfig:
             if value < 1:
                 raise ValueError(f"--{name}: expected an int >= 1, got {value}")
         for name, value in {
+            "epochs": self.epochs,
             "num_tasks": self.num_tasks,
             "reg_tasks": self.reg_tasks,
             "joint_epochs": self.joint_epochs,
@@ -169,6 +171,11 @@ class ContinualConfig:
     def tasks(self) -> int:
         """The number of tasks, defaults resolved."""
         return self.num_tasks or DEFAULT_TASKS[self.benchmark]
+
+    @property
+    def task_epochs(self) -> int:
+        """Training epochs per task, defaults resolved."""
+        return self.epochs or DEFAULT_EPOCHS[self.benchmark]
 
 
 # ====================================================================== models
@@ -985,7 +992,7 @@ def _train_sequential(
         if continuing:
             load_optimizer_state(optimizer, ctx.resumed.tensors, ctx.resumed.state["optimizer"], "optim.")  # type: ignore[union-attr]
             first_epoch = prog.epoch
-        logs = _fit(cfg, ctx, learner, unit, t, [task], optimizer, first_epoch, cfg.epochs, prog)
+        logs = _fit(cfg, ctx, learner, unit, t, [task], optimizer, first_epoch, cfg.task_epochs, prog)
         learner.end_task(t, task, ctx.generator(unit.key, "end", t))
         rows, inference = _evaluate_row(learner, stream, t + 1, unit.scenarios(cfg), ctx.device)
         for s, row in rows.items():
@@ -1019,7 +1026,7 @@ def _train_joint(
     if mid_task:
         load_optimizer_state(optimizer, ctx.resumed.tensors, ctx.resumed.state["optimizer"], "optim.")  # type: ignore[union-attr]
         first_epoch = prog.epoch
-    epochs = cfg.joint_epochs or cfg.epochs
+    epochs = cfg.joint_epochs or cfg.task_epochs
     logs = _fit(cfg, ctx, learner, unit, T - 1, list(stream), optimizer, first_epoch, epochs, prog)
     rows, _ = _evaluate_row(learner, stream, T, unit.scenarios(cfg), ctx.device)
     for s, row in rows.items():
@@ -1141,10 +1148,12 @@ def _report(cfg: ContinualConfig, ctx: RunContext, stream: TaskStream, units: li
     lines = [
         f"# continual: {stream.name}, {T} tasks, seed {ctx.seed}",
         "",
-        f"Target MLP {stream.in_features}-{'-'.join(map(str, cfg.hidden))}-{stream.classes_per_task}; "
-        f"{cfg.epochs} epochs per task, batch {cfg.batch_size}; hypernetwork: {cfg.head} head, "
-        f"beta {cfg.beta}, look-ahead {'on' if cfg.lookahead else 'off'}, "
-        f"regularised tasks per step: {cfg.reg_tasks or 'all'}.",
+        f"Target MLP {stream.in_features}-{'-'.join(map(str, cfg.hidden))}-{stream.classes_per_task} "
+        f"(dropout {cfg.dropout}); {cfg.task_epochs} epochs per task, batch {cfg.batch_size}, Adam lr {cfg.lr}. "
+        f"Hypernetwork: task embedding {cfg.task_embed_dim}, trunk {','.join(map(str, cfg.trunk))}, "
+        f"{cfg.head} head, lr {cfg.hnet_lr}, beta {cfg.beta}, look-ahead {'on' if cfg.lookahead else 'off'}, "
+        f"regularised tasks per step: {cfg.reg_tasks or 'all'}. Online EWC: lambda {cfg.ewc_lambda}, "
+        f"gamma {cfg.ewc_gamma}.",
         "BWT: backward transfer in points (mean of final minus just-trained accuracy over tasks 1..T-1; "
         "negative = forgetting). Task inference: share of test inputs whose task the entropy rule finds.",
     ]
