@@ -306,3 +306,25 @@ def test_derived_seeds_are_stable_and_distinct() -> None:
     assert derive_seed(0, "a", 1) == derive_seed(0, "a", 1)
     seeds = {derive_seed(s, k, t) for s in range(3) for k in ("a", "b") for t in range(5)}
     assert len(seeds) == 30 and all(0 <= s < 2**63 for s in seeds)
+
+
+def test_engine_and_recipe_modules_import() -> None:
+    import importlib
+
+    for mod in [
+        "engine",
+        "engine.cli",
+        "engine.config",
+        "engine.checkpoint",
+        "engine.progress",
+        "engine.registry",
+        "engine.run",
+        "engine.seeding",
+        "engine.errors",
+        "apps.continual",
+        "data.streams",
+        "data.mnist",
+    ]:
+        module = importlib.import_module(f"hyperdnn.{mod}")
+        for name in getattr(module, "__all__", []):
+            assert hasattr(module, name), (mod, name)

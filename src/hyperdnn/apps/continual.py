@@ -29,8 +29,12 @@ Run::
     hyperdnn run continual --data mnist --data-root ~/data  # full MNIST from local idx files
 
 Each run writes the accuracy matrices as heat maps (accuracy_CL1.png ...), summary.md with
-average accuracy and backward transfer per method, and results.json. docs/continual.md quotes
-measured tables and run times.
+average accuracy and backward transfer per method, and results.json.
+
+Expected (measured on 2 CPU cores, seed 0; docs/continual.md has the full tables): the default
+run takes about 3 minutes; the hypernetwork ends at 91.1% average accuracy with -0.4 points
+of backward transfer, separate networks at 92.4%, fine-tuning at 73.8% (-20.8 points).
+SplitMNIST CL1 takes about 1 minute: hypernetwork 98.9%, separate networks 99.0%.
 """
 
 from __future__ import annotations
@@ -1213,6 +1217,6 @@ RECIPE = register_recipe(
         config=ContinualConfig,
         run=run_continual,
         check=check_config,
-        description=__doc__ or "",
+        description=(__doc__ or "").split("Run::")[-1].strip("\n"),
     )
 )
