@@ -180,6 +180,7 @@ def test_list_and_help() -> None:
         (["continual", "--epoch", "3"], ["did you mean --epochs"]),
         (["continual", "--epochs", "-1"], ["--epochs", ">= 0, got -1"]),
         (["continual", "--device", "tpu"], ["--device", "'tpu'"]),
+        (["continual", "--device", "cuda:7"], ["--device cuda:7"]),
         (["--frobnicate"], ["expected a recipe name or --list"]),
     ],
 )
@@ -187,6 +188,16 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, argv, needles)
     out = tmp_path / "run"
     code, _, err = _run(argv + (["--out", str(out)] if len(argv) > 1 or argv[0] == "nosuch" else []))
     _assert_one_line_error(code, err, *needles)
+    assert not out.exists()
+
+
+def test_tensorboard_is_optional(tmp_path: Path, monkeypatch) -> None:
+    import hyperdnn.engine.run as run_module
+
+    monkeypatch.setattr(run_module, "tensorboard_available", lambda: False)
+    out = tmp_path / "run"
+    code, _, err = _run(["continual", "--tensorboard", "--out", str(out)])
+    _assert_one_line_error(code, err, "--tensorboard needs the tensorboard package")
     assert not out.exists()
 
 

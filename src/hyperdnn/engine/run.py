@@ -33,7 +33,7 @@ import torch
 from hyperdnn.engine.checkpoint import Checkpoint, Checkpointer, atomic_write_text
 from hyperdnn.engine.config import config_to_dict, option
 from hyperdnn.engine.errors import UsageError
-from hyperdnn.engine.progress import ProgressBar, RunLogger
+from hyperdnn.engine.progress import ProgressBar, RunLogger, tensorboard_available
 from hyperdnn.engine.registry import Recipe
 from hyperdnn.engine.seeding import derive_seed, make_generator, resolve_device, seed_everything, set_threads
 
@@ -234,6 +234,8 @@ def execute(recipe: Recipe, config: Any, options: RunOptions, stream: TextIO | N
     if recipe.check is not None:
         recipe.check(config)
     device = resolve_device(options.device)
+    if options.tensorboard and not tensorboard_available():
+        raise UsageError("--tensorboard needs the tensorboard package: pip install 'hyperdnn[tensorboard]'")
     out = Path(options.out or f"runs/{recipe.name}")
     prepare_folder(out, options.resume)
     resumed = Checkpointer(out / "checkpoints").load() if options.resume else None
