@@ -32,6 +32,7 @@ from torch import nn
 
 from hyperdnn.conditioners import LearnedLatent
 from hyperdnn.data import Split, load_digits
+from hyperdnn.engine.progress import ProgressBar
 from hyperdnn.heads import Chunked, Once
 from hyperdnn.hypernet import HyperModel, HyperNetwork
 from hyperdnn.target import Target
@@ -126,31 +127,6 @@ def train_model(
     return {"test_accuracy": curve[-1], "curve": curve, "seconds": seconds}
 
 
-def _progress(total: int):
-    try:
-        from tqdm import tqdm
-
-        return tqdm(total=total, desc="training", unit="epoch", file=sys.stderr, mininterval=1.0)
-    except ImportError:  # pragma: no cover - tqdm is in the apps extra
-
-        class _Plain:
-            def __init__(self):
-                self.n = 0
-
-            def update(self, k=1):
-                self.n += k
-                if self.n % 20 == 0 or self.n == total:
-                    print(f"  {self.n}/{total} epochs", file=sys.stderr)
-
-            def set_postfix_str(self, s):
-                pass
-
-            def close(self):
-                pass
-
-        return _Plain()
-
-
 def _table(rows: list[dict]) -> str:
     head = (
         "| model | test accuracy (mean ± std over seeds) | trainable parameters | target parameters | seconds per run |"
@@ -231,7 +207,7 @@ def _main(out: str | None, epochs: int | None, seed: int, threads: int | None) -
         f"HyperDNN demo: digits ({len(data.x_train)} train / {len(data.x_test)} test), target MLP 64-128-64-10, "
         f"{cfg.epochs} epochs x {len(cfg.seeds)} seeds per model"
     )
-    bar = _progress(len(factories) * len(cfg.seeds) * cfg.epochs)
+    bar = ProgressBar(len(factories) * len(cfg.seeds) * cfg.epochs, desc="training")
     rows = []
     total_start = time.perf_counter()
     for name, make in factories.items():
@@ -239,7 +215,7 @@ def _main(out: str | None, epochs: int | None, seed: int, threads: int | None) -
         for s in cfg.seeds:
             torch.manual_seed(s)
             model = make()
-            bar.set_postfix_str(f"{name}, seed {s}")
+            bar.note(f"{name}, seed {s}")
             runs.append(train_model(model, data, cfg, s, on_epoch=bar.update))
         accs = [r["test_accuracy"] for r in runs]
         rows.append(

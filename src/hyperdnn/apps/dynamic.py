@@ -34,6 +34,7 @@ from torch import nn
 from hyperdnn.conditioners import LearnedLatent
 from hyperdnn.data import Split, load_digits
 from hyperdnn.dynamic import DynamicHyperNetwork
+from hyperdnn.engine.progress import ProgressBar
 from hyperdnn.target import Target
 from hyperdnn.trunks import MLP
 
@@ -152,27 +153,6 @@ def train_standard(width: int, data: Split, cfg: DynamicConfig, seed: int) -> di
     return {"test_accuracy": _accuracy(net, data.x_test, data.y_test), "seconds": time.perf_counter() - start}
 
 
-def _progress(total: int):
-    try:
-        from tqdm import tqdm
-
-        return tqdm(total=total, desc="training", unit="epoch", file=sys.stderr, mininterval=1.0)
-    except ImportError:  # pragma: no cover - tqdm is in the apps extra
-
-        class _Plain:
-            n = 0
-
-            def update(self, k: int = 1) -> None:
-                self.n += k
-                if self.n % 10 == 0 or self.n == total:
-                    print(f"  {self.n}/{total} epochs", file=sys.stderr)
-
-            def close(self) -> None:
-                pass
-
-        return _Plain()
-
-
 def _table(rows: list[dict]) -> str:
     lines = [
         "| hidden width | trained on it | test accuracy, dynamic hypernet | test accuracy, standard MLP alone "
@@ -243,7 +223,7 @@ def main(out: str | None = None, epochs: int | None = None, seed: int = 0, threa
     total_start = time.perf_counter()
     torch.manual_seed(seed)
     hnet = build_hypernet(cfg)
-    bar = _progress(cfg.epochs)
+    bar = ProgressBar(cfg.epochs, desc="training")
     run = train_dynamic(hnet, data, cfg, seed, on_epoch=bar.update)
     bar.close()
     standard = {w: train_standard(w, data, cfg, seed) for w in cfg.eval_widths}
