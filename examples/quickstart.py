@@ -1,4 +1,11 @@
-"""The README example: per-sample weights from a data-conditioned hypernet, in seconds on a CPU."""
+"""The README example: per-sample weights from a data-conditioned hypernet, in seconds on a CPU.
+
+Needs the data extra, for scikit-learn's digits: pip install 'hyperdnn[data]' (or -e ".[data]").
+
+    python examples/quickstart.py
+
+Runtime: about 5 seconds on 2 CPU cores. Expected: about 94% test accuracy.
+"""
 
 import torch
 from torch import nn

@@ -1100,43 +1100,76 @@ def _fit(
 
 
 # ====================================================================== report
-def _plot(cfg: ContinualConfig, ctx: RunContext, scenario: str, mats: dict[str, torch.Tensor], title: str) -> str:
+def _heatmap_figure(mats: dict[str, torch.Tensor], title: str) -> Any:
+    """One heat map per method of its ``(T, T)`` accuracy matrix (in [0, 1], NaN: not measured).
+
+    Each panel's colours span that matrix's own minimum to maximum, with a colour bar, so that
+    85% and 93% differ visibly; every measured cell shows its accuracy in % at a font size
+    scaled to the cell (at least 8 pt with 10 tasks; none once cells are too small to read).
+    Returns the matplotlib figure (Agg backend); the caller saves and closes it.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(mats)
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.4), squeeze=False)
     T = next(iter(mats.values())).shape[0]
-    for col, (ax, name) in enumerate(zip(axes[0], names)):
-        m = mats[name].numpy() * 100
-        im = ax.imshow(m, vmin=0, vmax=100, cmap="viridis")
+    cols = min(len(names), 3)
+    rows = -(-len(names) // cols)
+    side = min(7.0, max(3.2, 0.34 * T + 1.4))  # inches per panel: cells grow with the task count up to a point
+    fig, axes = plt.subplots(rows, cols, figsize=(side * cols, side * rows * 0.9), squeeze=False, layout="constrained")
+    drawn = []
+    for k, ax in enumerate(axes.flat):
+        if k >= len(names):
+            ax.set_visible(False)
+            continue
+        name = names[k]
+        m = mats[name].double() * 100
+        measured = m[~m.isnan()]
+        lo, hi = (float(measured.min()), float(measured.max())) if measured.numel() else (0.0, 100.0)
+        if hi - lo < 1.0:  # one value (or nearly): a range of a point around it
+            lo, hi = (lo + hi) / 2 - 0.5, (lo + hi) / 2 + 0.5
+        im = ax.imshow(m.numpy(), vmin=lo, vmax=hi, cmap="viridis")
+        fig.colorbar(im, ax=ax, shrink=0.85, label="test accuracy (%)")
         ax.set_title(name)
         ax.set_xlabel("task tested")
-        if col == 0:
+        if k % cols == 0:
             ax.set_ylabel("after training task")
-        ax.set_xticks(range(T))
-        ax.set_yticks(range(T))
-        ax.set_xticklabels(range(1, T + 1), fontsize=7)
-        ax.set_yticklabels(range(1, T + 1), fontsize=7)
-        if T <= 10:
-            for i in range(T):
-                for j in range(T):
-                    if not math.isnan(m[i, j]):
-                        ax.text(
-                            j,
-                            i,
-                            f"{m[i, j]:.0f}",
-                            ha="center",
-                            va="center",
-                            fontsize=6,
-                            color="white" if m[i, j] < 60 else "black",
-                        )
-    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="test accuracy (%)")
+        ax.set_xticks(range(T), [str(t) for t in range(1, T + 1)])
+        ax.set_yticks(range(T), [str(t) for t in range(1, T + 1)])
+        drawn.append((ax, im, m))
     fig.suptitle(title)
+    fig.draw_without_rendering()  # lay out first: the font size follows the cells' drawn size
+    decimals = 1 if T <= 5 else 0
+    for ax, im, m in drawn:
+        cell = ax.get_window_extent().width * 72.0 / fig.dpi / T  # points per cell
+        chars = 2 + (decimals + 1 if decimals else 0)
+        size = min(14.0, 0.45 * cell, 0.8 * cell / (0.6 * chars))
+        if size < 6.0:  # too small to read: the colours alone
+            continue
+        for i in range(T):
+            for j in range(T):
+                v = float(m[i, j])
+                if math.isnan(v):
+                    continue
+                r, g, b, _ = im.cmap(im.norm(v))
+                dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
+                ax.text(
+                    j,
+                    i,
+                    f"{v:.{decimals}f}",
+                    ha="center",
+                    va="center",
+                    fontsize=size,
+                    color="white" if dark else "black",
+                )
+    return fig
+
+
+def _plot(cfg: ContinualConfig, ctx: RunContext, scenario: str, mats: dict[str, torch.Tensor], title: str) -> str:
     name = f"accuracy_{scenario}.png"
-    ctx.save_figure(fig, name)
+    ctx.save_figure(_heatmap_figure(mats, title), name)
     return name
 
 
@@ -1218,5 +1251,6 @@ RECIPE = register_recipe(
         run=run_continual,
         check=check_config,
         description=(__doc__ or "").split("Run::")[-1].strip("\n"),
+        requires={"matplotlib": "apps"},  # the heat maps; the data's own extra is checked by check_config
     )
 )

@@ -21,7 +21,6 @@ width alone; a width above 128 is refused with an error naming the limit.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -31,14 +30,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hyperdnn.apps.demo import check_demo_run, learning_curves_figure, make_output_folder, save_png
 from hyperdnn.conditioners import LearnedLatent
 from hyperdnn.data import Split, load_digits
 from hyperdnn.dynamic import DynamicHyperNetwork
+from hyperdnn.engine.checkpoint import atomic_write_text
 from hyperdnn.engine.progress import ProgressBar
 from hyperdnn.target import Target
 from hyperdnn.trunks import MLP
 
-__all__ = ["DynamicConfig", "make_target", "build_hypernet", "train_dynamic", "train_standard", "main"]
+__all__ = ["DynamicConfig", "OUTPUTS", "make_target", "build_hypernet", "train_dynamic", "train_standard", "main"]
+
+#: the files ``hyperdnn demo --dynamic`` writes; a folder holding only these (an earlier run) is reused
+OUTPUTS = ("results.json", "results.md", "dynamic_widths.png")
 
 
 @dataclass
@@ -167,53 +171,37 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _plot(curves: dict[int, list[float]], trained: tuple[int, ...], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # pragma: no cover
-        return False
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for w, c in curves.items():
-        style = "-" if w in trained else "--"
-        label = f"width {w}" + ("" if w in trained else " (never trained)")
-        ax.plot(range(1, len(c) + 1), [100 * a for a in c], style, label=label)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(50, 100)
-    ax.set_title("One dynamic hypernet, MLPs 64-w-10 on digits")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
-
-
 def main(out: str | None = None, epochs: int | None = None, seed: int = 0, threads: int | None = None) -> int:
-    """Run the dynamic-outputs demo; returns the exit status.
+    """Run the dynamic-outputs demo (``hyperdnn demo --dynamic``); returns the exit status, 0.
+
+    Every argument and the extras are checked before anything is written.
 
     Args:
-        out: output folder (default ``runs/demo-dynamic``).
-        epochs: training epochs (default ``DynamicConfig.epochs``).
-        seed: random seed.
-        threads: torch threads (default 1; see the module notes).
+        out: output folder (default ``runs/demo-dynamic``): absent, empty, or from an earlier
+            run of this demo.
+        epochs: training epochs, >= 1 (default ``DynamicConfig.epochs``).
+        seed: random seed, 0 to :data:`hyperdnn.apps.demo.MAX_SEED`.
+        threads: torch threads, >= 1 (default 1, see the module notes; the caller's count is
+            restored afterwards).
+
+    Raises:
+        UsageError: bad arguments, an unusable output folder or a missing extra, in one line.
     """
+    out_dir = Path(out or "runs/demo-dynamic")
+    check_demo_run(out_dir, OUTPUTS, epochs=epochs, seed=seed, threads=threads)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1 if threads is None else threads)
+        return _main(out_dir, epochs, seed)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _main(out_dir: Path, epochs: int | None, seed: int) -> int:
     cfg = DynamicConfig()
     if epochs is not None:
         cfg.epochs = epochs
-    torch.set_num_threads(1 if threads is None else threads)
-    out_dir = Path(out or "runs/demo-dynamic")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        print(f"hyperdnn demo --dynamic: cannot write to output folder {str(out_dir)!r}: {e.strerror}", file=sys.stderr)
-        return 2
+    make_output_folder(out_dir)
     data = load_digits()
     print(
         f"Dynamic outputs: one hypernet for MLPs 64-w-10, trained on w in {list(cfg.train_widths)}, "
@@ -266,15 +254,16 @@ def main(out: str | None = None, epochs: int | None = None, seed: int = 0, threa
         "train_seconds": run["seconds"],
         "total_seconds": time.perf_counter() - total_start,
     }
-    tmp = out_dir / "results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, out_dir / "results.json")
-    (out_dir / "results.md").write_text(table + "\n")
-    plotted = _plot(run["curves"], cfg.train_widths, out_dir / "dynamic_widths.png")
-    print(
-        f"wrote {out_dir}/results.json, results.md"
-        + (", dynamic_widths.png" if plotted else " (no matplotlib: no plot)")
+    atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2))
+    atomic_write_text(out_dir / "results.md", table + "\n")
+    labels = {w: f"width {w}" + ("" if w in cfg.train_widths else " (never trained)") for w in cfg.eval_widths}
+    figure = learning_curves_figure(
+        {labels[w]: [c] for w, c in run["curves"].items()},
+        "One dynamic hypernet, MLPs 64-w-10 on digits",
+        dashed=[labels[w] for w in cfg.eval_widths if w not in cfg.train_widths],
     )
+    save_png(figure, out_dir / "dynamic_widths.png")
+    print(f"wrote {out_dir}/results.json, results.md, dynamic_widths.png")
     if low:
         print(f"note: trained widths {low} ended below 90% test accuracy", file=sys.stderr)
     return 0

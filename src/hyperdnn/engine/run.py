@@ -36,8 +36,12 @@ from hyperdnn.engine.errors import UsageError
 from hyperdnn.engine.progress import ProgressBar, RunLogger, tensorboard_available
 from hyperdnn.engine.registry import Recipe
 from hyperdnn.engine.seeding import derive_seed, make_generator, resolve_device, seed_everything, set_threads
+from hyperdnn.extras import requirement_message
 
 __all__ = ["RunOptions", "RUN_KEYS_FIXED_ON_RESUME", "Outcome", "RunContext", "execute", "prepare_folder"]
+
+#: what every run needs besides the core: config.yaml (pyyaml) and checkpoints (safetensors)
+ENGINE_REQUIRES = {"yaml": "apps", "safetensors": "apps"}
 
 
 @dataclass
@@ -227,8 +231,12 @@ def execute(recipe: Recipe, config: Any, options: RunOptions, stream: TextIO | N
         The content written to results.json.
 
     Raises:
-        UsageError: bad input (checked before anything is written where possible).
+        UsageError: bad input (checked before anything is written where possible), a module
+            of :data:`ENGINE_REQUIRES` or ``recipe.requires`` that does not import.
     """
+    missing = requirement_message({**ENGINE_REQUIRES, **recipe.requires})
+    if missing is not None:
+        raise UsageError(missing)
     if not isinstance(config, recipe.config):
         raise TypeError(f"execute: expected a {recipe.config.__name__} config, got {type(config).__name__}")
     if recipe.check is not None:
