@@ -19,6 +19,7 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/hyperdnn demo
+	@echo "more: source $(VENV)/bin/activate, then hyperdnn demo --dynamic, hyperdnn run --list (or call $(VENV)/bin/hyperdnn)"
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check $(LINT_DIRS)
@@ -31,6 +32,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
 
+# a smoke run: writes to benchmarks/results/quick/, which git ignores
 bench-quick: $(STAMP)
 	$(PY) benchmarks/run.py --quick
 

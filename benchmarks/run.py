@@ -7,7 +7,9 @@ Usage::
     python benchmarks/run.py --device cuda        # GPU (benchmarks/gpu.sh wraps it)
     python benchmarks/run.py --workloads W1,W3 --repeats 15
 
-Writes ``<out>/<date>-<device>[-quick][-<tag>].json`` and ``.md`` (and ``-w5.png`` when W5 ran).
+Writes ``<out>/<date>-<device>[-quick][-<tag>].json`` and ``.md`` (and ``-w5.png`` when W5 ran);
+``<out>`` is ``benchmarks/results`` (tracked: the published tables), or for ``--quick``
+``benchmarks/results/quick`` (ignored by git), unless ``--out`` says otherwise.
 Peers (hypnettorch, HyperLight) come from ``pip install -e '.[peers]'``; a missing one is
 reported in every table, not skipped.
 """
@@ -36,6 +38,8 @@ from benchmarks.harness import machine_info, measure
 from benchmarks.workloads import WORKLOADS, list_workloads
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+#: where --quick writes unless --out is given: smoke runs stay out of the tracked results (.gitignore)
+QUICK_OUT = DEFAULT_OUT / "quick"
 FULL = {"warmup": 3, "repeats": 10, "steps": 5}
 QUICK = {"warmup": 2, "repeats": 3, "steps": 3}
 
@@ -94,8 +98,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
     p.add_argument("--seed", type=int, default=0, help="seed for data and initialisation")
     p.add_argument("--tag", type=_tag, default=None, help="suffix for the result file names (e.g. t1-cpuclock)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"results folder (default {DEFAULT_OUT.relative_to(DEFAULT_OUT.parent.parent)}; "
+        f"with --quick {QUICK_OUT.relative_to(DEFAULT_OUT.parent.parent)}, which git ignores)",
+    )
     return p
+
+
+def output_folder(args: argparse.Namespace) -> Path:
+    """``--out``, else :data:`QUICK_OUT` for ``--quick`` (ignored by git), else :data:`DEFAULT_OUT`."""
+    if args.out is not None:
+        return args.out
+    return QUICK_OUT if args.quick else DEFAULT_OUT
 
 
 def run(args: argparse.Namespace, log=print) -> dict[str, Any]:
@@ -156,6 +173,7 @@ def run(args: argparse.Namespace, log=print) -> dict[str, Any]:
                 log=log,
             )
             used = report.fill_ratios(ms, built.baseline)
+            static = next((m for m in ms if m.name == used["static"] and m.status == "ok"), None)
             entry: dict[str, Any] = {
                 "title": workload.title,
                 "info": built.info,
@@ -170,9 +188,10 @@ def run(args: argparse.Namespace, log=print) -> dict[str, Any]:
                 w5_parts[key] = entry
             for m in ms:
                 if m.status == "ok":
+                    medians = m.median_ms / static.median_ms if static is not None and static.median_ms else None
                     log(
-                        f"    {m.name:<28} {m.median_ms:9.2f} ms  x static {report._fmt(m.ratio_static)}"
-                        f"  x hand-written {report._fmt(m.ratio_reference)}"
+                        f"    {m.name:<28} {m.median_ms:9.2f} ms  x static {report._fmt(m.ratio_static)} paired"
+                        f" ({report._fmt(medians)} from the medians)  x hand-written {report._fmt(m.ratio_reference)}"
                     )
                 else:
                     log(f"    {m.name:<28} {m.status}: {m.error}")
@@ -180,7 +199,7 @@ def run(args: argparse.Namespace, log=print) -> dict[str, Any]:
                 log(f"    target {c['check']}: {report._fmt(c['value'], '.3f')} (bar {c['bar']}) holds={c['holds']}")
             log(f"    ({time.time() - t0:.1f} s)")
             del built, ms
-    out: Path = args.out
+    out = output_folder(args)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{date}-{device.type}" + ("-quick" if args.quick else "") + (f"-{args.tag}" if args.tag else "")
     if w5_parts:
