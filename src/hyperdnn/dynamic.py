@@ -44,12 +44,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from hyperdnn._checks import check_choice, check_int, check_widths
 from hyperdnn.conditioners import Conditioner
 from hyperdnn.heads import TokenGenerator
 from hyperdnn.init import INIT_MODES, element_stats
 from hyperdnn.spec import Role, TensorSpec, WeightSpec
 from hyperdnn.target import Target
-from hyperdnn.trunks import MLP, Trunk, make_activation
+from hyperdnn.trunks import ACTIVATIONS, MLP, Trunk, make_activation
 
 __all__ = ["Components", "describe_components", "DESCRIPTOR_FEATURES", "DynamicHyperNetwork"]
 
@@ -243,14 +244,14 @@ class DynamicHyperNetwork(nn.Module):
         trunk = MLP((64,)) if trunk is None else trunk
         if not isinstance(trunk, Trunk):
             raise TypeError(f"DynamicHyperNetwork: trunk must be a Trunk, got {type(trunk).__name__}")
-        if not isinstance(max_component_size, int) or isinstance(max_component_size, bool) or max_component_size < 1:
-            raise ValueError(f"DynamicHyperNetwork: max_component_size must be an int >= 1, got {max_component_size!r}")
-        if granularity not in ("unit", "tensor"):
-            raise ValueError(f"DynamicHyperNetwork: granularity must be 'unit' or 'tensor', got {granularity!r}")
-        if not isinstance(embed_dim, int) or embed_dim < 1:
-            raise ValueError(f"DynamicHyperNetwork: embed_dim must be an int >= 1, got {embed_dim!r}")
-        if init not in INIT_MODES:
-            raise ValueError(f"DynamicHyperNetwork: init must be one of {INIT_MODES}, got {init!r}")
+        where = "DynamicHyperNetwork"
+        check_int(where, "max_component_size", max_component_size)
+        check_choice(where, "granularity", granularity, ("unit", "tensor"))
+        check_int(where, "embed_dim", embed_dim)
+        descriptor_hidden = check_widths(where, "descriptor_hidden", descriptor_hidden)
+        hidden = check_widths(where, "hidden", hidden)
+        check_choice(where, "activation", activation, sorted(ACTIVATIONS))
+        check_choice(where, "init", init, INIT_MODES)
         self.conditioner = conditioner
         self.trunk = trunk
         self.max_component_size = max_component_size

@@ -43,8 +43,9 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from hyperdnn._checks import check_choice, check_int, check_optional_int, check_widths
 from hyperdnn.spec import WeightSpec
-from hyperdnn.trunks import TokenMixer, TokenReadout, Trunk, make_activation
+from hyperdnn.trunks import ACTIVATIONS, TokenMixer, TokenReadout, Trunk, make_activation
 
 __all__ = [
     "Head",
@@ -93,6 +94,10 @@ class Head(nn.Module, ABC):
                 f"{type(self).__name__} is not bound: pass it to a HyperNetwork or call bind(spec, in_features)"
             )
         return self.spec
+
+
+def _check_activation(where: str, activation: str) -> str:
+    return check_choice(where, "activation", activation, sorted(ACTIVATIONS))
 
 
 def _zero_bias(lin: nn.Linear) -> nn.Linear:
@@ -198,11 +203,21 @@ class MultiHead(Head):
         embed_dim: int = 8,
     ):
         super().__init__()
-        if isinstance(groups, str) and groups not in ("tensor", "layer"):
-            raise ValueError(f"MultiHead: groups must be 'tensor', 'layer' or a list of globs, got {groups!r}")
-        if not isinstance(embed_dim, int) or embed_dim < 1:
-            raise ValueError(f"MultiHead: embed_dim must be an int >= 1, got {embed_dim!r}")
-        self.groups, self.hidden, self.activation, self.embed_dim = groups, tuple(hidden), activation, embed_dim
+        expected = "'tensor', 'layer' or a non-empty list of glob strings"
+        if isinstance(groups, str):
+            if groups not in ("tensor", "layer"):
+                raise ValueError(f"MultiHead: groups must be {expected}, got {groups!r}")
+        elif not isinstance(groups, Sequence) or not all(isinstance(g, str) for g in groups):
+            shown = list(groups) if isinstance(groups, Sequence) else groups
+            raise TypeError(f"MultiHead: groups must be {expected}, got {shown!r} ({type(groups).__name__})")
+        elif not groups:
+            raise ValueError(f"MultiHead: groups must be {expected}, got an empty {type(groups).__name__}")
+        else:
+            groups = list(groups)
+        hidden = check_widths("MultiHead", "hidden", hidden)
+        _check_activation("MultiHead", activation)
+        check_int("MultiHead", "embed_dim", embed_dim)
+        self.groups, self.hidden, self.activation, self.embed_dim = groups, hidden, activation, embed_dim
 
     def bind(self, spec: WeightSpec, in_features: int, trunk: Trunk | None = None) -> None:
         self.spec = spec
@@ -294,6 +309,12 @@ class TokenEncoder(nn.Module):
         mixer: TokenMixer | None = None,
     ):
         super().__init__()
+        check_int("TokenEncoder", "in_features", in_features)
+        check_optional_int("TokenEncoder", "num_tokens", num_tokens)
+        check_int("TokenEncoder", "embed_dim", embed_dim, low=0)
+        check_int("TokenEncoder", "width", width)
+        if mixer is not None and not isinstance(mixer, TokenMixer):
+            raise TypeError(f"TokenEncoder: mixer must be a TokenMixer or None, got {type(mixer).__name__}")
         if mixer is not None and mixer.width != width:
             raise ValueError(f"TokenEncoder: the mixer has width {mixer.width}, tokens have width {width}")
         self.embed_dim, self.width = embed_dim, width
@@ -367,7 +388,12 @@ class TokenGenerator(nn.Module):
         trunk: Trunk | None = None,
     ):
         super().__init__()
-        hidden = tuple(hidden)
+        check_int("TokenGenerator", "in_features", in_features)
+        check_optional_int("TokenGenerator", "num_tokens", num_tokens)
+        check_int("TokenGenerator", "embed_dim", embed_dim, low=0)
+        hidden = check_widths("TokenGenerator", "hidden", hidden)
+        check_int("TokenGenerator", "out_features", out_features)
+        _check_activation("TokenGenerator", activation)
         mixer = _token_parts(trunk)
         self.hidden = hidden
         if mixer is not None:
@@ -437,11 +463,11 @@ class Chunked(Head):
 
     def __init__(self, chunk_size: int, embed_dim: int = 8, hidden: Sequence[int] = (), activation: str = "relu"):
         super().__init__()
-        if not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"Chunked: chunk_size must be an int >= 1, got {chunk_size!r}")
-        if not isinstance(embed_dim, int) or embed_dim < 1:
-            raise ValueError(f"Chunked: embed_dim must be an int >= 1, got {embed_dim!r}")
-        self.chunk_size, self.embed_dim, self.hidden, self.activation = chunk_size, embed_dim, tuple(hidden), activation
+        check_int("Chunked", "chunk_size", chunk_size)
+        check_int("Chunked", "embed_dim", embed_dim)
+        hidden = check_widths("Chunked", "hidden", hidden)
+        _check_activation("Chunked", activation)
+        self.chunk_size, self.embed_dim, self.hidden, self.activation = chunk_size, embed_dim, hidden, activation
 
     @property
     def num_chunks(self) -> int:
@@ -483,14 +509,11 @@ class ComponentWise(Head):
         self, granularity: str = "unit", embed_dim: int = 8, hidden: Sequence[int] = (), activation: str = "relu"
     ):
         super().__init__()
-        if granularity not in ("tensor", "unit"):
-            raise ValueError(f"ComponentWise: granularity must be 'tensor' or 'unit', got {granularity!r}")
-        self.granularity, self.embed_dim, self.hidden, self.activation = (
-            granularity,
-            embed_dim,
-            tuple(hidden),
-            activation,
-        )
+        check_choice("ComponentWise", "granularity", granularity, ("tensor", "unit"))
+        check_int("ComponentWise", "embed_dim", embed_dim)
+        hidden = check_widths("ComponentWise", "hidden", hidden)
+        _check_activation("ComponentWise", activation)
+        self.granularity, self.embed_dim, self.hidden, self.activation = granularity, embed_dim, hidden, activation
 
     @staticmethod
     def components(spec: WeightSpec, granularity: str) -> list[tuple[str, int]]:

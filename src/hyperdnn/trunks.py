@@ -47,6 +47,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hyperdnn._checks import check_bool, check_choice, check_float, check_int, check_optional_int, check_widths
+
 __all__ = [
     "Trunk",
     "MLP",
@@ -82,17 +84,8 @@ def make_activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
-def _check_widths(where: str, name: str, widths: Sequence[int]) -> tuple[int, ...]:
-    widths = tuple(widths)
-    if not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in widths):
-        raise ValueError(f"{where}: {name} must be positive ints, got {widths!r}")
-    return widths
-
-
-def _check_int(where: str, name: str, value: int, low: int = 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{where}: {name} must be an int >= {low}, got {value!r}")
-    return value
+def _check_activation(where: str, activation: str) -> str:
+    return check_choice(where, "activation", activation, sorted(ACTIVATIONS))
 
 
 # --------------------------------------------------------------------- token stages
@@ -145,10 +138,9 @@ class RecurrentMixer(TokenMixer):
 
     def __init__(self, width: int, cell: str = "gru", layers: int = 1):
         super().__init__()
-        if cell not in ("gru", "lstm"):
-            raise ValueError(f"RecurrentMixer: cell must be 'gru' or 'lstm', got {cell!r}")
-        self.width = _check_int("RecurrentMixer", "width", width)
-        _check_int("RecurrentMixer", "layers", layers)
+        check_choice("RecurrentMixer", "cell", cell, ("gru", "lstm"))
+        self.width = check_int("RecurrentMixer", "width", width)
+        check_int("RecurrentMixer", "layers", layers)
         rnn = nn.GRU if cell == "gru" else nn.LSTM
         self.rnn = rnn(width, width, num_layers=layers, batch_first=True)
         self.norm = nn.LayerNorm(width)
@@ -173,9 +165,11 @@ class AttentionMixer(TokenMixer):
 
     def __init__(self, width: int, heads: int = 4, layers: int = 2, ff: int | None = None, dropout: float = 0.0):
         super().__init__()
-        self.width = _check_int("AttentionMixer", "width", width)
-        _check_int("AttentionMixer", "heads", heads)
-        _check_int("AttentionMixer", "layers", layers)
+        self.width = check_int("AttentionMixer", "width", width)
+        check_int("AttentionMixer", "heads", heads)
+        check_int("AttentionMixer", "layers", layers)
+        check_optional_int("AttentionMixer", "ff", ff)
+        check_float("AttentionMixer", "dropout", dropout, 0.0, 1.0, high_open=True)
         if width % heads:
             raise ValueError(f"AttentionMixer: width must be divisible by heads, got width={width}, heads={heads}")
         layer = nn.TransformerEncoderLayer(
@@ -264,12 +258,13 @@ class DeconvReadout(TokenReadout):
         activation: str = "relu",
     ):
         super().__init__()
-        channels = _check_widths("DeconvReadout", "channels", channels)
+        channels = check_widths("DeconvReadout", "channels", channels)
         if not channels:
             raise ValueError("DeconvReadout: channels must name at least one upsampling stage, got ()")
-        _check_int("DeconvReadout", "base", base)
-        self.in_features = _check_int("DeconvReadout", "in_features", in_features)
-        self.out_features = _check_int("DeconvReadout", "out_features", out_features)
+        check_int("DeconvReadout", "base", base)
+        _check_activation("DeconvReadout", activation)
+        self.in_features = check_int("DeconvReadout", "in_features", in_features)
+        self.out_features = check_int("DeconvReadout", "out_features", out_features)
         self.channels, self.base = channels, base
         self.size = base * 2 ** len(channels)
         if out_features > self.size**2:
@@ -374,12 +369,10 @@ class MLP(Trunk):
         spectral_norm: bool = False,
     ):
         super().__init__()
-        hidden = tuple(hidden)
-        if not all(isinstance(h, int) and h > 0 for h in hidden):
-            raise ValueError(f"MLP: hidden widths must be positive ints, got {hidden!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"MLP: dropout must be in [0, 1), got {dropout!r}")
-        make_activation(activation)
+        hidden = check_widths("MLP", "hidden", hidden)
+        _check_activation("MLP", activation)
+        dropout = check_float("MLP", "dropout", dropout, 0.0, 1.0, high_open=True)
+        check_bool("MLP", "spectral_norm", spectral_norm)
         self.hidden, self.activation, self.dropout, self.spectral_norm = hidden, activation, dropout, spectral_norm
         self.net: nn.Module | None = None
         self._in: int | None = None
@@ -418,6 +411,8 @@ class ModuleTrunk(Trunk):
         super().__init__()
         if not isinstance(module, nn.Module):
             raise TypeError(f"ModuleTrunk: expected an nn.Module, got {type(module).__name__}")
+        check_int("ModuleTrunk", "out_features", out_features)
+        check_optional_int("ModuleTrunk", "in_features", in_features)
         self.module = module
         self._out = out_features
         self._expect_in = in_features
@@ -447,8 +442,8 @@ class _EncodedTrunk(Trunk):
 
     def __init__(self, where: str, hidden: Sequence[int], activation: str):
         super().__init__()
-        self.hidden = _check_widths(where, "hidden", hidden)
-        make_activation(activation)
+        self.hidden = check_widths(where, "hidden", hidden)
+        _check_activation(where, activation)
         self.activation = activation
         self.net: nn.Module | None = None
         self._in: int | None = None
@@ -501,11 +496,9 @@ class RNN(_EncodedTrunk):
         activation: str = "relu",
     ):
         super().__init__("RNN", hidden, activation)
-        self.width = _check_int("RNN", "width", width)
-        self.layers = _check_int("RNN", "layers", layers)
-        if cell not in ("gru", "lstm"):
-            raise ValueError(f"RNN: cell must be 'gru' or 'lstm', got {cell!r}")
-        self.cell = cell
+        self.width = check_int("RNN", "width", width)
+        self.layers = check_int("RNN", "layers", layers)
+        self.cell = check_choice("RNN", "cell", cell, ("gru", "lstm"))
 
     def token_mixer(self) -> RecurrentMixer:
         return RecurrentMixer(self.width, self.cell, self.layers)
@@ -551,15 +544,13 @@ class Attention(_EncodedTrunk):
         activation: str = "relu",
     ):
         super().__init__("Attention", hidden, activation)
-        self.width = _check_int("Attention", "width", width)
-        self.heads = _check_int("Attention", "heads", heads)
-        self.layers = _check_int("Attention", "layers", layers)
+        self.width = check_int("Attention", "width", width)
+        self.heads = check_int("Attention", "heads", heads)
+        self.layers = check_int("Attention", "layers", layers)
         if width % heads:
             raise ValueError(f"Attention: width must be divisible by heads, got width={width}, heads={heads}")
-        if ff is not None:
-            _check_int("Attention", "ff", ff)
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"Attention: dropout must be in [0, 1), got {dropout!r}")
+        check_optional_int("Attention", "ff", ff)
+        dropout = check_float("Attention", "dropout", dropout, 0.0, 1.0, high_open=True)
         self.ff, self.dropout = ff, dropout
 
     def token_mixer(self) -> AttentionMixer:
@@ -600,10 +591,10 @@ class CNN(_EncodedTrunk):
         activation: str = "relu",
     ):
         super().__init__("CNN", hidden, activation)
-        self.channels = _check_widths("CNN", "channels", channels)
+        self.channels = check_widths("CNN", "channels", channels)
         if not self.channels:
             raise ValueError("CNN: channels must name at least one upsampling stage, got ()")
-        self.base = _check_int("CNN", "base", base)
+        self.base = check_int("CNN", "base", base)
 
     @property
     def image_size(self) -> int:
