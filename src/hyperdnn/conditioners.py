@@ -13,19 +13,28 @@ Example::
     >>> cond = TaskEmbedding(num_tasks=3, dim=8)
     >>> cond(torch.tensor([0, 2])).c.shape
     torch.Size([2, 8])
+    >>> cond([0, 2]).c.shape   # a list of ids works like a tensor of them
+    torch.Size([2, 8])
     >>> cond.add_tasks(2); cond.num_tasks
+    [3, 4]
     5
+
+Anything a conditioner draws or creates at call time (noise, calibration probes) follows the
+module's device and dtype: ``Noise(8).double()(4).c`` is float64.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
+
+from hyperdnn._checks import check_choice, check_float, check_int
 
 __all__ = [
     "Conditioned",
@@ -69,18 +78,33 @@ class TaskEmbedding(Conditioner):
         dim: embedding size.
         init_std: standard deviation of new embeddings.
 
-    Context: an ``int`` (one task: unbatched weights) or a ``LongTensor`` ``(B,)`` of task ids.
-    :meth:`add_tasks` grows the table; existing embeddings are kept exactly.
+    Context: a task id (an ``int``: unbatched weights), or task ids ``(B,)`` as a
+    ``LongTensor`` or a list of ints (``[0, 2]`` works like ``torch.tensor([0, 2])``).
+    :meth:`task_ids` is the validation both go through.
+
+    Each task is its own parameter and a call stacks only the tasks it uses, so other tasks
+    get no gradient at all (``None``, not a zero that optimizer momentum would act on).
+    :meth:`add_tasks` grows the table and keeps existing embeddings exactly; an optimizer built
+    before that call does not see the new embeddings unless it is passed as ``optimizer=``.
+
+    Example::
+
+        >>> import torch
+        >>> from hyperdnn import TaskEmbedding
+        >>> cond = TaskEmbedding(num_tasks=2, dim=4)
+        >>> opt = torch.optim.SGD(cond.parameters(), lr=0.1)
+        >>> cond.add_tasks(1, optimizer=opt, generator=torch.Generator().manual_seed(0))
+        [2]
+        >>> len(opt.param_groups)   # the new task trains with the old tasks' settings
+        2
     """
 
     def __init__(self, num_tasks: int, dim: int, init_std: float = 1.0):
         super().__init__()
-        if not isinstance(num_tasks, int) or num_tasks < 1:
-            raise ValueError(f"TaskEmbedding: num_tasks must be an int >= 1, got {num_tasks!r}")
-        if not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"TaskEmbedding: dim must be an int >= 1, got {dim!r}")
+        check_int("TaskEmbedding", "num_tasks", num_tasks)
+        check_int("TaskEmbedding", "dim", dim)
+        self.init_std = check_float("TaskEmbedding", "init_std", init_std, 0.0)
         self.out_features = dim
-        self.init_std = init_std
         self.embeddings = nn.ParameterList([nn.Parameter(torch.randn(dim) * init_std) for _ in range(num_tasks)])
 
     @property
@@ -93,48 +117,100 @@ class TaskEmbedding(Conditioner):
         """All embeddings stacked ``(num_tasks, dim)``."""
         return torch.stack(list(self.embeddings))
 
-    def add_tasks(self, n: int = 1) -> list[int]:
-        """Append ``n`` new task embeddings; return their ids. Old ones are untouched
-        (each task is its own parameter, so an optimizer over old ones stays valid)."""
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"TaskEmbedding.add_tasks: n must be an int >= 1, got {n!r}")
-        ref = self.embeddings[0]
-        start = self.num_tasks
-        for _ in range(n):
-            self.embeddings.append(
-                nn.Parameter(torch.randn(self.out_features, device=ref.device, dtype=ref.dtype) * self.init_std)
+    def add_tasks(
+        self,
+        n: int = 1,
+        *,
+        optimizer: torch.optim.Optimizer | None = None,
+        generator: torch.Generator | None = None,
+    ) -> list[int]:
+        """Append ``n`` new task embeddings and return their ids.
+
+        Existing embeddings are untouched (each task is its own parameter, so an optimizer
+        over the old ones stays valid). The new embeddings are new parameters: an optimizer
+        built before this call does not update them. Pass it as ``optimizer`` and they are
+        added to it as one parameter group with the settings (learning rate, weight decay...)
+        of the group that holds task 0's embedding, or the optimizer's defaults if no group
+        does; or add ``[cond.embeddings[i] for i in ids]`` yourself.
+
+        Args:
+            n: number of tasks to add.
+            optimizer: an optimizer to add the new embeddings to.
+            generator: the random generator to draw the new embeddings from ``N(0, init_std^2)``
+                (default: the global one); drawn on the generator's device, then moved to the
+                embeddings' device and dtype.
+
+        Returns:
+            The new task ids ``[num_tasks, ..., num_tasks + n - 1]``.
+
+        On bad input nothing changes: neither the table nor the optimizer.
+        """
+        check_int("TaskEmbedding.add_tasks", "n", n)
+        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(
+                f"TaskEmbedding.add_tasks: optimizer must be a torch.optim.Optimizer or None, "
+                f"got {type(optimizer).__name__}"
             )
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"TaskEmbedding.add_tasks: generator must be a torch.Generator or None, got {type(generator).__name__}"
+            )
+        ref = self.embeddings[0]
+        new = []
+        for _ in range(n):
+            if generator is None:
+                draw = torch.randn(self.out_features, device=ref.device, dtype=ref.dtype)
+            else:
+                draw = torch.randn(self.out_features, generator=generator, device=generator.device, dtype=ref.dtype)
+            new.append(nn.Parameter((draw * self.init_std).to(ref.device)))
+        if optimizer is not None:
+            template = next((g for g in optimizer.param_groups if any(p is ref for p in g["params"])), None)
+            group = {k: v for k, v in (template or {}).items() if k != "params"}
+            optimizer.add_param_group({**group, "params": new})
+        start = self.num_tasks
+        self.embeddings.extend(new)
         return list(range(start, start + n))
 
-    def forward(self, context: int | torch.Tensor) -> Conditioned:
-        batched = True
-        if isinstance(context, bool) or not isinstance(context, (int, torch.Tensor)):
-            raise TypeError(
-                f"TaskEmbedding: expected a task id (int) or a LongTensor of ids, got {type(context).__name__}"
-            )
-        if isinstance(context, int):
-            if not 0 <= context < self.num_tasks:
-                raise ValueError(
-                    f"TaskEmbedding: task ids must be in [0, {self.num_tasks - 1}], got {context} "
-                    "(call add_tasks to grow the table)"
-                )
-            return Conditioned(self.embeddings[context].unsqueeze(0), False)
-        else:
-            if context.dtype.is_floating_point or context.dtype == torch.bool:
+    def task_ids(self, context: int | Sequence[int] | torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """Validate a task context: the ids as an int64 tensor ``(B,)`` and whether the context
+        was batched (an ``int`` or a 0-d tensor is one unbatched task, ids ``(1,)``).
+
+        Raises:
+            TypeError: not an int, a list of ints or an integer tensor.
+            ValueError: an id outside ``[0, num_tasks - 1]``, no ids, or a tensor of 2+ dims.
+        """
+        if isinstance(context, numbers.Integral) and not isinstance(context, bool):
+            ids, batched = torch.tensor([int(context)]), False
+        elif isinstance(context, (list, tuple)):
+            bad = [t for t in context if isinstance(t, bool) or not isinstance(t, numbers.Integral)]
+            if bad:
+                raise TypeError(f"TaskEmbedding: expected a list of int task ids, got {context!r}")
+            ids, batched = torch.tensor([int(t) for t in context], dtype=torch.long), True
+        elif isinstance(context, torch.Tensor):
+            if context.dtype.is_floating_point or context.dtype.is_complex or context.dtype == torch.bool:
                 raise TypeError(f"TaskEmbedding: expected integer task ids, got a tensor of dtype {context.dtype}")
-            if context.dim() == 0:
-                ids, batched = context.reshape(1), False
-            elif context.dim() == 1:
-                ids = context
-            else:
+            if context.dim() > 1:
                 raise ValueError(f"TaskEmbedding: expected task ids of shape (B,), got {tuple(context.shape)}")
-        if ids.numel():
-            lo, hi = int(ids.min()), int(ids.max())
-            if lo < 0 or hi >= self.num_tasks:
-                raise ValueError(
-                    f"TaskEmbedding: task ids must be in [0, {self.num_tasks - 1}], got "
-                    f"{lo if lo < 0 else hi} (call add_tasks to grow the table)"
-                )
+            ids, batched = context.reshape(-1).long(), context.dim() == 1
+        else:
+            raise TypeError(
+                "TaskEmbedding: expected a task id (int), a list of ids or a LongTensor of ids, "
+                f"got {type(context).__name__}"
+            )
+        if not ids.numel():
+            raise ValueError("TaskEmbedding: expected at least one task id, got none")
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= self.num_tasks:
+            raise ValueError(
+                f"TaskEmbedding: task ids must be in [0, {self.num_tasks - 1}], got "
+                f"{lo if lo < 0 else hi} (call add_tasks to grow the table)"
+            )
+        return ids, batched
+
+    def forward(self, context: int | Sequence[int] | torch.Tensor) -> Conditioned:
+        if type(context) is int and 0 <= context < self.num_tasks:  # one task: a direct lookup
+            return Conditioned(self.embeddings[context].unsqueeze(0), False)
+        ids, batched = self.task_ids(context)
         # Stack only the tasks in use: unused embeddings get no gradient at all (not a zero
         # one), so optimizer momentum never moves the embeddings of other tasks.
         uniq = torch.unique(ids)
@@ -155,15 +231,21 @@ class DataEncoder(Conditioner):
         example_input: optional example batch, used to calibrate initialisation.
 
     Context: the input batch ``x``. Weights are always batched (one set per sample).
+    The example input is a (non-persistent) buffer, so it follows ``.to()``.
     """
 
     def __init__(self, encoder: nn.Module, out_features: int, example_input: torch.Tensor | None = None):
         super().__init__()
         if not isinstance(encoder, nn.Module):
             raise TypeError(f"DataEncoder: expected an nn.Module encoder, got {type(encoder).__name__}")
+        check_int("DataEncoder", "out_features", out_features)
+        if example_input is not None and not isinstance(example_input, torch.Tensor):
+            raise TypeError(
+                f"DataEncoder: example_input must be a tensor batch or None, got {type(example_input).__name__}"
+            )
         self.encoder = encoder
         self.out_features = out_features
-        self._example = example_input
+        self.register_buffer("_example", example_input, persistent=False)
 
     def forward(self, context: torch.Tensor) -> Conditioned:
         if not isinstance(context, torch.Tensor):
@@ -185,20 +267,37 @@ class Noise(Conditioner):
     Args:
         dim: noise size.
 
-    Context: an ``int`` K (draw K samples; uses the global RNG or ``generator``) or a noise
-    tensor ``(K, dim)`` / ``(dim,)``.
+    Context: an ``int`` K (draw K samples from the global RNG; :meth:`sample` takes a
+    ``generator``) or a noise tensor ``(K, dim)`` / ``(dim,)``.
+
+    Drawn noise has the module's device and dtype (``.to()``, ``.double()`` move it).
     """
 
     def __init__(self, dim: int):
         super().__init__()
-        if not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"Noise: dim must be an int >= 1, got {dim!r}")
+        check_int("Noise", "dim", dim)
         self.out_features = dim
+        # an empty floating-point buffer: it follows .to(), so it carries the module's device and dtype
         self.register_buffer("_device_probe", torch.zeros(0), persistent=False)
 
     def sample(self, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Draw ``(k, dim)`` standard normal noise."""
-        return torch.randn(k, self.out_features, generator=generator).to(self._device_probe.device)
+        """Draw ``(k, dim)`` standard normal noise on the module's device, in its dtype.
+
+        Args:
+            k: number of samples.
+            generator: the random generator (default: the global one of the module's device);
+                the noise is drawn on the generator's device and moved to the module's.
+        """
+        check_int("Noise.sample", "k", k)
+        probe = self._device_probe
+        if generator is None:
+            return torch.randn(k, self.out_features, device=probe.device, dtype=probe.dtype)
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"Noise.sample: generator must be a torch.Generator or None, got {type(generator).__name__}"
+            )
+        noise = torch.randn(k, self.out_features, generator=generator, device=generator.device, dtype=probe.dtype)
+        return noise.to(probe.device)
 
     def forward(self, context: int | torch.Tensor) -> Conditioned:
         if isinstance(context, bool):
@@ -221,6 +320,28 @@ class Noise(Conditioner):
         return n
 
 
+def _bounds(name: str, value: Any, n: int) -> torch.Tensor:
+    """``Continuous``'s ``low``/``high``: a finite number or ``n`` finite numbers, as ``(n,)``."""
+    expected = f"a finite number or {n} finite numbers"
+    if isinstance(value, torch.Tensor):
+        if value.dtype == torch.bool or value.dtype.is_complex:
+            raise TypeError(f"Continuous: {name} must be {expected}, got a tensor of dtype {value.dtype}")
+        values = value.detach().cpu().to(torch.float32).reshape(-1)
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+        values = torch.tensor([float(value)])
+    elif isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value):
+            raise TypeError(f"Continuous: {name} must be {expected}, got {list(value)!r}")
+        values = torch.tensor([float(v) for v in value], dtype=torch.float32)
+    else:
+        raise TypeError(f"Continuous: {name} must be {expected}, got {value!r} ({type(value).__name__})")
+    if values.numel() not in (1, n) or (isinstance(value, torch.Tensor) and value.dim() > 1):
+        raise ValueError(f"Continuous: {name} must be {expected}, got {values.numel()} numbers")
+    if not bool(torch.isfinite(values).all()):
+        raise ValueError(f"Continuous: {name} must be {expected}, got {value!r}")
+    return values.expand(n).clone()
+
+
 class Continuous(Conditioner):
     """Continuous context (hyper-parameters, preference vectors, loss weights).
 
@@ -229,8 +350,8 @@ class Continuous(Conditioner):
         encoding: ``"identity"`` or ``"fourier"`` (sin/cos features at ``num_frequencies``
             octaves; useful when the hypernet must resolve small changes of a scalar).
         num_frequencies: octaves for the Fourier encoding.
-        low, high: the expected range of each raw value (used to standardise inputs to
-            [-1, 1], and to draw calibration probes).
+        low, high: the expected range of each raw value, a number or ``in_features``
+            numbers (used to standardise inputs to [-1, 1], and to draw calibration probes).
 
     Context: a float tensor ``(B, in_features)`` or ``(in_features,)``.
     """
@@ -244,17 +365,16 @@ class Continuous(Conditioner):
         high: float | Sequence[float] = 1.0,
     ):
         super().__init__()
-        if not isinstance(in_features, int) or in_features < 1:
-            raise ValueError(f"Continuous: in_features must be an int >= 1, got {in_features!r}")
-        if encoding not in ("identity", "fourier"):
-            raise ValueError(f"Continuous: encoding must be 'identity' or 'fourier', got {encoding!r}")
+        check_int("Continuous", "in_features", in_features)
+        check_choice("Continuous", "encoding", encoding, ("identity", "fourier"))
+        check_int("Continuous", "num_frequencies", num_frequencies)
         self.in_features = in_features
         self.encoding = encoding
         self.num_frequencies = num_frequencies
-        lo = torch.as_tensor(low, dtype=torch.float32).expand(in_features).clone()
-        hi = torch.as_tensor(high, dtype=torch.float32).expand(in_features).clone()
+        lo = _bounds("low", low, in_features)
+        hi = _bounds("high", high, in_features)
         if not bool((hi > lo).all()):
-            raise ValueError(f"Continuous: expected high > low, got low={low}, high={high}")
+            raise ValueError(f"Continuous: high must be > low for every input, got low={low}, high={high}")
         self.register_buffer("low", lo)
         self.register_buffer("high", hi)
         self.register_buffer("freqs", (2.0 ** torch.arange(num_frequencies, dtype=torch.float32)) * math.pi)
@@ -279,20 +399,27 @@ class Continuous(Conditioner):
         return Conditioned(z, batched)
 
     def probe(self, n: int) -> torch.Tensor:
+        """``n`` contexts uniform in ``[low, high]`` (a fixed draw), on the module's device and
+        in its dtype."""
         g = torch.Generator().manual_seed(0)
-        return self.low.cpu() + (self.high - self.low).cpu() * torch.rand(n, self.in_features, generator=g)
+        u = torch.rand(n, self.in_features, generator=g).to(self.low)
+        return self.low + (self.high - self.low) * u
 
 
 class LearnedLatent(Conditioner):
     """A single learned code (a static hypernet with no input, e.g. for compression).
+
+    Args:
+        dim: code size.
+        init_std: standard deviation of the initial code.
 
     Context: ``None``; weights are unbatched.
     """
 
     def __init__(self, dim: int, init_std: float = 1.0):
         super().__init__()
-        if not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"LearnedLatent: dim must be an int >= 1, got {dim!r}")
+        check_int("LearnedLatent", "dim", dim)
+        init_std = check_float("LearnedLatent", "init_std", init_std, 0.0)
         self.out_features = dim
         self.latent = nn.Parameter(torch.randn(dim) * init_std)
 
