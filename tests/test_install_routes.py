@@ -139,7 +139,7 @@ def test_commands_name_the_extra_before_writing_anything(tmp_path, blocked, demo
 def test_a_yaml_config_without_pyyaml_is_one_line(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
-    (work / "c.yaml").write_text("task_epochs: 1\n")
+    (work / "c.yaml").write_text("epochs: 1\n")
     line = _one_line(_hyperdnn(tmp_path, DATA_ONLY, "run", "continual", "--config", "c.yaml"))
     assert "pyyaml" in line and "pip install 'hyperdnn[apps]'" in line, line
     assert sorted(p.name for p in work.iterdir()) == ["c.yaml"]
