@@ -152,23 +152,35 @@ def _describe(owner: nn.Module, attr: str, p: torch.Tensor) -> tuple[Role, int, 
     return role, fan_in, fan_out, mean, std
 
 
-def _normalize_selection(select: Selection) -> Callable[[str, nn.Module, nn.Parameter], bool]:
+def _normalize_selection(
+    select: Selection, where: str = "WeightSpec.from_module"
+) -> Callable[[str, nn.Module, nn.Parameter], bool]:
     if select is None:
         return lambda name, owner, p: True
     if isinstance(select, str):
         select = [select]
     if isinstance(select, type) or (isinstance(select, tuple) and select and all(isinstance(s, type) for s in select)):
-        types = select
+        types = select if isinstance(select, tuple) else (select,)
+        not_modules = [t.__name__ for t in types if not issubclass(t, nn.Module)]
+        if not_modules:
+            raise TypeError(f"{where}: select types must be nn.Module subclasses, got {not_modules}")
         return lambda name, owner, p: isinstance(owner, types)
+    if isinstance(select, nn.Module):
+        raise TypeError(
+            f"{where}: select must be None, a glob string, a list of globs, a module type or tuple of "
+            f"types, or a predicate (name, parameter) -> bool; got a module instance {type(select).__name__} "
+            f"(pass its type, {type(select).__name__}, to select parameters of every such module)"
+        )
     if callable(select):
         fn = select
         return lambda name, owner, p: bool(fn(name, p))
-    if isinstance(select, Sequence) and all(isinstance(s, str) for s in select):
-        patterns = list(select)
-        return lambda name, owner, p: any(fnmatch.fnmatchcase(name, pat) for pat in patterns)
+    if isinstance(select, Sequence) and not isinstance(select, (bytes, bytearray)):
+        if all(isinstance(s, str) for s in select):
+            patterns = list(select)
+            return lambda name, owner, p: any(fnmatch.fnmatchcase(name, pat) for pat in patterns)
     raise TypeError(
-        "WeightSpec.from_module: select must be None, a glob string, a list of globs, a module "
-        f"type or tuple of types, or a predicate (name, parameter) -> bool; got {select!r}"
+        f"{where}: select must be None, a glob string, a list of globs, a module "
+        f"type or tuple of types, or a predicate (name, parameter) -> bool; got {select!r} ({type(select).__name__})"
     )
 
 
@@ -339,13 +351,27 @@ class WeightSpec(Sequence[TensorSpec]):
         assert batch is not None
         return torch.Size(batch)
 
-    def check(self, weights: Mapping[str, torch.Tensor], where: str = "weights") -> torch.Size:
-        """Validate names, types and shapes of ``weights``; return their batch shape.
+    def check(
+        self,
+        weights: Mapping[str, torch.Tensor],
+        where: str = "weights",
+        like: Mapping[str, torch.Tensor] | None = None,
+    ) -> torch.Size:
+        """Validate names, types, shapes, dtypes and devices of ``weights``; return their batch shape.
+
+        Args:
+            weights: name -> tensor of shape ``(*batch, *spec_shape)``, floating point, not on
+                the ``meta`` device.
+            where: the API named in error messages.
+            like: name -> tensor (the target's own parameters) whose dtype and device each
+                weight must have; ``None`` checks only that weights are floating point.
 
         Raises:
-            TypeError: ``weights`` is not a mapping of tensors.
-            ValueError: missing or unexpected names (all listed), wrong trailing shapes, or
-                inconsistent batch dims.
+            TypeError: ``weights`` is not a mapping of tensors, or a weight is not floating
+                point or has another dtype than its ``like`` tensor (all listed).
+            ValueError: missing or unexpected names (all listed), wrong trailing shapes,
+                weights on the ``meta`` device or on another device than their ``like``
+                tensor, or inconsistent batch dims.
         """
         if not isinstance(weights, Mapping):
             raise TypeError(f"{where}: expected a mapping name -> tensor, got {type(weights).__name__}")
@@ -359,11 +385,29 @@ class WeightSpec(Sequence[TensorSpec]):
         bad_type = [k for k, v in weights.items() if not isinstance(v, torch.Tensor)]
         if bad_type:
             raise TypeError(f"{where}: expected tensors, got non-tensors for {bad_type}")
-        wrong = []
+        wrong, wrong_dtype, wrong_device = [], [], []
         for t in self._tensors:
             w = weights[t.name]
             if w.dim() < len(t.shape) or tuple(w.shape[w.dim() - len(t.shape) :]) != t.shape:
                 wrong.append(f"{t.name}: expected (*batch, {', '.join(map(str, t.shape))}), got {tuple(w.shape)}")
+            if like is None:
+                if not w.is_floating_point():
+                    wrong_dtype.append(f"{t.name}: expected a floating-point tensor, got {w.dtype}")
+                if w.is_meta:
+                    wrong_device.append(f"{t.name}: got a tensor on the meta device, which holds no values")
+                continue
+            p = like[t.name]
+            if w.dtype != p.dtype:
+                wrong_dtype.append(f"{t.name}: expected {p.dtype} (the module's parameter), got {w.dtype}")
+            if w.device != p.device or w.is_meta:
+                wrong_device.append(
+                    f"{t.name}: expected a tensor on {p.device} (the module's parameter), got one on {w.device}"
+                    + (", which holds no values" if w.is_meta else "")
+                )
         if wrong:
             raise ValueError(f"{where}: wrong shapes: " + "; ".join(wrong))
+        if wrong_dtype:
+            raise TypeError(f"{where}: wrong dtypes: " + "; ".join(wrong_dtype + wrong_device))
+        if wrong_device:
+            raise ValueError(f"{where}: wrong devices: " + "; ".join(wrong_device))
         return self.batch_shape(weights)
