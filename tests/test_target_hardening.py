@@ -1,0 +1,717 @@
+"""Target hardening: attention under parameter owners, batch_dim, Embedding bounds and padding,
+checkpointing, parametrisations, empty batches, RNN caches, bad input, structure changes and
+materialize. Every result is compared with plain PyTorch: a loop of shared calls (each of which
+is itself checked against the module loaded with the weights) or the module without the feature.
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import weakref
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint as checkpoint_module
+from torch import nn
+from torch.func import functional_call
+from torch.nn.utils import parametrize, prune
+from torch.nn.utils.parametrizations import spectral_norm, weight_norm
+
+from hyperdnn import Target
+from tests.models import cases
+from tests.test_target import assert_unchanged, load, state
+
+CASES = cases()
+
+
+def random_weights(spec, *batch, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {t.name: 0.3 * torch.randn((*batch, *t.shape), generator=g) for t in spec}
+
+
+def one(w, i):
+    return {k: v[i] for k, v in w.items()}
+
+
+def loop_per_sample(target, w, *inputs, bd=0):
+    """Sample b of every input run alone with weight set b (shared calls), concatenated."""
+    B = inputs[0].shape[bd]
+    outs = [target(one(w, b), *(x.narrow(bd, b, 1) for x in inputs)) for b in range(B)]
+    return torch.cat(outs, bd)
+
+
+def loop_ensemble(target, w, *inputs):
+    K = next(iter(w.values())).shape[0]
+    return torch.stack([target(one(w, k), *inputs) for k in range(K)])
+
+
+def grads(out_fn, tensors):
+    """Gradients of a fixed random projection of ``out_fn()`` with respect to ``tensors``."""
+    out = out_fn()
+    g = torch.Generator().manual_seed(1)
+    proj = torch.randn(out.shape, generator=g)
+    return torch.autograd.grad((out * proj).sum(), tensors, allow_unused=True)
+
+
+def backward_grads(out_fn, leaves):
+    """Like :func:`grads`, through ``.backward()`` (what reentrant checkpointing supports)."""
+    for t in leaves:
+        t.grad = None
+    out = out_fn()
+    g = torch.Generator().manual_seed(1)
+    (out * torch.randn(out.shape, generator=g)).sum().backward()
+    found = [t.grad for t in leaves]
+    for t in leaves:
+        t.grad = None
+    return found
+
+
+def leaf_weights(spec, *batch, seed=0):
+    return {k: v.requires_grad_() for k, v in random_weights(spec, *batch, seed=seed).items()}
+
+
+# ------------------------------------------------------------------ 1. attention under a parameter owner
+
+
+class ClsAttention(nn.Module):
+    """A parameter on the top module above a MultiheadAttention (VisionTransformer's shape)."""
+
+    def __init__(self, batch_first: bool = True):
+        super().__init__()
+        self.cls = nn.Parameter(0.1 * torch.randn(1, 1, 8))
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=batch_first)
+        self.batch_first = batch_first
+
+    def forward(self, x):  # x (B, L, 8)
+        h = x if self.batch_first else x.transpose(0, 1)
+        y = self.attn(h + self.cls, h, h)[0]
+        return y if self.batch_first else y.transpose(0, 1)
+
+
+class ScaledAttention(nn.Module):
+    """Owns a parameter (so it runs under vmap) and holds a MultiheadAttention."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.linspace(0.5, 1.5, 8))
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x):
+        return self.attn(x, x, x, need_weights=False)[0] * self.scale
+
+
+class Encoder(nn.Module):
+    """Top-level parameter, then a block two levels down that holds the attention."""
+
+    def __init__(self):
+        super().__init__()
+        self.pos = nn.Parameter(0.1 * torch.randn(1, 3, 8))
+        self.blocks = nn.Sequential(nn.ModuleDict({"attn": nn.MultiheadAttention(8, 2, batch_first=True)}))
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        h = x + self.pos
+        h = h + self.blocks[0]["attn"](h, h, h)[0]
+        return self.head(h)
+
+
+ATTENTION_MODELS = {
+    "cls_above_attention": (ClsAttention, None),
+    "cls_above_seq_first_attention": (lambda: ClsAttention(batch_first=False), None),
+    "attention_inside_vmapped_owner": (lambda: nn.Sequential(nn.Linear(8, 8), ScaledAttention()), None),
+    "attention_two_levels_under_owner": (Encoder, None),
+    "only_out_proj_weight": (ClsAttention, "attn.out_proj.weight"),
+    "only_out_proj_under_owner": (ClsAttention, ["cls", "attn.out_proj.*"]),
+}
+
+
+@pytest.mark.parametrize("name", list(ATTENTION_MODELS))
+def test_attention_under_parameter_owners_per_sample_and_ensemble_equal_loops(name):
+    torch.manual_seed(0)
+    make, select = ATTENTION_MODELS[name]
+    module = make()
+    target = Target(module, select)
+    x = torch.randn(4, 3, 8)
+    # shared calls are the reference: check them against the loaded module first
+    w1 = random_weights(target.spec)
+    torch.testing.assert_close(target(w1, x), load(module, w1)(x), atol=1e-5, rtol=1e-5)
+    before = state(module)
+    w = leaf_weights(target.spec, 4)
+    torch.testing.assert_close(target(w, x), loop_per_sample(target, w, x), atol=1e-5, rtol=1e-4)
+    got = grads(lambda: target(w, x), list(w.values()))
+    ref = grads(lambda: loop_per_sample(target, w, x), list(w.values()))
+    for a, b in zip(got, ref, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    wk = random_weights(target.spec, 3, seed=1)
+    torch.testing.assert_close(target.ensemble(wk, x), loop_ensemble(target, wk, x), atol=1e-5, rtol=1e-4)
+    assert_unchanged(module, before)
+
+
+# ------------------------------------------------------------------ 2. batch_dim
+
+
+def test_linear_batch_dim_1_per_sample_equals_loop():
+    torch.manual_seed(0)
+    lin = nn.Linear(8, 2)
+    t = Target(lin, batch_dim=1)
+    x = torch.randn(5, 3, 8)
+    w = {k: torch.randn(3, *v.shape) for k, v in lin.named_parameters()}
+    torch.testing.assert_close(t(w, x), loop_per_sample(t, w, x, bd=1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(t(one(w, 0), x), load(lin, one(w, 0))(x))
+
+
+class SeqFirstConv(nn.Module):
+    """Sequence-first input (L, B, C): embedding, layer norm, a Conv1d on (B, C, L), a Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(11, 6)
+        self.ln = nn.LayerNorm(6)
+        self.conv = nn.Conv1d(6, 4, 3, padding=1)
+        self.gn = nn.GroupNorm(2, 4)
+        self.out = nn.Linear(4, 3)
+
+    def forward(self, idx):  # (L, B)
+        h = self.ln(self.emb(idx))  # (L, B, 6)
+        h = self.gn(self.conv(h.permute(1, 2, 0)))  # (B, 4, L): convolutions keep batch at dim 0
+        return self.out(torch.tanh(h).permute(2, 0, 1))  # (L, B, 3)
+
+
+def seq_first_encoder():
+    return nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0)  # batch_first=False: (S, B, E)
+
+
+BATCH_DIM_MODELS = {
+    "seq_first_transformer_layer": (seq_first_encoder, lambda b: torch.randn(5, b, 8)),
+    "seq_first_embedding_layernorm_conv": (SeqFirstConv, lambda b: torch.randint(0, 11, (7, b))),
+    "seq_first_mlp": (
+        lambda: nn.Sequential(nn.Linear(6, 8), nn.LayerNorm(8), nn.GELU(), nn.Linear(8, 2)),
+        lambda b: torch.randn(4, b, 6),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(BATCH_DIM_MODELS))
+@pytest.mark.parametrize("path", ["auto", "vmap"])
+def test_batch_dim_1_per_sample_and_ensemble_equal_loops(name, path):
+    torch.manual_seed(0)
+    make, data = BATCH_DIM_MODELS[name]
+    module = make()
+    target = Target(module, batch_dim=1, per_sample=path)
+    x = data(4)
+    w1 = random_weights(target.spec)
+    torch.testing.assert_close(target(w1, x), load(module, w1)(x), atol=1e-5, rtol=1e-5)
+    w = leaf_weights(target.spec, 4)
+    torch.testing.assert_close(target(w, x), loop_per_sample(target, w, x, bd=1), atol=1e-5, rtol=1e-4)
+    got = grads(lambda: target(w, x), list(w.values()))
+    ref = grads(lambda: loop_per_sample(target, w, x, bd=1), list(w.values()))
+    for a, b in zip(got, ref, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    wk = random_weights(target.spec, 3, seed=1)
+    torch.testing.assert_close(target.ensemble(wk, x), loop_ensemble(target, wk, x), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("grad", [True, False])
+def test_batch_first_transformer_layer_in_eval_equals_loop(grad):
+    # in eval mode without grad, TransformerEncoderLayer takes a fused path that reads its
+    # own parameters; grouped calls must not
+    torch.manual_seed(0)
+    module = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True).eval()
+    target = Target(module)
+    x = torch.randn(3, 5, 8)
+    w = random_weights(target.spec, 3)
+    with torch.set_grad_enabled(grad):
+        torch.testing.assert_close(target(w, x), loop_per_sample(target, w, x), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(target.ensemble(w, x), loop_ensemble(target, w, x), atol=1e-5, rtol=1e-4)
+    assert torch.backends.mha.get_fastpath_enabled()
+
+
+def test_input_without_the_batch_at_batch_dim_is_a_clear_error():
+    class Pool(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(8, 2)
+
+        def forward(self, x):  # (L, B, 8) -> (L, 8): the batch is gone before the Linear
+            return self.fc(x.sum(1))
+
+    target = Target(Pool(), batch_dim=1)
+    with pytest.raises(ValueError, match=r"Linear with batched weights expected an input with its batch of 3"):
+        target(random_weights(target.spec, 3), torch.randn(5, 3, 8))
+
+
+# ------------------------------------------------------------------ 3. Embedding
+
+
+def test_embedding_out_of_range_index_raises_like_f_embedding():
+    t = Target(nn.Embedding(5, 2))
+    tables = torch.arange(30.0).reshape(3, 5, 2)
+    with pytest.raises(IndexError):
+        F.embedding(torch.tensor([7]), tables[0])
+    for bad in (7, 5, -1):
+        with pytest.raises(IndexError):
+            t({"weight": tables}, torch.tensor([[bad], [1], [2]]))
+        with pytest.raises(IndexError):
+            t.ensemble({"weight": tables}, torch.tensor([[bad], [1]]))
+    # in range: each sample reads its own table
+    out = t({"weight": tables}, torch.tensor([[4], [1], [2]]))
+    torch.testing.assert_close(out, torch.stack([tables[0, [4]], tables[1, [1]], tables[2, [2]]]))
+
+
+@pytest.mark.parametrize("scale_grad_by_freq", [False, True])
+def test_embedding_padding_row_gets_no_gradient_per_sample(scale_grad_by_freq):
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Embedding(6, 3, padding_idx=2, scale_grad_by_freq=scale_grad_by_freq), nn.Linear(3, 2))
+    target = Target(module)
+    idx = torch.tensor([[2, 1, 1, 4], [0, 2, 2, 5], [3, 3, 3, 2], [1, 2, 0, 1]])
+    w = leaf_weights(target.spec, 4)
+    got = grads(lambda: target(w, idx), list(w.values()))
+    ref = grads(lambda: loop_per_sample(target, w, idx), list(w.values()))
+    for a, b in zip(got, ref, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    table_grad = got[0]
+    assert torch.count_nonzero(table_grad[:, 2]) == 0
+    assert torch.count_nonzero(table_grad[:, 1]) > 0
+    wk = leaf_weights(target.spec, 3)
+    got = grads(lambda: target.ensemble(wk, idx), list(wk.values()))
+    ref = grads(lambda: loop_ensemble(target, wk, idx), list(wk.values()))
+    for a, b in zip(got, ref, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+# ------------------------------------------------------------------ 4. torch.utils.checkpoint
+
+
+class Checkpointed(nn.Module):
+    def __init__(self, use_reentrant: bool | None):
+        super().__init__()
+        self.use_reentrant = use_reentrant  # None: no checkpointing
+        self.inp = nn.Linear(4, 8)
+        self.block = nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.LayerNorm(8), nn.Linear(8, 8))
+        self.out = nn.Linear(8, 2)
+
+    def forward(self, x):
+        h = torch.tanh(self.inp(x))
+        if self.use_reentrant is None:
+            h = self.block(h)
+        else:
+            h = checkpoint_module.checkpoint(self.block, h, use_reentrant=self.use_reentrant)
+        return self.out(h)
+
+
+class CheckpointedOwner(nn.Module):
+    """A parameter owner (runs under vmap per sample) that checkpoints inside its forward."""
+
+    def __init__(self, use_reentrant: bool | None):
+        super().__init__()
+        self.use_reentrant = use_reentrant
+        self.gain = nn.Parameter(torch.linspace(0.5, 1.5, 8))
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        f = lambda h: torch.tanh(self.fc(h)) * self.gain  # noqa: E731
+        if self.use_reentrant is None:
+            return f(x)
+        return checkpoint_module.checkpoint(f, x, use_reentrant=self.use_reentrant)
+
+
+CHECKPOINT_MODELS = {
+    "block": (Checkpointed, lambda b: torch.randn(b, 4)),
+    "vmapped_owner": (
+        lambda r: nn.Sequential(nn.Linear(4, 8), CheckpointedOwner(r), nn.Linear(8, 2)),
+        lambda b: torch.randn(b, 4),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CHECKPOINT_MODELS))
+@pytest.mark.parametrize("use_reentrant", [True, False])
+@pytest.mark.parametrize("mode", ["shared", "per_sample", "ensemble"])
+def test_checkpoint_inside_the_module_gives_the_gradients_of_the_plain_module(name, use_reentrant, mode):
+    torch.manual_seed(0)
+    make, data = CHECKPOINT_MODELS[name]
+    plain = make(None)
+    module = make(use_reentrant)
+    module.load_state_dict(plain.state_dict())
+    t_plain, t_ckpt = Target(plain), Target(module)
+    batch = {"shared": (), "per_sample": (5,), "ensemble": (3,)}[mode]
+    w = leaf_weights(t_plain.spec, *batch)
+    x = data(5).requires_grad_()
+    call = (lambda t: t.ensemble(w, x)) if mode == "ensemble" else (lambda t: t(w, x))
+    before = state(module)
+    torch.testing.assert_close(call(t_ckpt), call(t_plain))
+    got = backward_grads(lambda: call(t_ckpt), [x, *w.values()])
+    ref = backward_grads(lambda: call(t_plain), [x, *w.values()])
+    for a, b in zip(got, ref, strict=True):
+        assert a is not None
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    # the module's own copies of generated tensors get no gradient; its other parameters do
+    assert all(p.grad is None for n, p in module.named_parameters() if n in t_ckpt.spec)
+    assert_unchanged(module, before)
+    assert checkpoint_module.CheckpointFunction.__name__ == "CheckpointFunction"
+    assert checkpoint_module._checkpoint_without_reentrant_generator.__name__ == (
+        "_checkpoint_without_reentrant_generator"
+    )
+
+
+def test_checkpoint_recomputes_in_backward_with_the_generated_weights():
+    # the recomputation runs after the call returned: it must see the generated tensors
+    torch.manual_seed(0)
+    module = Checkpointed(use_reentrant=False)
+    target = Target(module)
+    seen = []
+    module.block[0].register_forward_hook(lambda m, i, o: seen.append(o.detach().clone()))
+    w = leaf_weights(target.spec)
+    target(w, torch.randn(3, 4)).sum().backward()
+    assert len(seen) == 2  # forward and recomputation
+    torch.testing.assert_close(seen[1], seen[0])
+
+
+# ------------------------------------------------------------------ 5. parametrisations
+
+
+class Symmetric(nn.Module):
+    def forward(self, X):
+        return X.triu() + X.triu(1).transpose(-1, -2)
+
+
+class Double(nn.Module):
+    def forward(self, X):
+        return 2 * X
+
+
+class Gain(nn.Module):
+    """A parametrisation with a parameter of its own."""
+
+    def __init__(self):
+        super().__init__()
+        self.gain = nn.Parameter(torch.tensor(1.5))
+
+    def forward(self, X):
+        return X * self.gain
+
+
+def weight_normed_mlp():
+    return nn.Sequential(weight_norm(nn.Linear(6, 8)), nn.Tanh(), weight_norm(nn.Linear(8, 2), dim=None))
+
+
+def custom_parametrized_conv():
+    net = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.Flatten(), nn.Linear(3 * 4 * 4, 3), nn.Linear(3, 3))
+    parametrize.register_parametrization(net[0], "weight", Gain())
+    parametrize.register_parametrization(net[3], "weight", Symmetric())
+    return net
+
+
+def weight_normed_attention():
+    m = ClsAttention()
+    weight_norm(m.attn.out_proj)
+    return m
+
+
+def legacy_weight_norm_mlp():
+    return nn.Sequential(
+        nn.utils.weight_norm(nn.Linear(6, 8)), nn.Tanh(), nn.utils.weight_norm(nn.Linear(8, 2), dim=None)
+    )
+
+
+def pruned_mlp():
+    net = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 2))
+    prune.l1_unstructured(net[0], "weight", amount=0.5)
+    return net
+
+
+def eval_spectral_norm_mlp():
+    return nn.Sequential(spectral_norm(nn.Linear(6, 8)), nn.Tanh(), nn.Linear(8, 2)).eval()
+
+
+PARAMETRIZED = {
+    "weight_norm": (weight_normed_mlp, lambda b: torch.randn(b, 6)),
+    "weight_norm_conv": (
+        lambda: nn.Sequential(weight_norm(nn.Conv2d(2, 3, 3)), nn.Flatten(), nn.Linear(12, 2)),
+        lambda b: torch.randn(b, 2, 4, 4),
+    ),
+    "custom_and_parametrisation_parameter": (custom_parametrized_conv, lambda b: torch.randn(b, 2, 4, 4)),
+    "weight_norm_on_attention_out_proj": (weight_normed_attention, lambda b: torch.randn(b, 3, 8)),
+    "spectral_norm_eval": (eval_spectral_norm_mlp, lambda b: torch.randn(b, 6)),
+    "legacy_weight_norm": (legacy_weight_norm_mlp, lambda b: torch.randn(b, 6)),
+    "legacy_prune": (pruned_mlp, lambda b: torch.randn(b, 6)),
+}
+
+
+# name -> (model, selection): the other source of a reparametrised tensor is the module's own
+PARTIAL = {
+    **{name: (name, None) for name in PARAMETRIZED},
+    "legacy_weight_norm_only_v": ("legacy_weight_norm", "*weight_v"),
+    "weight_norm_only_original1": ("weight_norm", "*original1"),
+}
+
+
+@pytest.mark.parametrize("name", list(PARTIAL))
+@pytest.mark.parametrize("path", ["auto", "vmap"])
+def test_parametrised_weights_per_sample_and_ensemble_equal_loops(name, path):
+    torch.manual_seed(0)
+    model, select = PARTIAL[name]
+    make, data = PARAMETRIZED[model]
+    module = make()
+    target = Target(module, select, per_sample=path)
+    x = data(4)
+    w1 = random_weights(target.spec)
+    w1 = {k: v.abs() + 0.5 if k.endswith(("_g", "original0")) else v for k, v in w1.items()}
+    torch.testing.assert_close(target(w1, x), functional_call(module, w1, (x,)), atol=1e-5, rtol=1e-5)
+    before = state(module)
+    w = leaf_weights(target.spec, 4)
+    torch.testing.assert_close(target(w, x), loop_per_sample(target, w, x), atol=1e-5, rtol=1e-4)
+    got = grads(lambda: target(w, x), list(w.values()))
+    ref = grads(lambda: loop_per_sample(target, w, x), list(w.values()))
+    for a, b in zip(got, ref, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    wk = random_weights(target.spec, 3, seed=1)
+    torch.testing.assert_close(target.ensemble(wk, x), loop_ensemble(target, wk, x), atol=1e-5, rtol=1e-4)
+    assert_unchanged(module, before)
+
+
+def test_legacy_weight_norm_per_sample_uses_the_generated_g_and_v():
+    torch.manual_seed(0)
+    lin = nn.utils.weight_norm(nn.Linear(4, 3))
+    target = Target(lin)
+    assert set(target.spec.names) == {"bias", "weight_g", "weight_v"}
+    w = random_weights(target.spec, 5)
+    x = torch.randn(5, 4)
+    ref = torch.stack([functional_call(lin, one(w, b), (x[b],)) for b in range(5)])
+    torch.testing.assert_close(target(w, x), ref, atol=1e-5, rtol=1e-5)
+    # the attribute the hook writes is restored after a call
+    own = lin.weight
+    target(one(w, 0), x)
+    assert lin.weight is own
+
+
+def test_legacy_spectral_norm_refused_with_batched_weights():
+    module = nn.Sequential(nn.utils.spectral_norm(nn.Linear(4, 3)), nn.Linear(3, 2))
+    target = Target(module)
+    target(random_weights(target.spec), torch.randn(2, 4))  # shared works
+    with pytest.raises(ValueError, match=r"'0.weight' uses the legacy torch.nn.utils.spectral_norm hook"):
+        target(random_weights(target.spec, 2), torch.randn(2, 4))
+
+
+def test_spectral_norm_parametrisation_in_training_refused_with_batched_weights():
+    module = nn.Sequential(spectral_norm(nn.Linear(4, 3)), nn.Linear(3, 2))
+    target = Target(module)
+    before = state(module)
+    with pytest.raises(ValueError, match=r"spectral_norm parametrisation of \['0.weight'\].*call .eval\(\)"):
+        target(random_weights(target.spec, 2), torch.randn(2, 4))
+    assert_unchanged(module, before)
+
+
+# ------------------------------------------------------------------ 6. empty batches
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_empty_batches_return_empty_results(name):
+    torch.manual_seed(0)
+    make, data = CASES[name]
+    module = make()
+    target = Target(module)
+    rest = module(data(2)).shape[1:]
+    empty = data(0)
+    assert module(empty).shape == (0, *rest)  # plain PyTorch
+    w = leaf_weights(target.spec, 0)
+    out = target(w, empty)
+    assert out.shape == (0, *rest)
+    out.sum().backward()
+    assert target.ensemble(random_weights(target.spec, 0), data(3)).shape == (0, 3, *rest)
+    assert target.ensemble(random_weights(target.spec, 4), empty).shape == (4, 0, *rest)
+
+
+# ------------------------------------------------------------------ 8. RNN flat weights
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_rnn_flat_weights_point_at_own_parameters_after_a_call(batched):
+    module = nn.LSTM(4, 5, num_layers=2, batch_first=True)
+    target = Target(module)
+    w = random_weights(target.spec, *((3,) if batched else ()))
+    probe = weakref.ref(w["weight_hh_l1"])
+    out = target(w, torch.randn(3, 6, 4))
+    own = [getattr(module, n) for n in module._flat_weights_names]
+    assert len(module._flat_weights) == len(own)
+    assert all(a is b for a, b in zip(module._flat_weights, own, strict=True))
+    del w, out
+    gc.collect()
+    assert probe() is None
+
+
+# ------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64, torch.int64])
+@pytest.mark.parametrize("entry", ["call", "shared", "per_sample", "ensemble", "materialize"])
+def test_weights_of_another_dtype_name_the_tensor(dtype, entry):
+    module = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
+    target = Target(module)
+    batched = entry in ("per_sample", "ensemble")
+    w = random_weights(target.spec, *((2,) if batched else ()))
+    w["1.weight"] = w["1.weight"].to(dtype)
+    before = state(module)
+    with pytest.raises(TypeError, match=rf"1.weight: expected torch.float32 \(the module's parameter\), got {dtype}"):
+        fn = {
+            "call": target,
+            "shared": target.shared,
+            "per_sample": target.per_sample,
+            "ensemble": target.ensemble,
+            "materialize": lambda w, x: target.materialize(w),
+        }[entry]
+        fn(w, torch.randn(2, 4))
+    assert_unchanged(module, before)
+
+
+def test_meta_weights_refused():
+    target = Target(nn.Linear(4, 3))
+    w = random_weights(target.spec)
+    w["bias"] = torch.empty(3, device="meta")
+    with pytest.raises(ValueError, match=r"bias: expected a tensor on cpu .*got one on meta, which holds no values"):
+        target(w, torch.randn(2, 4))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"batch_dim": "0"}, TypeError, r"batch_dim must be an int >= 0, got '0' \(str\)"),
+        ({"batch_dim": True}, TypeError, r"batch_dim must be an int >= 0, got True \(bool\)"),
+        ({"batch_dim": -1}, ValueError, r"batch_dim must be an int >= 0, got -1"),
+        ({"per_sample": ...}, TypeError, r"per_sample must be 'auto' or 'vmap', got Ellipsis \(ellipsis\)"),
+        ({"per_sample": "fast"}, ValueError, r"per_sample must be 'auto' or 'vmap', got 'fast'"),
+        ({"channels_last": 1}, TypeError, r"channels_last must be a bool"),
+        ({"select": nn.Linear(4, 3)}, TypeError, r"Target: select must be .*got a module instance Linear"),
+        ({"select": int}, TypeError, r"Target: select types must be nn.Module subclasses, got \['int'\]"),
+        ({"select": 3}, TypeError, r"Target: select must be .*got 3 \(int\)"),
+        ({"select": ["0.*", 1]}, TypeError, r"Target: select must be"),
+        ({"spec": {"weight": (3, 4)}}, TypeError, r"spec must be a WeightSpec, got dict"),
+    ],
+)
+def test_constructor_arguments_checked(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        Target(nn.Sequential(nn.Linear(4, 3)), **kwargs)
+
+
+def test_select_and_spec_together_refused():
+    module = nn.Linear(4, 3)
+    with pytest.raises(ValueError, match="either select or spec, not both"):
+        Target(module, "weight", spec=Target(module).spec)
+
+
+# ------------------------------------------------------------------ structure changes
+
+
+def mlp():
+    return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+@pytest.mark.parametrize("built_from", ["select", "spec"])
+def test_replaced_layer_is_used_not_the_cached_one(built_from):
+    torch.manual_seed(0)
+    net = mlp()
+    target = Target(net) if built_from == "select" else Target(net, spec=Target(net).spec)
+    x = torch.randn(4, 6)
+    w, wb = random_weights(target.spec), random_weights(target.spec, 4)
+    target(w, x), target(wb, x), target.ensemble(wb, x)  # plans cached
+    net[2] = nn.Linear(8, 3)
+    net[1] = nn.Tanh()
+    torch.testing.assert_close(target(w, x), functional_call(net, w, (x,)))
+    torch.testing.assert_close(target(wb, x), loop_per_sample(target, wb, x), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(target.ensemble(wb, x), loop_ensemble(target, wb, x), atol=1e-5, rtol=1e-4)
+    own = target.default_weights()
+    torch.testing.assert_close(own["2.weight"], net[2].weight)
+
+
+def test_replaced_parameter_object_is_used():
+    net = mlp()
+    target = Target(net)
+    x = torch.randn(4, 6)
+    wb = random_weights(target.spec, 4)
+    target(wb, x)
+    net[2].weight = nn.Parameter(torch.randn(3, 8))
+    torch.testing.assert_close(target(wb, x), loop_per_sample(target, wb, x), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda net: net.__setitem__(2, nn.Linear(8, 4)), r"Reshaped: \['2.weight: \(3, 8\) -> \(4, 8\)', "),
+        (lambda net: net.append(nn.Linear(3, 3)), r"Newly selected: \['3.weight', '3.bias'\]"),
+        (lambda net: net.__delitem__(2), r"No longer parameters: \['2.weight', '2.bias'\]"),
+        (
+            lambda net: parametrize.register_parametrization(net[0], "weight", Double()),
+            r"No longer parameters: \['0.weight'\]. Newly selected: \['0.parametrizations.weight.original'\]",
+        ),
+        (lambda net: nn.utils.weight_norm(net[2]), r"No longer parameters: \['2.weight'\]"),
+        (lambda net: setattr(net[0], "bias", None), r"No longer parameters: \['0.bias'\]"),
+    ],
+)
+def test_structure_change_that_breaks_the_spec_is_refused(change, match):
+    net = mlp()
+    target = Target(net)
+    w = random_weights(target.spec)
+    x = torch.randn(2, 6)
+    target(w, x)
+    change(net)
+    for fn in (lambda: target(w, x), lambda: target._shared(w, (x,), {}), lambda: target.default_weights()):
+        with pytest.raises(ValueError, match="no longer matches its spec") as e:
+            fn()
+        assert e.match(match)
+
+
+def test_structure_change_outside_the_selection_replans():
+    torch.manual_seed(0)
+    net = mlp()
+    target = Target(net, "0.*")
+    x = torch.randn(4, 6)
+    wb = random_weights(target.spec, 4)
+    target(wb, x)
+    net.append(nn.Linear(3, 2))
+    assert target(wb, x).shape == (4, 2)
+    torch.testing.assert_close(target(wb, x), loop_per_sample(target, wb, x), atol=1e-5, rtol=1e-4)
+
+
+# ------------------------------------------------------------------ materialize
+
+MATERIALIZE = {**{n: c for n, c in CASES.items()}, **{f"parametrized_{n}": c for n, c in PARAMETRIZED.items()}}
+
+
+@pytest.mark.parametrize("name", list(MATERIALIZE))
+def test_materialize_equals_target_and_round_trips_through_a_state_dict(name):
+    torch.manual_seed(0)
+    make, data = MATERIALIZE[name]
+    module = make()
+    target = Target(module)
+    before = state(module)
+    objects = {n: p for n, p in module.named_parameters()}
+    x = data(3)
+    w = {k: v.requires_grad_() for k, v in random_weights(target.spec).items()}
+    net = target.materialize(w)
+    assert type(net) is type(module)
+    torch.testing.assert_close(net(x), target(w, x), atol=1e-6, rtol=1e-6)
+    for n, p in net.named_parameters():
+        assert type(p) is nn.Parameter and p.grad_fn is None, n
+        assert p.requires_grad == objects[n].requires_grad, n
+    buf = io.BytesIO()
+    torch.save(net.state_dict(), buf)
+    buf.seek(0)
+    fresh = make()
+    fresh.load_state_dict(torch.load(buf, weights_only=True))
+    fresh.train(net.training)
+    torch.testing.assert_close(fresh(x), net(x), atol=1e-6, rtol=1e-6)
+    assert_unchanged(module, before)
+    assert all(p is objects[n] for n, p in module.named_parameters())
+
+
+def test_materialize_keeps_requires_grad_and_ties_and_refuses_batched_weights():
+    module = CASES["tied"][0]()
+    module.mid.bias.requires_grad_(False)
+    target = Target(module)
+    net = target.materialize(random_weights(target.spec))
+    assert net.out.weight is net.emb.weight
+    assert not net.mid.bias.requires_grad and net.mid.weight.requires_grad
+    with pytest.raises(ValueError, match=r"got batch shape \(2,\); index one set first"):
+        target.materialize(random_weights(target.spec, 2))
