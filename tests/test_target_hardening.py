@@ -149,6 +149,33 @@ def test_attention_under_parameter_owners_per_sample_and_ensemble_equal_loops(na
     assert_unchanged(module, before)
 
 
+class DoubledLinear(nn.Linear):
+    """A Linear subclass with a forward of its own: the grouped Linear path must not run it."""
+
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+def instance_forward_mlp():
+    net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 2))
+    net[0].forward = lambda x: nn.Linear.forward(net[0], x) + 1.0
+    return net
+
+
+@pytest.mark.parametrize("make", [lambda: nn.Sequential(DoubledLinear(4, 6), nn.Tanh()), instance_forward_mlp])
+def test_overridden_forward_runs_not_the_builtin_fast_path(make):
+    torch.manual_seed(0)
+    module = make()
+    target = Target(module)
+    x = torch.randn(4, 4)
+    w1 = random_weights(target.spec)
+    torch.testing.assert_close(target(w1, x), functional_call(module, w1, (x,)))
+    w = random_weights(target.spec, 4)
+    torch.testing.assert_close(target(w, x), loop_per_sample(target, w, x), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(target.ensemble(w, x), loop_ensemble(target, w, x), atol=1e-5, rtol=1e-4)
+    assert "forward" in module[0].__dict__ or type(module[0]) is DoubledLinear
+
+
 # ------------------------------------------------------------------ 2. batch_dim
 
 

@@ -696,8 +696,9 @@ _SUBTREE_KINDS = ("vmap", "mha", "mha_vmap")
 
 def _kind(owner: nn.Module, effective: set[str]) -> str:
     """The grouped implementation for ``owner`` reading the generated tensors ``effective``."""
-    if "forward" in owner.__dict__:  # an instance-level forward: run that, under vmap
-        return "vmap"
+    forward = owner.__dict__.get("forward")
+    if forward is not None and not getattr(forward, "_target_swap", False):
+        return "vmap"  # an instance-level forward of the user's: run that, under vmap
     kind = _FAST_FORWARDS.get(type(owner).forward)
     if kind is None:
         return "vmap"
@@ -725,7 +726,9 @@ class _Entry:
         self.path, self.owner, self.kind, self.names = path, owner, kind, names
         self.derived: tuple[_Derived, ...] = tuple(derived)
         self.sources = frozenset(s for d in self.derived for s in d.sources)
-        self.forward = owner.__dict__.get("forward")
+        forward = owner.__dict__.get("forward")
+        # an instance-level forward of the user's, not one a running call has put there
+        self.forward = None if getattr(forward, "_target_swap", False) else forward
 
 
 def _owner_path(path: str, modules: Mapping[str, nn.Module]) -> str:
@@ -815,6 +818,7 @@ def _make_forward(entry: _Entry, gen, G: int, per_group_norm: bool, channels_las
                     g[d.name] = d.compute(gen, G)
             return fn(g, *args, **kwargs)
 
+        forward._target_swap = True
         return forward
 
     if kind == "linear":
