@@ -11,6 +11,9 @@ trainable parameters) and writes ``results.json``, ``results.md`` and ``dynamic_
 
     hyperdnn demo --dynamic [--out DIR] [--epochs N] [--seed S] [--threads T]
 
+Needs the ``apps`` extra (scikit-learn, matplotlib); options, output folder and extras are
+checked before anything is written, as for ``hyperdnn demo`` (:mod:`hyperdnn.apps.demo`).
+
 Runtime: about 15 seconds on one CPU core. Without ``--threads`` the demo runs on one thread:
 its matrices are tiny (64 x 128 at most), and extra threads only add overhead (ten times
 slower on a busy 2-core machine). Expected: every width, the unseen 96 included,
