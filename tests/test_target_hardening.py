@@ -522,6 +522,16 @@ def test_legacy_spectral_norm_refused_with_batched_weights():
         target(random_weights(target.spec, 2), torch.randn(2, 4))
 
 
+def test_legacy_weight_norm_on_attention_out_proj_refused():
+    # MultiheadAttention reads out_proj.weight without calling out_proj: the hook would never
+    # see the generated weight_g / weight_v, not even in shared mode
+    module = ClsAttention()
+    nn.utils.weight_norm(module.attn.out_proj)
+    with pytest.raises(ValueError, match=r"\['attn.out_proj'\] carry a legacy torch.nn.utils reparametrisation"):
+        Target(module)
+    assert Target(module, ["cls", "attn.in_proj_*"]).spec.names == ("cls", "attn.in_proj_weight", "attn.in_proj_bias")
+
+
 def test_spectral_norm_parametrisation_in_training_refused_with_batched_weights():
     module = nn.Sequential(spectral_norm(nn.Linear(4, 3)), nn.Linear(3, 2))
     target = Target(module)

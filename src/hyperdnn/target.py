@@ -906,6 +906,20 @@ class _Built:
             (m, _legacy_attribute(kind, hook)) for m in module.modules() for kind, hook in _legacy_hooks(m).values()
         )
         self.legacy = tuple(dict.fromkeys(self.legacy))
+        # MultiheadAttention reads out_proj.weight without calling out_proj, so a legacy hook
+        # there never sees generated tensors: its attribute is whatever it last computed
+        stale = []
+        for path, m in module.named_modules():
+            if isinstance(m, nn.MultiheadAttention):
+                out_proj = f"{path}.out_proj" if path else "out_proj"
+                if any(f"{out_proj}.{n}" in gen_names for n in _legacy_hooks(m.out_proj)):
+                    stale.append(out_proj)
+        if stale:
+            raise ValueError(
+                f"Target: {stale} carry a legacy torch.nn.utils reparametrisation hook whose tensors are "
+                "generated, but MultiheadAttention reads out_proj.weight without calling out_proj, so the hook "
+                "would never apply them; use torch.nn.utils.parametrizations (e.g. weight_norm) instead"
+            )
         # these layers have fused inference paths that read their parameters directly
         fused = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerEncoder)
         self.no_fastpath = any(isinstance(m, fused) for m in module.modules())
@@ -1237,10 +1251,12 @@ class Target(nn.Module):
       its power iteration updates one pair of vectors in place).
     * Legacy hooks: ``torch.nn.utils.weight_norm`` (generate ``weight_g``/``weight_v``) and
       ``torch.nn.utils.prune`` (generate ``weight_orig``); the legacy ``spectral_norm`` hook
-      runs shared only.
+      runs shared only, and one on a ``MultiheadAttention``'s ``out_proj`` is refused (attention
+      reads ``out_proj.weight`` without calling ``out_proj``, so the hook never applies).
 
     The structure the module had at construction is checked at every call (the class of
-    each module and the identities of its submodules and parameters, a few microseconds).
+    each module and the identities of its submodules and parameters: about 1.5 us for a
+    3-layer MLP, 16 us for a 6-layer ``TransformerEncoder``).
     After a change (a layer replaced, a parameter or parametrisation added) the call
     re-plans when the generated tensors are still parameters of the same names and shapes
     (and, when built from ``select``, the selection still gives exactly them), and raises a
