@@ -1,5 +1,9 @@
 """HyperNetwork (conditioner -> trunk -> head -> scale) and HyperModel (hypernet + target).
 
+``HyperModel`` also decides which running statistics the target's BatchNorm layers use per
+context (:mod:`hyperdnn.norm_stats`) and exports one context's network as a plain module
+(:meth:`HyperModel.materialize`).
+
 Example::
 
     >>> import torch, torch.nn as nn
@@ -18,10 +22,13 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils import _pytree as pytree
 
-from hyperdnn.conditioners import Conditioner, DataEncoder, Noise
+from hyperdnn._checks import check_bool, check_float, check_int
+from hyperdnn.conditioners import Conditioner, DataEncoder, Noise, TaskEmbedding
 from hyperdnn.heads import Head, Once
 from hyperdnn.init import INIT_MODES, element_stats, residual_base
+from hyperdnn.norm_stats import NormStats, resolve_norm_stats
 from hyperdnn.spec import WeightSpec
 from hyperdnn.target import Target
 from hyperdnn.trunks import MLP, Trunk
@@ -100,6 +107,13 @@ class HyperNetwork(nn.Module):
             over representative contexts (``conditioner.probe``; N(0, 1) codes otherwise).
 
     ``hnet(context)`` returns weights with a leading batch dim iff the context is batched.
+
+    Under ``torch.compile`` the forward has no data-dependent branch: the hyperfan affine is
+    one ``addcmul`` whatever ``theta_mean`` holds (eager mode skips the mean when it is a fixed
+    all-zero buffer, rechecked whenever the buffer changes). A context of one task id, noise,
+    continuous values or none compiles to one graph; a tensor of several task ids still breaks
+    the graph in :class:`TaskEmbedding`, which stacks only the tasks in use. ``check_finite``
+    also reads the weights' values.
     """
 
     def __init__(
@@ -132,8 +146,14 @@ class HyperNetwork(nn.Module):
             )
         if not isinstance(head, Head):
             raise TypeError(f"HyperNetwork: head must be a Head, got {type(head).__name__}")
+        if not isinstance(init, str):
+            raise TypeError(f"HyperNetwork: init must be one of {INIT_MODES}, got {init!r} ({type(init).__name__})")
         if init not in INIT_MODES:
             raise ValueError(f"HyperNetwork: init must be one of {INIT_MODES}, got {init!r}")
+        residual_scale = check_float("HyperNetwork", "residual_scale", residual_scale, 0.0)
+        check_bool("HyperNetwork", "learn_theta0", learn_theta0)
+        check_bool("HyperNetwork", "check_finite", check_finite)
+        check_bool("HyperNetwork", "calibrate", calibrate)
         self.spec = spec
         self.conditioner = conditioner
         self.trunk = trunk
@@ -186,7 +206,12 @@ class HyperNetwork(nn.Module):
         zero bias, where ``m`` is the number of last layers whose outputs add up (hyperfan
         initialisation with a measured input variance). Every output element then has unit
         variance over the initialisation, whatever the size of its tensor.
+
+        Args:
+            context: representative contexts (default: ``conditioner.probe(n)``).
+            n: number of probe contexts when ``context`` is not given.
         """
+        check_int("HyperNetwork.calibrate", "n", n)
         was_training = self.training
         self.eval()
         moments: dict[int, float] = {}
@@ -234,6 +259,11 @@ class HyperNetwork(nn.Module):
 
     def _affine(self, raw: torch.Tensor) -> torch.Tensor:
         """``theta_mean + theta_scale * raw`` in the fewest passes over the generated numbers."""
+        if torch.compiler.is_compiling():
+            # One op, whatever theta_mean holds: no data-dependent branch (a graph break) in
+            # the traced graph, and nothing stale if theta_mean is written between calls. The
+            # compiler fuses it into one pass, so the zero-mean shortcut would save nothing.
+            return torch.addcmul(self.theta_mean, self.theta_scale, raw)
         if self._mean_is_zero():
             # the usual case (no norm layers, no residual): one pass forward, one backward
             return raw * self.theta_scale
@@ -244,7 +274,8 @@ class HyperNetwork(nn.Module):
 
     def _mean_is_zero(self) -> bool:
         """Whether ``theta_mean`` is a fixed all-zero buffer; rechecked only when it changes
-        (replaced, moved, or written in place, e.g. by ``load_state_dict``)."""
+        (replaced, moved, or written in place, e.g. by ``load_state_dict``). Eager mode only:
+        a traced forward never calls it (see :meth:`_affine`)."""
         m = self.theta_mean
         try:
             key = (id(m), m._version, m.device)
@@ -276,14 +307,49 @@ class HyperModel(nn.Module):
     Args:
         hypernet: the :class:`HyperNetwork`.
         target: the :class:`Target` it generates for (their specs must agree).
+        norm_stats: which running statistics the target's BatchNorm layers use (see
+            :mod:`hyperdnn.norm_stats`): ``"per_context"`` (a copy per task id: the statistics
+            follow the generated weights), ``"batch"`` (each batch's own statistics, in eval
+            too), ``"shared"`` (the module's own buffers for every context: PyTorch's
+            behaviour), or ``"auto"`` (default): ``"per_context"`` for a
+            :class:`TaskEmbedding`, ``"batch"`` for a :class:`DataEncoder`, :class:`Noise` or
+            :class:`Continuous` conditioner, ``"shared"`` for a :class:`LearnedLatent` or a
+            target without BatchNorm running statistics. ``model.norm_stats`` is the
+            :class:`~hyperdnn.norm_stats.NormStats` (``model.norm_stats.mode`` the resolved mode).
 
     ``mode`` in :meth:`forward`: ``"auto"`` runs shared weights for an unbatched context,
     an ensemble ``(K, N, ...)`` for a :class:`Noise` conditioner, and per-sample weights
     otherwise; ``"shared"``, ``"per_sample"`` and ``"ensemble"`` force one. With a
     :class:`DataEncoder` conditioner the context defaults to ``x`` itself.
+
+    With per-context statistics a batch of task ids that are all equal uses that task's
+    statistics; a batch of mixed ids is run as one group per task (its samples, or its
+    ensemble members), each with its own statistics (in train mode each group is normalised
+    over its own samples), and the outputs are put back in the batch's order. Per-context
+    statistics are registered buffers: ``state_dict`` saves them, ``load_state_dict`` into a
+    fresh model restores them, ``.to()`` moves them. With ``"shared"`` statistics and a
+    :class:`TaskEmbedding`, the first call that brings a second task warns once
+    (``UserWarning``).
+
+    :meth:`materialize` exports one context's network as a plain ``nn.Module``.
+
+    Example::
+
+        >>> import torch, torch.nn as nn
+        >>> from hyperdnn import HyperModel, HyperNetwork, MLP, Target, TaskEmbedding
+        >>> target = Target(nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)))
+        >>> model = HyperModel(HyperNetwork(target, TaskEmbedding(2, 4), MLP((16,))), target)
+        >>> model.norm_stats.mode
+        'per_context'
+        >>> model(torch.randn(6, 4), 1).shape            # trains task 1's statistics
+        torch.Size([6, 3])
+        >>> model(torch.randn(6, 4), [0, 1, 0, 1, 1, 0]).shape   # one group per task
+        torch.Size([6, 3])
+        >>> model.norm_stats.keys()
+        [0, 1]
     """
 
-    def __init__(self, hypernet: HyperNetwork, target: Target):
+    def __init__(self, hypernet: HyperNetwork, target: Target, norm_stats: str = "auto"):
         super().__init__()
         if not isinstance(hypernet, HyperNetwork):
             raise TypeError(f"HyperModel: hypernet must be a HyperNetwork, got {type(hypernet).__name__}")
@@ -291,29 +357,163 @@ class HyperModel(nn.Module):
             raise TypeError(f"HyperModel: target must be a Target, got {type(target).__name__}")
         if hypernet.spec != target.spec:
             raise ValueError("HyperModel: the hypernetwork's spec differs from the target's spec")
+        resolved = resolve_norm_stats(norm_stats, hypernet.conditioner, target.module)
         self.hypernet = hypernet
         self.target = target
+        self.norm_stats = NormStats(target.module, resolved)
 
     def forward(self, x: Any, context: Any = None, mode: str = "auto", **kwargs: Any) -> Any:
+        """Run the target on ``x`` with weights generated for ``context``.
+
+        Args:
+            x: the target's input (batch at ``target.batch_dim``).
+            context: the conditioner's context (a task id or ids, noise, continuous values;
+                ``None`` for a :class:`LearnedLatent`, or ``x`` for a :class:`DataEncoder`).
+            mode: ``"auto"``, ``"shared"``, ``"per_sample"`` or ``"ensemble"`` (see the class).
+            **kwargs: further keyword arguments of the target's module.
+
+        Returns:
+            The module's output: per sample for a batched context, ``(K, N, ...)`` in ensemble mode.
+        """
         if mode not in ("auto", "shared", "per_sample", "ensemble"):
             raise ValueError(f"HyperModel: mode must be 'auto', 'shared', 'per_sample' or 'ensemble', got {mode!r}")
-        if context is None and isinstance(self.hypernet.conditioner, DataEncoder):
+        cond = self.hypernet.conditioner
+        if context is None and isinstance(cond, DataEncoder):
             context = x
         flat, batched = self.hypernet.generate_flat(context)
         weights = self.hypernet._weights(flat, batched)
+        norm = self.norm_stats
+        args = (x,)
+        if not norm.active:  # shared statistics, or no BatchNorm statistics at all
+            if norm.watching and isinstance(cond, TaskEmbedding):
+                norm.observe(norm.context_keys(cond, context))
+            return self._run(mode, weights, flat.shape[0], batched, args, kwargs)
+        if norm.mode == "batch":
+            with norm.use():
+                return self._run(mode, weights, flat.shape[0], batched, args, kwargs)
+        keys = norm.context_keys(cond, context)
+        if len(keys) > 1 and mode != "shared":
+            return self._run_per_task(cond.task_ids(context)[0], keys, weights, mode, args, kwargs)
+        with norm.use(keys[0]):
+            return self._run(mode, weights, flat.shape[0], batched, args, kwargs)
+
+    def _run(self, mode: str, weights: dict[str, torch.Tensor], n: int, batched: bool, args: tuple, kwargs) -> Any:
         # The weights come from a hypernet of the target's own spec (checked at construction),
         # so the target's internal entry points skip re-validating them on every call.
         if mode == "shared" or (mode == "auto" and not batched):
             if batched:
-                return self.target.shared(weights, x, **kwargs)  # raises: batched weights
-            return self.target._shared(weights, (x,), kwargs)
+                return self.target.shared(weights, *args, **kwargs)  # raises: batched weights
+            return self.target._shared(weights, args, kwargs)
         if not batched:
             if mode == "ensemble":
-                return self.target.ensemble(weights, x, **kwargs)  # raises: unbatched weights
-            return self.target.per_sample(weights, x, **kwargs)  # raises: unbatched weights
+                return self.target.ensemble(weights, *args, **kwargs)  # raises: unbatched weights
+            return self.target.per_sample(weights, *args, **kwargs)  # raises: unbatched weights
         if mode == "ensemble" or (mode == "auto" and isinstance(self.hypernet.conditioner, Noise)):
-            return self.target._ensemble(weights, flat.shape[0], (x,), kwargs)
-        return self.target._per_sample(weights, flat.shape[0], (x,), kwargs)
+            return self.target._ensemble(weights, n, args, kwargs)
+        return self.target._per_sample(weights, n, args, kwargs)
+
+    def _run_per_task(
+        self, ids: torch.Tensor, keys: list[int], weights: dict[str, torch.Tensor], mode: str, args: tuple, kwargs
+    ) -> Any:
+        """Mixed task ids with per-context statistics: one call per task on its samples (or its
+        ensemble members), outputs put back in the batch's order."""
+        ensemble = mode == "ensemble"
+        d = 0 if ensemble else self.target.batch_dim
+        B = ids.shape[0]
+        parts, order = [], []
+        for key in keys:
+            idx = (ids == key).nonzero().squeeze(1)
+            part = {name: w.index_select(0, idx.to(w.device)) for name, w in weights.items()}
+            if ensemble:
+                args_k, kwargs_k = args, kwargs
+            else:
+
+                def take(t: Any, idx=idx) -> Any:
+                    if isinstance(t, torch.Tensor) and t.dim() > d and t.shape[d] == B:
+                        return t.index_select(d, idx.to(t.device))
+                    return t
+
+                args_k, kwargs_k = tuple(take(a) for a in args), {k: take(v) for k, v in kwargs.items()}
+            with self.norm_stats.use(key):
+                parts.append(self._run(mode, part, idx.numel(), True, args_k, kwargs_k))
+            order.append(idx)
+        inverse = torch.argsort(torch.cat(order))
+
+        def merge(*leaves: Any) -> Any:
+            first = leaves[0]
+            if not isinstance(first, torch.Tensor):
+                return first
+            if first.dim() <= d or sum(t.shape[d] for t in leaves) != B:
+                raise ValueError(
+                    f"HyperModel: a batch of mixed task ids runs one group per task (per-context "
+                    f"BatchNorm statistics), which needs every output tensor to carry the batch of "
+                    f"{B} at dim {d}; got an output of shape {tuple(first.shape)} for a group of "
+                    f"{len(order[0])}. Call once per task, or use norm_stats='shared' or 'batch'"
+                )
+            return torch.cat(leaves, dim=d).index_select(d, inverse.to(first.device))
+
+        return pytree.tree_map(merge, *parts)
+
+    def materialize(self, context: Any = None) -> nn.Module:
+        """The target network for one context as a plain module (no hyperdnn needed to run,
+        save or load it).
+
+        Generates weights for ``context`` (without gradients, in the hypernet's current
+        train/eval mode) and returns ``self.target.materialize(weights)``: a deep copy of the
+        target's module with the generated tensors as its own parameters. Its BatchNorm layers
+        carry the running statistics this model uses for ``context``: the task's own with
+        ``"per_context"`` statistics, the module's with ``"shared"``; with ``"batch"``
+        statistics they have none (``running_mean``/``running_var`` are ``None``), so they
+        normalise with each batch's statistics as the model does, and their ``state_dict``
+        lacks those entries.
+
+        Args:
+            context: one unbatched context (a task id, a noise vector ``(dim,)``, values
+                ``(in_features,)``, ``None`` for a :class:`LearnedLatent`).
+
+        Returns:
+            An ``nn.Module`` of the target module's class; ``module(x)`` equals
+            ``model(x, context)`` in eval mode.
+
+        Raises:
+            ValueError: a batched context, or a :class:`DataEncoder` (weights per input).
+
+        Example::
+
+            >>> import torch, torch.nn as nn
+            >>> from hyperdnn import HyperModel, HyperNetwork, MLP, Target, TaskEmbedding
+            >>> target = Target(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)))
+            >>> model = HyperModel(HyperNetwork(target, TaskEmbedding(2, 4), MLP((16,))), target).eval()
+            >>> net = model.materialize(1)
+            >>> x = torch.randn(5, 4)
+            >>> torch.allclose(net(x), model(x, 1), atol=1e-6)
+            True
+        """
+        cond = self.hypernet.conditioner
+        if isinstance(cond, DataEncoder):
+            raise ValueError(
+                "HyperModel.materialize: a DataEncoder generates weights from each input, so there is "
+                "no single network to export"
+            )
+        with torch.no_grad():
+            flat, batched = self.hypernet.generate_flat(context)
+            if batched:
+                raise ValueError(
+                    f"HyperModel.materialize: expected one unbatched context (a task id, a noise vector "
+                    f"(dim,), ...), got a batched context of {flat.shape[0]}"
+                )
+            weights = self.hypernet._weights(flat, False)
+        module = self.target.materialize(weights)
+        norm = self.norm_stats
+        if norm.active:
+            key = norm.context_keys(cond, context)[0] if norm.mode == "per_context" else None
+            stats = norm.statistics(key) if key is not None else None
+            for path in norm.layer_names:
+                layer = module.get_submodule(path)
+                for name in layer._buffers.keys() & {"running_mean", "running_var", "num_batches_tracked"}:
+                    value = None if stats is None else stats[path][name]
+                    layer._buffers[name] = None if value is None else value.detach().clone()
+        return module
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters an optimizer should train: the hypernet's and the target's own
