@@ -28,6 +28,7 @@ def test_every_advertised_name_imports():
         "apps.dynamic",
         "dynamic",
         "layers",
+        "norm_stats",
     ]:
         importlib.import_module(f"hyperdnn.{mod}")
 

@@ -9,6 +9,7 @@ from hyperdnn.dynamic import DynamicHyperNetwork, describe_components
 from hyperdnn.heads import Chunked, ComponentWise, Head, MultiHead, Once, create_head, list_heads, register_head
 from hyperdnn.hypernet import HyperModel, HyperNetwork
 from hyperdnn.layers import HyperLSTM, HyperLSTMCell
+from hyperdnn.norm_stats import NormStats
 from hyperdnn.spec import Role, TensorSpec, WeightSpec
 from hyperdnn.target import Target
 from hyperdnn.trunks import (
@@ -47,6 +48,7 @@ __all__ = [
     "ModuleTrunk",
     "MultiHead",
     "Noise",
+    "NormStats",
     "Once",
     "RNN",
     "Role",
