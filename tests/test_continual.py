@@ -243,6 +243,38 @@ def test_default_run_outputs(uninterrupted: dict) -> None:
     assert uninterrupted["seed"] == 0 and uninterrupted["config"]["benchmark"] == "split"
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"data": "digits", "hidden": (32, 16), "trunk": (16, 8), "scenarios": ("CL1", "CL2")},
+        {"data": "digits", "head": "chunked", "chunk_size": 300, "chunk_hidden": (16, 8), "trunk": (7, 5)},
+        {"benchmark": "split", "data": "digits", "scenarios": ("CL1", "CL2", "CL3"), "hidden": (16,)},
+    ],
+)
+def test_parameter_counts_from_the_config_are_the_models(overrides) -> None:
+    from hyperdnn.apps.continual import _make_learner, _units, count_parameters, estimate_memory
+
+    cfg = ContinualConfig(**overrides)
+    stream = make_stream(cfg.benchmark, cfg.data, cfg.tasks)
+    built = {}
+    for unit in _units(cfg):
+        learner = _make_learner(unit, cfg, stream, torch.device("cpu"))
+        for t in range(cfg.tasks):
+            learner.begin_task(t)
+        built[unit.key] = learner.num_parameters()
+    assert count_parameters(cfg) == built
+    # the memory estimate holds at least the parameters of the largest model, as float32
+    assert sum(estimate_memory(cfg).values()) > 4 * max(built.values())
+
+
+def test_a_diverging_run_still_writes_its_results(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code, err = _run(["continual", *TINY, "--num_tasks", "2", "--methods", "ewc", "--lr", "1e30", "--out", str(out)])
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["metrics"]["methods"]["ewc"]["CL1"]["matrix"]) == 2
+
+
 def test_default_config_is_the_issue_benchmark() -> None:
     cfg = ContinualConfig()
     assert (cfg.benchmark, cfg.data, cfg.tasks, cfg.scenarios) == ("permuted", "mnist5k", 10, ("CL1",))

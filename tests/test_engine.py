@@ -97,7 +97,7 @@ def test_overrides_are_typed() -> None:
         (["--steps"], ["--steps", "expected a value"]),
         (["steps", "3"], ["expected --key value pairs", "'steps'"]),
         (["--steps", "1", "--steps", "2"], ["--steps given twice"]),
-        (["--threads", "-1"], ["--threads", ">= 0"]),
+        (["--threads", "-1"], ["--threads", "expected an int in [0, ", "got -1"]),
     ],
 )
 def test_config_errors_name_expected_and_given(argv, needles) -> None:
@@ -131,7 +131,7 @@ def test_yaml_file_then_command_line(tmp_path: Path) -> None:
     path.write_text("a: [1,\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config_file(path)
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(ConfigError, match="missing.yaml' does not exist"):
         load_config_file(tmp_path / "missing.yaml")
 
 
@@ -182,6 +182,24 @@ def test_list_and_help() -> None:
         (["continual", "--device", "tpu"], ["--device", "'tpu'"]),
         (["continual", "--device", "cuda:7"], ["--device cuda:7"]),
         (["--frobnicate"], ["expected a recipe name or --list"]),
+        # every float option is finite
+        (["continual", "--lr", "inf"], ["--lr: expected a finite float, got inf"]),
+        (["continual", "--beta", "inf"], ["--beta: expected a finite float, got inf"]),
+        (["continual", "--hnet_lr", "nan"], ["--hnet_lr: expected a finite float, got nan"]),
+        (["continual", "--ewc_lambda", "1e400"], ["--ewc_lambda: expected a finite float, got inf"]),
+        # seeds that torch and numpy accept; ints of 64 bits; threads of this machine
+        (["continual", "--seed", "-1"], ["--seed: expected an int in [0, 2**32), got -1"]),
+        (["continual", "--seed", str(10**30)], ["--seed: expected an int in [0, 2**32), got 1000000000000000"]),
+        (["continual", "--seed", str(2**32)], ["--seed: expected an int in [0, 2**32), got 4294967296"]),
+        (["continual", "--batch_size", str(10**20)], ["--batch_size: expected an int in [-2**63, 2**63)"]),
+        (["continual", "--threads", "100000"], ["--threads: expected an int in [0, ", "got 100000"]),
+        # sizes the data and the memory of this machine cannot supply
+        (
+            ["continual", "--num_tasks", str(10**9)],
+            ["estimated", "of memory, more than the", "the accuracy matrices (--num_tasks 1000000000)"],
+        ),
+        (["continual", "--hidden", str(10**11)], ["estimated", "more than the", "the hypernetwork", "--hidden"]),
+        (["continual", "--task_embed_dim", str(10**11)], ["estimated", "--task_embed_dim"]),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, argv, needles) -> None:
@@ -189,6 +207,91 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, argv, needles)
     code, _, err = _run(argv + (["--out", str(out)] if len(argv) > 1 or argv[0] == "nosuch" else []))
     _assert_one_line_error(code, err, *needles)
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "content, needles",
+    [
+        (b"epochs: 1\nlr: \xff\xfe\n", ["is not UTF-8 text (byte 0xff at offset 14)"]),
+        (b"- epochs\n- 1\n", ["must hold a mapping of option: value, got a YAML list"]),
+        (b"epochs: [1,\n", ["is not valid YAML", "line 2"]),
+        (b"lr: .inf\n", ["run.yaml: lr: expected a finite float, got inf"]),
+        (None, ["does not exist"]),
+        ("folder", ["is a folder"]),
+    ],
+)
+def test_config_file_errors_are_one_line_naming_the_file(tmp_path: Path, content, needles) -> None:
+    path = tmp_path / "run.yaml"
+    if content == "folder":
+        path.mkdir()
+    elif content is not None:
+        path.write_bytes(content)
+    out = tmp_path / "run"
+    code, _, err = _run(["continual", "--config", str(path), "--out", str(out)])
+    _assert_one_line_error(code, err, str(path), *needles)
+    assert not out.exists()
+
+
+def test_seed_range_is_what_torch_and_numpy_accept() -> None:
+    import numpy as np
+
+    from hyperdnn.data.streams import make_stream
+    from hyperdnn.engine.seeding import SEED_RANGE
+
+    lo, hi = SEED_RANGE
+    for seed in (lo, hi - 1):
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        np.random.default_rng(seed)
+        assert RunOptions(seed=seed).seed == seed
+    # the permuted stream seeds torch with seed * 100003 + task: still in torch's range at the top
+    assert len(make_stream("permuted", "digits", 2, seed=hi - 1)) == 2
+    with pytest.raises(ValueError):
+        np.random.seed(hi)  # numpy's legacy seeding stops at 2**32
+    with pytest.raises(ValueError):
+        np.random.default_rng(lo - 1)  # and takes no negative seed
+    torch.manual_seed(0)
+
+
+def test_results_json_takes_any_metric(tmp_path: Path) -> None:
+    import numpy as np
+
+    @dataclass
+    class Cfg:
+        limit: float = option(float("inf"), "a limit that may be infinite", finite=False)
+
+    metrics = {
+        "nan": float("nan"),
+        "inf": [float("inf"), -float("inf"), 1.5],
+        "numpy": {"f32": np.float32(0.25), "nan32": np.float32("nan"), "i64": np.int64(3), "ok": np.bool_(True)},
+        "tensor": torch.tensor([1.0, float("inf")]),
+        "scalar": torch.tensor(2),
+        "array": np.array([[1, 2]]),
+        "nested": ({"deep": (float("nan"),)},),
+        7: "an int key",
+        "path": Path("x"),
+    }
+    recipe = Recipe("anymetric", "any metric", Cfg, lambda cfg, ctx: Outcome(metrics, ""))
+    out = tmp_path / "run"
+    _, opts = parse_run_args(recipe, ["--out", str(out), "--limit", "inf"])
+    execute(recipe, Cfg(limit=float("inf")), opts, stream=None)
+
+    def refuse(token):
+        raise AssertionError(f"results.json holds {token}")
+
+    saved = json.loads((out / "results.json").read_text(), parse_constant=refuse)
+    assert saved["config"]["limit"] is None
+    assert saved["metrics"] == {
+        "nan": None,
+        "inf": [None, None, 1.5],
+        "numpy": {"f32": 0.25, "nan32": None, "i64": 3, "ok": True},
+        "tensor": [1.0, None],
+        "scalar": 2,
+        "array": [[1, 2]],
+        "nested": [{"deep": [None]}],
+        "7": "an int key",
+        "path": "x",
+    }
 
 
 def test_tensorboard_is_optional(tmp_path: Path, monkeypatch) -> None:
@@ -223,9 +326,6 @@ def test_resume_without_or_with_corrupt_checkpoint(tmp_path: Path) -> None:
 
     out.mkdir()
     (out / "config.yaml").write_text("recipe: continual\nseed: 0\nepochs: 1\n")
-    code, _, err = _run(["continual", "--out", str(out), "--resume"])
-    _assert_one_line_error(code, err, "no checkpoint to resume")
-
     Checkpointer(out / "checkpoints").save({"w": torch.ones(3)}, {"unit": 0})
     blob = next((out / "checkpoints").glob("ckpt-*.safetensors"))
     blob.write_bytes(blob.read_bytes()[:-4] + b"oops")
@@ -243,8 +343,8 @@ def test_execute_writes_the_run_folder(tmp_path: Path) -> None:
     out = tmp_path / "toy"
     cfg, opts = parse_run_args(TOY, ["--out", str(out), "--seed", "7", "--steps", "4", "--progress", "false"])
     results = execute(TOY, cfg, opts, stream=None)
-    assert sorted(p.name for p in out.iterdir()) == [
-        "checkpoints",
+    assert sorted(p.name for p in out.iterdir()) == [  # a finished run keeps no checkpoints
+        ".lock",
         "config.yaml",
         "log.txt",
         "results.json",
@@ -327,6 +427,7 @@ def test_engine_and_recipe_modules_import() -> None:
         "engine.cli",
         "engine.config",
         "engine.checkpoint",
+        "engine.model",
         "engine.progress",
         "engine.registry",
         "engine.run",
@@ -339,3 +440,12 @@ def test_engine_and_recipe_modules_import() -> None:
         module = importlib.import_module(f"hyperdnn.{mod}")
         for name in getattr(module, "__all__", []):
             assert hasattr(module, name), (mod, name)
+
+
+@pytest.mark.parametrize("module", ["engine.checkpoint", "engine.config", "engine.model", "apps.continual"])
+def test_docstring_examples_run(module: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(f"hyperdnn.{module}"), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

@@ -44,7 +44,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -53,13 +53,14 @@ from torch.func import functional_call, grad, vmap
 
 from hyperdnn.conditioners import TaskEmbedding
 from hyperdnn.data.streams import BENCHMARKS, DEFAULT_TASKS, STREAM_DATA, Task, TaskStream, make_stream, max_tasks
-from hyperdnn.engine.checkpoint import load_optimizer_state, optimizer_state_tensors
+from hyperdnn.engine.checkpoint import Checkpoint, OptimizerState, load_optimizer_state, optimizer_state_tensors
 from hyperdnn.engine.config import option
 from hyperdnn.engine.errors import CheckpointError, UsageError
 from hyperdnn.engine.registry import Recipe, register_recipe
 from hyperdnn.engine.run import Outcome, RunContext
+from hyperdnn.engine.seeding import format_bytes, memory_limit
 from hyperdnn.heads import Chunked, Head, Once
-from hyperdnn.hypernet import HyperNetwork
+from hyperdnn.hypernet import HyperModel, HyperNetwork
 from hyperdnn.target import Target
 from hyperdnn.trunks import MLP
 
@@ -76,6 +77,12 @@ __all__ = [
     "entropy_task_inference",
     "accuracy_summary",
     "run_continual",
+    "check_config",
+    "check_state",
+    "count_parameters",
+    "estimate_memory",
+    "build_model",
+    "ContinualState",
     "SCENARIOS",
     "METHODS",
 ]
@@ -694,6 +701,8 @@ class SharedNetLearner(Learner):
         self.model.eval()
         with torch.no_grad():
             probs = self._outputs(self.model(x), tid).softmax(-1)
+        diverged = ~probs.isfinite().all(dim=-1)  # a diverged network (e.g. a huge --lr): draw uniformly
+        probs[diverged] = 1.0 / probs.shape[-1]
         y = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(self.device)
 
         def log_lik(p, xi, yi, ti):
@@ -888,6 +897,7 @@ class _Progress:
         }
 
     def load(self, state: Mapping[str, Any]) -> bool:
+        """Take over a state that :func:`check_state` accepted; returns whether it is mid-task."""
         if state.get("units") != self.units:
             raise CheckpointError(
                 f"the checkpoint is for methods/scenarios {state.get('units')}, this run has {self.units}"
@@ -914,12 +924,146 @@ def _checkpoint(ctx: RunContext, prog: _Progress, learner: Learner | None, optim
     ctx.save_checkpoint(tensors, state)
 
 
+class _StateFields(TypedDict):
+    units: list[str]
+    unit: int
+    task: int
+    epoch: int
+    mid_task: bool
+    matrices: dict[str, dict[str, list[list[float | None]]]]
+    inference: dict[str, dict[str, list[float | None]]]
+    times: dict[str, float]
+    params: dict[str, int]
+
+
+class ContinualState(_StateFields, total=False):
+    """The JSON state in every checkpoint of the ``continual`` recipe (the engine checks a
+    resumed state against this schema, then :func:`check_state` checks it against the config).
+
+    ``units``: the trained models in order (``hnet``, ``finetune/CL1`` ...); ``unit``, ``task``,
+    ``epoch``: where to continue; ``mid_task``: the checkpoint was taken inside a task (then
+    ``optimizer`` is present); ``matrices``/``inference``: accuracies so far (``null``: not yet
+    measured); ``times``: seconds per unit; ``params``: parameters per finished unit;
+    ``learner``: the current unit's size (``embeddings``, ``nets`` or ``active`` classes),
+    present while a unit is under way.
+    """
+
+    learner: dict[str, int]
+    optimizer: OptimizerState
+
+
+#: the size a learner's state records: hypernetwork task embeddings, separate networks, active classes
+_LEARNER_SIZE = {"hnet": "embeddings", "separate": "nets"}
+#: input features of each data set, and images held in memory (train + test)
+_DATA_FEATURES = {"mnist5k": 784, "digits": 64, "mnist": 784}
+_DATA_IMAGES = {"mnist5k": 5_000, "digits": 1_797, "mnist": 70_000}
+
+
+def _classes_per_task(cfg: ContinualConfig) -> int:
+    return 10 if cfg.benchmark == "permuted" else 2
+
+
+def _mlp_parameters(widths: Sequence[int]) -> int:
+    return sum(a * b + b for a, b in zip(widths, widths[1:]))
+
+
+def count_parameters(cfg: ContinualConfig) -> dict[str, int]:
+    """The trainable parameters of each model the run trains, after all tasks, computed from the
+    config alone (what results.json reports under ``parameters`` at the end).
+
+    Returns:
+        Unit key (``hnet``, ``separate``, ``finetune/CL1`` ...) -> parameter count.
+
+    Example::
+
+        >>> count_parameters(ContinualConfig(methods=("separate",)))
+        {'separate': 896100}
+    """
+    F, k, T = _DATA_FEATURES[cfg.data], _classes_per_task(cfg), cfg.tasks
+    target = _mlp_parameters([F, *cfg.hidden, k])
+    counts = {}
+    for u in _units(cfg):
+        if u.method == "hnet":
+            n = T * cfg.task_embed_dim + _mlp_parameters([cfg.task_embed_dim, *cfg.trunk])
+            code = cfg.trunk[-1]
+            if cfg.head == "once":
+                n += code * target + target
+            else:
+                chunks = -(-target // cfg.chunk_size)
+                n += chunks * cfg.chunk_embed_dim + cfg.chunk_embed_dim * cfg.chunk_hidden[0]
+                n += _mlp_parameters([code, *cfg.chunk_hidden, cfg.chunk_size])
+            counts[u.key] = n
+        elif u.method == "separate":
+            counts[u.key] = T * target
+        else:
+            counts[u.key] = _mlp_parameters([F, *cfg.hidden, k if u.scenario == "CL2" else T * k])
+    return counts
+
+
+def estimate_memory(cfg: ContinualConfig) -> dict[str, int]:
+    """A rough estimate of the run's peak memory in bytes, by part, computed from the config alone.
+
+    The parts: the images; the task stream (a permutation per task); the accuracy matrices
+    (``T x T`` per method and scenario, in memory and in every checkpoint's JSON); and the
+    largest of the models (:func:`count_parameters`) while it trains: parameters, gradients and
+    Adam's two moments, EWC's Fisher information and anchor, and for the hypernetwork also the
+    target, the weights it generates for every task at once (the regulariser's snapshot, its
+    pass, their difference and gradient, task inference) and a chunked head's activations for
+    every task. Methods train one after another, so only the largest counts. Activations of a
+    minibatch are small beside these and left out. Numbers are float32 (4 bytes).
+
+    Returns:
+        Part description (naming the options that drive it) -> bytes.
+
+    Example::
+
+        >>> parts = estimate_memory(ContinualConfig())
+        >>> 10**8 < sum(parts.values()) < 10**9
+        True
+    """
+    F, k, T = _DATA_FEATURES[cfg.data], _classes_per_task(cfg), cfg.tasks
+    target = _mlp_parameters([F, *cfg.hidden, k])
+    parts = {f"the images (--data {cfg.data})": 2 * 4 * _DATA_IMAGES[cfg.data] * F}
+    if cfg.benchmark == "permuted":
+        parts[f"the task stream (--num_tasks {T})"] = T * (8 * F + 1024)
+    matrices = sum(len(u.scenarios(cfg)) for u in _units(cfg))
+    parts[f"the accuracy matrices (--num_tasks {T})"] = 64 * matrices * T * T
+    models: dict[str, int] = {}
+    for key, n in count_parameters(cfg).items():
+        method = key.split("/")[0]
+        if method == "hnet":
+            tokens = 0
+            if cfg.head == "chunked":
+                chunks = -(-target // cfg.chunk_size)
+                tokens = T * chunks * (cfg.chunk_embed_dim + sum(cfg.chunk_hidden))
+            what = f"the hypernetwork (--head {cfg.head}, --trunk, --hidden, --task_embed_dim, --num_tasks {T})"
+            models[what] = 4 * (4 * n + 3 * target + 5 * T * target + 3 * tokens)
+        elif method == "separate":
+            models[f"the separate networks (--hidden, --num_tasks {T})"] = 4 * (n + 3 * target)
+        else:
+            models[f"the {key} network (--hidden, --num_tasks {T})"] = 4 * n * (6 if method == "ewc" else 4)
+    if models:
+        largest = max(models, key=models.__getitem__)
+        parts[largest] = models[largest]
+    return parts
+
+
 def check_config(cfg: ContinualConfig) -> None:
-    """Input the run cannot use, found before anything is written (a one-line error)."""
+    """Input the run cannot use, found before anything is written (a one-line error): more tasks
+    than the data supplies, a memory estimate (:func:`estimate_memory`) above what this machine
+    has (:func:`~hyperdnn.engine.seeding.memory_limit`), missing data or packages."""
     most = max_tasks(cfg.benchmark)
     if most is not None and cfg.tasks > most:
         raise UsageError(
             f"--num_tasks: {cfg.benchmark} {cfg.data} supplies at most {most} tasks of 2 classes, got {cfg.tasks}"
+        )
+    parts = estimate_memory(cfg)
+    total, limit = sum(parts.values()), memory_limit()
+    if limit and total > limit:
+        largest = max(parts, key=parts.__getitem__)
+        raise UsageError(
+            f"the run needs an estimated {format_bytes(total)} of memory, more than the {format_bytes(limit)} "
+            f"this machine has; the largest part is {largest}: {format_bytes(parts[largest])}"
         )
     if cfg.data == "mnist":
         from hyperdnn.data.mnist import find_mnist_files
@@ -936,8 +1080,133 @@ def check_config(cfg: ContinualConfig) -> None:
             raise UsageError(f"--data {cfg.data} needs {module}: pip install 'hyperdnn[data]'") from None
 
 
+def _unit_epochs(cfg: ContinualConfig, unit: _Unit) -> int:
+    return (cfg.joint_epochs or cfg.task_epochs) if unit.method == "joint" else cfg.task_epochs
+
+
+def _check_position(cfg: ContinualConfig, state: Mapping[str, Any], units: list[_Unit]) -> list[str]:
+    """Where the state says the run is, against the config: what does not fit."""
+    T, k, n = cfg.tasks, _classes_per_task(cfg), len(units)
+    unit, task, epoch, mid = state["unit"], state["task"], state["epoch"], state["mid_task"]
+    has_learner, has_optimizer = "learner" in state, "optimizer" in state
+    if not 0 <= unit <= n:
+        return [f"unit {unit} is not in [0, {n}] (this run trains {n} models: {', '.join(u.key for u in units)})"]
+    if unit == n:  # every model trained: only the report is left
+        if task or epoch or mid or has_learner or has_optimizer:
+            return [f"after the last unit expected task 0, epoch 0 and no learner, got task {task}, epoch {epoch}"]
+        return []
+    current = units[unit]
+    epochs = _unit_epochs(cfg, current)
+    problems = []
+    if mid:
+        last = T - 1
+        if not (0 <= task <= last and (current.method != "joint" or task == last)):
+            problems.append(f"task {task} is not a task of this run inside {current.key} (0 to {last})")
+        if not 1 <= epoch < epochs:
+            problems.append(f"epoch {epoch} is not inside a task of {epochs} epochs")
+        if not (has_learner and has_optimizer):
+            problems.append("a checkpoint inside a task needs 'learner' and 'optimizer'")
+    else:
+        if not 0 <= task <= (0 if current.method == "joint" else T):
+            problems.append(f"task {task} is not in [0, {T}]")
+        if epoch != 0:
+            problems.append(f"epoch {epoch} between tasks (expected 0)")
+        if has_optimizer:
+            problems.append("an optimizer state between tasks")
+        if has_learner != (task > 0):
+            problems.append(f"{'a' if has_learner else 'no'} learner at task {task} of {current.key}")
+    if has_learner and not problems:
+        key = _LEARNER_SIZE.get(current.method, "active")
+        size = task + 1 if mid else task
+        expected = {key: size * k if key == "active" else size}
+        if state["learner"] != expected:
+            problems.append(f"learner {state['learner']} at task {task} of {current.key} (expected {expected})")
+    return problems
+
+
+def _check_results(cfg: ContinualConfig, state: Mapping[str, Any], units: list[_Unit]) -> list[str]:
+    """The accuracies and times the state carries, against the config's units and task count."""
+    T, keys = cfg.tasks, [u.key for u in units]
+    problems = []
+    for name in ("matrices", "inference", "times"):
+        if sorted(state[name]) != sorted(keys):
+            problems.append(f"{name} for {sorted(state[name])}, expected {sorted(keys)}")
+    if not set(state["params"]) <= set(keys):
+        problems.append(f"params for {sorted(set(state['params']) - set(keys))}, which this run does not train")
+    if problems:
+        return problems
+
+    def accuracy(v: float | None) -> bool:
+        return v is None or 0.0 <= v <= 1.0
+
+    for u in units:
+        scenarios = u.scenarios(cfg)
+        mats, inf = state["matrices"][u.key], state["inference"][u.key]
+        if sorted(mats) != sorted(scenarios) or sorted(inf) != sorted(s for s in scenarios if s != "CL1"):
+            problems.append(f"{u.key}: results for scenarios {sorted(mats)}, expected {sorted(scenarios)}")
+            continue
+        for s, m in mats.items():
+            if len(m) != T or any(len(row) != T or not all(map(accuracy, row)) for row in m):
+                problems.append(f"matrices[{u.key!r}][{s!r}] is not a {T} x {T} matrix of accuracies in [0, 1]")
+        for s, row in inf.items():
+            if len(row) != T or not all(map(accuracy, row)):
+                problems.append(f"inference[{u.key!r}][{s!r}] is not {T} accuracies in [0, 1]")
+        if state["times"][u.key] < 0:
+            problems.append(f"times[{u.key!r}] is negative")
+    problems += [f"params[{key!r}] is negative" for key, v in state["params"].items() if v < 0]
+    return problems
+
+
+def check_state(cfg: ContinualConfig, checkpoint: Checkpoint) -> None:
+    """Check a checkpoint's state (already a :class:`ContinualState`) against the config: the
+    same methods and scenarios, a position (unit, task, epoch) inside the run, a learner and
+    optimizer state exactly where the run saves them, and results of the run's shape.
+
+    Raises:
+        CheckpointError: listing what does not fit.
+    """
+    state = checkpoint.state
+    units = _units(cfg)
+    if state["units"] != [u.key for u in units]:
+        raise CheckpointError(f"it is for methods/scenarios {state['units']}, this run has {[u.key for u in units]}")
+    problems = _check_position(cfg, state, units) + _check_results(cfg, state, units)
+    if problems:
+        raise CheckpointError("; ".join(problems))
+
+
+def build_model(cfg: ContinualConfig, name: str, info: Mapping[str, Any]) -> HyperModel:
+    """The untrained model a ``continual`` run saves as ``model.safetensors``: the hypernetwork
+    with one embedding per task and its target MLP, as one :class:`~hyperdnn.HyperModel`.
+
+    Args:
+        cfg: the run's config.
+        name: ``"model"`` (the only model the recipe saves).
+        info: ``in_features``, ``classes_per_task`` and ``num_tasks`` of the run's task stream.
+
+    Use :func:`hyperdnn.engine.load_model` to get the trained one::
+
+        model = load_model("runs/continual")                      # eval mode, on the CPU
+        logits = model(x, torch.tensor([t]), mode="ensemble")[0]  # (N, classes) for task t
+    """
+    if name != "model":
+        raise CheckpointError(f"the continual recipe saves one model, 'model'; got {name!r}")
+    sizes = {}
+    for key in ("in_features", "classes_per_task", "num_tasks"):
+        value = info.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CheckpointError(f"the model's info needs {key} (an int >= 1), got {value!r}")
+        sizes[key] = value
+    hnet, target = build_hypernet(cfg, sizes["in_features"], sizes["classes_per_task"])
+    if sizes["num_tasks"] > 1:
+        hnet.conditioner.add_tasks(sizes["num_tasks"] - 1)  # type: ignore[operator]
+    return HyperModel(hnet, target)
+
+
 def run_continual(cfg: ContinualConfig, ctx: RunContext) -> Outcome:
-    """The ``continual`` recipe: train every method on the stream, measure, plot, tabulate."""
+    """The ``continual`` recipe: train every method on the stream, measure, plot, tabulate.
+
+    When the hypernetwork has learned its last task it is saved with its target as
+    ``<out>/model.safetensors`` (:func:`build_model`, :func:`hyperdnn.engine.load_model`)."""
     try:
         stream = make_stream(cfg.benchmark, cfg.data, cfg.tasks, seed=ctx.seed, data_root=cfg.data_root)
     except (ValueError, FileNotFoundError) as e:
@@ -966,6 +1235,10 @@ def run_continual(cfg: ContinualConfig, ctx: RunContext) -> Outcome:
             _train_joint(cfg, ctx, stream, learner, unit, prog, resume_here and resumed_mid_task)
         else:
             _train_sequential(cfg, ctx, stream, learner, unit, prog, resume_here, resume_here and resumed_mid_task)
+        if isinstance(learner, HypernetLearner):
+            info = {"in_features": stream.in_features, "classes_per_task": stream.classes_per_task, "num_tasks": T}
+            path = ctx.save_model(HyperModel(learner.hnet, learner.target), "model", info)
+            ctx.log(f"saved the hypernetwork and its target: {path}")
         prog.params[unit.key] = learner.num_parameters()
         prog.unit, prog.task, prog.epoch = ui + 1, 0, 0
         _checkpoint(ctx, prog, None)
@@ -1251,6 +1524,9 @@ RECIPE = register_recipe(
         run=run_continual,
         check=check_config,
         description=(__doc__ or "").split("Run::")[-1].strip("\n"),
+        state_schema=ContinualState,
+        check_state=check_state,
+        build_model=build_model,
         requires={"matplotlib": "apps"},  # the heat maps; the data's own extra is checked by check_config
     )
 )

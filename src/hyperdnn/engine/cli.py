@@ -5,13 +5,15 @@
     hyperdnn run <recipe> [--key value ...] [--config file.yaml] [--out DIR] [--resume]
 
 Values come from the recipe's defaults, then the ``--config`` YAML file, then the command
-line. Bad input (an unknown recipe or option, a wrong type, data that cannot supply the
-request, a missing or corrupt checkpoint, an unusable output folder) prints one line and exits
-with status 2; nothing already on disk is overwritten.
+line. Bad input (an unknown recipe or option, a wrong type or a value out of range, data or
+memory that cannot supply the request, a corrupt or tampered checkpoint, an unusable output
+folder or one in use by another run) prints one line and exits with status 2, and nothing is
+written.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +32,7 @@ from hyperdnn.engine.config import (
 from hyperdnn.engine.errors import ConfigError, UsageError
 from hyperdnn.engine.registry import Recipe, get_recipe, list_recipes
 from hyperdnn.engine.run import RUN_KEYS_FIXED_ON_RESUME, RunOptions, execute
+from hyperdnn.engine.seeding import check_seed
 
 __all__ = ["run_command", "parse_run_args", "recipe_help"]
 
@@ -95,7 +98,7 @@ def parse_run_args(recipe: Recipe, argv: Sequence[str]) -> tuple[Any, RunOptions
     recipe_values = {k: v for k, v in values.items() if k not in run_names}
     if options.resume:
         recipe_values, seed = _reconcile_with_saved(recipe, options, recipe_values, run_values, sources)
-        options.seed = seed
+        options = dataclasses.replace(options, seed=seed)
     config = build_config(recipe.config, recipe_values, sources)
     return config, options
 
@@ -111,15 +114,18 @@ def _reconcile_with_saved(
     saved_path = out / "config.yaml"
     if not saved_path.is_file():
         raise UsageError(f"--resume: {str(out)!r} holds no run to resume (no config.yaml)")
-    saved = load_config_file(saved_path)
+    saved = load_config_file(saved_path, what="--resume")
     if saved.pop("recipe", recipe.name) != recipe.name:
         raise UsageError(f"--resume: the run in {str(out)!r} is not a {recipe.name!r} run")
     infos = {f.name: f for f in describe(recipe.config) + describe(RunOptions)}
     fixed = {f.name for f in describe(recipe.config)} | set(RUN_KEYS_FIXED_ON_RESUME)
-    saved_fixed = {k: v for k, v in saved.items() if k in fixed}
-    unknown = [k for k in saved_fixed if k not in infos]
+    unknown = sorted(k for k in saved if k not in infos)
     if unknown:
-        raise UsageError(f"--resume: the saved config in {str(out)!r} has options this version lacks: {unknown}")
+        raise ConfigError(
+            f"--resume: {str(saved_path)!r} has options this version of {recipe.name!r} lacks: "
+            f"{', '.join(unknown)} (see hyperdnn run {recipe.name} --help)"
+        )
+    saved_fixed = {k: v for k, v in saved.items() if k in fixed}
     for key, raw in {**given, **{k: v for k, v in given_run.items() if k in fixed}}.items():
         if key not in saved_fixed:
             continue
@@ -131,6 +137,7 @@ def _reconcile_with_saved(
                 f"a resumed run cannot change it (given {have!r})"
             )
     seed = coerce(saved_fixed.get("seed", options.seed), infos["seed"], f"{saved_path}: seed")
+    check_seed(seed, f"{saved_path}: seed")
     recipe_values = {k: v for k, v in saved_fixed.items() if k in {f.name for f in describe(recipe.config)}}
     for k in recipe_values:
         sources[k] = f"{saved_path}: {k}"

@@ -15,12 +15,17 @@ of those scalars. On the command line a tuple is written comma-separated (``--hi
 field's type and choices; a config's own ``__post_init__`` may raise ``ValueError`` for range
 checks. Every problem is a :class:`~hyperdnn.engine.errors.ConfigError` that names the option,
 what was expected and what was given.
+
+Two checks hold for every field of every config: a ``float`` is finite (``inf`` and ``nan``
+are refused unless the field is declared with ``option(..., finite=False)``), and an ``int``
+fits in 64 bits (what torch accepts as a size or a count).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -43,30 +48,49 @@ __all__ = [
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 _NONE = {"none", "null"}
+#: the range of an ``int`` option (a signed 64-bit integer, what torch takes for sizes and counts)
+INT_RANGE = (-(2**63), 2**63 - 1)
 
 
-def option(default: Any, help: str, *, choices: Sequence[Any] | None = None) -> Any:
+def option(default: Any, help: str, *, choices: Sequence[Any] | None = None, finite: bool = True) -> Any:
     """A config field with its default, a one-line ``help`` and optional ``choices``.
 
-    For a tuple field the choices apply to each element. Defaults must be immutable (use a
-    tuple, not a list).
+    Args:
+        default: the value when none is given; must be immutable (a tuple, not a list).
+        help: one line for ``--help``.
+        choices: the allowed values (for a tuple field: of each element).
+        finite: for a ``float`` field, refuse ``inf`` and ``nan`` (the default). Declare
+            ``finite=False`` only where the field gives them a meaning (e.g. ``inf``: no limit).
+
+    Example::
+
+        >>> from dataclasses import dataclass
+        >>> @dataclass
+        ... class C:
+        ...     lr: float = option(1e-3, "learning rate")
+        ...     clip: float = option(float("inf"), "gradient norm limit (inf: none)", finite=False)
+        >>> build_config(C, {"clip": "inf"}).clip
+        inf
     """
     if isinstance(default, (list, dict, set)):
         raise TypeError(f"option: the default must be immutable (use a tuple), got {type(default).__name__}")
     return dataclasses.field(
-        default=default, metadata={"help": help, "choices": None if choices is None else tuple(choices)}
+        default=default,
+        metadata={"help": help, "choices": None if choices is None else tuple(choices), "finite": bool(finite)},
     )
 
 
 @dataclasses.dataclass(frozen=True)
 class FieldInfo:
-    """One config field: name, resolved type, default, help text and choices."""
+    """One config field: name, resolved type, default, help text, choices, and whether a float
+    must be finite."""
 
     name: str
     type: Any
     default: Any
     help: str
     choices: tuple[Any, ...] | None
+    finite: bool = True
 
     @property
     def flag(self) -> str:
@@ -102,7 +126,16 @@ def describe(cls: type) -> list[FieldInfo]:
             raise TypeError(f"{cls.__name__}.{f.name}: config fields need a default (declare them with option())")
         tp = hints[f.name]
         _check_supported(tp, f"{cls.__name__}.{f.name}")
-        out.append(FieldInfo(f.name, tp, f.default, f.metadata.get("help", ""), f.metadata.get("choices")))
+        out.append(
+            FieldInfo(
+                f.name,
+                tp,
+                f.default,
+                f.metadata.get("help", ""),
+                f.metadata.get("choices"),
+                f.metadata.get("finite", True),
+            )
+        )
     return out
 
 
@@ -147,8 +180,19 @@ def _describe_value(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})" if not isinstance(value, str) else repr(value)
 
 
-def _scalar(value: Any, tp: type, where: str) -> Any:
-    """Coerce one scalar (a command-line string or a YAML value) to ``tp``."""
+def _scalar(value: Any, tp: type, where: str, finite: bool = True, int_range: bool = True) -> Any:
+    """Coerce one scalar (a command-line string or a YAML value) to ``tp`` and check the ranges
+    every config shares (finite floats unless ``finite`` is false, 64-bit ints unless
+    ``int_range`` is false)."""
+    out = _scalar_type(value, tp, where)
+    if tp is float and finite and not math.isfinite(out):
+        raise ConfigError(f"{where}: expected a finite float, got {out}")
+    if tp is int and int_range and not INT_RANGE[0] <= out <= INT_RANGE[1]:
+        raise ConfigError(f"{where}: expected an int in [-2**63, 2**63), got {out}")
+    return out
+
+
+def _scalar_type(value: Any, tp: type, where: str) -> Any:
     if isinstance(value, str) and tp is not str:
         text = value.strip()
         if tp is bool:
@@ -183,9 +227,11 @@ def _scalar(value: Any, tp: type, where: str) -> Any:
     raise ConfigError(f"{where}: expected {tp.__name__}, got {_describe_value(value)}")
 
 
-def coerce(value: Any, info: FieldInfo, where: str) -> Any:
+def coerce(value: Any, info: FieldInfo, where: str, int_range: bool = True) -> Any:
     """Coerce ``value`` (a command-line string or a YAML value) to the field's type and check
-    its choices. ``where`` names the source in error messages (``--epochs``, ``run.yaml: epochs``)."""
+    its choices, that a float is finite (unless the field allows otherwise) and, with
+    ``int_range``, that an int fits in 64 bits. ``where`` names the source in error messages
+    (``--epochs``, ``run.yaml: epochs``)."""
     inner, optional = _strip_optional(info.type)
     if value is None or (optional and isinstance(value, str) and value.strip().lower() in _NONE):
         if optional:
@@ -199,10 +245,10 @@ def coerce(value: Any, info: FieldInfo, where: str) -> Any:
             parts = list(value)
         else:
             parts = [value]
-        out = tuple(_scalar(p, item, where) for p in parts)
+        out = tuple(_scalar(p, item, where, info.finite, int_range) for p in parts)
         bad = [v for v in out if info.choices is not None and v not in info.choices]
     else:
-        out = _scalar(value, inner, where)
+        out = _scalar(value, inner, where, info.finite, int_range)
         bad = [out] if info.choices is not None and out not in info.choices else []
     if bad:
         choices = ", ".join(str(c) for c in info.choices or ())
@@ -275,30 +321,47 @@ def unknown_key_error(key: str, known: Sequence[str], prefix: str, where: str = 
     return ConfigError(f"{where}unknown option {prefix}{key}{hint}")
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
+def load_config_file(path: str | Path, what: str = "--config") -> dict[str, Any]:
     """Read a YAML (or JSON) mapping of option name -> value.
 
+    Args:
+        path: the file.
+        what: how messages introduce the file (``--config``, ``--resume``).
+
     Raises:
-        ConfigError: the file is missing, unreadable, not YAML, or not a mapping.
+        ConfigError: the file is missing, a folder, unreadable, not UTF-8, not YAML, or not a
+            mapping; the message names the file.
     """
     p = Path(path)
+    where = f"{what}: {str(p)!r}"
+    if not p.exists():
+        raise ConfigError(f"{where} does not exist; expected a YAML file of option: value")
+    if p.is_dir():
+        raise ConfigError(f"{where} is a folder; expected a YAML file of option: value")
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_bytes().decode("utf-8")
     except OSError as e:
-        raise ConfigError(f"--config: cannot read {str(p)!r}: {e.strerror or e}") from None
+        raise ConfigError(f"{where} cannot be read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{where} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+            "expected a YAML file of option: value"
+        ) from None
     try:
         import yaml
     except ImportError:  # pragma: no cover - pyyaml is in the apps extra
-        raise ConfigError("--config: reading YAML needs pyyaml: pip install 'hyperdnn[apps]'") from None
+        raise ConfigError(f"{what}: reading YAML needs pyyaml: pip install 'hyperdnn[apps]'") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"--config: {str(p)!r} is not valid YAML: {first}") from None
+        problem = getattr(e, "problem", None) or (str(e).strip().splitlines() or [type(e).__name__])[0]
+        mark = getattr(e, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ConfigError(f"{where} is not valid YAML: {problem}{at}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"--config: {str(p)!r} must hold a mapping of option: value, got {type(data).__name__}")
+        raise ConfigError(f"{where} must hold a mapping of option: value, got a YAML {type(data).__name__}")
     return {_normalise_key(str(k)): v for k, v in data.items()}
 
 
@@ -311,8 +374,9 @@ def build_config(cls: type, values: Mapping[str, Any], sources: Mapping[str, str
         sources: field name -> how the value was given (for messages; default ``--name``).
 
     Raises:
-        ConfigError: an unknown key, a wrong type or choice, or a range check of the config's
-            ``__post_init__``.
+        ConfigError: an unknown key, a wrong type or choice, a non-finite float, a range check
+            of the config's ``__post_init__`` (which speaks first, with the field's own range),
+            or an int beyond 64 bits.
     """
     infos = {f.name: f for f in describe(cls)}
     sources = sources or {}
@@ -320,11 +384,14 @@ def build_config(cls: type, values: Mapping[str, Any], sources: Mapping[str, str
     for key, raw in values.items():
         if key not in infos:
             raise unknown_key_error(key, list(infos), "--")
-        kwargs[key] = coerce(raw, infos[key], sources.get(key, "--" + key))
+        kwargs[key] = coerce(raw, infos[key], sources.get(key, "--" + key), int_range=False)
     try:
-        return cls(**kwargs)
+        cfg = cls(**kwargs)
     except (ValueError, TypeError) as e:
         raise ConfigError(str(e)) from None
+    for key, raw in values.items():
+        coerce(raw, infos[key], sources.get(key, "--" + key))
+    return cfg
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

@@ -14,4 +14,5 @@ class ConfigError(UsageError):
 
 
 class CheckpointError(UsageError):
-    """A checkpoint that is missing, unreadable, corrupt or from another run."""
+    """A checkpoint or saved model that is missing, unreadable, corrupt, tampered with or from
+    another run, or whose state does not fit the run's config."""

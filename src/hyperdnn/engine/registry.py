@@ -1,9 +1,11 @@
 """The recipe registry: named, runnable applications with a typed config.
 
 A :class:`Recipe` bundles a name, a one-line summary, a config dataclass, an optional cheap
-``check`` (run before anything is written) and the ``run`` function. Built-in recipes are
-imported lazily by name; other code adds its own with :func:`register_recipe`. The command
-line, the tests and the docs all enumerate :func:`list_recipes`.
+``check`` (run before anything is written) and the ``run`` function; a recipe that resumes
+declares the schema of its checkpoint state (and may check it against the config), and a
+recipe that saves a model tells the engine how to rebuild it. Built-in recipes are imported
+lazily by name; other code adds its own with :func:`register_recipe`. The command line, the
+tests and the docs all enumerate :func:`list_recipes`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from hyperdnn.engine.errors import UsageError
 from hyperdnn.extras import check_requires
 
 if TYPE_CHECKING:
+    from torch import nn
+
+    from hyperdnn.engine.checkpoint import Checkpoint
     from hyperdnn.engine.run import Outcome, RunContext
 
 __all__ = ["Recipe", "register_recipe", "get_recipe", "list_recipes"]
@@ -49,6 +54,18 @@ class Recipe:
             ``{"matplotlib": "apps"}`` (see :mod:`hyperdnn.extras`). ``execute`` checks them,
             with the engine's own, before anything is written; a missing one is a
             :class:`~hyperdnn.engine.errors.UsageError` naming what to ``pip install``.
+        state_schema: the schema of the JSON state the recipe saves in its checkpoints (a
+            ``TypedDict``, see :func:`~hyperdnn.engine.checkpoint.validate_state`); on
+            ``--resume`` the engine refuses a state that does not fit it before anything is
+            written. ``None``: any mapping.
+        check_state: ``check_state(config, checkpoint)`` raises
+            :class:`~hyperdnn.engine.errors.CheckpointError` for a checkpoint (already checked
+            against ``state_schema``) whose values do not fit the config (e.g. a position past
+            the end of the run); called before anything is written.
+        build_model: ``build_model(config, name, info) -> nn.Module``: the untrained module
+            that the recipe saved under ``name`` with
+            :meth:`~hyperdnn.engine.run.RunContext.save_model` (``info``: what it saved
+            alongside); :func:`~hyperdnn.engine.model.load_model` loads the weights into it.
     """
 
     name: str
@@ -57,6 +74,9 @@ class Recipe:
     run: Callable[[Any, RunContext], Outcome]
     check: Callable[[Any], None] | None = None
     description: str = ""
+    state_schema: Any = None
+    check_state: Callable[[Any, Checkpoint], None] | None = None
+    build_model: Callable[[Any, str, dict[str, Any]], nn.Module] | None = None
     requires: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -2,16 +2,25 @@
 
 A run folder holds::
 
+    .lock             locked (fcntl.flock) by the run that uses the folder, for the whole run
     config.yaml       the resolved config (recipe options, seed, device, threads)
     log.txt           the log lines
-    checkpoints/      latest.json + ckpt-NNNNNN.safetensors (see hyperdnn.engine.checkpoint)
+    checkpoints/      latest.json + ckpt-NNNNNN.safetensors while the run is unfinished
+                      (see hyperdnn.engine.checkpoint); removed when the run ends
+    <name>.safetensors  what the recipe trained (RunContext.save_model, see hyperdnn.engine.model)
     results.json      the recipe's metrics with the seed and config (written at the end)
     summary.md        the recipe's markdown tables
     *.png             the recipe's plots
     tensorboard/      only with --tensorboard
 
 A new run refuses a folder that already holds files; ``--resume`` continues the run in the
-folder from its last checkpoint with the config saved there.
+folder from its last checkpoint with the config saved there, or starts it again from the
+beginning (with that config) when it stopped before its first checkpoint. Every check (config,
+device, folder and its permissions, the lock, the checkpoint and its state) happens before
+anything is written; a run that is refused writes nothing, and a refusal the recipe raises
+before its first checkpoint or model undoes what the engine had written. A second run on a
+folder in use is refused. A finished run keeps no checkpoints: it can no longer be resumed, and
+what it trained is in the files the recipe saved with :meth:`RunContext.save_model`.
 """
 
 from __future__ import annotations
@@ -19,26 +28,41 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import platform
+import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
 import torch
+from torch import nn
 
-from hyperdnn.engine.checkpoint import Checkpoint, Checkpointer, atomic_write_text
-from hyperdnn.engine.config import config_to_dict, option
-from hyperdnn.engine.errors import UsageError
+from hyperdnn.engine.checkpoint import TEMP_FILE, Checkpoint, Checkpointer, atomic_write_text, validate_state
+from hyperdnn.engine.config import build_config, config_to_dict, option
+from hyperdnn.engine.errors import CheckpointError, ConfigError, UsageError
+from hyperdnn.engine.model import save_model
 from hyperdnn.engine.progress import ProgressBar, RunLogger, tensorboard_available
 from hyperdnn.engine.registry import Recipe
-from hyperdnn.engine.seeding import derive_seed, make_generator, resolve_device, seed_everything, set_threads
+from hyperdnn.engine.seeding import (
+    check_seed,
+    derive_seed,
+    make_generator,
+    max_threads,
+    resolve_device,
+    seed_everything,
+    set_threads,
+)
 from hyperdnn.extras import requirement_message
 
-__all__ = ["RunOptions", "RUN_KEYS_FIXED_ON_RESUME", "Outcome", "RunContext", "execute", "prepare_folder"]
+__all__ = ["RunOptions", "RUN_KEYS_FIXED_ON_RESUME", "LOCK_FILE", "Outcome", "RunContext", "execute", "lock_folder"]
+
+#: the file in a run folder that the run using the folder holds an exclusive lock on
+LOCK_FILE = ".lock"
 
 #: what every run needs besides the core: config.yaml (pyyaml) and checkpoints (safetensors)
 ENGINE_REQUIRES = {"yaml": "apps", "safetensors": "apps"}
@@ -50,15 +74,16 @@ class RunOptions:
 
     out: str = option("", "output folder (default: runs/<recipe>); a new run needs it empty or absent")
     resume: bool = option(False, "continue the run in --out from its last checkpoint, with its saved config")
-    seed: int = option(0, "random seed; every random number of the run derives from it")
+    seed: int = option(0, "random seed in [0, 2**32); every random number of the run derives from it")
     device: str = option("cpu", "device: cpu, cuda or cuda:N")
     threads: int = option(0, "CPU threads for torch (0: torch's default)")
     progress: bool = option(True, "show progress bars (needs tqdm)")
     tensorboard: bool = option(False, "also write TensorBoard scalars to <out>/tensorboard (needs tensorboard)")
 
     def __post_init__(self) -> None:
-        if self.threads < 0:
-            raise ValueError(f"--threads: expected an int >= 0, got {self.threads}")
+        check_seed(self.seed)
+        if not 0 <= self.threads <= max_threads():
+            raise ValueError(f"--threads: expected an int in [0, {max_threads()}] (the CPUs here), got {self.threads}")
 
 
 #: run options that a resumed run must keep (they change the numbers)
@@ -70,7 +95,9 @@ class Outcome:
     """What a recipe's ``run`` returns.
 
     Args:
-        metrics: JSON-serialisable results (NaN becomes ``null`` in results.json).
+        metrics: the results, written to results.json: numbers, strings, lists and mappings;
+            tensors and numpy values become numbers or lists, a NaN or infinity anywhere
+            becomes ``null``, and anything else its ``str``.
         summary: markdown for summary.md (tables of the main numbers).
     """
 
@@ -79,15 +106,22 @@ class Outcome:
 
 
 def _jsonable(value: Any) -> Any:
+    """``value`` as plain JSON that ``json.dumps(..., allow_nan=False)`` always accepts."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
     if isinstance(value, float):
-        return value if math.isfinite(value) else None
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, torch.Tensor):
+        return _jsonable(value.detach().cpu().tolist())
+    if isinstance(value, (np.generic, np.ndarray)):
+        return _jsonable(value.tolist())
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple, set, frozenset)):
         return [_jsonable(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return _jsonable(value.tolist())
-    return value
+    return str(value)
 
 
 class RunContext:
@@ -100,6 +134,7 @@ class RunContext:
         device: the ``torch.device`` to compute on.
         options: the :class:`RunOptions`.
         resumed: the checkpoint to continue from, or ``None`` for a fresh run.
+        config: the resolved config (what config.yaml holds).
     """
 
     def __init__(
@@ -110,6 +145,7 @@ class RunContext:
         device: torch.device,
         logger: RunLogger,
         resumed: Checkpoint | None,
+        config: Mapping[str, Any] | None = None,
     ):
         self.recipe = recipe
         self.out = out
@@ -117,8 +153,11 @@ class RunContext:
         self.seed = options.seed
         self.device = device
         self.resumed = resumed
+        self.config = dict(config or {})
         self._logger = logger
         self._checkpointer = Checkpointer(out / "checkpoints")
+        #: whether the run has saved a checkpoint or a model (from then on it is under way)
+        self.saved = False
 
     # -------------------------------------------------------------- logging
     def log(self, message: str) -> None:
@@ -151,6 +190,29 @@ class RunContext:
     def save_checkpoint(self, tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any]) -> None:
         """Atomically replace the run's checkpoint (see :class:`Checkpointer`)."""
         self._checkpointer.save(tensors, state)
+        self.saved = True
+
+    def save_model(self, module: nn.Module, name: str = "model", info: Mapping[str, Any] | None = None) -> Path:
+        """Save a trained module as ``<out>/<name>.safetensors`` (atomically), with the run's
+        resolved config and ``info`` in its metadata.
+
+        :func:`hyperdnn.engine.load_model` (``load_model(out, name)``) rebuilds it with the
+        recipe's ``build_model(config, name, info)`` and loads the weights.
+
+        Args:
+            module: what the recipe trained.
+            name: the file's stem (letters, digits, ``-`` and ``_``).
+            info: JSON-serialisable sizes or choices ``build_model`` needs besides the config.
+
+        Returns:
+            The file written.
+        """
+        if not name or not name.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"save_model: name must be letters, digits, - and _, got {name!r}")
+        path = self.path(f"{name}.safetensors")
+        save_model(path, module, self.recipe, self.config, info)
+        self.saved = True
+        return path
 
     def path(self, name: str) -> Path:
         """A path inside the run folder."""
@@ -178,33 +240,159 @@ class RunContext:
         return p
 
 
-def prepare_folder(out: Path, resume: bool) -> None:
-    """Check (and for a new run create) the run folder.
+# ---------------------------------------------------------------------- the run folder
+def lock_folder(out: Path, create: bool = True) -> int | None:
+    """Take the exclusive lock of run folder ``out`` (``fcntl.flock`` on ``out/.lock``).
+
+    Args:
+        out: the run folder (it must exist).
+        create: create ``.lock`` if it is missing; with ``False`` a missing lock file is not
+            created and ``None`` is returned.
+
+    Returns:
+        The open file descriptor holding the lock (release with ``os.close``), or ``None``
+        (no lock file and ``create=False``, or a platform without ``fcntl``).
 
     Raises:
-        UsageError: a new run's folder already holds files, a resumed run's folder has no run,
-            the run there already finished, or the folder is not writable.
+        UsageError: another process holds the lock (naming the folder), or the lock file
+            cannot be opened.
     """
-    if resume:
-        if not (out / "config.yaml").is_file():
-            raise UsageError(f"--resume: {str(out)!r} holds no run to resume (no config.yaml)")
-        if (out / "results.json").exists():
-            raise UsageError(f"--resume: the run in {str(out)!r} already finished (results.json exists)")
-    else:
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory locks
+        return None
+    path = out / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT if create else os.O_RDONLY, 0o666)
+    except FileNotFoundError:
+        if create:
+            raise UsageError(f"cannot create the lock file {str(path)!r}: the folder does not exist") from None
+        return None
+    except OSError as e:
+        raise UsageError(f"cannot open the lock file {str(path)!r}: {e.strerror or e}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise UsageError(
+            f"run folder {str(out)!r} is in use by another run (it holds {LOCK_FILE}); "
+            "wait for that run to end or choose another --out"
+        ) from None
+    return fd
+
+
+def _unlock(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+def _require_writable(path: Path, what: str) -> None:
+    if not os.access(path, os.W_OK | (os.X_OK if path.is_dir() else 0)):
+        raise UsageError(f"{what} {str(path)!r} is not writable; fix its permissions or choose another --out")
+
+
+def _foreign_entries(out: Path) -> list[str]:
+    """What a folder holds besides a lock file (a new run needs this empty)."""
+    return sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE)
+
+
+def _check_new_folder(out: Path) -> Path | None:
+    """Check that a new run can use ``out``; returns the topmost folder it has to create."""
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise UsageError(f"output folder {str(out)!r} is a file; choose another --out")
+        if _foreign_entries(out):
             raise UsageError(
                 f"output folder {str(out)!r} already holds files; pass --resume to continue the run there "
                 "or choose another --out"
             )
+        _require_writable(out, "output folder")
+        return None
+    top, parent = out, out.parent
+    while not (parent.exists() or parent.is_symlink()) and parent != parent.parent:
+        top, parent = parent, parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"cannot create output folder {str(out)!r}: {str(parent)!r} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot create output folder {str(out)!r}: {str(parent)!r} is not writable")
+    return top
+
+
+def _check_resume_folder(out: Path) -> None:
+    if not (out / "config.yaml").is_file():
+        raise UsageError(f"--resume: {str(out)!r} holds no run to resume (no config.yaml)")
+    if (out / "results.json").exists():
+        raise UsageError(f"--resume: the run in {str(out)!r} already finished (results.json exists)")
+    _require_writable(out, "run folder")
+    checkpoints = out / "checkpoints"
+    if checkpoints.exists() and not checkpoints.is_dir():
+        raise UsageError(f"--resume: {str(checkpoints)!r} is not a folder")
+    if checkpoints.is_dir():
+        _require_writable(checkpoints, "checkpoint folder")
+    if (out / "log.txt").exists():
+        _require_writable(out / "log.txt", "log file")
+
+
+def _load_resume_checkpoint(recipe: Recipe, config: Any, out: Path) -> Checkpoint | None:
+    """The checkpoint to resume from, checked against the recipe's schema and config; ``None``
+    when the run stopped before its first checkpoint."""
+    checkpointer = Checkpointer(out / "checkpoints")
+    if not checkpointer.exists():
+        return None
+    checkpoint = checkpointer.load()
+    where = f"the checkpoint in {str(checkpointer.folder)!r}"
+    if recipe.state_schema is not None:
+        validate_state(checkpoint.state, recipe.state_schema, where)
+    if recipe.check_state is not None:
         try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise UsageError(f"cannot create output folder {str(out)!r}: {e.strerror or e}") from None
-    try:
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as e:
-        raise UsageError(f"output folder {str(out)!r} is not writable: {e.strerror or e}") from None
+            recipe.check_state(config, checkpoint)
+        except CheckpointError as e:
+            raise CheckpointError(f"{where} does not fit this run: {e}") from None
+    return checkpoint
+
+
+def _snapshot(out: Path) -> dict[str, int]:
+    """Relative path -> size (-1 for folders) of everything under ``out``."""
+    if not out.is_dir():
+        return {}
+    return {str(p.relative_to(out)): (-1 if p.is_dir() else p.stat().st_size) for p in out.rglob("*")}
+
+
+def _undo(out: Path, before: dict[str, int], created: Path | None) -> None:
+    """Remove what a refused run wrote: new files and folders, lines appended to log.txt, and
+    the folders it created."""
+    for p in sorted(out.rglob("*"), key=lambda q: len(q.parts), reverse=True):
+        rel = str(p.relative_to(out))
+        if rel not in before:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+        elif rel == "log.txt" and p.stat().st_size > before[rel]:
+            os.truncate(p, before[rel])
+    if created is not None:
+        folder = out
+        while True:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+            if folder == created:
+                break
+            folder = folder.parent
+
+
+def _clean_stale(out: Path) -> tuple[int, int]:
+    """Remove the files a crash left behind (temporary files, checkpoint files that are not
+    current); returns how many and their bytes."""
+    checkpoints = out / "checkpoints"
+    sizes = {p: p.stat().st_size for p in checkpoints.iterdir() if p.is_file()} if checkpoints.is_dir() else {}
+    removed = [(p, sizes.get(p, 0)) for p in Checkpointer(checkpoints).clean()]
+    for p in sorted(out.iterdir()):
+        if p.is_file() and TEMP_FILE.fullmatch(p.name):
+            removed.append((p, p.stat().st_size))
+            p.unlink()
+    return len(removed), sum(size for _, size in removed)
 
 
 def resolved_config(recipe: Recipe, config: Any, options: RunOptions) -> dict[str, Any]:
@@ -231,37 +419,83 @@ def execute(recipe: Recipe, config: Any, options: RunOptions, stream: TextIO | N
         The content written to results.json.
 
     Raises:
-        UsageError: bad input (checked before anything is written where possible), a module
-            of :data:`ENGINE_REQUIRES` or ``recipe.requires`` that does not import.
+        UsageError: bad input, a module of :data:`ENGINE_REQUIRES` or ``recipe.requires`` that
+            does not import, a folder that cannot be used or is in use by another run, a
+            checkpoint that is corrupt, tampered with or does not fit (``recipe.state_schema``,
+            ``recipe.check_state``). All are found before anything is written; a
+            :class:`UsageError` the recipe raises before its first checkpoint or model undoes
+            what the engine wrote (new files, lines added to log.txt).
+        ConfigError: ``config`` or ``options`` fail the checks the command line applies
+            (types, choices, finite floats, ranges).
     """
     missing = requirement_message({**ENGINE_REQUIRES, **recipe.requires})
     if missing is not None:
         raise UsageError(missing)
     if not isinstance(config, recipe.config):
         raise TypeError(f"execute: expected a {recipe.config.__name__} config, got {type(config).__name__}")
+    options = _checked_options(options)
+    build_config(recipe.config, config_to_dict(config))  # the command line's checks, for a config built in code
     if recipe.check is not None:
         recipe.check(config)
     device = resolve_device(options.device)
     if options.tensorboard and not tensorboard_available():
         raise UsageError("--tensorboard needs the tensorboard package: pip install 'hyperdnn[tensorboard]'")
     out = Path(options.out or f"runs/{recipe.name}")
-    prepare_folder(out, options.resume)
-    resumed = Checkpointer(out / "checkpoints").load() if options.resume else None
-    set_threads(options.threads)
     resolved = resolved_config(recipe, config, options)
-    if not options.resume:
-        import yaml
-
-        atomic_write_text(out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
-    logger = RunLogger(
-        out / "log.txt", stream=stream, tensorboard_dir=out / "tensorboard" if options.tensorboard else None
-    )
+    resumed: Checkpoint | None = None
+    created: Path | None = None
+    if options.resume:
+        lock = lock_folder(out, create=False) if out.is_dir() else None
+        try:
+            _check_resume_folder(out)
+            resumed = _load_resume_checkpoint(recipe, config, out)
+            before = _snapshot(out)
+            if lock is None:
+                lock = lock_folder(out)
+        except BaseException:
+            _unlock(lock)
+            raise
+    else:
+        created = _check_new_folder(out)
+        before = _snapshot(out)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"cannot create output folder {str(out)!r}: {e.strerror or e}") from None
+        try:
+            lock = lock_folder(out)
+        except BaseException:
+            _undo(out, before, created)
+            raise
+        if _foreign_entries(out):  # another run started here between the check and the lock
+            _unlock(lock)
+            raise UsageError(f"output folder {str(out)!r} already holds files; choose another --out")
+    logger: RunLogger | None = None
+    ctx: RunContext | None = None
     try:
-        ctx = RunContext(recipe.name, out, options, device, logger, resumed)
-        verb = "resuming" if resumed is not None else "starting"
-        ctx.log(
-            f"{verb} {recipe.name} in {out} (seed {options.seed}, device {device}, {torch.get_num_threads()} threads)"
+        set_threads(options.threads)
+        stale, stale_bytes = _clean_stale(out) if options.resume else (0, 0)
+        if not options.resume:
+            import yaml
+
+            atomic_write_text(out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+        (out / "checkpoints").mkdir(exist_ok=True)
+        logger = RunLogger(
+            out / "log.txt", stream=stream, tensorboard_dir=out / "tensorboard" if options.tensorboard else None
         )
+        ctx = RunContext(recipe.name, out, options, device, logger, resumed, resolved)
+        setup = f"seed {options.seed}, device {device}, {torch.get_num_threads()} threads"
+        if resumed is not None:
+            ctx.log(f"resuming {recipe.name} in {out} ({setup})")
+        elif options.resume:
+            ctx.log(
+                f"restarting {recipe.name} in {out} from the beginning with its saved config: it stopped before "
+                f"its first checkpoint ({setup})"
+            )
+        else:
+            ctx.log(f"starting {recipe.name} in {out} ({setup})")
+        if stale:
+            ctx.log(f"removed {stale} file(s) a crash left behind ({stale_bytes / 1e6:.1f} MB)")
         start = time.perf_counter()
         outcome = recipe.run(config, ctx)
         if not isinstance(outcome, Outcome):
@@ -278,14 +512,34 @@ def execute(recipe: Recipe, config: Any, options: RunOptions, stream: TextIO | N
                 "torch": torch.__version__,
                 "python": platform.python_version(),
             },
-            "metrics": _jsonable(dict(outcome.metrics)),
+            "metrics": dict(outcome.metrics),
         }
+        results = _jsonable(results)
         atomic_write_text(out / "summary.md", outcome.summary)
         atomic_write_text(out / "results.json", json.dumps(results, indent=1, allow_nan=False))
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)  # a finished run cannot be resumed
         ctx.log(f"done in {results['wall_time_s']:.1f}s: {out / 'results.json'}, {out / 'summary.md'}")
         return results
+    except UsageError:
+        if ctx is None or not ctx.saved:  # refused before the run got under way: leave the folder as it was
+            if logger is not None:
+                logger.close()
+            _undo(out, before, created)
+        raise
     finally:
-        logger.close()
+        if logger is not None:
+            logger.close()
+        _unlock(lock)
+
+
+def _checked_options(options: RunOptions) -> RunOptions:
+    """``options`` checked again (a :class:`RunOptions` may have been changed after it was built)."""
+    if not isinstance(options, RunOptions):
+        raise TypeError(f"execute: expected RunOptions, got {type(options).__name__}")
+    try:
+        return dataclasses.replace(options)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(str(e)) from None
 
 
 def _version() -> str:
