@@ -354,7 +354,10 @@ def _check(value: Any, schema: Any, path: str, problems: list[str]) -> None:
         if not isinstance(value, dict):
             problems.append(f"{path}: expected a mapping, got {_given(value)}")
             return
-        hints = typing.get_type_hints(schema)
+        try:
+            hints = typing.get_type_hints(schema)
+        except NameError as e:
+            raise TypeError(f"validate_state: the annotations of {schema.__name__} cannot be resolved ({e})") from None
         missing = sorted(set(schema.__required_keys__) - set(value))
         unknown = sorted(set(value) - set(hints))
         if missing:
