@@ -405,14 +405,14 @@ class _State(_Required, total=False):
 
 
 def test_validate_state_names_every_mismatch() -> None:
-    State = _State
     good = {"step": 1, "losses": [0.5, None, 2], "inner": {"n": 3}, "table": {"a": [1]}, "extra": {"x": []}}
-    validate_state(good, State)
-    validate_state({k: v for k, v in good.items() if k != "extra"}, State)
+    validate_state(good, _State)
+    validate_state({k: v for k, v in good.items() if k != "extra"}, _State)
     bad = {"step": True, "losses": [float("nan"), "x"], "inner": {}, "table": {"a": [1.5]}, "other": 0}
     with pytest.raises(CheckpointError) as info:
-        validate_state(bad, State, "the test")
+        validate_state(bad, _State, "the test state")
     message = str(info.value)
+    assert message.startswith("the test state does not fit: ")
     for needle in [
         "state: unexpected 'other'",
         "state['step']: expected int, got True (bool)",

@@ -374,7 +374,7 @@ def _check(value: Any, schema: Any, path: str, problems: list[str]) -> None:
         problems.append(f"{path}: expected {_schema_name(schema)}, got {_given(value)}")
 
 
-def validate_state(state: Any, schema: Any, where: str = "the checkpoint") -> None:
+def validate_state(state: Any, schema: Any, where: str = "the state") -> None:
     """Check a JSON state against a schema written as type annotations.
 
     Args:
@@ -398,13 +398,13 @@ def validate_state(state: Any, schema: Any, where: str = "the checkpoint") -> No
         >>> validate_state({"epoch": "3"}, State)
         Traceback (most recent call last):
         ...
-        hyperdnn.engine.errors.CheckpointError: the checkpoint's state does not fit this recipe: state: missing 'losses'; state['epoch']: expected int, got '3' (str)
+        hyperdnn.engine.errors.CheckpointError: the state does not fit: state: missing 'losses'; state['epoch']: expected int, got '3' (str)
     """
     problems: list[str] = []
     _check(state, schema, "state", problems)
     if problems:
         more = f"; and {len(problems) - 8} more" if len(problems) > 8 else ""
-        raise CheckpointError(f"{where}'s state does not fit this recipe: {'; '.join(problems[:8])}{more}")
+        raise CheckpointError(f"{where} does not fit: {'; '.join(problems[:8])}{more}")
 
 
 # ---------------------------------------------------------------------- optimizers
@@ -451,7 +451,7 @@ def load_optimizer_state(
         CheckpointError: ``meta`` is not an :class:`OptimizerState`, or the saved state does
             not fit the optimizer's parameters.
     """
-    validate_state(meta, OptimizerState, "the optimizer")
+    validate_state(meta, OptimizerState, "the checkpoint's optimizer state")
     state: dict[int, dict[str, Any]] = {}
     for idx in meta["indices"]:
         entry: dict[str, Any] = dict(meta["scalars"].get(str(idx), {}))

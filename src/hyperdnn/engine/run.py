@@ -340,7 +340,7 @@ def _load_resume_checkpoint(recipe: Recipe, config: Any, out: Path) -> Checkpoin
     if not checkpointer.exists():
         return None
     checkpoint = checkpointer.load()
-    where = f"the checkpoint in {str(checkpointer.folder)!r}"
+    where = f"the state of the checkpoint in {str(checkpointer.folder)!r}"
     if recipe.state_schema is not None:
         validate_state(checkpoint.state, recipe.state_schema, where)
     if recipe.check_state is not None:
