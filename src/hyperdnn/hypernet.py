@@ -398,19 +398,14 @@ class HyperModel(nn.Module):
             return self._run(mode, weights, flat.shape[0], batched, args, kwargs)
 
     def _run(self, mode: str, weights: dict[str, torch.Tensor], n: int, batched: bool, args: tuple, kwargs) -> Any:
-        # The weights come from a hypernet of the target's own spec (checked at construction),
-        # so the target's internal entry points skip re-validating them on every call.
-        if mode == "shared" or (mode == "auto" and not batched):
-            if batched:
-                return self.target.shared(weights, *args, **kwargs)  # raises: batched weights
-            return self.target._shared(weights, args, kwargs)
-        if not batched:
-            if mode == "ensemble":
-                return self.target.ensemble(weights, *args, **kwargs)  # raises: unbatched weights
-            return self.target.per_sample(weights, *args, **kwargs)  # raises: unbatched weights
-        if mode == "ensemble" or (mode == "auto" and isinstance(self.hypernet.conditioner, Noise)):
-            return self.target._ensemble(weights, n, args, kwargs)
-        return self.target._per_sample(weights, n, args, kwargs)
+        # The weights come from a hypernet of the target's own spec (checked at construction):
+        # the trusted path skips re-validating them on every call.
+        if mode == "auto":
+            if not batched:
+                mode = "shared"
+            else:
+                mode = "ensemble" if isinstance(self.hypernet.conditioner, Noise) else "per_sample"
+        return self.target.run(weights, *args, mode=mode, validate=False, **kwargs)
 
     def _run_per_task(
         self, ids: torch.Tensor, keys: list[int], weights: dict[str, torch.Tensor], mode: str, args: tuple, kwargs

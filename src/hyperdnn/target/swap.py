@@ -1,0 +1,344 @@
+"""Running a call: the swaps a call enters and always leaves.
+
+A call enters a :class:`Frame`: the weight swap (shared: the generated tensors go into their
+owners' parameter slots) or the forward swaps (grouped: each planned layer's ``forward`` is
+replaced by its kernel, an instance attribute). :class:`Active` enters frames and restores
+everything on exit, also after an error: parameters, forwards, and what layers cache from
+their parameters (RNN flat weights, the attribute a legacy hook writes).
+
+Frames of the running calls are kept per thread, so that ``torch.utils.checkpoint`` called
+inside the module can hand its recomputation a function that re-enters them: while at least
+one call runs, checkpoint's two entry points (``CheckpointFunction`` and
+``_checkpoint_without_reentrant_generator``) are replaced by stand-ins (counted across
+threads, restored when the last call ends; outside calls they delegate unchanged). Grouped
+calls also turn off the fused inference path of attention and transformer layers, which reads
+the layers' own parameters instead of calling their (replaced) forwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import torch
+import torch.utils.checkpoint as _checkpoint
+from torch import nn
+
+from hyperdnn.target.kernels import GroupedCall
+from hyperdnn.target.plan import SWAP_MARK, PlanEntry
+from hyperdnn.target.structure import Structure
+from hyperdnn.target.vmap import Dims, bypassing, run_vmapped
+
+__all__ = ["Frame", "Active", "hooked"]
+
+_MISSING = object()
+_LOCAL = threading.local()  # .frames: the running calls of this thread, innermost last
+
+
+def _running_frames() -> list:
+    frames = getattr(_LOCAL, "frames", None)
+    if frames is None:
+        frames = _LOCAL.frames = []
+    return frames
+
+
+class _Switch:
+    """A process-wide setting changed while at least one call needs it (counted, locked)."""
+
+    def __init__(self, turn_on: Callable[[], Any], turn_off: Callable[[Any], None]):
+        self._lock = threading.Lock()
+        self._users = 0
+        self._turn_on, self._turn_off = turn_on, turn_off
+        self._saved: Any = None
+
+    def acquire(self) -> None:
+        with self._lock:
+            if self._users == 0:
+                self._saved = self._turn_on()
+            self._users += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                self._turn_off(self._saved)
+                self._saved = None
+
+
+_CHECKPOINT_FUNCTION = _checkpoint.CheckpointFunction
+_CHECKPOINT_GENERATOR = _checkpoint._checkpoint_without_reentrant_generator
+
+
+class _CheckpointFunctionInCall:
+    """Stands in for ``torch.utils.checkpoint.CheckpointFunction`` (``use_reentrant=True``)
+    while a call runs: the generated tensors become extra inputs of the checkpointed function,
+    which re-enters the running calls' swaps with them, so the recomputation in backward
+    reads them and their gradients flow back."""
+
+    @staticmethod
+    def apply(function, preserve_rng_state, *args):
+        frames = tuple(getattr(_LOCAL, "frames", ()))
+        if not frames:
+            return _CHECKPOINT_FUNCTION.apply(function, preserve_rng_state, *args)
+        if torch._C._are_functorch_transforms_active():
+            return function(*args)  # under vmap: no recomputation (functorch cannot run it)
+        n = len(args)
+        tensors = [t for f in frames for t in f.tensors()]
+
+        def run(*inputs):
+            it = iter(inputs[n:])
+            with Active(tuple(f.rebound(it) for f in frames)):
+                return function(*inputs[:n])
+
+        return _CHECKPOINT_FUNCTION.apply(run, preserve_rng_state, *args, *tensors)
+
+
+def _checkpoint_generator_in_call(function, *rest, **kwargs):
+    """Stands in for ``torch.utils.checkpoint._checkpoint_without_reentrant_generator``
+    (``use_reentrant=False``) while a call runs: the recomputation re-enters the running
+    calls' swaps (the forward itself runs inside the call)."""
+    frames = tuple(getattr(_LOCAL, "frames", ()))
+    if not frames:
+        return _CHECKPOINT_GENERATOR(function, *rest, **kwargs)
+    if torch._C._are_functorch_transforms_active():
+        return _no_recomputation()
+
+    def run(*a, **k):
+        with Active(frames):
+            return function(*a, **k)
+
+    return _CHECKPOINT_GENERATOR(run, *rest, **kwargs)
+
+
+def _no_recomputation():
+    yield  # checkpoint runs the function once, saving its activations as usual
+
+
+def _checkpoint_on():
+    saved = (_checkpoint.CheckpointFunction, _checkpoint._checkpoint_without_reentrant_generator)
+    _checkpoint.CheckpointFunction = _CheckpointFunctionInCall
+    _checkpoint._checkpoint_without_reentrant_generator = _checkpoint_generator_in_call
+    return saved
+
+
+def _checkpoint_off(saved) -> None:
+    _checkpoint.CheckpointFunction, _checkpoint._checkpoint_without_reentrant_generator = saved
+
+
+def _fastpath_off():
+    saved = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    return saved
+
+
+_CHECKPOINT_SWITCH = _Switch(_checkpoint_on, _checkpoint_off)
+_FASTPATH_SWITCH = _Switch(_fastpath_off, torch.backends.mha.set_fastpath_enabled)
+
+
+class Frame:
+    """One running call: its structure, weights and how it runs.
+
+    Args:
+        structure: the module's :class:`~hyperdnn.target.structure.Structure`.
+        weights: spec name -> tensor.
+        groups: ``None`` for a shared call (one weight set, unbatched), else ``G``.
+        per_group_norm, channels_last, batch_dim: see :class:`~hyperdnn.target.kernels.GroupedCall`.
+    """
+
+    __slots__ = ("structure", "weights", "groups", "per_group_norm", "channels_last", "batch_dim")
+
+    def __init__(
+        self,
+        structure: Structure,
+        weights: Mapping[str, torch.Tensor],
+        groups: int | None = None,
+        per_group_norm: bool = False,
+        channels_last: bool = False,
+        batch_dim: int = 0,
+    ):
+        self.structure, self.weights, self.groups = structure, weights, groups
+        self.per_group_norm, self.channels_last, self.batch_dim = per_group_norm, channels_last, batch_dim
+
+    def swap(self) -> _ParameterSwap | _ForwardSwap:
+        return _ParameterSwap(self) if self.groups is None else _ForwardSwap(self)
+
+    def tensors(self) -> list[torch.Tensor]:
+        """The weights in spec order."""
+        return [self.weights[n] for n in self.structure.own]
+
+    def rebound(self, it: Iterator[torch.Tensor]) -> Frame:
+        """This frame with the next tensors of ``it`` as its weights (in spec order)."""
+        weights = {n: next(it) for n in self.structure.own}
+        return Frame(self.structure, weights, self.groups, self.per_group_norm, self.channels_last, self.batch_dim)
+
+
+class Active:
+    """Enter ``frames``' swaps; restore everything on exit, also after an error."""
+
+    __slots__ = ("frames", "_exits", "_depth", "_fast")
+
+    def __init__(self, frames: tuple[Frame, ...]):
+        self.frames = frames
+
+    def __enter__(self) -> None:
+        self._fast = any(f.groups is not None and f.structure.no_fastpath for f in self.frames)
+        _CHECKPOINT_SWITCH.acquire()
+        if self._fast:
+            _FASTPATH_SWITCH.acquire()
+        stack = _running_frames()
+        self._depth = len(stack)
+        self._exits = []
+        try:
+            for f in self.frames:
+                cm = f.swap()
+                cm.__enter__()
+                self._exits.append(cm)
+                stack.append(f)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+
+    def __exit__(self, *exc) -> None:
+        try:
+            for cm in reversed(self._exits):
+                cm.__exit__(None, None, None)
+        finally:
+            del _running_frames()[self._depth :]
+            if self._fast:
+                _FASTPATH_SWITCH.release()
+            _CHECKPOINT_SWITCH.release()
+
+
+def _save_caches(structure: Structure) -> list | None:
+    """What the module caches from its parameters: RNN flat weights and the attributes legacy
+    hooks write. A forward re-derives both, so after a call they would hold generated tensors
+    until the module's next forward; a call restores them."""
+    if not structure.rnn and not structure.legacy:
+        return None
+    saved: list = [(o, "_flat_weights", o.__dict__.get("_flat_weights", _MISSING)) for o in structure.rnn]
+    saved += [(o, "_flat_weight_refs", o.__dict__.get("_flat_weight_refs", _MISSING)) for o in structure.rnn]
+    saved += [(m, name, m.__dict__.get(name, _MISSING)) for m, name in structure.legacy]
+    return saved
+
+
+def _restore_caches(saved: list | None) -> None:
+    for m, name, value in saved or ():
+        if value is _MISSING:
+            m.__dict__.pop(name, None)
+        else:
+            m.__dict__[name] = value
+
+
+class _ParameterSwap:
+    """Put the frame's weights into the owners' parameter slots until exit; always restored
+    (``torch.func.functional_call``'s swap, with the owners resolved once per structure)."""
+
+    __slots__ = ("frame", "_saved", "_caches")
+
+    def __init__(self, frame: Frame):
+        self.frame = frame
+
+    def __enter__(self) -> None:
+        structure = self.frame.structure
+        self._caches = _save_caches(structure)
+        saved = self._saved = []
+        weights = self.frame.weights
+        try:
+            for owner, attr, canon in structure.slots:
+                params = owner._parameters
+                saved.append((params, attr, params[attr]))
+                params[attr] = weights[canon]
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        for params, attr, orig in reversed(self._saved):
+            params[attr] = orig
+        _restore_caches(self._caches)
+
+
+def _grouped_forward(entry: PlanEntry, frame: Frame) -> Callable[..., Any]:
+    """The forward a grouped call puts on ``entry``'s layer: its kernel (or vmap) over the
+    frame's weights, or the layer's own forward inside a vmapped subtree."""
+    module, G = entry.module, frame.groups
+    weights = {local: frame.weights[canon] for local, canon in entry.names.items()}
+    own = entry.forward or type(module).forward.__get__(module)
+    if entry.kernel is None:
+        dims = entry.vmap_dims or Dims(frame.batch_dim, frame.batch_dim)
+
+        def run(call: GroupedCall, *args, **kwargs):
+            return run_vmapped(module, call.weights, G, dims, args, kwargs)
+    else:
+        run = entry.kernel.run
+    call = GroupedCall(module, weights, G, frame.batch_dim, frame.per_group_norm, frame.channels_last)
+    derived, sources = entry.derived, entry.sources
+
+    def forward(*args, **kwargs):
+        if bypassing():
+            return own(*args, **kwargs)
+        if not derived:
+            return run(call, *args, **kwargs)
+        g = {k: v for k, v in weights.items() if k not in sources}
+        for d in derived:
+            g[d.name] = d.compute(weights, G)
+        return run(dataclasses.replace(call, weights=g), *args, **kwargs)
+
+    setattr(forward, SWAP_MARK, True)
+    return forward
+
+
+class _ForwardSwap:
+    """Replace each planned layer's ``forward`` (an instance attribute) until exit; restore
+    the forwards and the layers' parameter caches, also after an error."""
+
+    __slots__ = ("frame", "_saved", "_caches")
+
+    def __init__(self, frame: Frame):
+        self.frame = frame
+
+    def __enter__(self) -> None:
+        structure = self.frame.structure
+        training = [name for name, m in structure.spectral if m.training]
+        if training:
+            raise ValueError(
+                f"Target: the spectral_norm parametrisation of {training} runs its power iteration in "
+                "training mode, updating one pair of vectors in place; with batched weights call .eval() "
+                "on the module first, or use shared weights"
+            )
+        swaps = [(e.module, _grouped_forward(e, self.frame)) for e in structure.plan]
+        self._caches = _save_caches(structure)
+        saved = self._saved = []
+        try:
+            for module, forward in swaps:
+                saved.append((module, module.__dict__.get("forward", _MISSING)))
+                module.__dict__["forward"] = forward
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        for module, prev in reversed(self._saved):
+            if prev is _MISSING:
+                module.__dict__.pop("forward", None)
+            else:
+                module.__dict__["forward"] = prev
+        _restore_caches(self._caches)
+
+
+def hooked(module: nn.Module) -> bool:
+    """Whether calling ``module`` would run hooks (its own or global ones)."""
+    from torch.nn.modules import module as _m
+
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or module._backward_hooks
+        or module._backward_pre_hooks
+        or _m._global_forward_hooks
+        or _m._global_forward_pre_hooks
+        or _m._global_backward_hooks
+        or _m._global_backward_pre_hooks
+    )

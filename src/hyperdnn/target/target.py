@@ -1,0 +1,515 @@
+"""The :class:`Target`: a module whose selected parameters come from outside.
+
+Checks at the public entry point, dispatch to the execution mode, the shared weight swap or
+the grouped forward swaps (:mod:`hyperdnn.target.swap`), empty batches, the ensemble's shared
+first layer, and export (:meth:`Target.materialize`).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils import _pytree as pytree
+
+from hyperdnn.spec import Selection, WeightSpec, _normalize_selection
+from hyperdnn.target.kernels import CONV, CONVOLUTION, LINEAR, from_grouped_channels
+from hyperdnn.target.reparam import legacy_hooks
+from hyperdnn.target.structure import Structure
+from hyperdnn.target.swap import Active, Frame, hooked
+
+__all__ = ["Target", "MODES"]
+
+MODES = ("auto", "shared", "per_sample", "ensemble")
+"""Values of ``Target.run(..., mode=...)``."""
+
+_FROM_SPEC = object()  # Target built from an explicit spec, not from a selection
+
+
+class Target(nn.Module):
+    """A functional view of ``module`` whose selected parameters come from outside.
+
+    Args:
+        module: any ``nn.Module``. It is kept as a submodule (so ``.to()`` moves it and its
+            other parameters and buffers train as usual); see "What a call changes" below.
+        select: which parameters are generated; see :meth:`WeightSpec.from_module`.
+        spec: a prebuilt :class:`WeightSpec` (instead of ``select``).
+        batch_dim: where the module's inputs and outputs carry their batch (an int ``>= 0``,
+            default 0). Layers that read their input layout-free (``Linear``, ``LayerNorm``,
+            ``Embedding``, modules run under vmap) find the batch there; layers with a batch
+            position of their own keep it: convolutions, ``BatchNorm`` and ``GroupNorm`` at
+            dim 0, ``MultiheadAttention`` and ``RNN``/``GRU``/``LSTM`` per ``batch_first``.
+        per_sample: ``"auto"`` (grouped fast paths, vmap for other layers) or ``"vmap"``
+            (the whole module under ``torch.func.vmap``; a reference path).
+        channels_last: run convolutions in channels-last memory layout: 4-D (5-D) floating
+            point inputs are converted with ``.to(memory_format=torch.channels_last)``
+            (``channels_last_3d``) at every call, and the grouped per-sample and ensemble
+            convolutions keep that layout. Results are the same; on CPU (oneDNN) this is
+            often much faster for convolutions, on GPU it depends on the card and dtype.
+            Generated conv weights keep their own layout (converting them costs more than
+            it saves).
+
+    One entry point, :meth:`run`, takes the mode: ``target.run(weights, *inputs,
+    mode="shared" | "per_sample" | "ensemble" | "auto")``. ``target(weights, *inputs)`` is
+    ``mode="auto"`` (weights without batch dims run shared, weights ``(B, ...)`` per sample on
+    inputs of batch ``B``); :meth:`shared`, :meth:`per_sample` and :meth:`ensemble` name
+    the mode. Every weight must have the dtype and device of the
+    module's own parameter of that name. An empty batch (``B = 0``, or ``K = 0`` or
+    ``N = 0`` in an ensemble) returns the empty result plain PyTorch returns.
+
+    What a call changes: exactly what the module's own forward would change in its buffers
+    (in training mode, ``BatchNorm`` running statistics and ``num_batches_tracked``, unless
+    per-context statistics are in use). Never changed: parameters (objects and values; the
+    module's copies of generated tensors are never read and receive no gradient), the module
+    tree, ``forward`` methods, hooks, and what modules cache from their parameters (RNN flat
+    weights, the attribute a legacy ``weight_norm`` hook writes): for the duration of a call
+    parameters and forwards are swapped and they are restored in ``finally``, also when the
+    call fails.
+
+    Supported inside the module, in every mode:
+
+    * ``torch.utils.checkpoint`` (either ``use_reentrant``): during a call, checkpoint is handed
+      a function that re-enters the call's swap, so the recomputation in backward reads the
+      generated tensors (with ``use_reentrant=True`` they are also passed as inputs of the
+      checkpointed function, so their gradients flow back). Gradients equal those without
+      checkpointing. Inside a part that runs under vmap, checkpoint cannot recompute and runs
+      that part without checkpointing (exact, without the memory saving).
+    * ``torch.nn.utils.parametrize`` parametrisations (``parametrizations.weight_norm``,
+      ``orthogonal``, your own): generate the originals (their names are what
+      ``named_parameters()`` lists); per sample each set is parametrised on its own.
+      ``parametrizations.spectral_norm`` runs per sample only in eval mode (in training mode
+      its power iteration updates one pair of vectors in place).
+    * Legacy hooks: ``torch.nn.utils.weight_norm`` (generate ``weight_g``/``weight_v``) and
+      ``torch.nn.utils.prune`` (generate ``weight_orig``); the legacy ``spectral_norm`` hook
+      runs shared only, and one on a ``MultiheadAttention``'s ``out_proj`` is refused (attention
+      reads ``out_proj.weight`` without calling ``out_proj``, so the hook never applies).
+
+    The structure the module had at construction is checked at every call (the class of
+    each module and the identities of its submodules and parameters: about 1.5 us for a
+    3-layer MLP, 16 us for a 6-layer ``TransformerEncoder``).
+    After a change (a layer replaced, a parameter or parametrisation added) the call
+    re-plans when the generated tensors are still parameters of the same names and shapes
+    (and, when built from ``select``, the selection still gives exactly them), and raises a
+    ``ValueError`` naming the differences otherwise.
+
+    Example::
+
+        >>> import torch, torch.nn as nn
+        >>> from hyperdnn import Target
+        >>> target = Target(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)))
+        >>> w = {k: torch.randn(8, *s) for k, s in target.spec.shapes.items()}
+        >>> target(w, torch.randn(8, 3)).shape           # weight set b for sample b
+        torch.Size([8, 2])
+        >>> target.ensemble(w, torch.randn(5, 3)).shape  # 8 members on one batch of 5
+        torch.Size([8, 5, 2])
+        >>> net = target.materialize({k: v[0] for k, v in w.items()})  # a plain nn.Module
+        >>> type(net).__name__
+        'Sequential'
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        select: Selection = None,
+        *,
+        spec: WeightSpec | None = None,
+        batch_dim: int = 0,
+        per_sample: str = "auto",
+        channels_last: bool = False,
+    ):
+        super().__init__()
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"Target: expected an nn.Module, got {type(module).__name__}")
+        if isinstance(batch_dim, bool) or not isinstance(batch_dim, int):
+            raise TypeError(f"Target: batch_dim must be an int >= 0, got {batch_dim!r} ({type(batch_dim).__name__})")
+        if batch_dim < 0:
+            raise ValueError(
+                f"Target: batch_dim must be an int >= 0, got {batch_dim} (count from the front: a negative "
+                "dim would point at different dims for inputs of different rank)"
+            )
+        if not isinstance(per_sample, str):
+            raise TypeError(
+                f"Target: per_sample must be 'auto' or 'vmap', got {per_sample!r} ({type(per_sample).__name__})"
+            )
+        if per_sample not in ("auto", "vmap"):
+            raise ValueError(f"Target: per_sample must be 'auto' or 'vmap', got {per_sample!r}")
+        if not isinstance(channels_last, bool):
+            raise TypeError(f"Target: channels_last must be a bool, got {type(channels_last).__name__}")
+        if spec is None:
+            _normalize_selection(select, where="Target")
+            spec = WeightSpec.from_module(module, select)
+            self._select: Any = select
+        else:
+            if select is not None:
+                raise ValueError(f"Target: pass either select or spec, not both (got select={select!r} and a spec)")
+            if not isinstance(spec, WeightSpec):
+                raise TypeError(f"Target: spec must be a WeightSpec, got {type(spec).__name__}")
+            params = dict(module.named_parameters())
+            bad = [t.name for t in spec if t.name not in params or tuple(params[t.name].shape) != t.shape]
+            if bad:
+                raise ValueError(f"Target: spec tensors {bad} are not parameters of the module with those shapes")
+            self._select = _FROM_SPEC
+        self.module = module
+        self._spec = spec
+        self.batch_dim = batch_dim
+        self.per_sample_mode = per_sample
+        self.channels_last = channels_last
+        self._built: Structure | None = Structure(module, spec, per_sample == "vmap")
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_built"] = None  # rebuilt on the next call
+        return state
+
+    @property
+    def spec(self) -> WeightSpec:
+        """The :class:`WeightSpec` of the generated tensors."""
+        return self._spec
+
+    def default_weights(self) -> dict[str, torch.Tensor]:
+        """The module's own current values of the generated tensors (detached copies)."""
+        own = self._current().own
+        return {t.name: own[t.name].detach().clone() for t in self._spec}
+
+    # ------------------------------------------------------------------ calling
+
+    # ------------------------------------------------------------------ calling
+    def run(
+        self,
+        weights: Mapping[str, torch.Tensor],
+        *args: Any,
+        mode: str = "auto",
+        validate: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        """Run the module on ``args``/``kwargs`` with ``weights``, in ``mode``.
+
+        Args:
+            weights: spec name -> tensor, each of the spec's shape (``"shared"``), or with one
+                leading batch dim: ``(B, *shape)`` (``"per_sample"``) or ``(K, *shape)``
+                (``"ensemble"``); of the dtype and on the device of the module's own parameter.
+            *args, **kwargs: the module's inputs (per sample: of batch ``B`` at ``batch_dim``;
+                ensemble: one shared batch ``N``). Keyword inputs named ``mode`` or
+                ``validate`` reach the module through :meth:`shared`, :meth:`per_sample`,
+                :meth:`ensemble` or ``target(...)`` instead.
+            mode: ``"shared"`` (one weight set for the whole batch), ``"per_sample"`` (set
+                ``b`` for sample ``b``), ``"ensemble"`` (``K`` sets on one shared batch), or
+                ``"auto"`` (shared without a batch dim, per sample with one).
+            validate: check the names, shapes, dtypes and devices of every weight (one pass
+                over the mapping). ``False`` trusts them (weights generated for this spec, as
+                :class:`~hyperdnn.hypernet.HyperModel` passes); the batch dims are still
+                checked against ``mode``.
+
+        Returns:
+            What the module returns; per sample, sample ``b`` computed with weight set ``b``;
+            ensemble, every output tensor ``(K, N, ...)``: the member dim first, then the
+            output's own dims with its batch at ``batch_dim + 1``.
+
+        Raises:
+            TypeError, ValueError: an unknown mode; wrong names (all listed), shapes, dtypes or
+                devices of the weights; batch dims that do not fit the mode; a batch that
+                does not match the inputs'.
+
+        Example::
+
+            >>> import torch, torch.nn as nn
+            >>> from hyperdnn import Target
+            >>> target = Target(nn.Linear(3, 2))
+            >>> w = {"weight": torch.randn(4, 2, 3), "bias": torch.randn(4, 2)}
+            >>> target.run(w, torch.randn(4, 3), mode="per_sample").shape
+            torch.Size([4, 2])
+            >>> target.run(w, torch.randn(7, 3), mode="ensemble").shape
+            torch.Size([4, 7, 2])
+        """
+        return self._run(weights, args, kwargs, mode, validate)
+
+    def forward(self, weights: Mapping[str, torch.Tensor], *args: Any, **kwargs: Any) -> Any:
+        """``run(weights, *args, mode="auto", **kwargs)``: shared if the weights have no batch
+        dim, else per sample (see :meth:`run`)."""
+        return self._run(weights, args, kwargs, "auto", True)
+
+    def shared(self, weights: Mapping[str, torch.Tensor], *args: Any, **kwargs: Any) -> Any:
+        """``run(weights, *args, mode="shared", **kwargs)``: one weight set (each tensor of its
+        spec shape) for the whole input batch."""
+        return self._run(weights, args, kwargs, "shared", True)
+
+    def per_sample(self, weights: Mapping[str, torch.Tensor], *args: Any, **kwargs: Any) -> Any:
+        """``run(weights, *args, mode="per_sample", **kwargs)``: weight set ``b`` for sample
+        ``b``; weights ``(B, ...)``, inputs of batch ``B``."""
+        return self._run(weights, args, kwargs, "per_sample", True)
+
+    def ensemble(self, weights: Mapping[str, torch.Tensor], *args: Any, **kwargs: Any) -> Any:
+        """``run(weights, *args, mode="ensemble", **kwargs)``: K weight sets on one shared input
+        of batch N; returns outputs ``(K, N, ...)`` (the member dim first, then the output's
+        own dims with its batch at ``batch_dim + 1``)."""
+        return self._run(weights, args, kwargs, "ensemble", True)
+
+    def input_batch(self, *args: Any, **kwargs: Any) -> int | None:
+        """The batch size of the inputs: the size at ``batch_dim`` of the first tensor input
+        that has that dim (``None`` when none has).
+
+        Example::
+
+            >>> import torch, torch.nn as nn
+            >>> from hyperdnn import Target
+            >>> Target(nn.Linear(3, 2)).input_batch(torch.randn(5, 3))
+            5
+        """
+        for a in list(args) + list(kwargs.values()):
+            if isinstance(a, torch.Tensor) and a.dim() > self.batch_dim:
+                return a.shape[self.batch_dim]
+        return None
+
+    def materialize(self, weights: Mapping[str, torch.Tensor]) -> nn.Module:
+        """A deep copy of the module with ``weights`` loaded as its ordinary parameters.
+
+        The copy needs nothing from hyperdnn: it runs, trains and saves like the original
+        (``torch.save(m.state_dict())``, then ``load_state_dict`` into a freshly constructed
+        module of the same class). Its parameters are detached copies of ``weights`` with the
+        module's own ``requires_grad``; tied parameters stay tied; buffers (e.g. BatchNorm
+        running statistics) are the module's current ones. The module itself is unchanged.
+
+        Args:
+            weights: one weight set: spec name -> tensor of the spec's shape (no batch dim).
+
+        Returns:
+            The new module; ``materialize(w)(x)`` equals ``target(w, x)``.
+
+        Raises:
+            ValueError: batched weights (index one set: ``{k: v[i] for k, v in w.items()}``),
+                or the checks of :meth:`forward`.
+
+        Example::
+
+            >>> import torch, torch.nn as nn
+            >>> from hyperdnn import Target
+            >>> target = Target(nn.Linear(3, 2))
+            >>> w = {"weight": torch.ones(2, 3), "bias": torch.zeros(2)}
+            >>> target.materialize(w)(torch.ones(1, 3))
+            tensor([[3., 3.]], grad_fn=<AddmmBackward0>)
+        """
+        structure = self._current()
+        batch = self._spec.check(weights, where="Target.materialize", like=structure.own)
+        if len(batch):
+            raise ValueError(
+                f"Target.materialize: expected one weight set without batch dims, got batch shape {tuple(batch)}; "
+                "index one set first: {k: v[i] for k, v in weights.items()}"
+            )
+        # The attribute a legacy hook writes is a non-leaf tensor, which deepcopy refuses;
+        # the copy gets it recomputed from its own (loaded) parameters below.
+        memo: dict[int, Any] = {}
+        for m, name in structure.legacy:
+            if isinstance(m.__dict__.get(name), torch.Tensor):
+                memo[id(m.__dict__[name])] = None
+        copy_ = copy.deepcopy(self.module, memo)
+        params = dict(copy_.named_parameters())
+        with torch.no_grad():
+            for t in self._spec:
+                params[t.name].copy_(weights[t.name])
+        for m in copy_.modules():
+            for kind, hook in legacy_hooks(m).values():
+                if kind == "weight_norm":
+                    setattr(m, hook.name, hook.compute_weight(m))
+                elif kind == "prune":
+                    setattr(m, hook._tensor_name, hook.apply_mask(m))
+                else:
+                    setattr(m, hook.name, hook.compute_weight(m, do_power_iteration=False))
+        return copy_
+
+    # ------------------------------------------------------------------ internals
+    # The entry points above validate; HyperModel calls these directly with weights it
+    # generated for this spec.
+
+    # ------------------------------------------------------------------ internals
+    def _run(self, weights, args: tuple, kwargs: dict, mode: str, validate: bool) -> Any:
+        if not isinstance(mode, str) or mode not in MODES:
+            shown = f"{mode!r}" if isinstance(mode, str) else f"{mode!r} ({type(mode).__name__})"
+            raise ValueError(f"Target.run: mode must be 'auto', 'shared', 'per_sample' or 'ensemble', got {shown}")
+        mode = next(m for m in MODES if m == mode)  # a plain string (a str enum compares equal)
+        if not isinstance(validate, bool):
+            raise TypeError(f"Target.run: validate must be a bool, got {validate!r} ({type(validate).__name__})")
+        where = "Target" if mode == "auto" else f"Target.{mode}"
+        structure = self._current()
+        if validate:
+            batch = self._spec.check(weights, where=where, like=structure.own)
+        else:  # trusted: names, shapes, dtypes and devices are the spec's; the batch is read off one tensor
+            first = self._spec[0]
+            w = weights[first.name]
+            batch = w.shape[: w.dim() - len(first.shape)]
+        if mode == "auto":
+            if len(batch) > 1:
+                raise ValueError(f"Target: weights may have at most one batch dim, got batch shape {tuple(batch)}")
+            mode = "per_sample" if len(batch) else "shared"
+        if mode == "shared":
+            if len(batch):
+                raise ValueError(f"{where}: expected weights without batch dims, got batch shape {tuple(batch)}")
+            return self._shared(structure, weights, args, kwargs)
+        if len(batch) != 1:
+            dim = "B" if mode == "per_sample" else "K"
+            raise ValueError(
+                f"{where}: expected weights with one batch dim ({dim}, ...), got batch shape {tuple(batch)}"
+            )
+        if mode == "per_sample":
+            return self._per_sample(structure, weights, batch[0], args, kwargs)
+        return self._ensemble(structure, weights, batch[0], args, kwargs)
+
+    def _current(self) -> Structure:
+        """The cached structure, rebuilt (and re-validated) if the module changed since."""
+        structure = self._built
+        if structure is None or not structure.fingerprint.unchanged():
+            self._check_structure()
+            structure = self._built = Structure(self.module, self._spec, self.per_sample_mode == "vmap")
+        return structure
+
+    def _check_structure(self) -> None:
+        """Raise if the module no longer has the generated tensors of the spec."""
+        params = dict(self.module.named_parameters())
+        if self._select is _FROM_SPEC:
+            now = {n: tuple(params[n].shape) for n in self._spec.names if n in params}
+        else:
+            try:
+                now = WeightSpec.from_module(self.module, self._select).shapes
+            except ValueError:  # the selection matches nothing now
+                now = {}
+        was = self._spec.shapes
+        missing = [n for n in was if n not in now]
+        new = [n for n in now if n not in was]
+        reshaped = [f"{n}: {was[n]} -> {now[n]}" for n in was if n in now and now[n] != was[n]]
+        if missing or new or reshaped:
+            raise ValueError(
+                "Target: the module changed since this Target was built and no longer matches its spec "
+                f"(the tensors the hypernetwork generates). No longer parameters: {missing}. "
+                f"Newly selected: {new}. Reshaped: {reshaped}. Build a new Target (and hypernetwork) "
+                "for the changed module."
+            )
+
+    def _frame(self, structure: Structure, weights, groups: int | None = None, per_group_norm: bool = False) -> Frame:
+        return Frame(structure, weights, groups, per_group_norm, self.channels_last, self.batch_dim)
+
+    def _shared(self, structure: Structure, weights, args, kwargs):
+        # functional_call's own swap, minus its per-call walk over the module: the owners
+        # of the generated tensors (tied aliases included) are resolved once and cached.
+        args, kwargs = self._layout(args, kwargs)
+        with Active((self._frame(structure, weights),)):
+            return self.module(*args, **kwargs)
+
+    def _per_sample(self, structure: Structure, weights, B: int, args, kwargs):
+        n = self.input_batch(*args, **kwargs)
+        if n is None:
+            raise ValueError(
+                f"Target.per_sample: expected a tensor input with a batch dim at {self.batch_dim}, got none"
+            )
+        if n != B:
+            raise ValueError(
+                f"Target.per_sample: weights have batch {B} but the input has batch {n} at dim "
+                f"{self.batch_dim}; they must match (use Target.ensemble for K weight sets on one shared input)"
+            )
+        if B == 0:
+            return self._empty(structure, weights, 0, args, kwargs)
+        return self._grouped(structure, weights, B, args, kwargs, per_group_norm=False)
+
+    def _ensemble(self, structure: Structure, weights, K: int, args, kwargs):
+        d = self.batch_dim
+        n = self.input_batch(*args, **kwargs)
+        if n is None:
+            raise ValueError(f"Target.ensemble: expected a tensor input with a batch dim at {d}, got none")
+        if K == 0 or n == 0:
+            out = self._empty(structure, weights, n, args, kwargs)
+        else:
+            out = self._ensemble_shared_first_layer(structure, weights, K, n, args, kwargs)
+        if out is None:
+
+            def rep(t):
+                if isinstance(t, torch.Tensor) and t.dim() > d and t.shape[d] == n:
+                    t = t.unsqueeze(d).expand(*t.shape[:d], K, *t.shape[d:])
+                    return t.reshape(*t.shape[:d], K * n, *t.shape[d + 2 :])
+                return t
+
+            args_r = tuple(rep(a) for a in args)
+            kwargs_r = {k: rep(v) for k, v in kwargs.items()}
+            out = self._grouped(structure, weights, K, args_r, kwargs_r, per_group_norm=True)
+
+        def split(t):
+            if isinstance(t, torch.Tensor) and t.dim() > d and t.shape[d] == K * n:
+                return t.reshape(*t.shape[:d], K, n, *t.shape[d + 1 :]).movedim(d, 0)
+            return t
+
+        return pytree.tree_map(split, out)
+
+    def _empty(self, structure: Structure, weights, n: int, args, kwargs):
+        """No samples (per sample ``B = 0``; ensemble ``K = 0`` or ``N = 0``): the module's
+        forward on the inputs cut to an empty batch, with one weight set summed from the
+        generated tensors (so the empty outputs stay connected to them)."""
+        d = self.batch_dim
+
+        def cut(t):
+            if isinstance(t, torch.Tensor) and t.dim() > d and t.shape[d] == n:
+                return t.narrow(d, 0, 0)
+            return t
+
+        one = {k: v.sum(0) for k, v in weights.items()}
+        return self._shared(structure, one, tuple(cut(a) for a in args), {k: cut(v) for k, v in kwargs.items()})
+
+    def _layout(self, args, kwargs):
+        """Inputs in the memory layout the target runs in (channels-last when asked)."""
+        if not self.channels_last:
+            return args, kwargs
+
+        def conv(t):
+            if isinstance(t, torch.Tensor) and t.is_floating_point():
+                if t.dim() == 4:
+                    return t.to(memory_format=torch.channels_last)
+                if t.dim() == 5:
+                    return t.to(memory_format=torch.channels_last_3d)
+            return t
+
+        return tuple(conv(a) for a in args), {k: conv(v) for k, v in kwargs.items()}
+
+    def _grouped(self, structure: Structure, weights, G: int, args, kwargs, per_group_norm: bool):
+        args, kwargs = self._layout(args, kwargs)
+        with Active((self._frame(structure, weights, G, per_group_norm),)):
+            return self.module(*args, **kwargs)
+
+    def _ensemble_shared_first_layer(self, structure: Structure, weights, K: int, n: int, args, kwargs):
+        """Ensemble fast path for an ``nn.Sequential`` that starts with a generated ``Linear``
+        or (ungrouped) convolution: that layer meets the shared input once for all K weight
+        sets (one GEMM, or one convolution with K times the output channels) instead of
+        meeting K copies of it; the other layers run grouped. ``None`` when the module is not
+        of that form (then the input is replicated K times)."""
+        m = self.module
+        if type(m) is not nn.Sequential or len(m) == 0 or self.batch_dim != 0 or kwargs or len(args) != 1:
+            return None
+        first = m[0]
+        x = args[0]
+        if not isinstance(x, torch.Tensor) or self.per_sample_mode != "auto" or hooked(m) or hooked(first):
+            return None
+        entry = next((e for e in structure.plan if e.module is first), None)
+        if entry is None or entry.kernel not in (LINEAR, CONVOLUTION) or entry.derived or "weight" not in entry.names:
+            return None
+        gen = {local: weights[canon] for local, canon in entry.names.items()}
+        w = gen["weight"]
+        b = gen["bias"] if "bias" in gen else first.bias
+        bias = None if b is None else (b.reshape(-1) if "bias" in gen else b.repeat(K))
+        (x,), _ = self._layout((x,), {})
+        if entry.kernel is LINEAR:
+            y = F.linear(x, w.reshape(-1, w.shape[-1]), bias)  # (n, ..., K*O)
+            y = y.unflatten(-1, (K, w.shape[1])).movedim(-2, 0)  # (K, n, ..., O)
+            h = y.reshape(K * n, *y.shape[2:])
+        else:
+            nd = len(first.kernel_size)
+            if first.groups != 1 or x.dim() != nd + 2:
+                return None
+            padding = first.padding
+            if first.padding_mode != "zeros":
+                x = F.pad(x, first._reversed_padding_repeated_twice, mode=first.padding_mode)
+                padding = 0
+            y = CONV[nd](x, w.reshape(-1, *w.shape[2:]), bias, first.stride, padding, first.dilation, 1)
+            h = from_grouped_channels(y, K, self.channels_last)
+        with Active((self._frame(structure, weights, K, True),)):
+            for layer in list(m)[1:]:
+                h = layer(h)
+        return h

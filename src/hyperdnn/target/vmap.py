@@ -1,0 +1,119 @@
+"""The vmap fallback: a layer without a grouped kernel runs its subtree under ``torch.func.vmap``.
+
+Any module that owns generated tensors and has no kernel in :mod:`hyperdnn.target.kernels`
+(a layer type of its own, a subclass that overrides ``forward``, an instance-level
+``forward``, a kernel that does not read all of its generated tensors) runs as
+``vmap(functional_call(module, weights_g, inputs_g))`` over the ``G`` weight sets: its inputs
+are split into ``(G, N, ...)`` at their batch dims, the outputs merged back to ``G * N``. The
+module's whole subtree runs inside, so every generated tensor below it is named relative to
+it. While it runs, the grouped forwards of the layers inside are bypassed (they would see one
+group), which :func:`bypassing` tells them.
+
+``Target(..., per_sample="vmap")`` runs the whole module this way, as a reference path.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+from torch.utils import _pytree as pytree
+
+__all__ = ["Dims", "run_vmapped", "bypassing"]
+
+_BYPASS = threading.local()  # .on: inside a vmapped subtree on this thread
+
+
+def bypassing() -> bool:
+    """Whether this thread is inside a vmapped subtree (grouped forwards defer to the layer's own)."""
+    return getattr(_BYPASS, "on", False)
+
+
+class Dims:
+    """Batch dims of a vmapped module's tensor arguments and of its outputs.
+
+    Args:
+        batch: the batch dim of every positional tensor argument (and of keyword tensors not
+            named in ``kw``) with more dims than that.
+        out_dim: the batch dim of the outputs.
+        kw: batch dims of named keyword arguments (``None``: shared, not split).
+    """
+
+    __slots__ = ("batch", "out_dim", "kw")
+
+    def __init__(self, batch: int = 0, out_dim: int = 0, kw: Mapping[str, int | None] | None = None):
+        self.batch, self.out_dim, self.kw = batch, out_dim, dict(kw or {})
+
+    def __call__(self, args: tuple, kwargs: Mapping[str, Any]) -> tuple[tuple, dict]:
+        arg_dims = tuple(self.batch if isinstance(a, torch.Tensor) and a.dim() > self.batch else None for a in args)
+        kw_dims = {k: self.kw.get(k, None) for k in kwargs}
+        for k, v in kwargs.items():
+            if k not in self.kw and isinstance(v, torch.Tensor) and v.dim() > self.batch:
+                kw_dims[k] = self.batch
+        return arg_dims, kw_dims
+
+
+def run_vmapped(owner: nn.Module, weights: Mapping[str, torch.Tensor], G: int, dims: Dims, args, kwargs) -> Any:
+    """Run ``owner`` under vmap over ``G`` weight sets.
+
+    Args:
+        owner: the module; its forward runs with the layers inside it bypassed.
+        weights: generated tensors named relative to ``owner``, each ``(G, ...)``.
+        G: number of weight sets; tensor inputs carry ``G * N`` at their batch dims.
+        dims: the batch dims of the inputs and outputs.
+        args, kwargs: the module's inputs.
+
+    Returns:
+        The module's output, tensors with ``G * N`` at ``dims.out_dim``.
+    """
+    arg_dims, kw_dims = dims(args, kwargs)
+
+    def split(t, d):
+        if d is None or not isinstance(t, torch.Tensor):
+            return t
+        if t.dim() <= d or t.shape[d] % G:
+            raise ValueError(
+                f"Target: {type(owner).__name__} (run under vmap) with batched weights expected a tensor "
+                f"input with its batch of {G} weight sets x N samples at dim {d}, got {tuple(t.shape)}"
+            )
+        return t.reshape(*t.shape[:d], G, t.shape[d] // G, *t.shape[d + 1 :])
+
+    args_g = tuple(split(a, d) for a, d in zip(args, arg_dims, strict=False))
+    kw_names = list(kwargs)
+    kw_vals = tuple(split(kwargs[k], kw_dims.get(k)) for k in kw_names)
+    kw_in = tuple(kw_dims.get(k) for k in kw_names)
+
+    treedef_box: list = []
+
+    def one(w, a, kv):
+        prev = bypassing()
+        _BYPASS.on = True
+        try:
+            out = functional_call(owner, dict(w), a, dict(zip(kw_names, kv)))
+        finally:
+            _BYPASS.on = prev
+        leaves, treedef = pytree.tree_flatten(out)
+        treedef_box[:] = [
+            treedef,
+            [isinstance(v, torch.Tensor) for v in leaves],
+            [None if isinstance(v, torch.Tensor) else v for v in leaves],
+        ]
+        return tuple(v for v in leaves if isinstance(v, torch.Tensor))
+
+    tensors = vmap(one, in_dims=(0, tuple(arg_dims), kw_in), out_dims=0, randomness="different")(
+        dict(weights), args_g, kw_vals
+    )
+    treedef, is_tensor, others = treedef_box
+    out_dim = dims.out_dim
+
+    def merge(t):
+        t = t.movedim(0, out_dim)
+        return t.reshape(*t.shape[:out_dim], G * t.shape[out_dim + 1], *t.shape[out_dim + 2 :])
+
+    it = iter(tensors)
+    leaves = [merge(next(it)) if flag else other for flag, other in zip(is_tensor, others)]
+    return pytree.tree_unflatten(leaves, treedef)
