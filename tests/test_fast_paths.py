@@ -257,8 +257,12 @@ def test_hypermodel_modes_still_reject_wrong_batching():
         model(x, 1, mode="per_sample")
     with pytest.raises(ValueError, match="expected weights without batch dims"):
         model(x, torch.tensor([0, 1, 2]), mode="shared")
-    with pytest.raises(ValueError, match="weights have batch 2 but the input has batch 3"):
+    with pytest.raises(
+        ValueError, match="TaskEmbedding runs one weight set per input sample .* the context has 2 items and x has 3"
+    ):
         model(x, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="weights have batch 2 but the input has batch 3"):
+        model(x, torch.tensor([0, 1]), mode="per_sample")
     assert model(x, torch.tensor([0, 1, 2])).shape == (3, 2)
     assert model(x, torch.tensor([0, 1]), mode="ensemble").shape == (2, 3, 2)
 

@@ -10,8 +10,11 @@ from hyperdnn import (
     MLP,
     Chunked,
     ComponentWise,
+    Conditioned,
+    Conditioner,
     Continuous,
     DataEncoder,
+    Execution,
     HyperModel,
     HyperNetwork,
     LearnedLatent,
@@ -234,6 +237,116 @@ def test_continuous_and_latent_conditioners():
     assert cont(x, torch.rand(4, 2) * 10).shape == (4, 3)
     static = HyperModel(HyperNetwork(target, LearnedLatent(8), MLP((16,)), Chunked(100, 4)), target)
     assert static(x).shape == (4, 3)
+
+
+def _reference(target: Target, weights: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Plain PyTorch: the module with one weight set."""
+    return torch.func.functional_call(target.module, weights, (x,))
+
+
+@pytest.mark.parametrize("k", [5, 7])  # x has N = 7 rows: K != N, and K == N
+def test_preference_rays_run_as_an_ensemble_on_one_shared_batch(k):
+    torch.manual_seed(0)
+    target = mlp_target()
+    rays = Continuous(2, execution="ensemble")
+    model = HyperModel(HyperNetwork(target, rays, MLP((16,))), target)
+    x, r = torch.randn(7, 12), torch.rand(k, 2)
+    out = model(x, r)
+    assert out.shape == (k, 7, 3)
+    w = model.hypernet(r)
+    for i in range(k):
+        torch.testing.assert_close(out[i], _reference(target, {n: t[i] for n, t in w.items()}, x), atol=1e-5, rtol=1e-5)
+
+
+def test_continuous_per_sample_refuses_another_batch_instead_of_guessing():
+    torch.manual_seed(0)
+    target = mlp_target()
+    model = HyperModel(HyperNetwork(target, Continuous(2), MLP((16,))), target)
+    x = torch.randn(7, 12)
+    with pytest.raises(
+        ValueError,
+        match=r"Continuous runs one weight set per input sample .* the context has 5 items and x has 7 samples "
+        r".* Continuous\(\.\.\., execution='ensemble'\)\) or pass mode='ensemble'",
+    ):
+        model(x, torch.rand(5, 2))
+    h = torch.rand(7, 2)
+    w = model.hypernet(h)
+    ref = torch.stack([_reference(target, {n: t[i] for n, t in w.items()}, x[i : i + 1])[0] for i in range(7)])
+    torch.testing.assert_close(model(x, h), ref, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"Continuous: execution must be 'per_sample' or 'ensemble', got 'auto'"):
+        Continuous(2, execution="auto")
+
+
+class Rays(Conditioner):
+    """A conditioner of the user's: K rays, each run on the whole batch."""
+
+    out_features = 2
+
+    def forward(self, context):
+        return Conditioned(context.reshape(-1, 2), context.dim() == 2)
+
+    def probe(self, n):
+        return torch.rand(n, 2)
+
+    def execution(self, batched):
+        return Execution.ENSEMBLE if batched else Execution.SHARED
+
+
+class ParityKeys(Conditioner):
+    """A conditioner of the user's whose contexts are keys: integers, keyed by parity."""
+
+    out_features = 3
+    norm_stats_policy = "per_context"
+
+    def __init__(self):
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(2, 3))
+
+    def forward(self, context):
+        ids = torch.as_tensor(context)
+        return Conditioned(self.table[ids.reshape(-1) % 2], ids.dim() == 1)
+
+    def probe(self, n):
+        return torch.arange(n)
+
+    def execution(self, batched):
+        return Execution.PER_SAMPLE if batched else Execution.SHARED
+
+    def context_keys(self, context):
+        return torch.as_tensor(context).reshape(-1) % 2
+
+
+def test_hypermodel_follows_the_execution_contract_of_a_users_conditioner():
+    torch.manual_seed(0)
+    target = mlp_target()
+    model = HyperModel(HyperNetwork(target, Rays(), MLP((16,))), target)
+    x, r = torch.randn(4, 12), torch.rand(6, 2)
+    out = model(x, r)
+    assert out.shape == (6, 4, 3)
+    w = model.hypernet(r)
+    torch.testing.assert_close(out[5], _reference(target, {n: t[5] for n, t in w.items()}, x), atol=1e-5, rtol=1e-5)
+    # its norm_stats_policy and context keys decide the BatchNorm statistics
+    bn = Target(nn.Sequential(nn.Linear(12, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)))
+    keyed = HyperModel(HyperNetwork(bn, ParityKeys(), MLP((8,))), bn)
+    assert keyed.norm_stats.mode == "per_context"
+    keyed(torch.randn(4, 12), torch.tensor([0, 1, 2, 5]))
+    assert keyed.norm_stats.keys() == [0, 1]
+    # a conditioner without keys cannot have per-context statistics
+    with pytest.raises(TypeError, match="Rays: its contexts have no keys for per-context statistics"):
+        Rays().context_keys(torch.rand(2, 2))
+
+
+def test_an_execution_that_is_not_an_execution_is_refused():
+    class Loose(Rays):
+        def execution(self, batched):
+            return "ensemble"
+
+    target = mlp_target()
+    model = HyperModel(HyperNetwork(target, Loose(), MLP((16,))), target)
+    with pytest.raises(
+        TypeError, match=r"Loose.execution\(batched=True\) must return an Execution .* got 'ensemble' \(str\)"
+    ):
+        model(torch.randn(3, 12), torch.rand(2, 2))
 
 
 def test_module_trunk_and_summary():

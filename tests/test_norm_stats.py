@@ -85,7 +85,10 @@ def test_auto_resolves_from_the_conditioner_and_the_target(make_conditioner, wit
 
 def test_per_context_needs_task_ids():
     target = Target(bn_net())
-    with pytest.raises(ValueError, match=r"norm_stats='per_context' .* needs a TaskEmbedding conditioner, got Noise"):
+    with pytest.raises(
+        ValueError,
+        match=r"norm_stats='per_context' .* needs a conditioner whose contexts are keys .* got Noise \(policy 'batch'\)",
+    ):
         HyperModel(HyperNetwork(target, Noise(3), MLP((8,))), target, norm_stats="per_context")
     with pytest.raises(TypeError, match=r"norm_stats must be .* \(a string\), got None"):
         HyperModel(HyperNetwork(target, Noise(3), MLP((8,))), target, norm_stats=None)

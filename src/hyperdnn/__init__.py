@@ -4,7 +4,19 @@ A hypernetwork H(c; phi) generates the weights theta of a target network F(x; th
 phi is trained, end to end through theta. See ``docs/architecture.md``.
 """
 
-from hyperdnn.conditioners import Conditioned, Conditioner, Continuous, DataEncoder, LearnedLatent, Noise, TaskEmbedding
+from hyperdnn.conditioners import (
+    Conditioned,
+    Conditioner,
+    Continuous,
+    DataEncoder,
+    Execution,
+    LearnedLatent,
+    Noise,
+    TaskEmbedding,
+    create_conditioner,
+    list_conditioners,
+    register_conditioner,
+)
 from hyperdnn.dynamic import DynamicHyperNetwork, describe_components
 from hyperdnn.heads import Chunked, ComponentWise, Head, MultiHead, Once, create_head, list_heads, register_head
 from hyperdnn.hypernet import HyperModel, HyperNetwork
@@ -38,6 +50,7 @@ __all__ = [
     "Continuous",
     "DataEncoder",
     "DynamicHyperNetwork",
+    "Execution",
     "Head",
     "HyperModel",
     "HyperLSTM",
@@ -59,11 +72,14 @@ __all__ = [
     "TokenReadout",
     "Trunk",
     "WeightSpec",
+    "create_conditioner",
     "create_head",
     "create_trunk",
     "describe_components",
+    "list_conditioners",
     "list_heads",
     "list_trunks",
+    "register_conditioner",
     "register_head",
     "register_trunk",
     "__version__",

@@ -1,7 +1,10 @@
 """Conditioners: the hypernetwork's input (the review's first design criterion).
 
 A conditioner turns whatever the user passes as *context* into a float matrix ``(B, d)`` and
-says whether the context was batched. Task ids (:class:`TaskEmbedding`), the data itself
+says whether the context was batched. It also says how the weights generated for a context
+meet the target's input (:meth:`Conditioner.execution`: one :class:`Execution`), whether the
+context is the target's input itself, and which BatchNorm statistics its contexts should use;
+:class:`~hyperdnn.hypernet.HyperModel` asks these, never the conditioner's class. Task ids (:class:`TaskEmbedding`), the data itself
 (:class:`DataEncoder`, dynamic inputs), noise (:class:`Noise`, K weight samples), continuous
 values such as hyper-parameters or preference vectors (:class:`Continuous`), or nothing at
 all (:class:`LearnedLatent`, a static hypernet with a learned code).
@@ -19,6 +22,10 @@ Example::
     [3, 4]
     5
 
+Every built-in conditioner is registered by name (:func:`create_conditioner`,
+:func:`list_conditioners`, :func:`register_conditioner`; installed packages add theirs through
+the ``hyperdnn.conditioners`` entry-point group).
+
 Anything a conditioner draws or creates at call time (noise, calibration probes) follows the
 module's device and dtype: ``Noise(8).double()(4).c`` is float64.
 """
@@ -28,23 +35,49 @@ from __future__ import annotations
 import math
 import numbers
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from enum import Enum
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
 
 from hyperdnn._checks import check_choice, check_float, check_int
+from hyperdnn.registry import Registry
 
 __all__ = [
     "Conditioned",
     "Conditioner",
+    "Execution",
+    "NORM_STATS_POLICIES",
     "TaskEmbedding",
     "DataEncoder",
     "Noise",
     "Continuous",
     "LearnedLatent",
+    "register_conditioner",
+    "create_conditioner",
+    "list_conditioners",
 ]
+
+NORM_STATS_POLICIES = ("per_context", "batch", "shared")
+"""Values of :attr:`Conditioner.norm_stats_policy`."""
+
+
+class Execution(str, Enum):
+    """How the weights generated for a context meet the target's input.
+
+    * ``SHARED`` - one weight set for the whole input batch (an unbatched context);
+    * ``PER_SAMPLE`` - one weight set per input sample: ``B`` contexts, ``B`` samples;
+    * ``ENSEMBLE`` - ``K`` weight sets on one shared batch of ``N`` (noise samples,
+      preference rays): outputs ``(K, N, ...)``.
+
+    The values are the names :meth:`~hyperdnn.target.Target.run` takes as ``mode``.
+    """
+
+    SHARED = "shared"
+    PER_SAMPLE = "per_sample"
+    ENSEMBLE = "ensemble"
 
 
 class Conditioned(NamedTuple):
@@ -56,9 +89,40 @@ class Conditioned(NamedTuple):
 
 
 class Conditioner(nn.Module, ABC):
-    """Abstract conditioner. Subclasses set ``out_features`` and implement ``forward``."""
+    """Abstract conditioner: the hypernetwork's input, and how its contexts are run.
+
+    A subclass sets ``out_features`` and implements :meth:`forward`, :meth:`probe` and
+    :meth:`execution`. :class:`~hyperdnn.hypernet.HyperModel` asks only these and two class
+    attributes a subclass may set:
+
+    * ``reads_input`` (default ``False``): the context is the target's own input ``x``
+      (``model(x)`` passes ``x`` as the context; there is no single network to export);
+    * ``norm_stats_policy`` (default ``"batch"``): what ``HyperModel(..., norm_stats="auto")``
+      uses for a target with BatchNorm running statistics: ``"per_context"`` (a copy per
+      context key: the contexts are a small set of keys, such as task ids; implement
+      :meth:`context_keys`), ``"batch"`` (each batch's own statistics: contexts vary
+      continuously) or ``"shared"`` (the module's own: one context).
+
+    Example::
+
+        >>> import torch
+        >>> from hyperdnn import Conditioned, Conditioner, Execution
+        >>> class Scalar(Conditioner):            # a context of one number per weight set
+        ...     out_features = 1
+        ...     def forward(self, context):
+        ...         c = torch.as_tensor(context, dtype=torch.float32)
+        ...         return Conditioned(c.reshape(-1, 1), c.dim() == 1)
+        ...     def probe(self, n):
+        ...         return torch.linspace(0, 1, n)
+        ...     def execution(self, batched):
+        ...         return Execution.ENSEMBLE if batched else Execution.SHARED
+        >>> Scalar().execution(True)
+        <Execution.ENSEMBLE: 'ensemble'>
+    """
 
     out_features: int
+    reads_input: ClassVar[bool] = False
+    norm_stats_policy: ClassVar[str] = "batch"
 
     @abstractmethod
     def forward(self, context: Any) -> Conditioned:
@@ -68,6 +132,33 @@ class Conditioner(nn.Module, ABC):
     def probe(self, n: int) -> Any:
         """A representative context of ``n`` items, used to calibrate initialisation;
         ``None`` when the conditioner cannot make one (e.g. a data encoder of unknown input)."""
+
+    @abstractmethod
+    def execution(self, batched: bool) -> Execution:
+        """How the weights of a context run against the target's input.
+
+        Args:
+            batched: whether the context was batched (``Conditioned.batched``).
+
+        Returns:
+            ``SHARED`` for an unbatched context (one weight set); for a batched one of ``B``
+            items, ``PER_SAMPLE`` (item ``b`` for input sample ``b``) or ``ENSEMBLE`` (every
+            item on the whole input batch).
+        """
+
+    def context_keys(self, context: Any) -> torch.Tensor:
+        """The key of each context item for per-context BatchNorm statistics: int64 ``(B,)``
+        (``(1,)`` for an unbatched context). Needed when :attr:`norm_stats_policy` is
+        ``"per_context"``.
+
+        Raises:
+            TypeError: this conditioner's contexts have no keys.
+        """
+        raise TypeError(
+            f"{type(self).__name__}: its contexts have no keys for per-context statistics (its "
+            f"norm_stats_policy is {self.norm_stats_policy!r}); a conditioner with policy 'per_context' "
+            "implements context_keys(context)"
+        )
 
 
 class TaskEmbedding(Conditioner):
@@ -80,7 +171,8 @@ class TaskEmbedding(Conditioner):
 
     Context: a task id (an ``int``: unbatched weights), or task ids ``(B,)`` as a
     ``LongTensor`` or a list of ints (``[0, 2]`` works like ``torch.tensor([0, 2])``).
-    :meth:`task_ids` is the validation both go through.
+    :meth:`task_ids` is the validation both go through. A batched context runs per sample;
+    task ids are the keys of per-context BatchNorm statistics.
 
     Each task is its own parameter and a call stacks only the tasks it uses, so other tasks
     get no gradient at all (``None``, not a zero that optimizer momentum would act on).
@@ -98,6 +190,8 @@ class TaskEmbedding(Conditioner):
         >>> len(opt.param_groups)   # the new task trains with the old tasks' settings
         2
     """
+
+    norm_stats_policy = "per_context"
 
     def __init__(self, num_tasks: int, dim: int, init_std: float = 1.0):
         super().__init__()
@@ -221,6 +315,13 @@ class TaskEmbedding(Conditioner):
     def probe(self, n: int) -> torch.Tensor:
         return torch.arange(self.num_tasks)
 
+    def execution(self, batched: bool) -> Execution:
+        return Execution.PER_SAMPLE if batched else Execution.SHARED
+
+    def context_keys(self, context: int | Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """The task ids of ``context``, int64 ``(B,)`` (validated by :meth:`task_ids`)."""
+        return self.task_ids(context)[0]
+
 
 class DataEncoder(Conditioner):
     """Encode the target's own input (data-conditioned, dynamic inputs): ``c = encoder(x)``.
@@ -230,9 +331,12 @@ class DataEncoder(Conditioner):
         out_features: the encoder's output width.
         example_input: optional example batch, used to calibrate initialisation.
 
-    Context: the input batch ``x``. Weights are always batched (one set per sample).
-    The example input is a (non-persistent) buffer, so it follows ``.to()``.
+    Context: the input batch ``x`` (``HyperModel`` passes it when no context is given).
+    Weights are always batched, one set per sample. The example input is a (non-persistent)
+    buffer, so it follows ``.to()``.
     """
+
+    reads_input = True
 
     def __init__(self, encoder: nn.Module, out_features: int, example_input: torch.Tensor | None = None):
         super().__init__()
@@ -260,6 +364,9 @@ class DataEncoder(Conditioner):
     def probe(self, n: int) -> torch.Tensor | None:
         return None if self._example is None else self._example[:n]
 
+    def execution(self, batched: bool) -> Execution:
+        return Execution.PER_SAMPLE
+
 
 class Noise(Conditioner):
     """Gaussian noise input (noise-conditioned hypernets: draw K weight sets).
@@ -268,7 +375,8 @@ class Noise(Conditioner):
         dim: noise size.
 
     Context: an ``int`` K (draw K samples from the global RNG; :meth:`sample` takes a
-    ``generator``) or a noise tensor ``(K, dim)`` / ``(dim,)``.
+    ``generator``) or a noise tensor ``(K, dim)`` / ``(dim,)``. K samples run as an ensemble
+    on the whole input batch (outputs ``(K, N, ...)``); one ``(dim,)`` vector runs shared.
 
     Drawn noise has the module's device and dtype (``.to()``, ``.double()`` move it).
     """
@@ -319,6 +427,9 @@ class Noise(Conditioner):
     def probe(self, n: int) -> int:
         return n
 
+    def execution(self, batched: bool) -> Execution:
+        return Execution.ENSEMBLE if batched else Execution.SHARED
+
 
 def _bounds(name: str, value: Any, n: int) -> torch.Tensor:
     """``Continuous``'s ``low``/``high``: a finite number or ``n`` finite numbers, as ``(n,)``."""
@@ -352,8 +463,21 @@ class Continuous(Conditioner):
         num_frequencies: octaves for the Fourier encoding.
         low, high: the expected range of each raw value, a number or ``in_features``
             numbers (used to standardise inputs to [-1, 1], and to draw calibration probes).
+        execution: how ``B`` contexts run: ``"per_sample"`` (context ``b`` for input sample
+            ``b``, e.g. a hyper-parameter per sample) or ``"ensemble"`` (all ``B`` on the whole
+            input batch, e.g. ``K`` preference rays of a Pareto front: outputs ``(K, N, ...)``).
 
-    Context: a float tensor ``(B, in_features)`` or ``(in_features,)``.
+    Context: a float tensor ``(B, in_features)`` or ``(in_features,)`` (one context: shared).
+
+    Example::
+
+        >>> import torch, torch.nn as nn
+        >>> from hyperdnn import Continuous, HyperModel, HyperNetwork, Target
+        >>> target = Target(nn.Linear(4, 2))
+        >>> rays = Continuous(2, execution="ensemble")      # preference rays
+        >>> model = HyperModel(HyperNetwork(target, rays), target)
+        >>> model(torch.randn(7, 4), torch.rand(5, 2)).shape  # 5 rays on one batch of 7
+        torch.Size([5, 7, 2])
     """
 
     def __init__(
@@ -363,10 +487,14 @@ class Continuous(Conditioner):
         num_frequencies: int = 4,
         low: float | Sequence[float] = 0.0,
         high: float | Sequence[float] = 1.0,
+        execution: str = "per_sample",
     ):
         super().__init__()
         check_int("Continuous", "in_features", in_features)
         check_choice("Continuous", "encoding", encoding, ("identity", "fourier"))
+        self.batched_execution = Execution(
+            check_choice("Continuous", "execution", execution, ("per_sample", "ensemble"))
+        )
         check_int("Continuous", "num_frequencies", num_frequencies)
         self.in_features = in_features
         self.encoding = encoding
@@ -405,6 +533,12 @@ class Continuous(Conditioner):
         u = torch.rand(n, self.in_features, generator=g).to(self.low)
         return self.low + (self.high - self.low) * u
 
+    def execution(self, batched: bool) -> Execution:
+        return self.batched_execution if batched else Execution.SHARED
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, encoding={self.encoding!r}, execution={self.batched_execution.value!r}"
+
 
 class LearnedLatent(Conditioner):
     """A single learned code (a static hypernet with no input, e.g. for compression).
@@ -413,8 +547,11 @@ class LearnedLatent(Conditioner):
         dim: code size.
         init_std: standard deviation of the initial code.
 
-    Context: ``None``; weights are unbatched.
+    Context: ``None``; weights are unbatched (one network: its BatchNorm statistics are the
+    module's own).
     """
+
+    norm_stats_policy = "shared"
 
     def __init__(self, dim: int, init_std: float = 1.0):
         super().__init__()
@@ -430,3 +567,51 @@ class LearnedLatent(Conditioner):
 
     def probe(self, n: int) -> None:
         return None
+
+    def execution(self, batched: bool) -> Execution:
+        return Execution.SHARED
+
+
+def _check_factory(obj: Any) -> None:
+    if not callable(obj) or (isinstance(obj, type) and not issubclass(obj, Conditioner)):
+        raise TypeError(f"a conditioner factory must be a Conditioner subclass or a function, got {obj!r}")
+
+
+CONDITIONERS: Registry[Callable[..., Conditioner]] = Registry(
+    "conditioner", entry_point_group="hyperdnn.conditioners", check=_check_factory
+)
+"""Conditioner factories by name (``hyperdnn.conditioners`` entry points included)."""
+
+
+def register_conditioner(name: str, factory: Callable[..., Conditioner] | None = None) -> Any:
+    """Register a conditioner factory (a :class:`Conditioner` subclass or a function returning
+    one) under ``name``; without ``factory``, a decorator that does so. A name registered again
+    warns and the new factory wins."""
+    return CONDITIONERS.register(name) if factory is None else CONDITIONERS.register(name, factory)
+
+
+def create_conditioner(name: str, **kwargs: Any) -> Conditioner:
+    """Create the conditioner registered as ``name`` with ``kwargs``.
+
+    Raises:
+        hyperdnn.registry.RegistryError: unknown name (close matches and every name listed).
+
+    Example::
+
+        >>> from hyperdnn import create_conditioner
+        >>> create_conditioner("task_embedding", num_tasks=3, dim=4).out_features
+        4
+    """
+    return CONDITIONERS.get(name)(**kwargs)
+
+
+def list_conditioners(pattern: str | None = None) -> list[str]:
+    """Names of the registered conditioners, sorted; optionally those matching a glob."""
+    return CONDITIONERS.list(pattern)
+
+
+register_conditioner("task_embedding", TaskEmbedding)
+register_conditioner("data_encoder", DataEncoder)
+register_conditioner("noise", Noise)
+register_conditioner("continuous", Continuous)
+register_conditioner("learned_latent", LearnedLatent)

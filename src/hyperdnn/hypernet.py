@@ -24,8 +24,8 @@ import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
-from hyperdnn._checks import check_bool, check_float, check_int
-from hyperdnn.conditioners import Conditioner, DataEncoder, Noise, TaskEmbedding
+from hyperdnn._checks import check_bool, check_choice, check_float, check_int
+from hyperdnn.conditioners import Conditioner, Execution
 from hyperdnn.heads import Head, Once
 from hyperdnn.init import INIT_MODES, element_stats, residual_base
 from hyperdnn.norm_stats import NormStats, resolve_norm_stats
@@ -288,9 +288,12 @@ class HyperNetwork(nn.Module):
 
     def forward(self, context: Any = None) -> dict[str, torch.Tensor]:
         """Generate weights for ``context``: name -> ``(*batch, *shape)``."""
-        return self._weights(*self.generate_flat(context))
+        return self.unflatten(*self.generate_flat(context))
 
-    def _weights(self, flat: torch.Tensor, batched: bool) -> dict[str, torch.Tensor]:
+    def unflatten(self, flat: torch.Tensor, batched: bool) -> dict[str, torch.Tensor]:
+        """Name -> tensor views of flat weights from :meth:`generate_flat`: ``(B, *shape)``
+        when ``batched``, else ``(*shape)`` (``flat`` is then ``(1, numel)``). With
+        ``check_finite`` raises ``FloatingPointError`` naming the tensors that are not finite."""
         if not batched:
             flat = flat.squeeze(0)
         weights = self.spec.unflatten(flat)
@@ -311,16 +314,21 @@ class HyperModel(nn.Module):
             :mod:`hyperdnn.norm_stats`): ``"per_context"`` (a copy per task id: the statistics
             follow the generated weights), ``"batch"`` (each batch's own statistics, in eval
             too), ``"shared"`` (the module's own buffers for every context: PyTorch's
-            behaviour), or ``"auto"`` (default): ``"per_context"`` for a
-            :class:`TaskEmbedding`, ``"batch"`` for a :class:`DataEncoder`, :class:`Noise` or
-            :class:`Continuous` conditioner, ``"shared"`` for a :class:`LearnedLatent` or a
-            target without BatchNorm running statistics. ``model.norm_stats`` is the
+            behaviour), or ``"auto"`` (default): the conditioner's ``norm_stats_policy``
+            (``"per_context"`` for a :class:`TaskEmbedding`, ``"batch"`` for a
+            :class:`DataEncoder`, :class:`Noise` or :class:`Continuous` conditioner,
+            ``"shared"`` for a :class:`LearnedLatent`), ``"shared"`` for a target without
+            BatchNorm running statistics. ``model.norm_stats`` is the
             :class:`~hyperdnn.norm_stats.NormStats` (``model.norm_stats.mode`` the resolved mode).
 
-    ``mode`` in :meth:`forward`: ``"auto"`` runs shared weights for an unbatched context,
-    an ensemble ``(K, N, ...)`` for a :class:`Noise` conditioner, and per-sample weights
-    otherwise; ``"shared"``, ``"per_sample"`` and ``"ensemble"`` force one. With a
-    :class:`DataEncoder` conditioner the context defaults to ``x`` itself.
+    ``mode`` in :meth:`forward`: ``"auto"`` asks the conditioner
+    (:meth:`~hyperdnn.conditioners.Conditioner.execution`): an unbatched context runs shared
+    weights; a batched one per sample (task ids, data) or as an ensemble ``(K, N, ...)`` on the
+    whole batch (noise samples, ``Continuous(..., execution="ensemble")`` preference rays).
+    ``"shared"``, ``"per_sample"`` and ``"ensemble"`` force one. A conditioner that reads its
+    context from the input (``reads_input``, a :class:`DataEncoder`) gets ``x`` when no
+    context is given. The model calls the target through its trusted path
+    (``Target.run(..., validate=False)``): the hypernetwork generates for the target's own spec.
 
     With per-context statistics a batch of task ids that are all equal uses that task's
     statistics; a batch of mixed ids is run as one group per task (its samples, or its
@@ -375,44 +383,65 @@ class HyperModel(nn.Module):
         Returns:
             The module's output: per sample for a batched context, ``(K, N, ...)`` in ensemble mode.
         """
-        if mode not in ("auto", "shared", "per_sample", "ensemble"):
-            raise ValueError(f"HyperModel: mode must be 'auto', 'shared', 'per_sample' or 'ensemble', got {mode!r}")
+        check_choice("HyperModel", "mode", mode, ("auto", "shared", "per_sample", "ensemble"))
         cond = self.hypernet.conditioner
-        if context is None and isinstance(cond, DataEncoder):
+        if context is None and cond.reads_input:
             context = x
         flat, batched = self.hypernet.generate_flat(context)
-        weights = self.hypernet._weights(flat, batched)
-        norm = self.norm_stats
+        weights = self.hypernet.unflatten(flat, batched)
         args = (x,)
+        execution = self._execution(mode, batched, flat.shape[0], args, kwargs)
+        norm = self.norm_stats
         if not norm.active:  # shared statistics, or no BatchNorm statistics at all
-            if norm.watching and isinstance(cond, TaskEmbedding):
+            if norm.watching and cond.norm_stats_policy == "per_context":
                 norm.observe(norm.context_keys(cond, context))
-            return self._run(mode, weights, flat.shape[0], batched, args, kwargs)
+            return self._run(execution, weights, args, kwargs)
         if norm.mode == "batch":
             with norm.use():
-                return self._run(mode, weights, flat.shape[0], batched, args, kwargs)
-        keys = norm.context_keys(cond, context)
-        if len(keys) > 1 and mode != "shared":
-            return self._run_per_task(cond.task_ids(context)[0], keys, weights, mode, args, kwargs)
+                return self._run(execution, weights, args, kwargs)
+        ids = cond.context_keys(context)
+        keys = ids.tolist() if ids.numel() == 1 else torch.unique(ids).tolist()
+        if len(keys) > 1 and execution != "shared":
+            return self._run_per_task(ids, keys, weights, execution, args, kwargs)
         with norm.use(keys[0]):
-            return self._run(mode, weights, flat.shape[0], batched, args, kwargs)
+            return self._run(execution, weights, args, kwargs)
 
-    def _run(self, mode: str, weights: dict[str, torch.Tensor], n: int, batched: bool, args: tuple, kwargs) -> Any:
+    def _execution(self, mode: str, batched: bool, B: int, args: tuple, kwargs: dict) -> str:
+        """The target's mode for weights of ``B`` contexts: ``mode`` when forced, else the
+        conditioner's :meth:`~hyperdnn.conditioners.Conditioner.execution`."""
+        if mode != "auto":
+            return mode
+        cond = self.hypernet.conditioner
+        execution = cond.execution(batched)
+        if not isinstance(execution, Execution):
+            raise TypeError(
+                f"HyperModel: {type(cond).__name__}.execution(batched={batched}) must return an Execution "
+                f"(SHARED, PER_SAMPLE or ENSEMBLE), got {execution!r} ({type(execution).__name__})"
+            )
+        if execution is Execution.PER_SAMPLE:
+            n = self.target.input_batch(*args, **kwargs)
+            if n is not None and n != B:
+                raise ValueError(
+                    f"HyperModel: {type(cond).__name__} runs one weight set per input sample (its execution for "
+                    f"a batched context is PER_SAMPLE), but the context has {B} items and x has {n} samples at "
+                    f"dim {self.target.batch_dim}; they must match. To run {B} contexts on one shared batch, use a "
+                    "conditioner whose execution is ENSEMBLE (Noise, Continuous(..., execution='ensemble')) or "
+                    "pass mode='ensemble'"
+                )
+        return execution.value
+
+    def _run(self, execution: str, weights: dict[str, torch.Tensor], args: tuple, kwargs: dict) -> Any:
         # The weights come from a hypernet of the target's own spec (checked at construction):
-        # the trusted path skips re-validating them on every call.
-        if mode == "auto":
-            if not batched:
-                mode = "shared"
-            else:
-                mode = "ensemble" if isinstance(self.hypernet.conditioner, Noise) else "per_sample"
-        return self.target.run(weights, *args, mode=mode, validate=False, **kwargs)
+        # the trusted path skips re-validating them on every call (the batch dims are still
+        # checked against the mode).
+        return self.target.run(weights, *args, mode=execution, validate=False, **kwargs)
 
     def _run_per_task(
-        self, ids: torch.Tensor, keys: list[int], weights: dict[str, torch.Tensor], mode: str, args: tuple, kwargs
+        self, ids: torch.Tensor, keys: list[int], weights: dict[str, torch.Tensor], execution: str, args: tuple, kwargs
     ) -> Any:
-        """Mixed task ids with per-context statistics: one call per task on its samples (or its
-        ensemble members), outputs put back in the batch's order."""
-        ensemble = mode == "ensemble"
+        """Mixed context keys with per-context statistics: one call per key on its samples (or
+        its ensemble members), outputs put back in the batch's order."""
+        ensemble = execution == "ensemble"
         d = 0 if ensemble else self.target.batch_dim
         B = ids.shape[0]
         parts, order = [], []
@@ -430,7 +459,7 @@ class HyperModel(nn.Module):
 
                 args_k, kwargs_k = tuple(take(a) for a in args), {k: take(v) for k, v in kwargs.items()}
             with self.norm_stats.use(key):
-                parts.append(self._run(mode, part, idx.numel(), True, args_k, kwargs_k))
+                parts.append(self._run(execution, part, args_k, kwargs_k))
             order.append(idx)
         inverse = torch.argsort(torch.cat(order))
 
@@ -471,7 +500,8 @@ class HyperModel(nn.Module):
             ``model(x, context)`` in eval mode.
 
         Raises:
-            ValueError: a batched context, or a :class:`DataEncoder` (weights per input).
+            ValueError: a batched context, or a conditioner that reads its context from the
+                input (a :class:`DataEncoder`: weights per input).
 
         Example::
 
@@ -485,10 +515,10 @@ class HyperModel(nn.Module):
             True
         """
         cond = self.hypernet.conditioner
-        if isinstance(cond, DataEncoder):
+        if cond.reads_input:
             raise ValueError(
-                "HyperModel.materialize: a DataEncoder generates weights from each input, so there is "
-                "no single network to export"
+                f"HyperModel.materialize: a {type(cond).__name__} generates weights from each input (its "
+                "context is the input), so there is no single network to export"
             )
         with torch.no_grad():
             flat, batched = self.hypernet.generate_flat(context)
@@ -497,7 +527,7 @@ class HyperModel(nn.Module):
                     f"HyperModel.materialize: expected one unbatched context (a task id, a noise vector "
                     f"(dim,), ...), got a batched context of {flat.shape[0]}"
                 )
-            weights = self.hypernet._weights(flat, False)
+            weights = self.hypernet.unflatten(flat, False)
         module = self.target.materialize(weights)
         norm = self.norm_stats
         if norm.active:

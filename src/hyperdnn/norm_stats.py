@@ -8,7 +8,8 @@ mode, which uses the batch's own statistics, is unaffected, so the damage shows 
 :class:`NormStats` decides which statistics a call uses:
 
 * ``"per_context"``: a separate copy of every BatchNorm's running statistics per context key
-  (the task id of a :class:`~hyperdnn.conditioners.TaskEmbedding`). For the duration of a call
+  (:meth:`Conditioner.context_keys <hyperdnn.conditioners.Conditioner.context_keys>`: the
+  task id of a :class:`~hyperdnn.conditioners.TaskEmbedding`). For the duration of a call
   the key's tensors are put into the layers' ``_buffers`` and the module's own are restored in
   ``finally``, so training updates that key's copy in place and nothing else. The copies are
   registered buffers (saved in ``state_dict``, moved by ``.to()``); a key seen for the first
@@ -20,7 +21,9 @@ mode, which uses the batch's own statistics, is unaffected, so the damage shows 
   updated.
 * ``"shared"``: the module's own buffers, one set for every context (PyTorch's behaviour).
 
-:func:`resolve_norm_stats` turns ``"auto"`` into one of these from the conditioner.
+:func:`resolve_norm_stats` turns ``"auto"`` into the conditioner's
+:attr:`~hyperdnn.conditioners.Conditioner.norm_stats_policy` (``"per_context"`` for task ids,
+``"batch"`` for data, noise and continuous contexts, ``"shared"`` for one learned code).
 :class:`~hyperdnn.hypernet.HyperModel` owns a :class:`NormStats` and uses it on every call.
 
 Every ``torch.nn`` BatchNorm (``BatchNorm1d/2d/3d``, ``SyncBatchNorm``) that tracks running
@@ -52,7 +55,7 @@ import torch
 from torch import nn
 
 from hyperdnn._checks import check_choice
-from hyperdnn.conditioners import Conditioner, Continuous, DataEncoder, Noise, TaskEmbedding
+from hyperdnn.conditioners import NORM_STATS_POLICIES, Conditioner
 
 __all__ = ["NORM_STATS_MODES", "NormStats", "batchnorm_layers", "resolve_norm_stats"]
 
@@ -74,32 +77,30 @@ def batchnorm_layers(module: nn.Module) -> list[tuple[str, nn.modules.batchnorm.
 
 def resolve_norm_stats(mode: str, conditioner: Conditioner, module: nn.Module, where: str = "HyperModel") -> str:
     """The statistics mode for ``conditioner`` over ``module``: ``mode`` itself unless it is
-    ``"auto"``, which gives ``"shared"`` for a module without BatchNorm running statistics,
-    ``"per_context"`` for a :class:`~hyperdnn.conditioners.TaskEmbedding`, ``"batch"`` for a
-    :class:`~hyperdnn.conditioners.DataEncoder`, :class:`~hyperdnn.conditioners.Noise` or
-    :class:`~hyperdnn.conditioners.Continuous`, and ``"shared"`` otherwise (a
-    :class:`~hyperdnn.conditioners.LearnedLatent`: one context).
+    ``"auto"``, which gives ``"shared"`` for a module without BatchNorm running statistics and
+    the conditioner's :attr:`~hyperdnn.conditioners.Conditioner.norm_stats_policy` otherwise.
 
     Raises:
-        TypeError, ValueError: ``mode`` is not one of :data:`NORM_STATS_MODES`, or
-            ``"per_context"`` is asked of a conditioner without task ids.
+        TypeError, ValueError: ``mode`` is not one of :data:`NORM_STATS_MODES`, the
+            conditioner's policy is not one of ``"per_context"``, ``"batch"``, ``"shared"``, or
+            ``"per_context"`` is asked of a conditioner whose contexts have no keys (its
+            policy is not ``"per_context"``).
     """
     check_choice(where, "norm_stats", mode, NORM_STATS_MODES)
-    if mode == "per_context" and not isinstance(conditioner, TaskEmbedding):
+    policy = conditioner.norm_stats_policy
+    check_choice(where, f"{type(conditioner).__name__}.norm_stats_policy", policy, NORM_STATS_POLICIES)
+    if mode == "per_context" and policy != "per_context":
         raise ValueError(
-            f"{where}: norm_stats='per_context' keeps statistics per task id and needs a TaskEmbedding "
-            f"conditioner, got {type(conditioner).__name__}; use 'batch' (each batch's own statistics) "
+            f"{where}: norm_stats='per_context' keeps statistics per context key and needs a conditioner "
+            f"whose contexts are keys (norm_stats_policy 'per_context', e.g. a TaskEmbedding), got "
+            f"{type(conditioner).__name__} (policy {policy!r}); use 'batch' (each batch's own statistics) "
             "or 'shared' (one set for every context)"
         )
     if mode != "auto":
         return mode
     if not batchnorm_layers(module):
         return "shared"
-    if isinstance(conditioner, TaskEmbedding):
-        return "per_context"
-    if isinstance(conditioner, (DataEncoder, Noise, Continuous)):
-        return "batch"
-    return "shared"
+    return policy
 
 
 class _LayerStats(nn.Module):
@@ -201,16 +202,11 @@ class NormStats(nn.Module):
 
     @staticmethod
     def context_keys(conditioner: Conditioner, context: Any) -> list[int]:
-        """The distinct task ids of ``context`` for a :class:`~hyperdnn.conditioners.TaskEmbedding`
-        ``conditioner``, sorted (validated by :meth:`~hyperdnn.conditioners.TaskEmbedding.task_ids`)."""
-        if not isinstance(conditioner, TaskEmbedding):
-            raise TypeError(
-                f"NormStats.context_keys: context keys are task ids of a TaskEmbedding, got {type(conditioner).__name__}"
-            )
-        if type(context) is int:
-            conditioner.task_ids(context)
-            return [context]
-        return torch.unique(conditioner.task_ids(context)[0]).tolist()
+        """The distinct keys of ``context``, sorted: the unique values of
+        :meth:`conditioner.context_keys(context) <hyperdnn.conditioners.Conditioner.context_keys>`
+        (task ids for a :class:`~hyperdnn.conditioners.TaskEmbedding`)."""
+        keys = conditioner.context_keys(context)
+        return keys.tolist() if keys.numel() == 1 else torch.unique(keys).tolist()
 
     @property
     def watching(self) -> bool:
