@@ -199,7 +199,7 @@ def test_bad_construction():
         DynamicHyperNetwork(nn.Linear(2, 2), max_component_size=4)
     with pytest.raises(ValueError, match="max_component_size must be an int >= 1, got 0"):
         DynamicHyperNetwork(LearnedLatent(2), max_component_size=0)
-    with pytest.raises(TypeError, match="trunk must be a Trunk, got Linear"):
+    with pytest.raises(TypeError, match=r"trunk must be a Trunk \(wrap a module in ModuleTrunk\), got Linear"):
         DynamicHyperNetwork(LearnedLatent(2), nn.Linear(2, 2), max_component_size=4)
     with pytest.raises(ValueError, match="granularity must be 'unit' or 'tensor'"):
         DynamicHyperNetwork(LearnedLatent(2), max_component_size=4, granularity="chunk")

@@ -414,7 +414,7 @@ def test_bad_construction_arguments():
         HyperNetwork(target, nn.Linear(2, 2))
     with pytest.raises(TypeError, match="trunk must be a Trunk"):
         HyperNetwork(target, TaskEmbedding(2, 4), nn.Linear(4, 4))
-    with pytest.raises(ValueError, match="init must be one of"):
+    with pytest.raises(ValueError, match="init must be 'hyperfan_in', 'hyperfan_out' or 'unit', got 'xavier'"):
         HyperNetwork(target, TaskEmbedding(2, 4), init="xavier")
     with pytest.raises(ValueError, match="residual='target' needs a Target"):
         HyperNetwork(target.spec, TaskEmbedding(2, 4), residual="target")

@@ -228,7 +228,11 @@ BAD_ARGUMENTS = [
         ValueError,
         r"HyperNetwork: residual_scale must be a finite number >= 0, got -0.1",
     ),
-    (lambda: HyperNetwork(mlp_target(), TaskEmbedding(2, 4), init=1), TypeError, r"HyperNetwork: init must be one of"),
+    (
+        lambda: HyperNetwork(mlp_target(), TaskEmbedding(2, 4), init=1),
+        TypeError,
+        r"HyperNetwork: init must be 'hyperfan_in', 'hyperfan_out' or 'unit' \(a string\), got 1 \(int\)",
+    ),
     (
         lambda: HyperNetwork(mlp_target(), TaskEmbedding(2, 4), check_finite="yes"),
         TypeError,

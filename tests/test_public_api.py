@@ -9,6 +9,7 @@ import pytest
 
 import hyperdnn
 from hyperdnn.cli import main
+from hyperdnn.registry import RegistryError
 
 
 def test_every_advertised_name_imports():
@@ -36,8 +37,13 @@ def test_every_advertised_name_imports():
 def test_registries_list_the_builtins():
     assert {"once", "multihead", "componentwise", "chunked"} <= set(hyperdnn.list_heads())
     assert "mlp" in hyperdnn.list_trunks()
-    with pytest.raises(ValueError, match="unknown head 'nope'"):
-        hyperdnn.create_head("nope")
+    assert {"task_embedding", "data_encoder", "noise", "continuous", "learned_latent"} <= set(
+        hyperdnn.list_conditioners()
+    )
+    with pytest.raises(RegistryError, match="unknown head 'chunk'; did you mean 'chunked'"):
+        hyperdnn.create_head("chunk")
+    with pytest.raises(RegistryError, match="unknown conditioner 'nope'"):
+        hyperdnn.create_conditioner("nope")
 
 
 def test_cli_unknown_command(capsys):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -20,6 +22,8 @@ from hyperdnn import (
     Target,
     TaskEmbedding,
     WeightSpec,
+    create_head,
+    create_trunk,
 )
 from hyperdnn.heads import TokenGenerator
 from hyperdnn.trunks import AttentionMixer, DeconvReadout, RecurrentMixer
@@ -129,7 +133,7 @@ def test_deconv_token_is_the_top_left_block_of_its_image():
 def test_cnn_serves_rows_of_a_digit_filter_as_images():
     target = Target(nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10)))
     hnet = HyperNetwork(target, LearnedLatent(8), CNN((16,), channels=(8, 4), base=2), ComponentWise("unit"))
-    assert hnet.trunk.image_size == 8
+    assert hnet.trunk_config.image_size == 8
     assert hnet()["0.weight"].shape == (16, 64)
 
 
@@ -162,15 +166,32 @@ def test_bad_trunk_arguments(make, match):
         make()
 
 
-def test_head_bind_rejects_a_non_trunk():
+def test_head_build_rejects_a_non_trunk_and_a_non_spec():
     spec = WeightSpec.from_module(nn.Linear(3, 2))
     with pytest.raises(TypeError, match="trunk must be a Trunk or None, got Linear"):
-        Chunked(4).bind(spec, 8, nn.Linear(1, 1))
+        Chunked(4).build(spec, 8, nn.Linear(1, 1))
+    with pytest.raises(TypeError, match="ChunkedModule: spec must be a WeightSpec, got dict"):
+        Chunked(4).build({"weight": (2, 3)}, 8)
+    with pytest.raises(TypeError, match=r"RNN.build: in_features must be an int >= 1, got '8' \(str\)"):
+        RNN().build("8")
 
 
-def test_unbound_token_trunk_says_so():
-    with pytest.raises(RuntimeError, match="RNN is not bound"):
-        RNN()(torch.randn(2, 3))
+@pytest.mark.parametrize("trunk", ["mlp", "rnn", "attention", "cnn"])
+@pytest.mark.parametrize("head", ["once", "chunked", "componentwise", "multihead"])
+def test_descriptions_build_complete_independent_modules(trunk, head):
+    spec = WeightSpec.from_module(nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2)))
+    t = create_trunk(trunk, hidden=(8,))
+    h = create_head(head, **({"chunk_size": 8} if head == "chunked" else {}))
+    assert not isinstance(t, nn.Module) and not isinstance(h, nn.Module)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        t.hidden = (4,)
+    encoders = [t.build(5), t.build(5)]
+    heads = [h.build(spec, encoders[0].out_features, t) for _ in range(2)]
+    assert encoders[0].out_features == 8 and encoders[0](torch.randn(3, 5)).shape == (3, 8)
+    assert heads[0](torch.randn(3, 8)).shape == (3, spec.numel)
+    for a, b in (encoders, heads):
+        assert sum(p.numel() for p in a.parameters()) == sum(p.numel() for p in b.parameters()) > 0
+        assert not {id(p) for p in a.parameters()} & {id(p) for p in b.parameters()}
 
 
 def test_every_architecture_trains_a_small_target():

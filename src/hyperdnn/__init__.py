@@ -18,7 +18,17 @@ from hyperdnn.conditioners import (
     register_conditioner,
 )
 from hyperdnn.dynamic import DynamicHyperNetwork, describe_components
-from hyperdnn.heads import Chunked, ComponentWise, Head, MultiHead, Once, create_head, list_heads, register_head
+from hyperdnn.heads import (
+    Chunked,
+    ComponentWise,
+    Head,
+    HeadModule,
+    MultiHead,
+    Once,
+    create_head,
+    list_heads,
+    register_head,
+)
 from hyperdnn.hypernet import HyperModel, HyperNetwork
 from hyperdnn.layers import HyperLSTM, HyperLSTMCell
 from hyperdnn.norm_stats import NormStats
@@ -33,6 +43,7 @@ from hyperdnn.trunks import (
     TokenMixer,
     TokenReadout,
     Trunk,
+    TrunkModule,
     create_trunk,
     list_trunks,
     register_trunk,
@@ -52,6 +63,7 @@ __all__ = [
     "DynamicHyperNetwork",
     "Execution",
     "Head",
+    "HeadModule",
     "HyperModel",
     "HyperLSTM",
     "HyperLSTMCell",
@@ -71,6 +83,7 @@ __all__ = [
     "TokenMixer",
     "TokenReadout",
     "Trunk",
+    "TrunkModule",
     "WeightSpec",
     "create_conditioner",
     "create_head",

@@ -50,6 +50,7 @@ __all__ = [
     "Conditioner",
     "Execution",
     "NORM_STATS_POLICIES",
+    "check_conditioner",
     "TaskEmbedding",
     "DataEncoder",
     "Noise",
@@ -570,6 +571,13 @@ class LearnedLatent(Conditioner):
 
     def execution(self, batched: bool) -> Execution:
         return Execution.SHARED
+
+
+def check_conditioner(where: str, conditioner: Any) -> Conditioner:
+    """``conditioner`` if it is a :class:`Conditioner` (else a ``TypeError`` naming ``where``)."""
+    if not isinstance(conditioner, Conditioner):
+        raise TypeError(f"{where}: conditioner must be a Conditioner, got {type(conditioner).__name__}")
+    return conditioner
 
 
 def _check_factory(obj: Any) -> None:

@@ -45,12 +45,13 @@ import torch
 from torch import nn
 
 from hyperdnn._checks import check_choice, check_int, check_widths
-from hyperdnn.conditioners import Conditioner
+from hyperdnn.conditioners import Conditioner, check_conditioner
 from hyperdnn.heads import TokenGenerator
-from hyperdnn.init import INIT_MODES, element_stats
+from hyperdnn.init import calibrate as calibrate_last_layers
+from hyperdnn.init import check_init_mode, element_stats
 from hyperdnn.spec import Role, TensorSpec, WeightSpec
 from hyperdnn.target import Target
-from hyperdnn.trunks import ACTIVATIONS, MLP, Trunk, make_activation
+from hyperdnn.trunks import ACTIVATIONS, MLP, Trunk, build_trunk, make_activation
 
 __all__ = ["Components", "describe_components", "DESCRIPTOR_FEATURES", "DynamicHyperNetwork"]
 
@@ -206,8 +207,10 @@ class DynamicHyperNetwork(nn.Module):
     Args:
         conditioner: the input (:class:`~hyperdnn.conditioners.LearnedLatent` for one
             family of targets, :class:`~hyperdnn.conditioners.TaskEmbedding`...).
-        trunk: the architecture (default ``MLP((64,))``); its token mixer runs over the
-            components in layout order and its readout emits each one.
+        trunk: the architecture, a :class:`~hyperdnn.trunks.Trunk` description (default
+            ``MLP((64,))``; ``hnet.trunk`` is the built encoder, ``hnet.trunk_config`` the
+            description); its token mixer runs over the components in layout order and its
+            readout emits each one.
         max_component_size: numbers generated per component: the largest component
             (with ``granularity="unit"``, the widest fan-in of a row) this hypernet serves.
         granularity: ``"unit"`` (a component per output unit) or ``"tensor"``.
@@ -239,25 +242,20 @@ class DynamicHyperNetwork(nn.Module):
         example: WeightSpec | Target | Iterable[WeightSpec | Target] | None = None,
     ):
         super().__init__()
-        if not isinstance(conditioner, Conditioner):
-            raise TypeError(f"DynamicHyperNetwork: conditioner must be a Conditioner, got {type(conditioner).__name__}")
-        trunk = MLP((64,)) if trunk is None else trunk
-        if not isinstance(trunk, Trunk):
-            raise TypeError(f"DynamicHyperNetwork: trunk must be a Trunk, got {type(trunk).__name__}")
         where = "DynamicHyperNetwork"
+        check_conditioner(where, conditioner)
         check_int(where, "max_component_size", max_component_size)
         check_choice(where, "granularity", granularity, ("unit", "tensor"))
         check_int(where, "embed_dim", embed_dim)
         descriptor_hidden = check_widths(where, "descriptor_hidden", descriptor_hidden)
         hidden = check_widths(where, "hidden", hidden)
         check_choice(where, "activation", activation, sorted(ACTIVATIONS))
-        check_choice(where, "init", init, INIT_MODES)
+        check_init_mode(where, init)
         self.conditioner = conditioner
-        self.trunk = trunk
+        self.trunk_config, self.trunk = build_trunk(where, trunk, conditioner.out_features, MLP((64,)))
         self.max_component_size = max_component_size
         self.granularity = granularity
         self.init_mode = init
-        trunk.bind(conditioner.out_features)
         layers: list[nn.Module] = []
         w = DESCRIPTOR_FEATURES
         for hd in descriptor_hidden:
@@ -266,7 +264,7 @@ class DynamicHyperNetwork(nn.Module):
         layers.append(nn.Linear(w, embed_dim))
         self.describer = nn.Sequential(*layers)
         self.generator = TokenGenerator(
-            trunk.out_features, None, embed_dim, hidden, max_component_size, activation, trunk
+            self.trunk.out_features, None, embed_dim, hidden, max_component_size, activation, self.trunk_config
         )
         self._plans: OrderedDict[tuple[WeightSpec, str], _Plan] = OrderedDict()
         if example is not None:
@@ -358,48 +356,24 @@ class DynamicHyperNetwork(nn.Module):
 
         Measures the second moment of each last layer's input over the components of the
         ``example`` specs (and ``context``; default: the conditioner's probe, or N(0, 1)
-        codes) and draws that layer's weights from ``N(0, 1 / (m * fan_in * E[u^2]))`` with
-        zero bias (``m`` last layers add up), as :meth:`HyperNetwork.calibrate` does.
+        codes), pooled over the specs, and draws that layer's weights from
+        ``N(0, 1 / (m * fan_in * E[u^2]))`` with zero bias (``m`` last layers add up), as
+        :meth:`HyperNetwork.calibrate` does (:func:`hyperdnn.init.calibrate`).
         """
         if isinstance(example, (WeightSpec, Target)):
             example = [example]
         specs = [self._spec(s, "DynamicHyperNetwork.calibrate") for s in example]
         if not specs:
             raise ValueError("DynamicHyperNetwork.calibrate: expected at least one example spec, got none")
-        finals = self.generator.final_layers()
-        sums = {id(m): [0.0, 0] for m in finals}
 
-        def recorder(key: int):
-            def record(mod, args):
-                x = args[0].detach()
-                sums[key][0] += float(x.pow(2).sum())
-                sums[key][1] += x.numel()
-
-            return record
-
-        hooks = [m.register_forward_pre_hook(recorder(id(m))) for m in finals]
-        was_training = self.training
-        self.eval()
-        try:
-            if context is None:
-                context = self.conditioner.probe(64)
+        def run() -> None:
+            probe = self.conditioner.probe(64) if context is None else context
             for spec in specs:
-                if context is None:
+                if probe is None:
                     ref = self.describer[0].weight
                     c = torch.randn(64, self.conditioner.out_features, device=ref.device, dtype=ref.dtype)
-                    h = self.trunk(c)
-                    self.generator(h, self.embeddings(spec))
+                    self.generator(self.trunk(c), self.embeddings(spec))
                 else:
-                    self.raw(context, spec)
-        finally:
-            for hk in hooks:
-                hk.remove()
-            self.train(was_training)
-        for m in finals:
-            total, count = sums[id(m)]
-            m2 = total / count if count else 0.0
-            if not m2 > 0.0 or m2 != m2:
-                continue
-            m.weight.normal_(0.0, (len(finals) * m.in_features * m2) ** -0.5)
-            if m.bias is not None:
-                m.bias.zero_()
+                    self.raw(probe, spec)
+
+        calibrate_last_layers(self, [self.generator.final_layers()], run)

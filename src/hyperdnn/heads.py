@@ -13,8 +13,16 @@ the hyperfan scale (see :mod:`hyperdnn.init`).
 
 Component-wise and chunked heads run all components in one batched pass.
 
+A :class:`Head` is a frozen description of what the user chooses (``Chunked(256, 4)``,
+``Once()``): the :class:`~hyperdnn.hypernet.HyperNetwork` that uses it calls
+:meth:`Head.build` with the spec, the trunk's width and the trunk, and gets the complete head
+module (a :class:`HeadModule`: ``OnceModule``, ``MultiHeadModule``, ``ChunkedModule``,
+``ComponentWiseModule``) in one step, parameters and all. Built-in heads are registered by
+name (:func:`create_head`, :func:`list_heads`, :func:`register_head`; installed packages add
+theirs through the ``hyperdnn.heads`` entry-point group).
+
 Every head generates *tokens* (one for generate-once, one per group, component or chunk) and
-takes its token architecture from the trunk it is bound with (see :mod:`hyperdnn.trunks`):
+takes its token architecture from the trunk it is built with (see :mod:`hyperdnn.trunks`):
 with an ``MLP`` trunk tokens are independent and read out linearly (the descriptions above);
 an ``rnn`` trunk generates them in order with a GRU/LSTM, an ``attention`` trunk runs a
 transformer over them, and a ``cnn`` trunk reads each one out as a deconvolved image.
@@ -39,61 +47,34 @@ import fnmatch
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from hyperdnn._checks import check_choice, check_int, check_optional_int, check_widths
+from hyperdnn.registry import Registry
 from hyperdnn.spec import WeightSpec
 from hyperdnn.trunks import ACTIVATIONS, TokenMixer, TokenReadout, Trunk, make_activation
 
 __all__ = [
     "Head",
+    "HeadModule",
     "Once",
     "MultiHead",
     "ComponentWise",
     "Chunked",
+    "OnceModule",
+    "MultiHeadModule",
+    "ChunkedModule",
+    "ComponentWiseModule",
     "TokenEncoder",
     "TokenGenerator",
     "register_head",
     "create_head",
     "list_heads",
 ]
-
-
-class Head(nn.Module, ABC):
-    """Abstract head: ``bind(spec, in_features, trunk)`` creates parameters; ``forward(h)``
-    returns the raw flat output ``(B, spec.numel)``.
-
-    Every head generates *tokens* (one for :class:`Once`, one per group for
-    :class:`MultiHead`, one per component or chunk for :class:`ComponentWise` and
-    :class:`Chunked`); the trunk passed to :meth:`bind` decides how tokens are mixed and read
-    out (see :mod:`hyperdnn.trunks`). Without a trunk (or with an ``MLP``) tokens are
-    independent and read out linearly.
-    """
-
-    spec: WeightSpec | None = None
-
-    @abstractmethod
-    def bind(self, spec: WeightSpec, in_features: int, trunk: Trunk | None = None) -> None:
-        """Create the parameters for ``spec`` from features of width ``in_features``, with
-        ``trunk``'s token mixer and readout."""
-
-    @abstractmethod
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """``(B, in_features)`` -> raw ``(B, spec.numel)``."""
-
-    @abstractmethod
-    def calibration_groups(self) -> list[tuple[list[nn.Module], list[str]]]:
-        """(final layers, tensor names they produce): each group is rescaled together so
-        that its raw output has unit variance at initialisation."""
-
-    def _require_bound(self) -> WeightSpec:
-        if self.spec is None:
-            raise RuntimeError(
-                f"{type(self).__name__} is not bound: pass it to a HyperNetwork or call bind(spec, in_features)"
-            )
-        return self.spec
 
 
 def _check_activation(where: str, activation: str) -> str:
@@ -108,7 +89,7 @@ def _zero_bias(lin: nn.Linear) -> nn.Linear:
 
 def _token_parts(trunk: Trunk | None) -> TokenMixer | None:
     if trunk is not None and not isinstance(trunk, Trunk):
-        raise TypeError(f"head.bind: trunk must be a Trunk or None, got {type(trunk).__name__}")
+        raise TypeError(f"head.build: trunk must be a Trunk or None, got {type(trunk).__name__}")
     return None if trunk is None else trunk.token_mixer()
 
 
@@ -150,130 +131,6 @@ class _Stack(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)
-
-
-class Once(Head):
-    """Generate once: one token for all ``numel`` numbers.
-
-    With an ``MLP`` trunk this is a single linear layer from the features to every number;
-    a mixing trunk (``rnn``, ``attention``) runs its mixer over the one token first, and the
-    ``cnn`` trunk generates the whole flat vector as one image.
-    """
-
-    def bind(self, spec: WeightSpec, in_features: int, trunk: Trunk | None = None) -> None:
-        self.spec = spec
-        gen = TokenGenerator(in_features, 1, 0, (), spec.numel, trunk=trunk)
-        self.linear: nn.Linear | None = None
-        self.generator: TokenGenerator | None = None
-        if gen.fused:  # a single linear layer from the features to every number
-            self.linear = gen.encoder.proj_h
-        else:
-            self.generator = gen
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        self._require_bound()
-        if self.linear is not None:
-            return self.linear(h)
-        return self.generator(h)[:, 0]
-
-    def calibration_groups(self):
-        spec = self._require_bound()
-        finals = [self.linear] if self.linear is not None else self.generator.final_layers()
-        return [(finals, list(spec.names))]
-
-
-class MultiHead(Head):
-    """One output head per group of tensors.
-
-    Args:
-        groups: ``"tensor"`` (a head per tensor), ``"layer"`` (a head per owning module), or
-            a list of globs (a head per glob; every tensor must match one).
-        hidden: hidden widths of each head's own MLP (``()``: a linear head).
-        activation: activation of those hidden layers.
-        embed_dim: width of each group's learned embedding, used when the trunk mixes
-            tokens (``rnn``: the groups are generated in order, layer after layer;
-            ``attention``: the groups attend to each other).
-    """
-
-    def __init__(
-        self,
-        groups: str | Sequence[str] = "layer",
-        hidden: Sequence[int] = (),
-        activation: str = "relu",
-        embed_dim: int = 8,
-    ):
-        super().__init__()
-        expected = "'tensor', 'layer' or a non-empty list of glob strings"
-        if isinstance(groups, str):
-            if groups not in ("tensor", "layer"):
-                raise ValueError(f"MultiHead: groups must be {expected}, got {groups!r}")
-        elif not isinstance(groups, Sequence) or not all(isinstance(g, str) for g in groups):
-            shown = list(groups) if isinstance(groups, Sequence) else groups
-            raise TypeError(f"MultiHead: groups must be {expected}, got {shown!r} ({type(groups).__name__})")
-        elif not groups:
-            raise ValueError(f"MultiHead: groups must be {expected}, got an empty {type(groups).__name__}")
-        else:
-            groups = list(groups)
-        hidden = check_widths("MultiHead", "hidden", hidden)
-        _check_activation("MultiHead", activation)
-        check_int("MultiHead", "embed_dim", embed_dim)
-        self.groups, self.hidden, self.activation, self.embed_dim = groups, hidden, activation, embed_dim
-
-    def bind(self, spec: WeightSpec, in_features: int, trunk: Trunk | None = None) -> None:
-        self.spec = spec
-        if self.groups == "tensor":
-            members = [[t.name] for t in spec]
-        elif self.groups == "layer":
-            by_layer: dict[int, list[str]] = {}
-            for t in spec:
-                by_layer.setdefault(t.layer_index, []).append(t.name)
-            members = list(by_layer.values())
-        else:
-            members = [[] for _ in self.groups]
-            unmatched = []
-            for t in spec:
-                for i, pat in enumerate(self.groups):
-                    if fnmatch.fnmatchcase(t.name, pat):
-                        members[i].append(t.name)
-                        break
-                else:
-                    unmatched.append(t.name)
-            empty = [g for g, m in zip(self.groups, members, strict=False) if not m]
-            if unmatched or empty:
-                raise ValueError(f"MultiHead: tensors {unmatched} match no group; groups {empty} match no tensor")
-        self.members = members
-        mixer = _token_parts(trunk)
-        if mixer is None:
-            self.encoder = None
-            width = in_features
-        else:
-            self.encoder = TokenEncoder(in_features, len(members), self.embed_dim, mixer.width, mixer)
-            width = mixer.width
-        self.heads = nn.ModuleList(
-            _Stack(width, self.hidden, sum(spec[n].numel for n in names), self.activation, trunk) for names in members
-        )
-        # gather index from concatenated group outputs into spec order
-        pos, offset = {}, 0
-        for names in members:
-            for n in names:
-                pos[n] = offset
-                offset += spec[n].numel
-        idx = torch.cat([torch.arange(pos[t.name], pos[t.name] + t.numel) for t in spec])
-        self._identity = bool(torch.equal(idx, torch.arange(spec.numel)))
-        self.register_buffer("_order", idx, persistent=False)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        self._require_bound()
-        if self.encoder is None:
-            out = torch.cat([head(h) for head in self.heads], dim=-1)
-        else:
-            z = self.encoder(h)
-            out = torch.cat([head(z[:, g]) for g, head in enumerate(self.heads)], dim=-1)
-        return out if self._identity else out.index_select(-1, self._order)
-
-    def calibration_groups(self):
-        self._require_bound()
-        return [(head.final_layers(), names) for head, names in zip(self.heads, self.members, strict=False)]
 
 
 class TokenEncoder(nn.Module):
@@ -450,6 +307,300 @@ class TokenGenerator(nn.Module):
         return z if self.body is None else self.body(z)
 
 
+# --------------------------------------------------------------------- built heads
+
+
+class HeadModule(nn.Module, ABC):
+    """What a :class:`Head` builds: ``forward(h)`` maps trunk features ``(B, in_features)`` to
+    the raw flat output ``(B, spec.numel)`` in the spec's layout; complete (its parameters
+    exist) when constructed."""
+
+    spec: WeightSpec
+
+    @abstractmethod
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """``(B, in_features)`` -> raw ``(B, spec.numel)``."""
+
+    @abstractmethod
+    def calibration_groups(self) -> list[tuple[list[nn.Module], list[str]]]:
+        """(final layers, tensor names they produce): each group is rescaled together so
+        that its raw output has unit variance at initialisation."""
+
+
+def _check_spec(where: str, spec: Any, in_features: Any) -> None:
+    if not isinstance(spec, WeightSpec):
+        raise TypeError(f"{where}: spec must be a WeightSpec, got {type(spec).__name__}")
+    check_int(where, "in_features", in_features)
+
+
+class OnceModule(HeadModule):
+    """Generate once, built: one token for all ``spec.numel`` numbers (see :class:`Once`).
+
+    Args:
+        spec: the tensors to generate.
+        in_features: the trunk's feature width.
+        trunk: the trunk lending its token mixer and readout (``None``: a linear layer).
+    """
+
+    def __init__(self, spec: WeightSpec, in_features: int, trunk: Trunk | None = None):
+        super().__init__()
+        _check_spec("OnceModule", spec, in_features)
+        self.spec = spec
+        gen = TokenGenerator(in_features, 1, 0, (), spec.numel, trunk=trunk)
+        self.linear: nn.Linear | None = None
+        self.generator: TokenGenerator | None = None
+        if gen.fused:  # a single linear layer from the features to every number
+            self.linear = gen.encoder.proj_h
+        else:
+            self.generator = gen
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if self.linear is not None:
+            return self.linear(h)
+        return self.generator(h)[:, 0]
+
+    def calibration_groups(self):
+        finals = [self.linear] if self.linear is not None else self.generator.final_layers()
+        return [(finals, list(self.spec.names))]
+
+
+class MultiHeadModule(HeadModule):
+    """One output head per group of tensors, built (see :class:`MultiHead`).
+
+    Args:
+        spec, in_features, trunk: as for :class:`OnceModule`.
+        groups, hidden, activation, embed_dim: as for :class:`MultiHead`.
+
+    Raises:
+        ValueError: a tensor matches no glob, or a glob matches no tensor.
+    """
+
+    def __init__(
+        self,
+        spec: WeightSpec,
+        in_features: int,
+        trunk: Trunk | None = None,
+        groups: str | Sequence[str] = "layer",
+        hidden: Sequence[int] = (),
+        activation: str = "relu",
+        embed_dim: int = 8,
+    ):
+        super().__init__()
+        _check_spec("MultiHeadModule", spec, in_features)
+        self.spec = spec
+        if groups == "tensor":
+            members = [[t.name] for t in spec]
+        elif groups == "layer":
+            by_layer: dict[int, list[str]] = {}
+            for t in spec:
+                by_layer.setdefault(t.layer_index, []).append(t.name)
+            members = list(by_layer.values())
+        else:
+            members = [[] for _ in groups]
+            unmatched = []
+            for t in spec:
+                for i, pat in enumerate(groups):
+                    if fnmatch.fnmatchcase(t.name, pat):
+                        members[i].append(t.name)
+                        break
+                else:
+                    unmatched.append(t.name)
+            empty = [g for g, m in zip(groups, members, strict=False) if not m]
+            if unmatched or empty:
+                raise ValueError(f"MultiHead: tensors {unmatched} match no group; groups {empty} match no tensor")
+        self.members = members
+        mixer = _token_parts(trunk)
+        if mixer is None:
+            self.encoder = None
+            width = in_features
+        else:
+            self.encoder = TokenEncoder(in_features, len(members), embed_dim, mixer.width, mixer)
+            width = mixer.width
+        self.heads = nn.ModuleList(
+            _Stack(width, hidden, sum(spec[n].numel for n in names), activation, trunk) for names in members
+        )
+        # gather index from concatenated group outputs into spec order
+        pos, offset = {}, 0
+        for names in members:
+            for n in names:
+                pos[n] = offset
+                offset += spec[n].numel
+        idx = torch.cat([torch.arange(pos[t.name], pos[t.name] + t.numel) for t in spec])
+        self._identity = bool(torch.equal(idx, torch.arange(spec.numel)))
+        self.register_buffer("_order", idx, persistent=False)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if self.encoder is None:
+            out = torch.cat([head(h) for head in self.heads], dim=-1)
+        else:
+            z = self.encoder(h)
+            out = torch.cat([head(z[:, g]) for g, head in enumerate(self.heads)], dim=-1)
+        return out if self._identity else out.index_select(-1, self._order)
+
+    def calibration_groups(self):
+        return [(head.final_layers(), names) for head, names in zip(self.heads, self.members, strict=False)]
+
+
+class ChunkedModule(HeadModule):
+    """Chunk-wise generation, built (see :class:`Chunked`).
+
+    Args:
+        spec, in_features, trunk: as for :class:`OnceModule`.
+        chunk_size, embed_dim, hidden, activation: as for :class:`Chunked`.
+    """
+
+    def __init__(
+        self,
+        spec: WeightSpec,
+        in_features: int,
+        trunk: Trunk | None = None,
+        chunk_size: int = 256,
+        embed_dim: int = 8,
+        hidden: Sequence[int] = (),
+        activation: str = "relu",
+    ):
+        super().__init__()
+        _check_spec("ChunkedModule", spec, in_features)
+        self.spec = spec
+        self.chunk_size = check_int("ChunkedModule", "chunk_size", chunk_size)
+        self.generator = TokenGenerator(in_features, self.num_chunks, embed_dim, hidden, chunk_size, activation, trunk)
+
+    @property
+    def num_chunks(self) -> int:
+        """``ceil(spec.numel / chunk_size)``."""
+        return -(-self.spec.numel // self.chunk_size)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        out = self.generator(h)  # (B, n, chunk)
+        return out.reshape(h.shape[0], -1)[:, : self.spec.numel]
+
+    def calibration_groups(self):
+        return [(self.generator.final_layers(), list(self.spec.names))]
+
+
+class ComponentWiseModule(HeadModule):
+    """Component-wise generation, built (see :class:`ComponentWise`).
+
+    Args:
+        spec, in_features, trunk: as for :class:`OnceModule`.
+        granularity, embed_dim, hidden, activation: as for :class:`ComponentWise`.
+    """
+
+    def __init__(
+        self,
+        spec: WeightSpec,
+        in_features: int,
+        trunk: Trunk | None = None,
+        granularity: str = "unit",
+        embed_dim: int = 8,
+        hidden: Sequence[int] = (),
+        activation: str = "relu",
+    ):
+        super().__init__()
+        _check_spec("ComponentWiseModule", spec, in_features)
+        self.spec = spec
+        comps = ComponentWise.components(spec, granularity)
+        self.max_size = max(s for _, s in comps)
+        self.num_components = len(comps)
+        self.generator = TokenGenerator(in_features, len(comps), embed_dim, hidden, self.max_size, activation, trunk)
+        idx = torch.cat([torch.arange(s) + i * self.max_size for i, (_, s) in enumerate(comps)])
+        self.register_buffer("_gather", idx, persistent=False)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        out = self.generator(h).reshape(h.shape[0], -1)  # (B, C * max)
+        return out.index_select(1, self._gather)
+
+    def calibration_groups(self):
+        return [(self.generator.final_layers(), list(self.spec.names))]
+
+
+# --------------------------------------------------------------------- descriptions
+
+
+class Head(ABC):
+    """An output strategy: a frozen description of what the user chooses.
+
+    :meth:`build` makes the complete :class:`HeadModule` for a spec, from trunk features of
+    width ``in_features``, with the trunk's token mixer and readout. Every head generates
+    *tokens* (one for :class:`Once`, one per group for :class:`MultiHead`, one per component
+    or chunk for :class:`ComponentWise` and :class:`Chunked`); the trunk decides how tokens
+    are mixed and read out (see :mod:`hyperdnn.trunks`). Without a trunk (or with an ``MLP``)
+    tokens are independent and read out linearly. A description builds any number of
+    independent modules and never changes.
+    """
+
+    @abstractmethod
+    def build(self, spec: WeightSpec, in_features: int, trunk: Trunk | None = None) -> HeadModule:
+        """The head module for ``spec`` from features of width ``in_features``.
+
+        Raises:
+            TypeError: ``spec`` is not a :class:`~hyperdnn.spec.WeightSpec`, ``trunk`` not a
+                :class:`~hyperdnn.trunks.Trunk`.
+            ValueError: the spec does not fit the head (a glob matching nothing, a token
+                larger than the trunk's readout can emit).
+        """
+
+
+def _freeze(obj: Any, **values: Any) -> None:
+    """Set checked values on a frozen dataclass from its ``__post_init__``."""
+    for name, value in values.items():
+        object.__setattr__(obj, name, value)
+
+
+@dataclass(frozen=True)
+class Once(Head):
+    """Generate once: one token for all ``numel`` numbers.
+
+    With an ``MLP`` trunk this is a single linear layer from the features to every number;
+    a mixing trunk (``rnn``, ``attention``) runs its mixer over the one token first, and the
+    ``cnn`` trunk generates the whole flat vector as one image.
+    """
+
+    def build(self, spec: WeightSpec, in_features: int, trunk: Trunk | None = None) -> OnceModule:
+        return OnceModule(spec, in_features, trunk)
+
+
+@dataclass(frozen=True)
+class MultiHead(Head):
+    """One output head per group of tensors.
+
+    Args:
+        groups: ``"tensor"`` (a head per tensor), ``"layer"`` (a head per owning module), or
+            a list of globs (a head per glob; every tensor must match one).
+        hidden: hidden widths of each head's own MLP (``()``: a linear head).
+        activation: activation of those hidden layers.
+        embed_dim: width of each group's learned embedding, used when the trunk mixes
+            tokens (``rnn``: the groups are generated in order, layer after layer;
+            ``attention``: the groups attend to each other).
+    """
+
+    groups: str | Sequence[str] = "layer"
+    hidden: Sequence[int] = ()
+    activation: str = "relu"
+    embed_dim: int = 8
+
+    def __post_init__(self) -> None:
+        groups = self.groups
+        expected = "'tensor', 'layer' or a non-empty list of glob strings"
+        if isinstance(groups, str):
+            if groups not in ("tensor", "layer"):
+                raise ValueError(f"MultiHead: groups must be {expected}, got {groups!r}")
+        elif not isinstance(groups, Sequence) or not all(isinstance(g, str) for g in groups):
+            shown = list(groups) if isinstance(groups, Sequence) else groups
+            raise TypeError(f"MultiHead: groups must be {expected}, got {shown!r} ({type(groups).__name__})")
+        elif not groups:
+            raise ValueError(f"MultiHead: groups must be {expected}, got an empty {type(groups).__name__}")
+        else:
+            groups = tuple(groups)
+        _freeze(self, groups=groups, hidden=check_widths("MultiHead", "hidden", self.hidden))
+        _check_activation("MultiHead", self.activation)
+        check_int("MultiHead", "embed_dim", self.embed_dim)
+
+    def build(self, spec: WeightSpec, in_features: int, trunk: Trunk | None = None) -> MultiHeadModule:
+        return MultiHeadModule(spec, in_features, trunk, self.groups, self.hidden, self.activation, self.embed_dim)
+
+
+@dataclass(frozen=True)
 class Chunked(Head):
     """Chunk-wise generation: ``ceil(numel / chunk_size)`` chunks, each from one shared
     generator fed the features and the chunk's learned embedding; tail discarded.
@@ -461,35 +612,22 @@ class Chunked(Head):
         activation: activation of those hidden layers.
     """
 
-    def __init__(self, chunk_size: int, embed_dim: int = 8, hidden: Sequence[int] = (), activation: str = "relu"):
-        super().__init__()
-        check_int("Chunked", "chunk_size", chunk_size)
-        check_int("Chunked", "embed_dim", embed_dim)
-        hidden = check_widths("Chunked", "hidden", hidden)
-        _check_activation("Chunked", activation)
-        self.chunk_size, self.embed_dim, self.hidden, self.activation = chunk_size, embed_dim, hidden, activation
+    chunk_size: int
+    embed_dim: int = 8
+    hidden: Sequence[int] = ()
+    activation: str = "relu"
 
-    @property
-    def num_chunks(self) -> int:
-        spec = self._require_bound()
-        return -(-spec.numel // self.chunk_size)
+    def __post_init__(self) -> None:
+        check_int("Chunked", "chunk_size", self.chunk_size)
+        check_int("Chunked", "embed_dim", self.embed_dim)
+        _freeze(self, hidden=check_widths("Chunked", "hidden", self.hidden))
+        _check_activation("Chunked", self.activation)
 
-    def bind(self, spec: WeightSpec, in_features: int, trunk: Trunk | None = None) -> None:
-        self.spec = spec
-        self.generator = TokenGenerator(
-            in_features, self.num_chunks, self.embed_dim, self.hidden, self.chunk_size, self.activation, trunk
-        )
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        spec = self._require_bound()
-        out = self.generator(h)  # (B, n, chunk)
-        return out.reshape(h.shape[0], -1)[:, : spec.numel]
-
-    def calibration_groups(self):
-        spec = self._require_bound()
-        return [(self.generator.final_layers(), list(spec.names))]
+    def build(self, spec: WeightSpec, in_features: int, trunk: Trunk | None = None) -> ChunkedModule:
+        return ChunkedModule(spec, in_features, trunk, self.chunk_size, self.embed_dim, self.hidden, self.activation)
 
 
+@dataclass(frozen=True)
 class ComponentWise(Head):
     """Component-wise generation: one learned embedding per component, one shared generator.
 
@@ -505,15 +643,16 @@ class ComponentWise(Head):
     ``size`` numbers, gathered into the spec layout with one index (no loop).
     """
 
-    def __init__(
-        self, granularity: str = "unit", embed_dim: int = 8, hidden: Sequence[int] = (), activation: str = "relu"
-    ):
-        super().__init__()
-        check_choice("ComponentWise", "granularity", granularity, ("tensor", "unit"))
-        check_int("ComponentWise", "embed_dim", embed_dim)
-        hidden = check_widths("ComponentWise", "hidden", hidden)
-        _check_activation("ComponentWise", activation)
-        self.granularity, self.embed_dim, self.hidden, self.activation = granularity, embed_dim, hidden, activation
+    granularity: str = "unit"
+    embed_dim: int = 8
+    hidden: Sequence[int] = ()
+    activation: str = "relu"
+
+    def __post_init__(self) -> None:
+        check_choice("ComponentWise", "granularity", self.granularity, ("tensor", "unit"))
+        check_int("ComponentWise", "embed_dim", self.embed_dim)
+        _freeze(self, hidden=check_widths("ComponentWise", "hidden", self.hidden))
+        _check_activation("ComponentWise", self.activation)
 
     @staticmethod
     def components(spec: WeightSpec, granularity: str) -> list[tuple[str, int]]:
@@ -526,47 +665,46 @@ class ComponentWise(Head):
                 comps.append((t.name, t.numel))
         return comps
 
-    def bind(self, spec: WeightSpec, in_features: int, trunk: Trunk | None = None) -> None:
-        self.spec = spec
-        comps = self.components(spec, self.granularity)
-        self.max_size = max(s for _, s in comps)
-        self.num_components = len(comps)
-        self.generator = TokenGenerator(
-            in_features, len(comps), self.embed_dim, self.hidden, self.max_size, self.activation, trunk
+    def build(self, spec: WeightSpec, in_features: int, trunk: Trunk | None = None) -> ComponentWiseModule:
+        return ComponentWiseModule(
+            spec, in_features, trunk, self.granularity, self.embed_dim, self.hidden, self.activation
         )
-        idx = torch.cat([torch.arange(s) + i * self.max_size for i, (_, s) in enumerate(comps)])
-        self.register_buffer("_gather", idx, persistent=False)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        self._require_bound()
-        out = self.generator(h).reshape(h.shape[0], -1)  # (B, C * max)
-        return out.index_select(1, self._gather)
-
-    def calibration_groups(self):
-        spec = self._require_bound()
-        return [(self.generator.final_layers(), list(spec.names))]
 
 
-_HEADS: dict[str, Callable[..., Head]] = {}
+def _check_factory(obj: Any) -> None:
+    if not callable(obj) or (isinstance(obj, type) and not issubclass(obj, Head)):
+        raise TypeError(f"a head factory must be a Head subclass or a function, got {obj!r}")
 
 
-def register_head(name: str, factory: Callable[..., Head]) -> None:
-    """Register a head factory under ``name``."""
-    if name in _HEADS:
-        raise ValueError(f"head {name!r} is already registered")
-    _HEADS[name] = factory
+HEADS: Registry[Callable[..., Head]] = Registry("head", entry_point_group="hyperdnn.heads", check=_check_factory)
+"""Head factories by name (``hyperdnn.heads`` entry points included)."""
 
 
-def create_head(name: str, **kwargs) -> Head:
-    """Create a registered head by name."""
-    if name not in _HEADS:
-        raise ValueError(f"unknown head {name!r}; registered: {list_heads()}")
-    return _HEADS[name](**kwargs)
+def register_head(name: str, factory: Callable[..., Head] | None = None) -> Any:
+    """Register a head factory (a :class:`Head` subclass or a function returning one) under
+    ``name``; without ``factory``, a decorator that does so. A name registered again warns and
+    the new factory wins."""
+    return HEADS.register(name) if factory is None else HEADS.register(name, factory)
 
 
-def list_heads() -> list[str]:
-    """Names of the registered heads."""
-    return sorted(_HEADS)
+def create_head(name: str, **kwargs: Any) -> Head:
+    """Create the head registered as ``name`` with ``kwargs``.
+
+    Raises:
+        hyperdnn.registry.RegistryError: unknown name (close matches and every name listed).
+
+    Example::
+
+        >>> from hyperdnn import create_head
+        >>> create_head("chunked", chunk_size=64)
+        Chunked(chunk_size=64, embed_dim=8, hidden=(), activation='relu')
+    """
+    return HEADS.get(name)(**kwargs)
+
+
+def list_heads(pattern: str | None = None) -> list[str]:
+    """Names of the registered heads, sorted; optionally those matching a glob."""
+    return HEADS.list(pattern)
 
 
 register_head("once", Once)

@@ -25,13 +25,14 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 from hyperdnn._checks import check_bool, check_choice, check_float, check_int
-from hyperdnn.conditioners import Conditioner, Execution
+from hyperdnn.conditioners import Conditioner, Execution, check_conditioner
 from hyperdnn.heads import Head, Once
-from hyperdnn.init import INIT_MODES, element_stats, residual_base
+from hyperdnn.init import calibrate as calibrate_last_layers
+from hyperdnn.init import check_init_mode, element_stats, residual_base
 from hyperdnn.norm_stats import NormStats, resolve_norm_stats
 from hyperdnn.spec import WeightSpec
 from hyperdnn.target import Target
-from hyperdnn.trunks import MLP, Trunk
+from hyperdnn.trunks import MLP, Trunk, build_trunk
 
 __all__ = ["HyperNetwork", "HyperModel"]
 
@@ -92,8 +93,12 @@ class HyperNetwork(nn.Module):
             module's values when ``residual="target"``).
         conditioner: the input (:class:`TaskEmbedding`, :class:`DataEncoder`, :class:`Noise`,
             :class:`Continuous`, :class:`LearnedLatent`).
-        trunk: the body (default ``MLP((100, 100))``).
-        head: the output strategy (default :class:`Once`).
+        trunk: the body, a :class:`~hyperdnn.trunks.Trunk` description (default
+            ``MLP((100, 100))``); built here for the conditioner's width: ``hnet.trunk`` is the
+            built encoder, ``hnet.trunk_config`` the description.
+        head: the output strategy, a :class:`~hyperdnn.heads.Head` description (default
+            :class:`Once`); built here for the spec and the trunk: ``hnet.head`` is the built
+            head module, ``hnet.head_config`` the description.
         init: ``"hyperfan_in"`` (default), ``"hyperfan_out"`` or ``"unit"``; see :mod:`hyperdnn.init`.
         residual: ``None`` (theta = generated), ``"target"`` (theta = theta0 + delta with
             theta0 the target's current values; needs a Target as ``spec``), ``"neutral"``
@@ -131,37 +136,28 @@ class HyperNetwork(nn.Module):
         calibrate: bool = True,
     ):
         super().__init__()
+        where = "HyperNetwork"
         target = spec if isinstance(spec, Target) else None
         if target is not None:
             spec = target.spec
         if not isinstance(spec, WeightSpec):
             raise TypeError(f"HyperNetwork: spec must be a WeightSpec or a Target, got {type(spec).__name__}")
-        if not isinstance(conditioner, Conditioner):
-            raise TypeError(f"HyperNetwork: conditioner must be a Conditioner, got {type(conditioner).__name__}")
-        trunk = MLP() if trunk is None else trunk
+        check_conditioner(where, conditioner)
         head = Once() if head is None else head
-        if not isinstance(trunk, Trunk):
-            raise TypeError(
-                f"HyperNetwork: trunk must be a Trunk (wrap a module in ModuleTrunk), got {type(trunk).__name__}"
-            )
         if not isinstance(head, Head):
             raise TypeError(f"HyperNetwork: head must be a Head, got {type(head).__name__}")
-        if not isinstance(init, str):
-            raise TypeError(f"HyperNetwork: init must be one of {INIT_MODES}, got {init!r} ({type(init).__name__})")
-        if init not in INIT_MODES:
-            raise ValueError(f"HyperNetwork: init must be one of {INIT_MODES}, got {init!r}")
-        residual_scale = check_float("HyperNetwork", "residual_scale", residual_scale, 0.0)
-        check_bool("HyperNetwork", "learn_theta0", learn_theta0)
-        check_bool("HyperNetwork", "check_finite", check_finite)
-        check_bool("HyperNetwork", "calibrate", calibrate)
+        check_init_mode(where, init)
+        residual_scale = check_float(where, "residual_scale", residual_scale, 0.0)
+        check_bool(where, "learn_theta0", learn_theta0)
+        check_bool(where, "check_finite", check_finite)
+        check_bool(where, "calibrate", calibrate)
         self.spec = spec
         self.conditioner = conditioner
-        self.trunk = trunk
-        self.head = head
+        self.trunk_config, self.trunk = build_trunk(where, trunk, conditioner.out_features, MLP())
+        self.head_config: Head = head
+        self.head = head.build(spec, self.trunk.out_features, self.trunk_config)
         self.init_mode = init
         self.check_finite = check_finite
-        trunk.bind(conditioner.out_features)
-        head.bind(spec, trunk.out_features, trunk)
         mean, scale = element_stats(spec, init)
         if residual is None:
             self.residual = False
@@ -204,51 +200,26 @@ class HyperNetwork(nn.Module):
         representative contexts (``context``; default: the conditioner's probe, or N(0, 1)
         codes), then draws that layer's weights from ``N(0, 1 / (m * fan_in * E[u^2]))`` with
         zero bias, where ``m`` is the number of last layers whose outputs add up (hyperfan
-        initialisation with a measured input variance). Every output element then has unit
-        variance over the initialisation, whatever the size of its tensor.
+        initialisation with a measured input variance; :func:`hyperdnn.init.calibrate`).
+        Every output element then has unit variance over the initialisation, whatever the
+        size of its tensor.
 
         Args:
             context: representative contexts (default: ``conditioner.probe(n)``).
             n: number of probe contexts when ``context`` is not given.
         """
         check_int("HyperNetwork.calibrate", "n", n)
-        was_training = self.training
-        self.eval()
-        moments: dict[int, float] = {}
-        groups = self.head.calibration_groups()
-        hooks = []
 
-        def recorder(key: int):
-            def record(mod, args):
-                moments[key] = float(args[0].detach().pow(2).mean())
-
-            return record
-
-        for finals, _ in groups:
-            for lin in finals:
-                hooks.append(lin.register_forward_pre_hook(recorder(id(lin))))
-        try:
-            if context is None:
-                context = self.conditioner.probe(n)
-            if context is None:
+        def run() -> None:
+            probe = self.conditioner.probe(n) if context is None else context
+            if probe is None:
                 ref = next(iter(self.head.parameters()))
                 c = torch.randn(n, self.conditioner.out_features, device=ref.device, dtype=ref.dtype)
             else:
-                c = self.conditioner(context).c
+                c = self.conditioner(probe).c
             self.head(self.trunk(c))
-        finally:
-            for h in hooks:
-                h.remove()
-            self.train(was_training)
-        for finals, _ in groups:
-            for lin in finals:
-                m2 = moments.get(id(lin), 0.0)
-                if not m2 > 0.0 or m2 != m2:  # unused or dead input: keep the layer as it is
-                    continue
-                std = (len(finals) * lin.in_features * m2) ** -0.5
-                lin.weight.normal_(0.0, std)
-                if lin.bias is not None:
-                    lin.bias.zero_()
+
+        calibrate_last_layers(self, [finals for finals, _ in self.head.calibration_groups()], run)
 
     # ------------------------------------------------------------------ forward
     def generate_flat(self, context: Any = None) -> tuple[torch.Tensor, bool]:
@@ -604,7 +575,7 @@ class HyperModel(nn.Module):
         rows = [
             (
                 "hypernet",
-                type(h.conditioner).__name__ + " -> " + type(h.trunk).__name__ + " -> " + type(h.head).__name__,
+                " -> ".join(type(part).__name__ for part in (h.conditioner, h.trunk_config, h.head_config)),
                 c["hypernet"],
             ),
             ("target (own, trained directly)", type(self.target.module).__name__, c["target_own"]),

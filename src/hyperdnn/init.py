@@ -23,20 +23,42 @@ constant as ``mean`` and a small ``scale`` so they can still learn.
 
 The residual form ``theta = theta0 + residual_scale * scale * raw`` uses ``theta0`` from the
 target's own initial or pretrained values (norm scales at 1), keyed by the tensor's role.
+
+:func:`calibrate` makes ``raw`` unit-variance: it measures the input of the head's last layers
+over representative contexts and draws their weights for it (hyperfan with a measured input
+variance). :class:`~hyperdnn.hypernet.HyperNetwork` and
+:class:`~hyperdnn.dynamic.DynamicHyperNetwork` both initialise through it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
+from torch import nn
 
+from hyperdnn._checks import check_choice
 from hyperdnn.spec import Role, TensorSpec, WeightSpec
 
-__all__ = ["INIT_MODES", "tensor_scale", "tensor_mean", "element_stats", "residual_base"]
+__all__ = [
+    "INIT_MODES",
+    "check_init_mode",
+    "tensor_scale",
+    "tensor_mean",
+    "element_stats",
+    "residual_base",
+    "calibrate",
+]
 
 INIT_MODES = ("hyperfan_in", "hyperfan_out", "unit")
+
+
+def check_init_mode(where: str, mode: Any) -> str:
+    """``mode`` as one of :data:`INIT_MODES` (``TypeError``/``ValueError`` naming ``where``)."""
+    return check_choice(where, "init", mode, INIT_MODES)
+
 
 #: scale used for tensors whose default init is a constant (norm scale/shift)
 CONSTANT_ROLE_SCALE = 0.1
@@ -90,3 +112,63 @@ def residual_base(spec: WeightSpec, values: Mapping[str, torch.Tensor] | None) -
     if len(batch):
         raise ValueError(f"residual theta0: expected unbatched tensors, got batch shape {tuple(batch)}")
     return torch.cat([values[t.name].detach().reshape(-1).float().cpu() for t in spec])
+
+
+@torch.no_grad()
+def calibrate(module: nn.Module, groups: Sequence[Sequence[nn.Module]], run: Callable[[], Any]) -> None:
+    """Re-draw the last layers of ``module`` so that its raw outputs start with unit variance.
+
+    Runs ``run()`` (representative forward passes) with ``module`` in eval mode (its mode is
+    restored afterwards, also on error) and measures the second moment ``E[u^2]`` of the input
+    ``u`` of every layer in ``groups``: the mean over one pass, or the sum over several passes
+    divided by their count. Then it draws each layer's weight from
+    ``N(0, 1 / (m * fan_in * E[u^2]))`` and zeroes its bias, where ``m`` is the size of the
+    layer's group (last layers whose outputs add up) and ``fan_in`` its ``in_features``: every
+    raw output element then has unit variance over the initialisation (hyperfan with a
+    measured input variance). A layer that saw no input, or only zeros or NaN, keeps its
+    weights.
+
+    Args:
+        module: the hypernetwork (put in eval mode while ``run`` runs).
+        groups: the last layers, grouped by the outputs they add up to; each has ``weight``,
+            ``bias`` (or ``None``) and ``in_features``.
+        run: the forward passes to measure.
+
+    Example::
+
+        >>> import torch, torch.nn as nn
+        >>> from hyperdnn.init import calibrate
+        >>> net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 300))
+        >>> x = torch.randn(256, 4)
+        >>> calibrate(net, [[net[2]]], lambda: net(x))
+        >>> round(float(net(x).var()), 1)
+        1.0
+    """
+    passes: dict[int, list[tuple[float, float, int]]] = {id(m): [] for group in groups for m in group}
+
+    def record(layer: nn.Module, args: tuple) -> None:
+        u2 = args[0].detach().pow(2)
+        passes[id(layer)].append((float(u2.mean()), float(u2.sum()), u2.numel()))
+
+    hooks = [m.register_forward_pre_hook(record) for group in groups for m in group]
+    was_training = module.training
+    module.eval()
+    try:
+        run()
+    finally:
+        for h in hooks:
+            h.remove()
+        module.train(was_training)
+    for group in groups:
+        for layer in group:
+            seen = passes[id(layer)]
+            if len(seen) == 1:
+                m2 = seen[0][0]
+            else:
+                count = sum(n for _, _, n in seen)
+                m2 = sum(total for _, total, _ in seen) / count if count else 0.0
+            if not m2 > 0.0 or m2 != m2:  # unused or dead input: keep the layer as it is
+                continue
+            layer.weight.normal_(0.0, (len(group) * layer.in_features * m2) ** -0.5)
+            if layer.bias is not None:
+                layer.bias.zero_()

@@ -20,20 +20,23 @@ trunk      token mixer                   token readout
 ``cnn``    none                          deconvolution: each token becomes an image
 ========== ============================= ============================================
 
-:class:`MLP` is the workhorse; :class:`ModuleTrunk` wraps any user module. Trunks are *bound*
-to their input width by the :class:`~hyperdnn.hypernet.HyperNetwork` that owns them, so users
-only state what is theirs to choose (hidden sizes, activation...). Heads create their own
-mixer and readout from the trunk (so those parameters live in the head).
+:class:`MLP` is the workhorse; :class:`ModuleTrunk` wraps any user module. A :class:`Trunk` is
+a frozen description of what the user chooses (hidden sizes, activation...): the
+:class:`~hyperdnn.hypernet.HyperNetwork` that uses it calls :meth:`Trunk.build` with the
+conditioner's width and gets the complete context encoder (a :class:`TrunkModule`) in one
+step. Heads build their own mixer and readout from the description (so those parameters live
+in the head). Built-in trunks are registered by name (:func:`create_trunk`,
+:func:`list_trunks`, :func:`register_trunk`; installed packages add theirs through the
+``hyperdnn.trunks`` entry-point group).
 
 Example::
 
     >>> import torch
     >>> from hyperdnn.trunks import MLP, create_trunk
-    >>> trunk = MLP(hidden=(32, 32)); trunk.bind(8)
-    >>> trunk(torch.randn(4, 8)).shape
+    >>> encoder = MLP(hidden=(32, 32)).build(8)
+    >>> encoder(torch.randn(4, 8)).shape
     torch.Size([4, 32])
-    >>> rnn = create_trunk("rnn", width=16); rnn.bind(8)
-    >>> rnn.token_mixer()(torch.randn(4, 10, 16)).shape   # 10 tokens, mixed in order
+    >>> create_trunk("rnn", width=16).token_mixer()(torch.randn(4, 10, 16)).shape   # 10 tokens, mixed in order
     torch.Size([4, 10, 16])
 """
 
@@ -42,15 +45,21 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hyperdnn._checks import check_bool, check_choice, check_float, check_int, check_optional_int, check_widths
+from hyperdnn.registry import Registry
 
 __all__ = [
     "Trunk",
+    "TrunkModule",
+    "ContextEncoder",
+    "ModuleEncoder",
     "MLP",
     "ModuleTrunk",
     "RNN",
@@ -298,22 +307,101 @@ class DeconvReadout(TokenReadout):
         return [self.pixel]
 
 
+# --------------------------------------------------------------------- built encoders
+
+
+class TrunkModule(nn.Module, ABC):
+    """What a :class:`Trunk` builds: the context encoder ``(B, in_features) -> (B, out_features)``,
+    complete (its parameters exist) when constructed."""
+
+    in_features: int
+    out_features: int
+
+    @abstractmethod
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
+        """``(B, in_features)`` -> features ``(B, out_features)``."""
+
+
+class ContextEncoder(TrunkModule):
+    """An MLP context encoder (the built :class:`MLP`, and the encoder of the token trunks).
+
+    Args:
+        in_features: the conditioner's width.
+        hidden: hidden widths; ``()`` makes the encoder the identity.
+        activation: activation name (see ``ACTIVATIONS``).
+        dropout: dropout probability after each hidden layer.
+        spectral_norm: wrap each linear layer in spectral normalisation.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int] = (),
+        activation: str = "relu",
+        dropout: float = 0.0,
+        spectral_norm: bool = False,
+    ):
+        super().__init__()
+        self.in_features = check_int("ContextEncoder", "in_features", in_features)
+        hidden = check_widths("ContextEncoder", "hidden", hidden)
+        _check_activation("ContextEncoder", activation)
+        layers: list[nn.Module] = []
+        width = in_features
+        for h in hidden:
+            lin = nn.Linear(width, h)
+            if spectral_norm:
+                lin = nn.utils.parametrizations.spectral_norm(lin)
+            layers += [lin, make_activation(activation)]
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+            width = h
+        self.net = nn.Sequential(*layers)
+        self.out_features = width
+
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
+        return self.net(c)
+
+
+class ModuleEncoder(TrunkModule):
+    """A user's module as the context encoder (the built :class:`ModuleTrunk`).
+
+    Args:
+        module: maps ``(B, in_features)`` to ``(B, out_features)``.
+        in_features: the conditioner's width.
+        out_features: the module's output width.
+    """
+
+    def __init__(self, module: nn.Module, in_features: int, out_features: int):
+        super().__init__()
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"ModuleEncoder: expected an nn.Module, got {type(module).__name__}")
+        self.in_features = check_int("ModuleEncoder", "in_features", in_features)
+        self.out_features = check_int("ModuleEncoder", "out_features", out_features)
+        self.module = module
+
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
+        return self.module(c)
+
+
 # --------------------------------------------------------------------- trunks
 
 
-class Trunk(nn.Module, ABC):
-    """Abstract trunk: ``bind(in_features)`` creates parameters; ``forward`` maps
-    ``(B, in_features)`` to ``(B, out_features)``; :meth:`token_mixer` and
-    :meth:`token_readout` give heads the trunk's token architecture."""
+class Trunk(ABC):
+    """A hypernetwork architecture: a frozen description (hidden sizes, activation...).
+
+    :meth:`build` makes the context encoder for a conditioner of width ``in_features``;
+    :meth:`token_mixer` and :meth:`token_readout` give heads the trunk's token architecture.
+    A description builds any number of independent modules and never changes.
+    """
 
     @abstractmethod
-    def bind(self, in_features: int) -> None:
-        """Create the parameters for inputs of width ``in_features``."""
+    def build(self, in_features: int) -> TrunkModule:
+        """The context encoder for inputs of width ``in_features``, with its parameters.
 
-    @property
-    @abstractmethod
-    def out_features(self) -> int:
-        """Output width (known after :meth:`bind`)."""
+        Raises:
+            TypeError, ValueError: ``in_features`` is not an int >= 1, or not the width the
+                trunk expects.
+        """
 
     @abstractmethod
     def token_mixer(self) -> TokenMixer | None:
@@ -328,29 +416,14 @@ class Trunk(nn.Module, ABC):
             ValueError: the trunk cannot produce ``out_features`` numbers per token.
         """
 
-    def _require_bound(self, bound: bool) -> None:
-        if not bound:
-            raise RuntimeError(
-                f"{type(self).__name__} is not bound: pass it to a HyperNetwork or call bind(in_features)"
-            )
+
+def _freeze(obj: Any, **values: Any) -> None:
+    """Set checked values on a frozen dataclass from its ``__post_init__``."""
+    for name, value in values.items():
+        object.__setattr__(obj, name, value)
 
 
-def _mlp_layers(
-    in_features: int, hidden: tuple[int, ...], activation: str, dropout: float, spectral_norm: bool
-) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    width = in_features
-    for h in hidden:
-        lin = nn.Linear(width, h)
-        if spectral_norm:
-            lin = nn.utils.parametrizations.spectral_norm(lin)
-        layers += [lin, make_activation(activation)]
-        if dropout:
-            layers.append(nn.Dropout(dropout))
-        width = h
-    return nn.Sequential(*layers)
-
-
+@dataclass(frozen=True)
 class MLP(Trunk):
     """Fully connected trunk; tokens are generated independently (pointwise).
 
@@ -359,36 +432,31 @@ class MLP(Trunk):
         activation: activation name (``relu``, ``gelu``, ``elu``, ``tanh``, ``silu``, ``leaky_relu``).
         dropout: dropout probability after each hidden layer (also a cheap MC-dropout ensemble).
         spectral_norm: wrap each linear layer in spectral normalisation (stabilises training).
+
+    Example::
+
+        >>> import torch
+        >>> from hyperdnn import MLP
+        >>> encoder = MLP((16,)).build(4)          # the context encoder: (B, 4) -> (B, 16)
+        >>> encoder.out_features, encoder(torch.randn(2, 4)).shape
+        (16, torch.Size([2, 16]))
     """
 
-    def __init__(
-        self,
-        hidden: Sequence[int] = (100, 100),
-        activation: str = "relu",
-        dropout: float = 0.0,
-        spectral_norm: bool = False,
-    ):
-        super().__init__()
-        hidden = check_widths("MLP", "hidden", hidden)
-        _check_activation("MLP", activation)
-        dropout = check_float("MLP", "dropout", dropout, 0.0, 1.0, high_open=True)
-        check_bool("MLP", "spectral_norm", spectral_norm)
-        self.hidden, self.activation, self.dropout, self.spectral_norm = hidden, activation, dropout, spectral_norm
-        self.net: nn.Module | None = None
-        self._in: int | None = None
+    hidden: Sequence[int] = (100, 100)
+    activation: str = "relu"
+    dropout: float = 0.0
+    spectral_norm: bool = False
 
-    def bind(self, in_features: int) -> None:
-        self.net = _mlp_layers(in_features, self.hidden, self.activation, self.dropout, self.spectral_norm)
-        self._in = in_features
+    def __post_init__(self) -> None:
+        hidden = check_widths("MLP", "hidden", self.hidden)
+        _check_activation("MLP", self.activation)
+        dropout = check_float("MLP", "dropout", self.dropout, 0.0, 1.0, high_open=True)
+        check_bool("MLP", "spectral_norm", self.spectral_norm)
+        _freeze(self, hidden=hidden, dropout=dropout)
 
-    @property
-    def out_features(self) -> int:
-        self._require_bound(self._in is not None)
-        return self.hidden[-1] if self.hidden else self._in  # type: ignore[return-value]
-
-    def forward(self, c: torch.Tensor) -> torch.Tensor:
-        self._require_bound(self.net is not None)
-        return self.net(c)
+    def build(self, in_features: int) -> ContextEncoder:
+        check_int("MLP.build", "in_features", in_features)
+        return ContextEncoder(in_features, self.hidden, self.activation, self.dropout, self.spectral_norm)
 
     def token_mixer(self) -> None:
         return None
@@ -397,38 +465,35 @@ class MLP(Trunk):
         return None
 
 
+@dataclass(frozen=True)
 class ModuleTrunk(Trunk):
     """Any user module as a trunk (tokens are generated independently, linear readout).
 
     Args:
         module: maps ``(B, in_features)`` to ``(B, out_features)``; its input width is the
-            user's to match (:meth:`bind` checks it when ``in_features`` is given).
+            user's to match (:meth:`build` checks it when ``in_features`` is given). Every
+            module built from this description holds this same module.
         out_features: the module's output width.
-        in_features: the input width the module expects (optional, checked at bind).
+        in_features: the input width the module expects (optional, checked at build).
     """
 
-    def __init__(self, module: nn.Module, out_features: int, in_features: int | None = None):
-        super().__init__()
-        if not isinstance(module, nn.Module):
-            raise TypeError(f"ModuleTrunk: expected an nn.Module, got {type(module).__name__}")
-        check_int("ModuleTrunk", "out_features", out_features)
-        check_optional_int("ModuleTrunk", "in_features", in_features)
-        self.module = module
-        self._out = out_features
-        self._expect_in = in_features
+    module: nn.Module
+    out_features: int
+    in_features: int | None = None
 
-    def bind(self, in_features: int) -> None:
-        if self._expect_in is not None and self._expect_in != in_features:
+    def __post_init__(self) -> None:
+        if not isinstance(self.module, nn.Module):
+            raise TypeError(f"ModuleTrunk: expected an nn.Module, got {type(self.module).__name__}")
+        check_int("ModuleTrunk", "out_features", self.out_features)
+        check_optional_int("ModuleTrunk", "in_features", self.in_features)
+
+    def build(self, in_features: int) -> ModuleEncoder:
+        check_int("ModuleTrunk.build", "in_features", in_features)
+        if self.in_features is not None and self.in_features != in_features:
             raise ValueError(
-                f"ModuleTrunk: the module expects inputs of width {self._expect_in}, but the conditioner gives {in_features}"
+                f"ModuleTrunk: the module expects inputs of width {self.in_features}, but the conditioner gives {in_features}"
             )
-
-    @property
-    def out_features(self) -> int:
-        return self._out
-
-    def forward(self, c: torch.Tensor) -> torch.Tensor:
-        return self.module(c)
+        return ModuleEncoder(self.module, in_features, self.out_features)
 
     def token_mixer(self) -> None:
         return None
@@ -437,32 +502,14 @@ class ModuleTrunk(Trunk):
         return None
 
 
-class _EncodedTrunk(Trunk):
-    """Shared context encoder (an MLP) of the token-architecture trunks."""
-
-    def __init__(self, where: str, hidden: Sequence[int], activation: str):
-        super().__init__()
-        self.hidden = check_widths(where, "hidden", hidden)
-        _check_activation(where, activation)
-        self.activation = activation
-        self.net: nn.Module | None = None
-        self._in: int | None = None
-
-    def bind(self, in_features: int) -> None:
-        self.net = _mlp_layers(in_features, self.hidden, self.activation, 0.0, False)
-        self._in = in_features
-
-    @property
-    def out_features(self) -> int:
-        self._require_bound(self._in is not None)
-        return self.hidden[-1] if self.hidden else self._in  # type: ignore[return-value]
-
-    def forward(self, c: torch.Tensor) -> torch.Tensor:
-        self._require_bound(self.net is not None)
-        return self.net(c)
+def _encoder(where: str, hidden: Sequence[int], activation: str, in_features: int) -> ContextEncoder:
+    """The MLP context encoder of a token trunk."""
+    check_int(f"{where}.build", "in_features", in_features)
+    return ContextEncoder(in_features, hidden, activation)
 
 
-class RNN(_EncodedTrunk):
+@dataclass(frozen=True)
+class RNN(Trunk):
     """Recurrent hypernetwork: generates the target layer by layer, chunk by chunk.
 
     Each head's tokens (components, chunks, layer groups) are run as a sequence through a
@@ -487,18 +534,21 @@ class RNN(_EncodedTrunk):
         torch.Size([2, 8, 4])
     """
 
-    def __init__(
-        self,
-        hidden: Sequence[int] = (64,),
-        width: int = 64,
-        cell: str = "gru",
-        layers: int = 1,
-        activation: str = "relu",
-    ):
-        super().__init__("RNN", hidden, activation)
-        self.width = check_int("RNN", "width", width)
-        self.layers = check_int("RNN", "layers", layers)
-        self.cell = check_choice("RNN", "cell", cell, ("gru", "lstm"))
+    hidden: Sequence[int] = (64,)
+    width: int = 64
+    cell: str = "gru"
+    layers: int = 1
+    activation: str = "relu"
+
+    def __post_init__(self) -> None:
+        _freeze(self, hidden=check_widths("RNN", "hidden", self.hidden))
+        _check_activation("RNN", self.activation)
+        check_int("RNN", "width", self.width)
+        check_int("RNN", "layers", self.layers)
+        check_choice("RNN", "cell", self.cell, ("gru", "lstm"))
+
+    def build(self, in_features: int) -> ContextEncoder:
+        return _encoder("RNN", self.hidden, self.activation, in_features)
 
     def token_mixer(self) -> RecurrentMixer:
         return RecurrentMixer(self.width, self.cell, self.layers)
@@ -507,7 +557,8 @@ class RNN(_EncodedTrunk):
         return None
 
 
-class Attention(_EncodedTrunk):
+@dataclass(frozen=True)
+class Attention(Trunk):
     """Attention hypernetwork: a transformer over the head's tokens.
 
     Each token is its component or chunk embedding plus the context (both projected to
@@ -533,25 +584,27 @@ class Attention(_EncodedTrunk):
         torch.Size([2, 8])
     """
 
-    def __init__(
-        self,
-        hidden: Sequence[int] = (64,),
-        width: int = 64,
-        heads: int = 4,
-        layers: int = 2,
-        ff: int | None = None,
-        dropout: float = 0.0,
-        activation: str = "relu",
-    ):
-        super().__init__("Attention", hidden, activation)
-        self.width = check_int("Attention", "width", width)
-        self.heads = check_int("Attention", "heads", heads)
-        self.layers = check_int("Attention", "layers", layers)
-        if width % heads:
-            raise ValueError(f"Attention: width must be divisible by heads, got width={width}, heads={heads}")
-        check_optional_int("Attention", "ff", ff)
-        dropout = check_float("Attention", "dropout", dropout, 0.0, 1.0, high_open=True)
-        self.ff, self.dropout = ff, dropout
+    hidden: Sequence[int] = (64,)
+    width: int = 64
+    heads: int = 4
+    layers: int = 2
+    ff: int | None = None
+    dropout: float = 0.0
+    activation: str = "relu"
+
+    def __post_init__(self) -> None:
+        _freeze(self, hidden=check_widths("Attention", "hidden", self.hidden))
+        _check_activation("Attention", self.activation)
+        check_int("Attention", "width", self.width)
+        check_int("Attention", "heads", self.heads)
+        check_int("Attention", "layers", self.layers)
+        if self.width % self.heads:
+            raise ValueError(f"Attention: width must be divisible by heads, got width={self.width}, heads={self.heads}")
+        check_optional_int("Attention", "ff", self.ff)
+        _freeze(self, dropout=check_float("Attention", "dropout", self.dropout, 0.0, 1.0, high_open=True))
+
+    def build(self, in_features: int) -> ContextEncoder:
+        return _encoder("Attention", self.hidden, self.activation, in_features)
 
     def token_mixer(self) -> AttentionMixer:
         return AttentionMixer(self.width, self.heads, self.layers, self.ff, self.dropout)
@@ -560,12 +613,13 @@ class Attention(_EncodedTrunk):
         return None
 
 
-class CNN(_EncodedTrunk):
+@dataclass(frozen=True)
+class CNN(Trunk):
     """Deconvolutional hypernetwork: every token (a chunk, a component, a whole tensor) is
     generated as an image by transposed-convolution upsampling (:class:`DeconvReadout`).
 
     The output image is ``size x size`` with ``size = base * 2 ** len(channels)``; a head
-    whose tokens need more numbers than that is refused when it is bound.
+    whose tokens need more numbers than that is refused when it is built.
 
     Args:
         hidden: hidden widths of the context encoder MLP.
@@ -583,23 +637,27 @@ class CNN(_EncodedTrunk):
         torch.Size([16, 64])
     """
 
-    def __init__(
-        self,
-        hidden: Sequence[int] = (64,),
-        channels: Sequence[int] = (32, 16),
-        base: int = 4,
-        activation: str = "relu",
-    ):
-        super().__init__("CNN", hidden, activation)
-        self.channels = check_widths("CNN", "channels", channels)
-        if not self.channels:
+    hidden: Sequence[int] = (64,)
+    channels: Sequence[int] = (32, 16)
+    base: int = 4
+    activation: str = "relu"
+
+    def __post_init__(self) -> None:
+        _freeze(self, hidden=check_widths("CNN", "hidden", self.hidden))
+        _check_activation("CNN", self.activation)
+        channels = check_widths("CNN", "channels", self.channels)
+        if not channels:
             raise ValueError("CNN: channels must name at least one upsampling stage, got ()")
-        self.base = check_int("CNN", "base", base)
+        _freeze(self, channels=channels)
+        check_int("CNN", "base", self.base)
 
     @property
     def image_size(self) -> int:
         """Side of the generated images; a token holds at most ``image_size ** 2`` numbers."""
         return self.base * 2 ** len(self.channels)
+
+    def build(self, in_features: int) -> ContextEncoder:
+        return _encoder("CNN", self.hidden, self.activation, in_features)
 
     def token_mixer(self) -> None:
         return None
@@ -608,26 +666,46 @@ class CNN(_EncodedTrunk):
         return DeconvReadout(in_features, out_features, self.channels, self.base, self.activation)
 
 
-_TRUNKS: dict[str, Callable[..., Trunk]] = {}
+def build_trunk(where: str, trunk: Trunk | None, in_features: int, default: Trunk) -> tuple[Trunk, TrunkModule]:
+    """``trunk`` (``default`` when ``None``), checked, and its encoder built for ``in_features``.
+
+    Raises:
+        TypeError: ``trunk`` is not a :class:`Trunk` (the message names ``where``).
+    """
+    trunk = default if trunk is None else trunk
+    if not isinstance(trunk, Trunk):
+        raise TypeError(f"{where}: trunk must be a Trunk (wrap a module in ModuleTrunk), got {type(trunk).__name__}")
+    return trunk, trunk.build(in_features)
 
 
-def register_trunk(name: str, factory: Callable[..., Trunk]) -> None:
-    """Register a trunk factory under ``name`` (used by the CLI, tests and benchmarks)."""
-    if name in _TRUNKS:
-        raise ValueError(f"trunk {name!r} is already registered")
-    _TRUNKS[name] = factory
+def _check_factory(obj: Any) -> None:
+    if not callable(obj) or (isinstance(obj, type) and not issubclass(obj, Trunk)):
+        raise TypeError(f"a trunk factory must be a Trunk subclass or a function, got {obj!r}")
 
 
-def create_trunk(name: str, **kwargs) -> Trunk:
-    """Create a registered trunk by name."""
-    if name not in _TRUNKS:
-        raise ValueError(f"unknown trunk {name!r}; registered: {list_trunks()}")
-    return _TRUNKS[name](**kwargs)
+TRUNKS: Registry[Callable[..., Trunk]] = Registry("trunk", entry_point_group="hyperdnn.trunks", check=_check_factory)
+"""Trunk factories by name (``hyperdnn.trunks`` entry points included)."""
 
 
-def list_trunks() -> list[str]:
-    """Names of the registered trunks."""
-    return sorted(_TRUNKS)
+def register_trunk(name: str, factory: Callable[..., Trunk] | None = None) -> Any:
+    """Register a trunk factory (a :class:`Trunk` subclass or a function returning one) under
+    ``name``; without ``factory``, a decorator that does so. Used by the CLI, the tests and
+    the benchmarks; a name registered again warns and the new factory wins."""
+    return TRUNKS.register(name) if factory is None else TRUNKS.register(name, factory)
+
+
+def create_trunk(name: str, **kwargs: Any) -> Trunk:
+    """Create the trunk registered as ``name`` with ``kwargs``.
+
+    Raises:
+        hyperdnn.registry.RegistryError: unknown name (close matches and every name listed).
+    """
+    return TRUNKS.get(name)(**kwargs)
+
+
+def list_trunks(pattern: str | None = None) -> list[str]:
+    """Names of the registered trunks, sorted; optionally those matching a glob."""
+    return TRUNKS.list(pattern)
 
 
 register_trunk("mlp", MLP)
