@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import json
+import re
+from pathlib import Path
 
 import pytest
 
 import hyperdnn
+from hyperdnn._version import package_version
 from hyperdnn.cli import main
 from hyperdnn.registry import RegistryError
 
@@ -18,6 +22,13 @@ def test_every_advertised_name_imports():
     for mod in [
         "spec",
         "target",
+        "target.kernels",
+        "target.plan",
+        "target.reparam",
+        "target.structure",
+        "target.swap",
+        "target.target",
+        "target.vmap",
         "conditioners",
         "trunks",
         "heads",
@@ -44,6 +55,24 @@ def test_registries_list_the_builtins():
         hyperdnn.create_head("chunk")
     with pytest.raises(RegistryError, match="unknown conditioner 'nope'"):
         hyperdnn.create_conditioner("nope")
+
+
+def test_version_is_stated_once_in_pyproject(monkeypatch, tmp_path):
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    stated = re.search(r'(?m)^version = "([^"]+)"', pyproject.read_text()).group(1)
+    assert hyperdnn.__version__ == stated == importlib.metadata.version("hyperdnn")
+    assert not re.search(r"__version__\s*=\s*[\"']", (Path(hyperdnn.__file__)).read_text())
+
+    # a source tree without package metadata reads pyproject.toml
+    def no_metadata(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", no_metadata)
+    assert package_version() == stated
+    other = tmp_path / "pyproject.toml"
+    other.write_text('[build-system]\nrequires = ["x"]\n\n[project]\nname = "hyperdnn"\nversion = "9.8.7"\n')
+    assert package_version(other) == "9.8.7"
+    assert package_version(tmp_path / "missing.toml") == "0+unknown"
 
 
 def test_cli_unknown_command(capsys):

@@ -4,6 +4,7 @@ A hypernetwork H(c; phi) generates the weights theta of a target network F(x; th
 phi is trained, end to end through theta. See ``docs/architecture.md``.
 """
 
+from hyperdnn import _version
 from hyperdnn.conditioners import (
     Conditioned,
     Conditioner,
@@ -49,7 +50,7 @@ from hyperdnn.trunks import (
     register_trunk,
 )
 
-__version__ = "0.1.0"
+__version__ = _version.package_version()
 
 __all__ = [
     "Attention",
