@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -22,17 +21,9 @@ from hyperdnn import (
     describe_components,
     list_trunks,
 )
-from hyperdnn.apps.dynamic import main as dynamic_main
-from hyperdnn.cli import main as cli_main
 from hyperdnn.dynamic import DESCRIPTOR_FEATURES
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def mlp(width: int, inputs: int = 6, outputs: int = 3) -> Target:
@@ -207,28 +198,3 @@ def test_bad_construction():
     with pytest.raises(ValueError, match="at least one example spec"):
         DynamicHyperNetwork(LearnedLatent(2), max_component_size=4).calibrate([])
     DynamicHyperNetwork(LearnedLatent(2), max_component_size=4, example=spec)
-
-
-# ----------------------------------------------------------------- the demo
-
-
-def test_demo_trains_every_width_to_90_percent_and_serves_an_unseen_one(tmp_path):
-    """`hyperdnn demo --dynamic` as shipped: widths 32, 64, 128 trained jointly, 96 unseen."""
-    out = tmp_path / "dyn"
-    assert dynamic_main(out=str(out), threads=1) == 0
-    results = json.loads((out / "results.json").read_text())
-    rows = {r["width"]: r for r in results["widths"]}
-    assert sorted(rows) == [32, 64, 96, 128] and not rows[96]["trained"]
-    for w in (32, 64, 128):
-        assert rows[w]["trained"] and rows[w]["hypernet_accuracy"] >= 0.90, rows[w]
-    assert rows[96]["hypernet_accuracy"] >= 0.80, rows[96]
-    assert "max_component_size=128" in results["refused_width"]["error"]
-    assert (out / "dynamic_widths.png").stat().st_size > 0
-    assert (out / "results.md").read_text().startswith("| hidden width |")
-
-
-def test_cli_dispatches_to_the_dynamic_demo(tmp_path, capsys):
-    out = tmp_path / "cli"
-    assert cli_main(["demo", "--dynamic", "--out", str(out), "--epochs", "1", "--threads", "1"]) == 0
-    assert (out / "results.json").exists()
-    assert "| hidden width |" in capsys.readouterr().out

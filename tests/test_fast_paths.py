@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from hyperdnn import MLP, Chunked, HyperModel, HyperNetwork, Noise, Target, TaskEmbedding
+from tests.helpers import assert_unchanged, ensemble_loop, load, random_weights, state
 from tests.models import cases
-from tests.test_target import assert_unchanged, load, random_weights, state
 
 CASES = cases()
 CONV_CASES = ["conv2d", "conv2d_bn", "deconv_groupnorm"]
@@ -140,10 +140,6 @@ def test_shared_call_follows_tied_parameters():
 
 
 # ------------------------------------------------------------------ ensemble first layer
-
-
-def ensemble_loop(target: Target, w, x):
-    return torch.stack([target({k: v[i] for k, v in w.items()}, x) for i in range(next(iter(w.values())).shape[0])])
 
 
 @pytest.mark.parametrize(

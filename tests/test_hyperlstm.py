@@ -9,13 +9,7 @@ from torch import nn
 from hyperdnn import HyperLSTM, HyperLSTMCell, Target
 from hyperdnn.data import load_digits
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class RowClassifier(nn.Module):

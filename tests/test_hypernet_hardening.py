@@ -438,18 +438,3 @@ def test_materialize_with_batch_statistics_and_bad_contexts():
     data_model = HyperModel(HyperNetwork(target, enc, MLP((8,))), target)
     with pytest.raises(ValueError, match="DataEncoder generates weights from each input"):
         data_model.materialize(x)
-
-
-# ------------------------------------------------------------------ docstrings
-
-
-@pytest.mark.parametrize(
-    "module", ["hyperdnn.hypernet", "hyperdnn.conditioners", "hyperdnn.norm_stats", "hyperdnn._checks"]
-)
-def test_docstring_examples_run(module):
-    import doctest
-    import importlib
-
-    torch.manual_seed(0)
-    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0, result

@@ -14,6 +14,7 @@ import hyperdnn
 from hyperdnn._version import package_version
 from hyperdnn.cli import main
 from hyperdnn.registry import RegistryError
+from tests.helpers import run_doctests
 
 
 def test_every_advertised_name_imports():
@@ -43,6 +44,28 @@ def test_every_advertised_name_imports():
         "norm_stats",
     ]:
         importlib.import_module(f"hyperdnn.{mod}")
+
+
+CORE_MODULES = [
+    "hyperdnn._checks",
+    "hyperdnn._version",
+    "hyperdnn.conditioners",
+    "hyperdnn.dynamic",
+    "hyperdnn.heads",
+    "hyperdnn.hypernet",
+    "hyperdnn.init",
+    "hyperdnn.layers",
+    "hyperdnn.norm_stats",
+    "hyperdnn.target",
+    "hyperdnn.target.kernels",
+    "hyperdnn.target.target",
+    "hyperdnn.trunks",
+]
+
+
+@pytest.mark.parametrize("module", CORE_MODULES)
+def test_docstring_examples_run(module):
+    run_doctests(module)
 
 
 def test_registries_list_the_builtins():

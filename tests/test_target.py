@@ -2,44 +2,15 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 from torch import nn
 
 from hyperdnn import Target, WeightSpec
+from tests.helpers import assert_unchanged, load, random_weights, state
 from tests.models import cases
 
 CASES = cases()
-
-
-def random_weights(spec: WeightSpec, *batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return {t.name: 0.3 * torch.randn(*batch, *t.shape, generator=g) for t in spec}
-
-
-def load(module: nn.Module, weights) -> nn.Module:
-    m = copy.deepcopy(module)
-    params = dict(m.named_parameters())
-    with torch.no_grad():
-        for k, v in weights.items():
-            params[k].copy_(v)
-    return m
-
-
-def state(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
-def assert_unchanged(module: nn.Module, before: dict[str, torch.Tensor]) -> None:
-    after = module.state_dict()
-    assert set(after) == set(before)
-    for k in before:
-        assert torch.equal(after[k], before[k]), k
-    assert "forward" not in module.__dict__
-    for m in module.modules():
-        assert "forward" not in m.__dict__
 
 
 @pytest.mark.parametrize("name", list(CASES))

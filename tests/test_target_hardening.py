@@ -20,31 +20,10 @@ from torch.nn.utils import parametrize, prune
 from torch.nn.utils.parametrizations import spectral_norm, weight_norm
 
 from hyperdnn import Target
+from tests.helpers import assert_unchanged, ensemble_loop, load, one_set, per_sample_loop, random_weights, state
 from tests.models import cases
-from tests.test_target import assert_unchanged, load, state
 
 CASES = cases()
-
-
-def random_weights(spec, *batch, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return {t.name: 0.3 * torch.randn((*batch, *t.shape), generator=g) for t in spec}
-
-
-def one(w, i):
-    return {k: v[i] for k, v in w.items()}
-
-
-def loop_per_sample(target, w, *inputs, bd=0):
-    """Sample b of every input run alone with weight set b (shared calls), concatenated."""
-    B = inputs[0].shape[bd]
-    outs = [target(one(w, b), *(x.narrow(bd, b, 1) for x in inputs)) for b in range(B)]
-    return torch.cat(outs, bd)
-
-
-def loop_ensemble(target, w, *inputs):
-    K = next(iter(w.values())).shape[0]
-    return torch.stack([target(one(w, k), *inputs) for k in range(K)])
 
 
 def grads(out_fn, tensors):
@@ -139,13 +118,13 @@ def test_attention_under_parameter_owners_per_sample_and_ensemble_equal_loops(na
     torch.testing.assert_close(target(w1, x), load(module, w1)(x), atol=1e-5, rtol=1e-5)
     before = state(module)
     w = leaf_weights(target.spec, 4)
-    torch.testing.assert_close(target(w, x), loop_per_sample(target, w, x), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(target(w, x), per_sample_loop(target, w, x), atol=1e-5, rtol=1e-4)
     got = grads(lambda: target(w, x), list(w.values()))
-    ref = grads(lambda: loop_per_sample(target, w, x), list(w.values()))
+    ref = grads(lambda: per_sample_loop(target, w, x), list(w.values()))
     for a, b in zip(got, ref, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
     wk = random_weights(target.spec, 3, seed=1)
-    torch.testing.assert_close(target.ensemble(wk, x), loop_ensemble(target, wk, x), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(target.ensemble(wk, x), ensemble_loop(target, wk, x), atol=1e-5, rtol=1e-4)
     assert_unchanged(module, before)
 
 
@@ -171,8 +150,8 @@ def test_overridden_forward_runs_not_the_builtin_fast_path(make):
     w1 = random_weights(target.spec)
     torch.testing.assert_close(target(w1, x), functional_call(module, w1, (x,)))
     w = random_weights(target.spec, 4)
-    torch.testing.assert_close(target(w, x), loop_per_sample(target, w, x), atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(target.ensemble(w, x), loop_ensemble(target, w, x), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(target(w, x), per_sample_loop(target, w, x), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(target.ensemble(w, x), ensemble_loop(target, w, x), atol=1e-5, rtol=1e-4)
     assert "forward" in module[0].__dict__ or type(module[0]) is DoubledLinear
 
 
@@ -185,8 +164,8 @@ def test_linear_batch_dim_1_per_sample_equals_loop():
     t = Target(lin, batch_dim=1)
     x = torch.randn(5, 3, 8)
     w = {k: torch.randn(3, *v.shape) for k, v in lin.named_parameters()}
-    torch.testing.assert_close(t(w, x), loop_per_sample(t, w, x, bd=1), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(t(one(w, 0), x), load(lin, one(w, 0))(x))
+    torch.testing.assert_close(t(w, x), per_sample_loop(t, w, x, bd=1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(t(one_set(w, 0), x), load(lin, one_set(w, 0))(x))
 
 
 class SeqFirstConv(nn.Module):
@@ -231,13 +210,13 @@ def test_batch_dim_1_per_sample_and_ensemble_equal_loops(name, path):
     w1 = random_weights(target.spec)
     torch.testing.assert_close(target(w1, x), load(module, w1)(x), atol=1e-5, rtol=1e-5)
     w = leaf_weights(target.spec, 4)
-    torch.testing.assert_close(target(w, x), loop_per_sample(target, w, x, bd=1), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(target(w, x), per_sample_loop(target, w, x, bd=1), atol=1e-5, rtol=1e-4)
     got = grads(lambda: target(w, x), list(w.values()))
-    ref = grads(lambda: loop_per_sample(target, w, x, bd=1), list(w.values()))
+    ref = grads(lambda: per_sample_loop(target, w, x, bd=1), list(w.values()))
     for a, b in zip(got, ref, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
     wk = random_weights(target.spec, 3, seed=1)
-    torch.testing.assert_close(target.ensemble(wk, x), loop_ensemble(target, wk, x), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(target.ensemble(wk, x), ensemble_loop(target, wk, x), atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("grad", [True, False])
@@ -250,8 +229,8 @@ def test_batch_first_transformer_layer_in_eval_equals_loop(grad):
     x = torch.randn(3, 5, 8)
     w = random_weights(target.spec, 3)
     with torch.set_grad_enabled(grad):
-        torch.testing.assert_close(target(w, x), loop_per_sample(target, w, x), atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(target.ensemble(w, x), loop_ensemble(target, w, x), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(target(w, x), per_sample_loop(target, w, x), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(target.ensemble(w, x), ensemble_loop(target, w, x), atol=1e-5, rtol=1e-4)
     assert torch.backends.mha.get_fastpath_enabled()
 
 
@@ -295,7 +274,7 @@ def test_embedding_padding_row_gets_no_gradient_per_sample(scale_grad_by_freq):
     idx = torch.tensor([[2, 1, 1, 4], [0, 2, 2, 5], [3, 3, 3, 2], [1, 2, 0, 1]])
     w = leaf_weights(target.spec, 4)
     got = grads(lambda: target(w, idx), list(w.values()))
-    ref = grads(lambda: loop_per_sample(target, w, idx), list(w.values()))
+    ref = grads(lambda: per_sample_loop(target, w, idx), list(w.values()))
     for a, b in zip(got, ref, strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
     table_grad = got[0]
@@ -303,7 +282,7 @@ def test_embedding_padding_row_gets_no_gradient_per_sample(scale_grad_by_freq):
     assert torch.count_nonzero(table_grad[:, 1]) > 0
     wk = leaf_weights(target.spec, 3)
     got = grads(lambda: target.ensemble(wk, idx), list(wk.values()))
-    ref = grads(lambda: loop_ensemble(target, wk, idx), list(wk.values()))
+    ref = grads(lambda: ensemble_loop(target, wk, idx), list(wk.values()))
     for a, b in zip(got, ref, strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
@@ -489,13 +468,13 @@ def test_parametrised_weights_per_sample_and_ensemble_equal_loops(name, path):
     torch.testing.assert_close(target(w1, x), functional_call(module, w1, (x,)), atol=1e-5, rtol=1e-5)
     before = state(module)
     w = leaf_weights(target.spec, 4)
-    torch.testing.assert_close(target(w, x), loop_per_sample(target, w, x), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(target(w, x), per_sample_loop(target, w, x), atol=1e-5, rtol=1e-4)
     got = grads(lambda: target(w, x), list(w.values()))
-    ref = grads(lambda: loop_per_sample(target, w, x), list(w.values()))
+    ref = grads(lambda: per_sample_loop(target, w, x), list(w.values()))
     for a, b in zip(got, ref, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
     wk = random_weights(target.spec, 3, seed=1)
-    torch.testing.assert_close(target.ensemble(wk, x), loop_ensemble(target, wk, x), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(target.ensemble(wk, x), ensemble_loop(target, wk, x), atol=1e-5, rtol=1e-4)
     assert_unchanged(module, before)
 
 
@@ -506,11 +485,11 @@ def test_legacy_weight_norm_per_sample_uses_the_generated_g_and_v():
     assert set(target.spec.names) == {"bias", "weight_g", "weight_v"}
     w = random_weights(target.spec, 5)
     x = torch.randn(5, 4)
-    ref = torch.stack([functional_call(lin, one(w, b), (x[b],)) for b in range(5)])
+    ref = torch.stack([functional_call(lin, one_set(w, b), (x[b],)) for b in range(5)])
     torch.testing.assert_close(target(w, x), ref, atol=1e-5, rtol=1e-5)
     # the attribute the hook writes is restored after a call
     own = lin.weight
-    target(one(w, 0), x)
+    target(one_set(w, 0), x)
     assert lin.weight is own
 
 
@@ -656,8 +635,8 @@ def test_replaced_layer_is_used_not_the_cached_one(built_from):
     net[2] = nn.Linear(8, 3)
     net[1] = nn.Tanh()
     torch.testing.assert_close(target(w, x), functional_call(net, w, (x,)))
-    torch.testing.assert_close(target(wb, x), loop_per_sample(target, wb, x), atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(target.ensemble(wb, x), loop_ensemble(target, wb, x), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(target(wb, x), per_sample_loop(target, wb, x), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(target.ensemble(wb, x), ensemble_loop(target, wb, x), atol=1e-5, rtol=1e-4)
     own = target.default_weights()
     torch.testing.assert_close(own["2.weight"], net[2].weight)
 
@@ -669,7 +648,7 @@ def test_replaced_parameter_object_is_used():
     wb = random_weights(target.spec, 4)
     target(wb, x)
     net[2].weight = nn.Parameter(torch.randn(3, 8))
-    torch.testing.assert_close(target(wb, x), loop_per_sample(target, wb, x), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(target(wb, x), per_sample_loop(target, wb, x), atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -712,7 +691,7 @@ def test_structure_change_outside_the_selection_replans():
     target(wb, x)
     net.append(nn.Linear(3, 2))
     assert target(wb, x).shape == (4, 2)
-    torch.testing.assert_close(target(wb, x), loop_per_sample(target, wb, x), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(target(wb, x), per_sample_loop(target, wb, x), atol=1e-5, rtol=1e-4)
 
 
 # ------------------------------------------------------------------ materialize

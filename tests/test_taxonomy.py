@@ -13,12 +13,7 @@ TEXT = PAGE.read_text()
 SNIPPETS = re.findall(r"```python\n(.*?)```", TEXT, flags=re.S)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_the_page_has_snippets():

@@ -28,13 +28,7 @@ from hyperdnn import (
 from hyperdnn.heads import TokenGenerator
 from hyperdnn.trunks import AttentionMixer, DeconvReadout, RecurrentMixer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_target() -> Target:
@@ -211,13 +205,3 @@ def test_every_architecture_trains_a_small_target():
             opt.step()
             losses.append(loss.item())
         assert losses[-1] < 0.2 * losses[0], (type(trunk).__name__, losses[0], losses[-1])
-
-
-@pytest.mark.parametrize("module", ["hyperdnn.trunks", "hyperdnn.heads", "hyperdnn.dynamic", "hyperdnn.layers"])
-def test_docstring_examples_run(module):
-    import doctest
-    import importlib
-
-    torch.manual_seed(0)
-    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0, result
