@@ -6,6 +6,8 @@ import importlib
 import importlib.metadata
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,6 +80,38 @@ def test_registries_list_the_builtins():
         hyperdnn.create_head("chunk")
     with pytest.raises(RegistryError, match="unknown conditioner 'nope'"):
         hyperdnn.create_conditioner("nope")
+
+
+PLUGINS = """
+import importlib.metadata as md
+
+real = md.entry_points
+fake = {
+    "hyperdnn.heads": "hyperdnn.heads:Once",
+    "hyperdnn.trunks": "hyperdnn.trunks:MLP",
+    "hyperdnn.conditioners": "hyperdnn.conditioners:Noise",
+}
+
+
+def entry_points(**kw):
+    if kw.get("group") in fake:
+        return [md.EntryPoint(name="plugin", value=fake[kw["group"]], group=kw["group"])]
+    return real(**kw)
+
+
+md.entry_points = entry_points
+import hyperdnn
+
+print(hyperdnn.list_heads("p*"), hyperdnn.list_trunks("p*"), hyperdnn.list_conditioners("p*"))
+print(type(hyperdnn.create_conditioner("plugin", dim=3)).__name__)
+"""
+
+
+def test_installed_packages_add_heads_trunks_and_conditioners_through_entry_points():
+    # a fresh interpreter: the registries scan their entry-point groups once, on first use
+    done = subprocess.run([sys.executable, "-c", PLUGINS], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["['plugin'] ['plugin'] ['plugin']", "Noise"]
 
 
 def test_version_is_stated_once_in_pyproject(monkeypatch, tmp_path):

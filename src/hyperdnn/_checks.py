@@ -29,6 +29,7 @@ __all__ = [
     "check_optional_int",
     "check_widths",
     "describe_choices",
+    "set_frozen",
 ]
 
 
@@ -121,3 +122,9 @@ def check_widths(where: str, name: str, value: Any, *, allow_empty: bool = True)
     if not widths and not allow_empty:
         raise ValueError(f"{where}: {name} must name at least one width, got ()")
     return widths
+
+
+def set_frozen(obj: Any, **values: Any) -> None:
+    """Store checked (normalised) values on a frozen dataclass from its ``__post_init__``."""
+    for name, value in values.items():
+        object.__setattr__(obj, name, value)

@@ -21,6 +21,11 @@ Example::
     >>> cond.add_tasks(2); cond.num_tasks
     [3, 4]
     5
+    >>> from hyperdnn import create_conditioner, list_conditioners
+    >>> create_conditioner("noise", dim=4)(3).c.shape   # by registered name
+    torch.Size([3, 4])
+    >>> list_conditioners("t*")
+    ['task_embedding']
 
 Every built-in conditioner is registered by name (:func:`create_conditioner`,
 :func:`list_conditioners`, :func:`register_conditioner`; installed packages add theirs through
@@ -35,7 +40,7 @@ from __future__ import annotations
 import math
 import numbers
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from enum import Enum
 from typing import Any, ClassVar, NamedTuple
 
@@ -43,7 +48,7 @@ import torch
 from torch import nn
 
 from hyperdnn._checks import check_choice, check_float, check_int
-from hyperdnn.registry import Registry
+from hyperdnn._factories import factory_registry
 
 __all__ = [
     "Conditioned",
@@ -162,6 +167,14 @@ class Conditioner(nn.Module, ABC):
         )
 
 
+CONDITIONERS, register_conditioner, create_conditioner, list_conditioners = factory_registry(
+    "conditioner", Conditioner, "hyperdnn.conditioners"
+)
+"""``register_conditioner(name, factory)`` (or ``@register_conditioner(name)``), ``create_conditioner(name, **kwargs)``,
+``list_conditioners(pattern=None)``: conditioner factories by name (see :mod:`hyperdnn._factories`)."""
+
+
+@register_conditioner("task_embedding")
 class TaskEmbedding(Conditioner):
     """A learned embedding per task (task-conditioned hypernets; static inputs).
 
@@ -324,6 +337,7 @@ class TaskEmbedding(Conditioner):
         return self.task_ids(context)[0]
 
 
+@register_conditioner("data_encoder")
 class DataEncoder(Conditioner):
     """Encode the target's own input (data-conditioned, dynamic inputs): ``c = encoder(x)``.
 
@@ -369,6 +383,7 @@ class DataEncoder(Conditioner):
         return Execution.PER_SAMPLE
 
 
+@register_conditioner("noise")
 class Noise(Conditioner):
     """Gaussian noise input (noise-conditioned hypernets: draw K weight sets).
 
@@ -454,6 +469,7 @@ def _bounds(name: str, value: Any, n: int) -> torch.Tensor:
     return values.expand(n).clone()
 
 
+@register_conditioner("continuous")
 class Continuous(Conditioner):
     """Continuous context (hyper-parameters, preference vectors, loss weights).
 
@@ -541,6 +557,7 @@ class Continuous(Conditioner):
         return f"in_features={self.in_features}, encoding={self.encoding!r}, execution={self.batched_execution.value!r}"
 
 
+@register_conditioner("learned_latent")
 class LearnedLatent(Conditioner):
     """A single learned code (a static hypernet with no input, e.g. for compression).
 
@@ -578,48 +595,3 @@ def check_conditioner(where: str, conditioner: Any) -> Conditioner:
     if not isinstance(conditioner, Conditioner):
         raise TypeError(f"{where}: conditioner must be a Conditioner, got {type(conditioner).__name__}")
     return conditioner
-
-
-def _check_factory(obj: Any) -> None:
-    if not callable(obj) or (isinstance(obj, type) and not issubclass(obj, Conditioner)):
-        raise TypeError(f"a conditioner factory must be a Conditioner subclass or a function, got {obj!r}")
-
-
-CONDITIONERS: Registry[Callable[..., Conditioner]] = Registry(
-    "conditioner", entry_point_group="hyperdnn.conditioners", check=_check_factory
-)
-"""Conditioner factories by name (``hyperdnn.conditioners`` entry points included)."""
-
-
-def register_conditioner(name: str, factory: Callable[..., Conditioner] | None = None) -> Any:
-    """Register a conditioner factory (a :class:`Conditioner` subclass or a function returning
-    one) under ``name``; without ``factory``, a decorator that does so. A name registered again
-    warns and the new factory wins."""
-    return CONDITIONERS.register(name) if factory is None else CONDITIONERS.register(name, factory)
-
-
-def create_conditioner(name: str, **kwargs: Any) -> Conditioner:
-    """Create the conditioner registered as ``name`` with ``kwargs``.
-
-    Raises:
-        hyperdnn.registry.RegistryError: unknown name (close matches and every name listed).
-
-    Example::
-
-        >>> from hyperdnn import create_conditioner
-        >>> create_conditioner("task_embedding", num_tasks=3, dim=4).out_features
-        4
-    """
-    return CONDITIONERS.get(name)(**kwargs)
-
-
-def list_conditioners(pattern: str | None = None) -> list[str]:
-    """Names of the registered conditioners, sorted; optionally those matching a glob."""
-    return CONDITIONERS.list(pattern)
-
-
-register_conditioner("task_embedding", TaskEmbedding)
-register_conditioner("data_encoder", DataEncoder)
-register_conditioner("noise", Noise)
-register_conditioner("continuous", Continuous)
-register_conditioner("learned_latent", LearnedLatent)

@@ -46,15 +46,15 @@ from __future__ import annotations
 import fnmatch
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from hyperdnn._checks import check_choice, check_int, check_optional_int, check_widths
-from hyperdnn.registry import Registry
+from hyperdnn._checks import check_choice, check_int, check_optional_int, check_widths, set_frozen
+from hyperdnn._factories import factory_registry
 from hyperdnn.spec import WeightSpec
 from hyperdnn.trunks import ACTIVATIONS, TokenMixer, TokenReadout, Trunk, make_activation
 
@@ -155,6 +155,10 @@ class TokenEncoder(nn.Module):
         >>> enc = TokenEncoder(in_features=16, num_tokens=5, embed_dim=4, width=8)
         >>> enc(torch.randn(3, 16)).shape
         torch.Size([3, 5, 8])
+
+    Raises:
+        ValueError: (at construction) a mixer of another width; (in :meth:`forward`) no
+            embeddings of shape ``(n, embed_dim)`` where the encoder holds none.
     """
 
     def __init__(
@@ -313,9 +317,20 @@ class TokenGenerator(nn.Module):
 class HeadModule(nn.Module, ABC):
     """What a :class:`Head` builds: ``forward(h)`` maps trunk features ``(B, in_features)`` to
     the raw flat output ``(B, spec.numel)`` in the spec's layout; complete (its parameters
-    exist) when constructed."""
+    exist) when constructed.
 
-    spec: WeightSpec
+    Args:
+        spec: the tensors to generate.
+        in_features: the trunk's feature width.
+    """
+
+    def __init__(self, spec: WeightSpec, in_features: int):
+        super().__init__()
+        where = type(self).__name__
+        if not isinstance(spec, WeightSpec):
+            raise TypeError(f"{where}: spec must be a WeightSpec, got {type(spec).__name__}")
+        check_int(where, "in_features", in_features)
+        self.spec = spec
 
     @abstractmethod
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -327,10 +342,11 @@ class HeadModule(nn.Module, ABC):
         that its raw output has unit variance at initialisation."""
 
 
-def _check_spec(where: str, spec: Any, in_features: Any) -> None:
-    if not isinstance(spec, WeightSpec):
-        raise TypeError(f"{where}: spec must be a WeightSpec, got {type(spec).__name__}")
-    check_int(where, "in_features", in_features)
+def _config(module: HeadModule, config: Any, kind: type) -> Any:
+    """``config`` if it is a ``kind`` description (else a ``TypeError`` naming the module)."""
+    if not isinstance(config, kind):
+        raise TypeError(f"{type(module).__name__}: config must be a {kind.__name__}, got {type(config).__name__}")
+    return config
 
 
 class OnceModule(HeadModule):
@@ -343,9 +359,7 @@ class OnceModule(HeadModule):
     """
 
     def __init__(self, spec: WeightSpec, in_features: int, trunk: Trunk | None = None):
-        super().__init__()
-        _check_spec("OnceModule", spec, in_features)
-        self.spec = spec
+        super().__init__(spec, in_features)
         gen = TokenGenerator(in_features, 1, 0, (), spec.numel, trunk=trunk)
         self.linear: nn.Linear | None = None
         self.generator: TokenGenerator | None = None
@@ -369,25 +383,15 @@ class MultiHeadModule(HeadModule):
 
     Args:
         spec, in_features, trunk: as for :class:`OnceModule`.
-        groups, hidden, activation, embed_dim: as for :class:`MultiHead`.
+        config: the :class:`MultiHead` description (groups, hidden, activation, embed_dim).
 
     Raises:
         ValueError: a tensor matches no glob, or a glob matches no tensor.
     """
 
-    def __init__(
-        self,
-        spec: WeightSpec,
-        in_features: int,
-        trunk: Trunk | None = None,
-        groups: str | Sequence[str] = "layer",
-        hidden: Sequence[int] = (),
-        activation: str = "relu",
-        embed_dim: int = 8,
-    ):
-        super().__init__()
-        _check_spec("MultiHeadModule", spec, in_features)
-        self.spec = spec
+    def __init__(self, spec: WeightSpec, in_features: int, trunk: Trunk | None, config: MultiHead):
+        super().__init__(spec, in_features)
+        groups = _config(self, config, MultiHead).groups
         if groups == "tensor":
             members = [[t.name] for t in spec]
         elif groups == "layer":
@@ -414,10 +418,11 @@ class MultiHeadModule(HeadModule):
             self.encoder = None
             width = in_features
         else:
-            self.encoder = TokenEncoder(in_features, len(members), embed_dim, mixer.width, mixer)
+            self.encoder = TokenEncoder(in_features, len(members), config.embed_dim, mixer.width, mixer)
             width = mixer.width
         self.heads = nn.ModuleList(
-            _Stack(width, hidden, sum(spec[n].numel for n in names), activation, trunk) for names in members
+            _Stack(width, config.hidden, sum(spec[n].numel for n in names), config.activation, trunk)
+            for names in members
         )
         # gather index from concatenated group outputs into spec order
         pos, offset = {}, 0
@@ -446,24 +451,15 @@ class ChunkedModule(HeadModule):
 
     Args:
         spec, in_features, trunk: as for :class:`OnceModule`.
-        chunk_size, embed_dim, hidden, activation: as for :class:`Chunked`.
+        config: the :class:`Chunked` description (chunk_size, embed_dim, hidden, activation).
     """
 
-    def __init__(
-        self,
-        spec: WeightSpec,
-        in_features: int,
-        trunk: Trunk | None = None,
-        chunk_size: int = 256,
-        embed_dim: int = 8,
-        hidden: Sequence[int] = (),
-        activation: str = "relu",
-    ):
-        super().__init__()
-        _check_spec("ChunkedModule", spec, in_features)
-        self.spec = spec
-        self.chunk_size = check_int("ChunkedModule", "chunk_size", chunk_size)
-        self.generator = TokenGenerator(in_features, self.num_chunks, embed_dim, hidden, chunk_size, activation, trunk)
+    def __init__(self, spec: WeightSpec, in_features: int, trunk: Trunk | None, config: Chunked):
+        super().__init__(spec, in_features)
+        self.chunk_size = _config(self, config, Chunked).chunk_size
+        self.generator = TokenGenerator(
+            in_features, self.num_chunks, config.embed_dim, config.hidden, self.chunk_size, config.activation, trunk
+        )
 
     @property
     def num_chunks(self) -> int:
@@ -483,26 +479,18 @@ class ComponentWiseModule(HeadModule):
 
     Args:
         spec, in_features, trunk: as for :class:`OnceModule`.
-        granularity, embed_dim, hidden, activation: as for :class:`ComponentWise`.
+        config: the :class:`ComponentWise` description (granularity, embed_dim, hidden,
+            activation).
     """
 
-    def __init__(
-        self,
-        spec: WeightSpec,
-        in_features: int,
-        trunk: Trunk | None = None,
-        granularity: str = "unit",
-        embed_dim: int = 8,
-        hidden: Sequence[int] = (),
-        activation: str = "relu",
-    ):
-        super().__init__()
-        _check_spec("ComponentWiseModule", spec, in_features)
-        self.spec = spec
-        comps = ComponentWise.components(spec, granularity)
+    def __init__(self, spec: WeightSpec, in_features: int, trunk: Trunk | None, config: ComponentWise):
+        super().__init__(spec, in_features)
+        comps = ComponentWise.components(spec, _config(self, config, ComponentWise).granularity)
         self.max_size = max(s for _, s in comps)
         self.num_components = len(comps)
-        self.generator = TokenGenerator(in_features, len(comps), embed_dim, hidden, self.max_size, activation, trunk)
+        self.generator = TokenGenerator(
+            in_features, len(comps), config.embed_dim, config.hidden, self.max_size, config.activation, trunk
+        )
         idx = torch.cat([torch.arange(s) + i * self.max_size for i, (_, s) in enumerate(comps)])
         self.register_buffer("_gather", idx, persistent=False)
 
@@ -541,12 +529,12 @@ class Head(ABC):
         """
 
 
-def _freeze(obj: Any, **values: Any) -> None:
-    """Set checked values on a frozen dataclass from its ``__post_init__``."""
-    for name, value in values.items():
-        object.__setattr__(obj, name, value)
+HEADS, register_head, create_head, list_heads = factory_registry("head", Head, "hyperdnn.heads")
+"""``register_head(name, factory)`` (or ``@register_head(name)``), ``create_head(name, **kwargs)``,
+``list_heads(pattern=None)``: head factories by name (see :mod:`hyperdnn._factories`)."""
 
 
+@register_head("once")
 @dataclass(frozen=True)
 class Once(Head):
     """Generate once: one token for all ``numel`` numbers.
@@ -560,6 +548,7 @@ class Once(Head):
         return OnceModule(spec, in_features, trunk)
 
 
+@register_head("multihead")
 @dataclass(frozen=True)
 class MultiHead(Head):
     """One output head per group of tensors.
@@ -592,14 +581,15 @@ class MultiHead(Head):
             raise ValueError(f"MultiHead: groups must be {expected}, got an empty {type(groups).__name__}")
         else:
             groups = tuple(groups)
-        _freeze(self, groups=groups, hidden=check_widths("MultiHead", "hidden", self.hidden))
+        set_frozen(self, groups=groups, hidden=check_widths("MultiHead", "hidden", self.hidden))
         _check_activation("MultiHead", self.activation)
         check_int("MultiHead", "embed_dim", self.embed_dim)
 
     def build(self, spec: WeightSpec, in_features: int, trunk: Trunk | None = None) -> MultiHeadModule:
-        return MultiHeadModule(spec, in_features, trunk, self.groups, self.hidden, self.activation, self.embed_dim)
+        return MultiHeadModule(spec, in_features, trunk, self)
 
 
+@register_head("chunked")
 @dataclass(frozen=True)
 class Chunked(Head):
     """Chunk-wise generation: ``ceil(numel / chunk_size)`` chunks, each from one shared
@@ -620,13 +610,14 @@ class Chunked(Head):
     def __post_init__(self) -> None:
         check_int("Chunked", "chunk_size", self.chunk_size)
         check_int("Chunked", "embed_dim", self.embed_dim)
-        _freeze(self, hidden=check_widths("Chunked", "hidden", self.hidden))
+        set_frozen(self, hidden=check_widths("Chunked", "hidden", self.hidden))
         _check_activation("Chunked", self.activation)
 
     def build(self, spec: WeightSpec, in_features: int, trunk: Trunk | None = None) -> ChunkedModule:
-        return ChunkedModule(spec, in_features, trunk, self.chunk_size, self.embed_dim, self.hidden, self.activation)
+        return ChunkedModule(spec, in_features, trunk, self)
 
 
+@register_head("componentwise")
 @dataclass(frozen=True)
 class ComponentWise(Head):
     """Component-wise generation: one learned embedding per component, one shared generator.
@@ -651,7 +642,7 @@ class ComponentWise(Head):
     def __post_init__(self) -> None:
         check_choice("ComponentWise", "granularity", self.granularity, ("tensor", "unit"))
         check_int("ComponentWise", "embed_dim", self.embed_dim)
-        _freeze(self, hidden=check_widths("ComponentWise", "hidden", self.hidden))
+        set_frozen(self, hidden=check_widths("ComponentWise", "hidden", self.hidden))
         _check_activation("ComponentWise", self.activation)
 
     @staticmethod
@@ -666,48 +657,4 @@ class ComponentWise(Head):
         return comps
 
     def build(self, spec: WeightSpec, in_features: int, trunk: Trunk | None = None) -> ComponentWiseModule:
-        return ComponentWiseModule(
-            spec, in_features, trunk, self.granularity, self.embed_dim, self.hidden, self.activation
-        )
-
-
-def _check_factory(obj: Any) -> None:
-    if not callable(obj) or (isinstance(obj, type) and not issubclass(obj, Head)):
-        raise TypeError(f"a head factory must be a Head subclass or a function, got {obj!r}")
-
-
-HEADS: Registry[Callable[..., Head]] = Registry("head", entry_point_group="hyperdnn.heads", check=_check_factory)
-"""Head factories by name (``hyperdnn.heads`` entry points included)."""
-
-
-def register_head(name: str, factory: Callable[..., Head] | None = None) -> Any:
-    """Register a head factory (a :class:`Head` subclass or a function returning one) under
-    ``name``; without ``factory``, a decorator that does so. A name registered again warns and
-    the new factory wins."""
-    return HEADS.register(name) if factory is None else HEADS.register(name, factory)
-
-
-def create_head(name: str, **kwargs: Any) -> Head:
-    """Create the head registered as ``name`` with ``kwargs``.
-
-    Raises:
-        hyperdnn.registry.RegistryError: unknown name (close matches and every name listed).
-
-    Example::
-
-        >>> from hyperdnn import create_head
-        >>> create_head("chunked", chunk_size=64)
-        Chunked(chunk_size=64, embed_dim=8, hidden=(), activation='relu')
-    """
-    return HEADS.get(name)(**kwargs)
-
-
-def list_heads(pattern: str | None = None) -> list[str]:
-    """Names of the registered heads, sorted; optionally those matching a glob."""
-    return HEADS.list(pattern)
-
-
-register_head("once", Once)
-register_head("multihead", MultiHead)
-register_head("componentwise", ComponentWise)
-register_head("chunked", Chunked)
+        return ComponentWiseModule(spec, in_features, trunk, self)

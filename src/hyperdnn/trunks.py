@@ -46,14 +46,21 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hyperdnn._checks import check_bool, check_choice, check_float, check_int, check_optional_int, check_widths
-from hyperdnn.registry import Registry
+from hyperdnn._checks import (
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_optional_int,
+    check_widths,
+    set_frozen,
+)
+from hyperdnn._factories import factory_registry
 
 __all__ = [
     "Trunk",
@@ -417,12 +424,12 @@ class Trunk(ABC):
         """
 
 
-def _freeze(obj: Any, **values: Any) -> None:
-    """Set checked values on a frozen dataclass from its ``__post_init__``."""
-    for name, value in values.items():
-        object.__setattr__(obj, name, value)
+TRUNKS, register_trunk, create_trunk, list_trunks = factory_registry("trunk", Trunk, "hyperdnn.trunks")
+"""``register_trunk(name, factory)`` (or ``@register_trunk(name)``), ``create_trunk(name, **kwargs)``,
+``list_trunks(pattern=None)``: trunk factories by name (see :mod:`hyperdnn._factories`)."""
 
 
+@register_trunk("mlp")
 @dataclass(frozen=True)
 class MLP(Trunk):
     """Fully connected trunk; tokens are generated independently (pointwise).
@@ -452,7 +459,7 @@ class MLP(Trunk):
         _check_activation("MLP", self.activation)
         dropout = check_float("MLP", "dropout", self.dropout, 0.0, 1.0, high_open=True)
         check_bool("MLP", "spectral_norm", self.spectral_norm)
-        _freeze(self, hidden=hidden, dropout=dropout)
+        set_frozen(self, hidden=hidden, dropout=dropout)
 
     def build(self, in_features: int) -> ContextEncoder:
         check_int("MLP.build", "in_features", in_features)
@@ -502,14 +509,29 @@ class ModuleTrunk(Trunk):
         return None
 
 
-def _encoder(where: str, hidden: Sequence[int], activation: str, in_features: int) -> ContextEncoder:
-    """The MLP context encoder of a token trunk."""
-    check_int(f"{where}.build", "in_features", in_features)
-    return ContextEncoder(in_features, hidden, activation)
+class _TokenTrunk(Trunk):
+    """What the token trunks (:class:`RNN`, :class:`Attention`, :class:`CNN`) share: an MLP
+    context encoder of widths ``hidden`` with ``activation``."""
+
+    hidden: Sequence[int]
+    activation: str
+
+    def _check_encoder(self, *ints: str) -> None:
+        """Check ``hidden``, ``activation`` and the int fields ``ints`` (each ``>= 1``)."""
+        where = type(self).__name__
+        set_frozen(self, hidden=check_widths(where, "hidden", self.hidden))
+        _check_activation(where, self.activation)
+        for name in ints:
+            check_int(where, name, getattr(self, name))
+
+    def build(self, in_features: int) -> ContextEncoder:
+        check_int(f"{type(self).__name__}.build", "in_features", in_features)
+        return ContextEncoder(in_features, self.hidden, self.activation)
 
 
+@register_trunk("rnn")
 @dataclass(frozen=True)
-class RNN(Trunk):
+class RNN(_TokenTrunk):
     """Recurrent hypernetwork: generates the target layer by layer, chunk by chunk.
 
     Each head's tokens (components, chunks, layer groups) are run as a sequence through a
@@ -541,14 +563,8 @@ class RNN(Trunk):
     activation: str = "relu"
 
     def __post_init__(self) -> None:
-        _freeze(self, hidden=check_widths("RNN", "hidden", self.hidden))
-        _check_activation("RNN", self.activation)
-        check_int("RNN", "width", self.width)
-        check_int("RNN", "layers", self.layers)
+        self._check_encoder("width", "layers")
         check_choice("RNN", "cell", self.cell, ("gru", "lstm"))
-
-    def build(self, in_features: int) -> ContextEncoder:
-        return _encoder("RNN", self.hidden, self.activation, in_features)
 
     def token_mixer(self) -> RecurrentMixer:
         return RecurrentMixer(self.width, self.cell, self.layers)
@@ -557,8 +573,9 @@ class RNN(Trunk):
         return None
 
 
+@register_trunk("attention")
 @dataclass(frozen=True)
-class Attention(Trunk):
+class Attention(_TokenTrunk):
     """Attention hypernetwork: a transformer over the head's tokens.
 
     Each token is its component or chunk embedding plus the context (both projected to
@@ -593,18 +610,11 @@ class Attention(Trunk):
     activation: str = "relu"
 
     def __post_init__(self) -> None:
-        _freeze(self, hidden=check_widths("Attention", "hidden", self.hidden))
-        _check_activation("Attention", self.activation)
-        check_int("Attention", "width", self.width)
-        check_int("Attention", "heads", self.heads)
-        check_int("Attention", "layers", self.layers)
+        self._check_encoder("width", "heads", "layers")
         if self.width % self.heads:
             raise ValueError(f"Attention: width must be divisible by heads, got width={self.width}, heads={self.heads}")
         check_optional_int("Attention", "ff", self.ff)
-        _freeze(self, dropout=check_float("Attention", "dropout", self.dropout, 0.0, 1.0, high_open=True))
-
-    def build(self, in_features: int) -> ContextEncoder:
-        return _encoder("Attention", self.hidden, self.activation, in_features)
+        set_frozen(self, dropout=check_float("Attention", "dropout", self.dropout, 0.0, 1.0, high_open=True))
 
     def token_mixer(self) -> AttentionMixer:
         return AttentionMixer(self.width, self.heads, self.layers, self.ff, self.dropout)
@@ -613,8 +623,9 @@ class Attention(Trunk):
         return None
 
 
+@register_trunk("cnn")
 @dataclass(frozen=True)
-class CNN(Trunk):
+class CNN(_TokenTrunk):
     """Deconvolutional hypernetwork: every token (a chunk, a component, a whole tensor) is
     generated as an image by transposed-convolution upsampling (:class:`DeconvReadout`).
 
@@ -643,21 +654,16 @@ class CNN(Trunk):
     activation: str = "relu"
 
     def __post_init__(self) -> None:
-        _freeze(self, hidden=check_widths("CNN", "hidden", self.hidden))
-        _check_activation("CNN", self.activation)
+        self._check_encoder("base")
         channels = check_widths("CNN", "channels", self.channels)
         if not channels:
             raise ValueError("CNN: channels must name at least one upsampling stage, got ()")
-        _freeze(self, channels=channels)
-        check_int("CNN", "base", self.base)
+        set_frozen(self, channels=channels)
 
     @property
     def image_size(self) -> int:
         """Side of the generated images; a token holds at most ``image_size ** 2`` numbers."""
         return self.base * 2 ** len(self.channels)
-
-    def build(self, in_features: int) -> ContextEncoder:
-        return _encoder("CNN", self.hidden, self.activation, in_features)
 
     def token_mixer(self) -> None:
         return None
@@ -676,39 +682,3 @@ def build_trunk(where: str, trunk: Trunk | None, in_features: int, default: Trun
     if not isinstance(trunk, Trunk):
         raise TypeError(f"{where}: trunk must be a Trunk (wrap a module in ModuleTrunk), got {type(trunk).__name__}")
     return trunk, trunk.build(in_features)
-
-
-def _check_factory(obj: Any) -> None:
-    if not callable(obj) or (isinstance(obj, type) and not issubclass(obj, Trunk)):
-        raise TypeError(f"a trunk factory must be a Trunk subclass or a function, got {obj!r}")
-
-
-TRUNKS: Registry[Callable[..., Trunk]] = Registry("trunk", entry_point_group="hyperdnn.trunks", check=_check_factory)
-"""Trunk factories by name (``hyperdnn.trunks`` entry points included)."""
-
-
-def register_trunk(name: str, factory: Callable[..., Trunk] | None = None) -> Any:
-    """Register a trunk factory (a :class:`Trunk` subclass or a function returning one) under
-    ``name``; without ``factory``, a decorator that does so. Used by the CLI, the tests and
-    the benchmarks; a name registered again warns and the new factory wins."""
-    return TRUNKS.register(name) if factory is None else TRUNKS.register(name, factory)
-
-
-def create_trunk(name: str, **kwargs: Any) -> Trunk:
-    """Create the trunk registered as ``name`` with ``kwargs``.
-
-    Raises:
-        hyperdnn.registry.RegistryError: unknown name (close matches and every name listed).
-    """
-    return TRUNKS.get(name)(**kwargs)
-
-
-def list_trunks(pattern: str | None = None) -> list[str]:
-    """Names of the registered trunks, sorted; optionally those matching a glob."""
-    return TRUNKS.list(pattern)
-
-
-register_trunk("mlp", MLP)
-register_trunk("rnn", RNN)
-register_trunk("attention", Attention)
-register_trunk("cnn", CNN)
