@@ -162,7 +162,7 @@ def test_list_and_help() -> None:
     assert code == 0 and "continual" in out
     code, out, _ = _run(["continual", "--help"])
     assert code == 0
-    from hyperdnn.apps.continual import ContinualConfig
+    from hyperdnn.recipes.continual import ContinualConfig
 
     for f in describe(ContinualConfig) + describe(RunOptions):
         assert f.flag in out
@@ -433,7 +433,11 @@ def test_engine_and_recipe_modules_import() -> None:
         "engine.run",
         "engine.seeding",
         "engine.errors",
-        "apps.continual",
+        "engine.loop",
+        "engine.report",
+        "recipes.continual",
+        "recipes.demo",
+        "recipes.dynamic",
         "data.streams",
         "data.mnist",
     ]:
@@ -442,7 +446,9 @@ def test_engine_and_recipe_modules_import() -> None:
             assert hasattr(module, name), (mod, name)
 
 
-@pytest.mark.parametrize("module", ["engine.checkpoint", "engine.config", "engine.model", "apps.continual"])
+@pytest.mark.parametrize(
+    "module", ["engine.checkpoint", "engine.config", "engine.model", "engine.report", "recipes._continual_checks"]
+)
 def test_docstring_examples_run(module: str) -> None:
     import doctest
     import importlib

@@ -260,7 +260,7 @@ def test_a_refusal_inside_the_run_leaves_nothing(tmp_path: Path) -> None:
 
 
 def test_a_refused_resume_leaves_the_folder_as_it_was(interrupted: Path, monkeypatch) -> None:
-    from hyperdnn.apps import continual
+    from hyperdnn.recipes import continual
 
     before = _tree(interrupted)
 
@@ -344,14 +344,16 @@ def _edit_state(out: Path, edit, resign: bool = True) -> None:
     "edit, needles",
     [
         (lambda s: s.update(unit=99), ["unit 99 is not in [0, 2]"]),
-        (lambda s: s.pop("task"), ["state: missing 'task'"]),
+        (lambda s: s.pop("stage"), ["state: missing 'stage'"]),
         (lambda s: s.update(epoch="1"), ["state['epoch']: expected int, got '1' (str)"]),
-        (lambda s: s.update(mid_task=False), ["between tasks"]),
-        (lambda s: s["learner"].pop("embeddings"), ["learner {}"]),
+        (lambda s: s.update(mid_stage=False), ["epoch 1 between stages"]),
+        (lambda s: s["work"].pop("embeddings"), ["work {} at stage 1 of hnet"]),
+        (lambda s: s["work"].update(embeddings="2"), ["state['work']['embeddings']: expected int, got '2' (str)"]),
         (lambda s: s["optimizer"].pop("indices"), ["state['optimizer']: missing 'indices'"]),
-        (lambda s: s.update(task=7), ["task 7 is not a task of this run"]),
-        (lambda s: s["matrices"]["hnet"]["CL1"].pop(), ["is not a 2 x 2 matrix"]),
-        (lambda s: s.update(units=["hnet"]), ["methods/scenarios ['hnet']"]),
+        (lambda s: s.update(stage=7), ["stage 7 is not a stage of hnet (0 to 1)"]),
+        (lambda s: s["results"]["matrices"]["hnet"]["CL1"].pop(), ["is not a 2 x 2 matrix"]),
+        (lambda s: s["results"].pop("params"), ["state['results']: missing 'params'"]),
+        (lambda s: s.update(units=["hnet"]), ["it is for units ['hnet']"]),
         (lambda s: s.update(surprise=1), ["unexpected 'surprise'"]),
     ],
 )

@@ -75,7 +75,9 @@ def test_importing_hyperdnn_imports_no_optional_package():
     """Every module of the package imports, and none pulls in an extra (beyond what torch imports
     itself: torch.hub imports tqdm when it is installed)."""
     names = [m.name for m in pkgutil.walk_packages(hyperdnn.__path__, "hyperdnn.")]
-    assert {"hyperdnn.cli", "hyperdnn.apps.demo", "hyperdnn.apps.continual", "hyperdnn.data.streams"} <= set(names)
+    assert {"hyperdnn.cli", "hyperdnn.recipes.demo", "hyperdnn.recipes.continual", "hyperdnn.data.streams"} <= set(
+        names
+    )
     code = (
         "import importlib, sys\n"
         "import numpy, torch\n"
@@ -115,21 +117,22 @@ def test_core_only_import_and_public_names(tmp_path):
     [
         (
             CORE_ONLY,
-            "needs scikit-learn, matplotlib: pip install 'hyperdnn[apps]'",
+            "needs pyyaml, safetensors, scikit-learn, matplotlib: pip install 'hyperdnn[apps]'",
             "needs pyyaml, safetensors, matplotlib: pip install 'hyperdnn[apps]'",
         ),
         (
             DATA_ONLY,
-            "needs matplotlib: pip install 'hyperdnn[apps]'",
+            "needs pyyaml, safetensors, matplotlib: pip install 'hyperdnn[apps]'",
             "needs pyyaml, safetensors, matplotlib: pip install 'hyperdnn[apps]'",
         ),
     ],
     ids=["core", "core+data"],
 )
 def test_commands_name_the_extra_before_writing_anything(tmp_path, blocked, demo_line, run_line):
-    assert _one_line(_hyperdnn(tmp_path, blocked, "demo")) == f"hyperdnn demo: {demo_line}"
+    assert _one_line(_hyperdnn(tmp_path, blocked, "demo")) == f"hyperdnn demo: error: {demo_line}"
     dynamic = _hyperdnn(tmp_path, blocked, "demo", "--dynamic", "--epochs", "1")
-    assert _one_line(dynamic) == f"hyperdnn demo --dynamic: {demo_line}"
+    assert _one_line(dynamic) == f"hyperdnn demo --dynamic: error: {demo_line}"
+    assert _one_line(_hyperdnn(tmp_path, blocked, "run", "dynamic")) == f"hyperdnn run dynamic: error: {demo_line}"
     assert _one_line(_hyperdnn(tmp_path, blocked, "run", "continual")) == f"hyperdnn run continual: error: {run_line}"
     assert list((tmp_path / "work").iterdir()) == []  # no runs/ folder, nothing at all
 

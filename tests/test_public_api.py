@@ -39,8 +39,14 @@ def test_every_advertised_name_imports():
         "hypernet",
         "data",
         "cli",
-        "apps.demo",
-        "apps.dynamic",
+        "recipes.demo",
+        "recipes.dynamic",
+        "recipes.continual",
+        "methods",
+        "baselines",
+        "metrics",
+        "networks",
+        "optim",
         "dynamic",
         "layers",
         "norm_stats",
@@ -140,26 +146,26 @@ def test_cli_unknown_command(capsys):
 def test_demo_bad_arguments(capsys):
     # one line each, exit 2 (tests/test_cli_demo.py sweeps every option)
     assert main(["demo", "--epochs", "0"]) == 2
-    assert capsys.readouterr().err == "hyperdnn demo: --epochs: expected an int >= 1, got 0\n"
+    assert capsys.readouterr().err == "hyperdnn demo: error: --epochs: expected an int >= 1, got 0\n"
     assert main(["demo", "--epochs", "many"]) == 2
-    assert "--epochs: expected an int, got 'many'" in capsys.readouterr().err
+    assert "--epochs: expected int, got 'many'" in capsys.readouterr().err
 
 
 def test_demo_unwritable_output(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert main(["demo", "--out", str(blocker / "sub"), "--epochs", "1"]) == 2
-    assert f"cannot create the folder {str(blocker / 'sub')!r}" in capsys.readouterr().err
+    assert f"cannot create output folder {str(blocker / 'sub')!r}" in capsys.readouterr().err
 
 
 def test_demo_runs_and_writes_results(tmp_path):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--epochs", "2", "--threads", "1"]) == 0
-    results = json.loads((out / "results.json").read_text())
-    names = [m["model"] for m in results["models"]]
+    assert main(["demo", "--out", str(out), "--epochs", "2", "--threads", "1", "--progress", "false"]) == 0
+    models = json.loads((out / "results.json").read_text())["metrics"]["models"]
+    names = [m["model"] for m in models]
     assert names == ["standard DNN", "hypernet, generate once", "hypernet, chunked"]
-    chunked = results["models"][2]
+    chunked = models[2]
     assert chunked["trainable"] < chunked["target_params"]
-    assert all(0.0 <= a <= 1.0 for m in results["models"] for a in m["accuracies"])
+    assert all(0.0 <= a <= 1.0 for m in models for a in m["accuracies"])
     assert (out / "learning_curves.png").stat().st_size > 0
-    assert (out / "results.md").read_text().startswith("| model |")
+    assert "| model |" in (out / "summary.md").read_text()

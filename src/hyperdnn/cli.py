@@ -1,91 +1,86 @@
 """The ``hyperdnn`` command line.
 
 usage:
-  hyperdnn demo [--dynamic] [--out DIR] [--epochs N] [--seed S] [--threads T]
+  hyperdnn demo [--dynamic] [--key value ...]   (the short form of hyperdnn run demo / run dynamic)
   hyperdnn run --list
   hyperdnn run <recipe> [--key value ...] [--config file.yaml]   (hyperdnn run <recipe> --help)
 
+hyperdnn demo is hyperdnn run demo, and hyperdnn demo --dynamic is hyperdnn run dynamic, with
+one difference: without --out, a new run goes to runs/<recipe>, or runs/<recipe>-2, -3 ...
+when that is taken (so make demo can run again), and --resume continues the last of them.
+
 The core install (torch, numpy) is enough for --help, hyperdnn run --list and
-hyperdnn run <recipe> --help; the demos and recipe runs need pip install 'hyperdnn[apps]' and
-say so, in one line, before they write anything. Bad input is one line on stderr and exit
-status 2.
+hyperdnn run <recipe> --help; the runs need pip install 'hyperdnn[apps]' and say so, in one
+line, before they write anything. Bad input is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
+from pathlib import Path
 
-from hyperdnn.engine.errors import UsageError
-
-__all__ = ["main", "COMMANDS"]
-
-#: the options of ``hyperdnn demo`` besides ``--help``
-DEMO_OPTIONS = ("--dynamic", "--out", "--epochs", "--seed", "--threads")
+__all__ = ["main", "COMMANDS", "demo_folder"]
 
 
-def _int_value(text: str) -> int:
+def demo_folder(recipe: str, resume: bool, root: str | Path = "runs") -> Path:
+    """The run folder of ``hyperdnn demo`` without ``--out``.
+
+    Args:
+        recipe: ``"demo"`` or ``"dynamic"``.
+        resume: find the folder to continue instead of a new one.
+        root: where run folders live.
+
+    Returns:
+        For a new run, the first of ``root/recipe``, ``root/recipe-2``, ``root/recipe-3`` ...
+        that is absent or empty; for ``resume``, the last existing one (``root/recipe`` when
+        there is none: the engine then says there is no run to resume).
+    """
+    root = Path(root)
+
+    def candidate(i: int) -> Path:
+        return root / (recipe if i == 1 else f"{recipe}-{i}")
+
+    i = 1
+    if resume:
+        while candidate(i + 1).exists():
+            i += 1
+        return candidate(i)
+    while candidate(i).exists() and (not candidate(i).is_dir() or any(candidate(i).iterdir())):
+        i += 1
+    return candidate(i)
+
+
+def _wants_resume(recipe: str, argv: list[str]) -> bool | None:
+    """Whether ``argv`` asks to resume (``None``: it cannot be parsed; ``run`` will say why)."""
+    from hyperdnn.engine.config import coerce, describe, parse_argv
+    from hyperdnn.engine.errors import UsageError
+    from hyperdnn.engine.registry import get_recipe
+    from hyperdnn.engine.run import RunOptions
+
     try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
-
-
-def _argument_error(e: argparse.ArgumentError) -> str:
-    """argparse's message in the form ``--option: expected ..., got ...``."""
-    message = e.message
-    if message == "expected one argument":
-        message = "expected a value, got none"
-    elif message.startswith("ignored explicit argument "):
-        message = f"expected no value, got {message[len('ignored explicit argument ') :]}"
-    return f"{e.argument_name}: {message}" if e.argument_name else message
-
-
-def _demo_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="hyperdnn demo",
-        description="The review's HyperDNN example on scikit-learn digits (needs pip install 'hyperdnn[apps]').",
-        exit_on_error=False,
-        allow_abbrev=False,
-    )
-    p.add_argument("--dynamic", action="store_true", help="one hypernet for MLPs of several widths (dynamic outputs)")
-    p.add_argument(
-        "--out",
-        default=None,
-        help="output folder, absent, empty or from an earlier run of the same demo "
-        "(default: runs/demo or runs/demo-dynamic)",
-    )
-    p.add_argument("--epochs", type=_int_value, default=None, help="training epochs, >= 1 (default: the demo's own)")
-    p.add_argument("--seed", type=_int_value, default=0, help="random seed, 0 to 2**32 - 1 (default 0)")
-    p.add_argument(
-        "--threads",
-        type=_int_value,
-        default=None,
-        help="torch threads, >= 1 (default 1: the demo's matrices are small and more threads only add overhead)",
-    )
-    return p
+        fields = describe(get_recipe(recipe).config) + describe(RunOptions)
+        values, _ = parse_argv(argv, fields)
+        return bool(coerce(values.get("resume", False), next(f for f in fields if f.name == "resume"), "--resume"))
+    except UsageError:
+        return None
 
 
 def _demo(argv: list[str]) -> int:
-    p = _demo_parser()
-    prog = "hyperdnn demo --dynamic" if "--dynamic" in argv else "hyperdnn demo"
-    try:
-        args, rest = p.parse_known_args(argv)
-    except argparse.ArgumentError as e:
-        print(f"{prog}: {_argument_error(e)} (see hyperdnn demo --help)", file=sys.stderr)
+    from hyperdnn.engine.cli import run_command
+
+    bad = [a for a in argv if a.startswith("--dynamic=")]
+    prog = "hyperdnn demo --dynamic" if "--dynamic" in argv or bad else "hyperdnn demo"
+    if bad:
+        print(f"{prog}: error: --dynamic: expected no value, got {bad[0].split('=', 1)[1]!r}", file=sys.stderr)
         return 2
-    if rest:
-        print(f"{prog}: unexpected arguments {rest}; the options are {', '.join(DEMO_OPTIONS)}", file=sys.stderr)
-        return 2
-    if args.dynamic:
-        from hyperdnn.apps.dynamic import main as run_demo
-    else:
-        from hyperdnn.apps.demo import main as run_demo
-    try:
-        return run_demo(out=args.out, epochs=args.epochs, seed=args.seed, threads=args.threads)
-    except UsageError as e:
-        print(f"{prog}: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
+    recipe = "dynamic" if "--dynamic" in argv else "demo"
+    rest = [a for a in argv if a != "--dynamic"]
+    named = {a.split("=", 1)[0].replace("_", "-") for a in rest}
+    if not named & {"-h", "--help", "--out", "--config"}:
+        resume = _wants_resume(recipe, rest)
+        if resume is not None:
+            rest += ["--out", str(demo_folder(recipe, resume))]
+    return run_command([recipe, *rest], prog=prog)
 
 
 def _run(argv: list[str]) -> int:
@@ -99,7 +94,7 @@ COMMANDS = {"demo": _demo, "run": _run}
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``hyperdnn``; returns the exit status (0 ok, 2 bad input).
+    """Entry point of ``hyperdnn``; returns the exit status (0 ok, 2 bad input, 130 interrupted).
 
     Args:
         argv: the arguments after the program name (default ``sys.argv[1:]``).
@@ -122,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return COMMANDS[cmd](rest) or 0
-    except BrokenPipeError:  # output piped into e.g. `head`: not an error of ours
+    except BrokenPipeError:  # output piped into e.g. `hyperdnn run --list | head`: not an error of ours
         sys.stderr.close()
         return 0
 

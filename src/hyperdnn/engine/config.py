@@ -18,7 +18,10 @@ what was expected and what was given.
 
 Two checks hold for every field of every config: a ``float`` is finite (``inf`` and ``nan``
 are refused unless the field is declared with ``option(..., finite=False)``), and an ``int``
-fits in 64 bits (what torch accepts as a size or a count).
+fits in 64 bits (what torch accepts as a size or a count). A field may declare its range
+(``option(64, "minibatch size", low=1)``, ``option(0.2, "dropout", low=0, below=1)``; for a
+tuple, of every element): a value outside is an error such as ``--batch_size: expected an
+int >= 1, got 0``, and ``--help`` shows the range.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from hyperdnn.engine.errors import ConfigError
 
 __all__ = [
     "option",
+    "Bounds",
     "FieldInfo",
     "describe",
     "parse_argv",
@@ -52,8 +56,18 @@ _NONE = {"none", "null"}
 INT_RANGE = (-(2**63), 2**63 - 1)
 
 
-def option(default: Any, help: str, *, choices: Sequence[Any] | None = None, finite: bool = True) -> Any:
-    """A config field with its default, a one-line ``help`` and optional ``choices``.
+def option(
+    default: Any,
+    help: str,
+    *,
+    choices: Sequence[Any] | None = None,
+    finite: bool = True,
+    low: float | None = None,
+    high: float | None = None,
+    above: float | None = None,
+    below: float | None = None,
+) -> Any:
+    """A config field with its default, a one-line ``help``, optional ``choices`` and range.
 
     Args:
         default: the value when none is given; must be immutable (a tuple, not a list).
@@ -61,6 +75,10 @@ def option(default: Any, help: str, *, choices: Sequence[Any] | None = None, fin
         choices: the allowed values (for a tuple field: of each element).
         finite: for a ``float`` field, refuse ``inf`` and ``nan`` (the default). Declare
             ``finite=False`` only where the field gives them a meaning (e.g. ``inf``: no limit).
+        low, high: the smallest and largest allowed value (inclusive), for an ``int`` or
+            ``float`` field or each element of a tuple of them.
+        above, below: exclusive bounds instead (``above=0``: ``> 0``); at most one of ``low``
+            and ``above``, and of ``high`` and ``below``.
 
     Example::
 
@@ -74,10 +92,57 @@ def option(default: Any, help: str, *, choices: Sequence[Any] | None = None, fin
     """
     if isinstance(default, (list, dict, set)):
         raise TypeError(f"option: the default must be immutable (use a tuple), got {type(default).__name__}")
+    if (low is not None and above is not None) or (high is not None and below is not None):
+        raise TypeError(
+            f"option: give low or above, and high or below, not both; got {low=}, {above=}, {high=}, {below=}"
+        )
+    bounds = Bounds(low, high, above, below)
     return dataclasses.field(
         default=default,
-        metadata={"help": help, "choices": None if choices is None else tuple(choices), "finite": bool(finite)},
+        metadata={
+            "help": help,
+            "choices": None if choices is None else tuple(choices),
+            "finite": bool(finite),
+            "bounds": bounds if bounds.text else None,
+        },
     )
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """The range of an ``int``/``float`` option: inclusive ``low``/``high``, exclusive
+    ``above``/``below`` (``None``: unbounded on that side)."""
+
+    low: float | None = None
+    high: float | None = None
+    above: float | None = None
+    below: float | None = None
+
+    def holds(self, value: float) -> bool:
+        """Whether ``value`` lies in the range."""
+        return not (
+            (self.low is not None and value < self.low)
+            or (self.above is not None and value <= self.above)
+            or (self.high is not None and value > self.high)
+            or (self.below is not None and value >= self.below)
+        )
+
+    @property
+    def text(self) -> str:
+        """The range for messages: ``>= 1``, ``> 0``, ``in [0, 1)``; ``""`` when unbounded."""
+        lo = ("[", self.low) if self.low is not None else ("(", self.above) if self.above is not None else None
+        hi = ("]", self.high) if self.high is not None else (")", self.below) if self.below is not None else None
+        if lo and hi:
+            return f"in {lo[0]}{_number(lo[1])}, {_number(hi[1])}{hi[0]}"
+        if lo:
+            return f"{'>=' if lo[0] == '[' else '>'} {_number(lo[1])}"
+        if hi:
+            return f"{'<=' if hi[0] == ']' else '<'} {_number(hi[1])}"
+        return ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +156,7 @@ class FieldInfo:
     help: str
     choices: tuple[Any, ...] | None
     finite: bool = True
+    bounds: Bounds | None = None
 
     @property
     def flag(self) -> str:
@@ -126,6 +192,9 @@ def describe(cls: type) -> list[FieldInfo]:
             raise TypeError(f"{cls.__name__}.{f.name}: config fields need a default (declare them with option())")
         tp = hints[f.name]
         _check_supported(tp, f"{cls.__name__}.{f.name}")
+        inner = _strip_optional(tp)[0]
+        if f.metadata.get("bounds") is not None and (_tuple_item(inner) or inner) not in (int, float):
+            raise TypeError(f"{cls.__name__}.{f.name}: a range (low, high, above, below) needs an int or float field")
         out.append(
             FieldInfo(
                 f.name,
@@ -134,6 +203,7 @@ def describe(cls: type) -> list[FieldInfo]:
                 f.metadata.get("help", ""),
                 f.metadata.get("choices"),
                 f.metadata.get("finite", True),
+                f.metadata.get("bounds"),
             )
         )
     return out
@@ -253,6 +323,14 @@ def coerce(value: Any, info: FieldInfo, where: str, int_range: bool = True) -> A
     if bad:
         choices = ", ".join(str(c) for c in info.choices or ())
         raise ConfigError(f"{where}: expected one of {{{choices}}}, got {', '.join(repr(b) for b in bad)}")
+    values = out if item is not None else (out,)
+    if info.bounds is not None and not all(info.bounds.holds(v) for v in values):
+        scalar = item if item is not None else inner
+        kind = (
+            ("ints" if scalar is int else "floats") if item is not None else ("an int" if scalar is int else "a float")
+        )
+        given = ",".join(str(v) for v in values)
+        raise ConfigError(f"{where}: expected {kind} {info.bounds.text}, got {given}")
     return out
 
 
@@ -425,5 +503,7 @@ def format_fields(fields: Sequence[FieldInfo], width: int = 100) -> str:
         text = f.help
         if f.choices is not None:
             text += " {" + ", ".join(str(c) for c in f.choices) + "}"
+        if f.bounds is not None:
+            text += f" ({f.bounds.text})"
         lines.append(f"  {left:<{w1}}  {default:<{w2}}  {text}")
     return "\n".join(lines)

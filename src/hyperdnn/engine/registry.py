@@ -3,15 +3,25 @@
 A :class:`Recipe` bundles a name, a one-line summary, a config dataclass, an optional cheap
 ``check`` (run before anything is written) and the ``run`` function; a recipe that resumes
 declares the schema of its checkpoint state (and may check it against the config), and a
-recipe that saves a model tells the engine how to rebuild it. Built-in recipes are imported
-lazily by name; other code adds its own with :func:`register_recipe`. The command line, the
-tests and the docs all enumerate :func:`list_recipes`.
+recipe that saves a model tells the engine how to rebuild it.
+
+Recipes live in :data:`RECIPES`, a :class:`~hyperdnn.registry.Registry` filled three ways:
+
+* built in: every public module of :mod:`hyperdnn.recipes` is a recipe of its file's name
+  (``recipes/continual.py`` is ``continual``), imported on first use, where it calls
+  :func:`register_recipe`; a new built-in recipe is one new file, no list to edit;
+* from another installed package, through the entry-point group ``hyperdnn.recipes`` (in its
+  ``pyproject.toml``: ``[project.entry-points."hyperdnn.recipes"] myrecipe =
+  "mypackage.recipe:RECIPE"``, a :class:`Recipe` whose name is the entry point's);
+* in code, with :func:`register_recipe`.
+
+The command line, the tests and the docs all enumerate :func:`list_recipes`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
+import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -19,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from hyperdnn.engine.errors import UsageError
 from hyperdnn.extras import check_requires
+from hyperdnn.registry import Registry, RegistryError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -26,14 +37,7 @@ if TYPE_CHECKING:
     from hyperdnn.engine.checkpoint import Checkpoint
     from hyperdnn.engine.run import Outcome, RunContext
 
-__all__ = ["Recipe", "register_recipe", "get_recipe", "list_recipes"]
-
-#: built-in recipe name -> module that registers it on import
-_BUILTIN: dict[str, str] = {
-    "continual": "hyperdnn.apps.continual",
-}
-
-_RECIPES: dict[str, Recipe] = {}
+__all__ = ["Recipe", "RECIPES", "register_recipe", "get_recipe", "list_recipes"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,8 @@ class Recipe:
             the run cannot use (e.g. more tasks than the data has); called before any file
             is written. Keep it cheap.
         description: longer text shown by ``--help`` (invocation, runtime, expected result).
+        threads: CPU threads for torch when ``--threads`` is 0 (0: torch's default); a recipe
+            whose matrices are tiny declares 1, where more threads only add overhead.
         requires: optional modules the run needs -> the extra that installs them, e.g.
             ``{"matplotlib": "apps"}`` (see :mod:`hyperdnn.extras`). ``execute`` checks them,
             with the engine's own, before anything is written; a missing one is a
@@ -77,6 +83,7 @@ class Recipe:
     state_schema: Any = None
     check_state: Callable[[Any, Checkpoint], None] | None = None
     build_model: Callable[[Any, str, dict[str, Any]], nn.Module] | None = None
+    threads: int = 0
     requires: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -84,36 +91,59 @@ class Recipe:
             raise ValueError(f"Recipe: name must be a non-empty identifier-like string, got {self.name!r}")
         if not (isinstance(self.config, type) and dataclasses.is_dataclass(self.config)):
             raise TypeError(f"Recipe {self.name!r}: config must be a dataclass type, got {self.config!r}")
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
+            raise ValueError(f"Recipe {self.name!r}: threads must be an int >= 0, got {self.threads!r}")
         requires = check_requires(self.requires, f"Recipe {self.name!r}")
         object.__setattr__(self, "requires", MappingProxyType(requires))
 
 
+def _check_recipe(value: object) -> None:
+    if not isinstance(value, Recipe):
+        raise TypeError(f"a recipe must be a hyperdnn.engine.Recipe, got {type(value).__name__}")
+
+
+def _builtin_recipes() -> dict[str, str]:
+    """Recipe name -> module for every public module of :mod:`hyperdnn.recipes`."""
+    import hyperdnn.recipes
+
+    found = pkgutil.iter_modules(hyperdnn.recipes.__path__)
+    return {m.name: f"hyperdnn.recipes.{m.name}" for m in found if not m.name.startswith("_") and not m.ispkg}
+
+
+#: every recipe by name (built-in ones imported on first use, installed packages' through the
+#: entry-point group ``hyperdnn.recipes``)
+RECIPES: Registry[Recipe] = Registry(
+    "recipe", builtin=_builtin_recipes(), entry_point_group="hyperdnn.recipes", check=_check_recipe
+)
+
+
 def register_recipe(recipe: Recipe) -> Recipe:
-    """Register ``recipe``; a second recipe under the same name is an error."""
-    if not isinstance(recipe, Recipe):
-        raise TypeError(f"register_recipe: expected a Recipe, got {type(recipe).__name__}")
-    if recipe.name in _RECIPES:
-        raise ValueError(f"recipe {recipe.name!r} is already registered")
-    _RECIPES[recipe.name] = recipe
-    return recipe
+    """Register ``recipe`` under its name (a second recipe of the same name warns and wins).
+
+    Raises:
+        TypeError: ``recipe`` is not a :class:`Recipe`.
+    """
+    _check_recipe(recipe)
+    return RECIPES.register(recipe.name, recipe)
 
 
 def get_recipe(name: str) -> Recipe:
-    """The recipe called ``name`` (importing a built-in one on first use).
+    """The recipe called ``name`` (importing a built-in or installed one on first use).
 
     Raises:
-        UsageError: no recipe has that name.
+        UsageError: no recipe has that name (naming close matches and every recipe), or the
+            entry point of that name holds a recipe of another name.
     """
-    if name not in _RECIPES and name in _BUILTIN:
-        importlib.import_module(_BUILTIN[name])
-    if name not in _RECIPES:
-        raise UsageError(f"unknown recipe {name!r}; expected one of {list_recipes()} (see hyperdnn run --list)")
-    return _RECIPES[name]
+    try:
+        recipe = RECIPES.get(name)
+    except RegistryError as e:
+        raise UsageError(f"{e} (see hyperdnn run --list)") from None
+    if recipe.name != name:
+        raise UsageError(f"the recipe registered as {name!r} is named {recipe.name!r}; the two must agree")
+    return recipe
 
 
-def list_recipes() -> list[str]:
-    """Names of every recipe, built-in ones included, sorted."""
-    for name, module in _BUILTIN.items():
-        if name not in _RECIPES:
-            importlib.import_module(module)
-    return sorted(_RECIPES)
+def list_recipes(pattern: str | None = None) -> list[str]:
+    """Names of every recipe (built-in and installed ones included), sorted, optionally only
+    those matching the glob ``pattern``."""
+    return RECIPES.list(pattern)

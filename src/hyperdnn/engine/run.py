@@ -412,7 +412,8 @@ def execute(recipe: Recipe, config: Any, options: RunOptions, stream: TextIO | N
     Args:
         recipe: the :class:`Recipe`.
         config: an instance of ``recipe.config``.
-        options: the :class:`RunOptions`.
+        options: the :class:`RunOptions`. ``--threads 0`` uses the recipe's ``threads`` (0:
+            torch's default); the caller's thread count is restored when the run ends.
         stream: where log lines are echoed (``None``: only log.txt).
 
     Returns:
@@ -472,8 +473,9 @@ def execute(recipe: Recipe, config: Any, options: RunOptions, stream: TextIO | N
             raise UsageError(f"output folder {str(out)!r} already holds files; choose another --out")
     logger: RunLogger | None = None
     ctx: RunContext | None = None
+    threads = torch.get_num_threads()
     try:
-        set_threads(options.threads)
+        set_threads(options.threads or min(recipe.threads, max_threads()))
         stale, stale_bytes = _clean_stale(out) if options.resume else (0, 0)
         if not options.resume:
             import yaml
@@ -530,6 +532,7 @@ def execute(recipe: Recipe, config: Any, options: RunOptions, stream: TextIO | N
         if logger is not None:
             logger.close()
         _unlock(lock)
+        torch.set_num_threads(threads)  # the caller's thread count again
 
 
 def _checked_options(options: RunOptions) -> RunOptions:

@@ -1,0 +1,494 @@
+"""The shared report: tables to markdown and JSON, and the standard plots.
+
+* :class:`Table` - rows of raw values under typed :class:`Column` s: :meth:`Table.markdown`
+  formats them for summary.md, :meth:`Table.records` keeps the raw values for results.json.
+* :class:`Report` - builds a run's summary.md from headings, text, tables and figures (saved
+  as PNGs in the run folder) and returns the recipe's :class:`~hyperdnn.engine.run.Outcome`.
+* The standard figures, each drawn from data alone (the axes follow the values, labels stay
+  readable), returned as a matplotlib figure for :meth:`Report.figure` or
+  :meth:`~hyperdnn.engine.run.RunContext.save_figure`:
+
+  - :func:`learning_curves_figure` - a metric per epoch, one line per model, mean and min-max
+    band over runs, with the second half of training zoomed;
+  - :func:`heatmap_figure` - square matrices (continual accuracy matrices) with their numbers;
+  - :func:`bar_chart_figure` - values per group and series, with optional error bars;
+  - :func:`line_chart_figure` - y against x per series (sizes, widths, trade-offs).
+
+matplotlib (the ``apps`` extra) is imported only when a figure is drawn.
+
+Example::
+
+    >>> from hyperdnn.engine.report import Column, Table
+    >>> t = Table([Column("method"), Column("accuracy (%)", "acc", ".1f", scale=100), Column("BWT", "bwt", "+.1f")])
+    >>> t.add(method="hnet", acc=0.9112, bwt=-0.4)
+    >>> t.add(method="joint", acc=0.95, bwt=None)
+    >>> print(t.markdown())
+    | method | accuracy (%) | BWT |
+    |---|---:|---:|
+    | hnet | 91.1 | -0.4 |
+    | joint | 95.0 | n/a |
+    >>> t.records()[1]
+    {'method': 'joint', 'acc': 0.95, 'bwt': None}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from hyperdnn.engine.run import Outcome
+
+if TYPE_CHECKING:  # matplotlib is optional and imported where a figure is drawn
+    from matplotlib.figure import Figure
+
+    from hyperdnn.engine.run import RunContext
+
+__all__ = [
+    "Column",
+    "Table",
+    "Report",
+    "learning_curves_figure",
+    "heatmap_figure",
+    "bar_chart_figure",
+    "line_chart_figure",
+]
+
+
+# ====================================================================== tables
+@dataclass(frozen=True)
+class Column:
+    """One column of a :class:`Table`.
+
+    Args:
+        header: the markdown header.
+        key: the row's key for this column (default: ``header``), also the JSON key.
+        format: a format spec for numbers (``".1f"``, ``"+.2f"``, ``","``) or a function from
+            the raw value to the cell's text; ``""``: ``str``.
+        scale: numbers are multiplied by this before formatting (``100`` for percentages);
+            the JSON keeps the raw value.
+        align: ``"left"``, ``"right"`` or ``None`` (right for a numeric format, else left).
+    """
+
+    header: str
+    key: str | None = None
+    format: str | Callable[[Any], str] = ""
+    scale: float = 1.0
+    align: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.align not in (None, "left", "right"):
+            raise ValueError(f"Column {self.header!r}: align must be 'left', 'right' or None, got {self.align!r}")
+
+    @property
+    def name(self) -> str:
+        """The key of this column in a row and in the JSON records."""
+        return self.key or self.header
+
+    def cell(self, value: Any) -> str:
+        """The markdown text of ``value``: ``n/a`` for ``None`` and NaN."""
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "n/a"
+        if callable(self.format):
+            return self.format(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and self.format:
+            return format(value * self.scale if self.scale != 1.0 else value, self.format)
+        return str(value)
+
+    @property
+    def right(self) -> bool:
+        return self.align == "right" if self.align else isinstance(self.format, str) and bool(self.format)
+
+
+class Table:
+    """Rows of raw values under :class:`Column` s.
+
+    Args:
+        columns: the columns, in order.
+
+    Raises:
+        ValueError: no columns, or two with the same key.
+    """
+
+    def __init__(self, columns: Sequence[Column]):
+        names = [c.name for c in columns]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"Table: expected columns with distinct keys, got {names}")
+        self.columns = list(columns)
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, **values: Any) -> None:
+        """Append a row: one value per column key.
+
+        Raises:
+            ValueError: a key is missing or unknown (both listed).
+        """
+        names = [c.name for c in self.columns]
+        missing, unknown = [n for n in names if n not in values], sorted(set(values) - set(names))
+        if missing or unknown:
+            raise ValueError(f"Table.add: missing {missing}, unknown {unknown}; the columns are {names}")
+        self.rows.append({n: values[n] for n in names})
+
+    def markdown(self) -> str:
+        """The table in markdown (one line per row, no trailing newline)."""
+        lines = [
+            "| " + " | ".join(c.header for c in self.columns) + " |",
+            "|" + "|".join("---:" if c.right else "---" for c in self.columns) + "|",
+        ]
+        for row in self.rows:
+            lines.append("| " + " | ".join(c.cell(row[c.name]) for c in self.columns) + " |")
+        return "\n".join(lines)
+
+    def records(self) -> list[dict[str, Any]]:
+        """The rows as JSON records of raw values (copies)."""
+        return [dict(row) for row in self.rows]
+
+
+class Report:
+    """Builds a run's summary.md, saving its figures in the run folder.
+
+    Args:
+        ctx: the run's context (figures are saved through it).
+        title: the first heading.
+
+    Example (in a recipe's ``run``)::
+
+        report = Report(ctx, "demo: digits, seed 0")
+        report.text("Three models, the same target.")
+        report.table(table)
+        report.figure(learning_curves_figure(curves, "accuracy"), "learning_curves.png", "learning curves")
+        return report.outcome({"models": table.records()})
+    """
+
+    def __init__(self, ctx: RunContext, title: str):
+        self.ctx = ctx
+        self.lines: list[str] = [f"# {title}"]
+
+    def section(self, heading: str) -> None:
+        """A ``##`` heading."""
+        self.lines += ["", f"## {heading}"]
+
+    def text(self, *paragraphs: str) -> None:
+        """Paragraphs of markdown, each after an empty line."""
+        for p in paragraphs:
+            self.lines += ["", p]
+
+    def table(self, table: Table) -> None:
+        """A :class:`Table` in markdown."""
+        self.lines += ["", table.markdown()]
+
+    def figure(self, figure: Figure, name: str, caption: str) -> str:
+        """Save ``figure`` as ``name`` (a PNG in the run folder), close it and link it; returns
+        ``name``."""
+        self.ctx.save_figure(figure, name)
+        self.lines += ["", f"![{caption}]({name})"]
+        return name
+
+    def markdown(self) -> str:
+        """The summary so far, ending with a newline."""
+        return "\n".join(self.lines) + "\n"
+
+    def outcome(self, metrics: Mapping[str, Any]) -> Outcome:
+        """The recipe's :class:`~hyperdnn.engine.run.Outcome`: ``metrics`` and this summary."""
+        return Outcome(metrics, self.markdown())
+
+
+# ====================================================================== figures
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def learning_curves_figure(
+    curves: Mapping[str, Sequence[Sequence[float]]],
+    title: str,
+    dashed: Collection[str] = (),
+    ylabel: str = "test accuracy (%)",
+    scale: float = 100.0,
+    limits: tuple[float, float] | None = (-0.5, 100.5),
+) -> Figure:
+    """A metric per epoch, one line per model: the mean over runs and the min-max band.
+
+    The data set the axes: the left panel shows every epoch from the lowest to the highest
+    value reached (the first epochs included), the right one zooms into the second half of
+    training, where the models differ by a point or two (only with 4 or more epochs).
+
+    Args:
+        curves: label -> runs -> value per epoch (accuracy in [0, 1] by default); every run
+            of a label has the same number of epochs.
+        title: the figure's title.
+        dashed: labels drawn with a dashed line (e.g. a width the model never saw).
+        ylabel: the y-axis label.
+        scale: values are multiplied by this (100: fractions as percent).
+        limits: the y-axis never leaves this range (``None``: no bound).
+
+    Returns:
+        The matplotlib figure (Agg backend); the caller saves and closes it.
+
+    Example::
+
+        >>> from hyperdnn.engine.report import learning_curves_figure
+        >>> fig = learning_curves_figure({"a": [[0.2, 0.8, 0.9, 0.95]]}, "toy")
+        >>> [round(v) for v in fig.axes[0].get_ylim()]  # the first epoch's 20% is in view
+        [16, 99]
+    """
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = max(len(run) for runs in curves.values() for run in runs)
+    zoom = epochs >= 4
+    fig, axes = plt.subplots(1, 2 if zoom else 1, figsize=(11 if zoom else 6.5, 4), squeeze=False)
+    first_zoomed = epochs // 2 + 1  # epochs are numbered from 1
+    for label, runs in curves.items():
+        values = scale * torch.tensor(runs, dtype=torch.float64)  # (runs, epochs)
+        mean, lo, hi = values.mean(0), values.min(0).values, values.max(0).values
+        x = torch.arange(1, values.shape[1] + 1)
+        style = "--" if label in dashed else "-"
+        for ax, keep in zip(axes[0], (slice(None), slice(first_zoomed - 1, None))):
+            (line,) = ax.plot(x[keep], mean[keep], style, label=label)
+            if values.shape[0] > 1:
+                ax.fill_between(x[keep], lo[keep], hi[keep], alpha=0.2, color=line.get_color())
+    for ax in axes[0]:
+        if limits is not None:
+            lo, hi = ax.get_ylim()  # matplotlib's limits around the data, kept inside the bounds
+            ax.set_ylim(max(lo, limits[0]), min(hi, limits[1]))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_title("every epoch")
+    axes[0][0].legend(loc="best", fontsize=8)
+    if zoom:
+        axes[0][1].set_title(f"epochs {first_zoomed}-{epochs}, zoomed")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def heatmap_figure(
+    matrices: Mapping[str, torch.Tensor],
+    title: str,
+    xlabel: str = "task tested",
+    ylabel: str = "after training task",
+    colorbar: str = "test accuracy (%)",
+    scale: float = 100.0,
+) -> Figure:
+    """One heat map per entry of its ``(T, T)`` matrix (NaN: not measured).
+
+    Each panel's colours span that matrix's own minimum to maximum, with a colour bar, so that
+    85% and 93% differ visibly; every measured cell shows its value at a font size scaled to
+    the cell (at least 8 pt with 10 rows; none once cells are too small to read). Ticks are
+    numbered from 1.
+
+    Args:
+        matrices: panel title -> ``(T, T)`` values (accuracies in [0, 1] by default); all of
+            the same ``T``.
+        title: the figure's title.
+        xlabel, ylabel, colorbar: the axis and colour-bar labels.
+        scale: values are multiplied by this (100: fractions as percent).
+
+    Returns:
+        The matplotlib figure (Agg backend); the caller saves and closes it.
+    """
+    plt = _pyplot()
+    names = list(matrices)
+    T = next(iter(matrices.values())).shape[0]
+    cols = min(len(names), 3)
+    rows = -(-len(names) // cols)
+    side = min(7.0, max(3.2, 0.34 * T + 1.4))  # inches per panel: cells grow with the size up to a point
+    fig, axes = plt.subplots(rows, cols, figsize=(side * cols, side * rows * 0.9), squeeze=False, layout="constrained")
+    drawn = []
+    for k, ax in enumerate(axes.flat):
+        if k >= len(names):
+            ax.set_visible(False)
+            continue
+        name = names[k]
+        m = matrices[name].double() * scale
+        measured = m[~m.isnan()]
+        lo, hi = (float(measured.min()), float(measured.max())) if measured.numel() else (0.0, scale)
+        if hi - lo < scale / 100:  # one value (or nearly): a range of a hundredth of the scale around it
+            lo, hi = (lo + hi) / 2 - scale / 200, (lo + hi) / 2 + scale / 200
+        im = ax.imshow(m.numpy(), vmin=lo, vmax=hi, cmap="viridis")
+        fig.colorbar(im, ax=ax, shrink=0.85, label=colorbar)
+        ax.set_title(name)
+        ax.set_xlabel(xlabel)
+        if k % cols == 0:
+            ax.set_ylabel(ylabel)
+        ax.set_xticks(range(T), [str(t) for t in range(1, T + 1)])
+        ax.set_yticks(range(T), [str(t) for t in range(1, T + 1)])
+        drawn.append((ax, im, m))
+    fig.suptitle(title)
+    fig.draw_without_rendering()  # lay out first: the font size follows the cells' drawn size
+    decimals = 1 if T <= 5 else 0
+    for ax, im, m in drawn:
+        cell = ax.get_window_extent().width * 72.0 / fig.dpi / T  # points per cell
+        chars = 2 + (decimals + 1 if decimals else 0)
+        size = min(14.0, 0.45 * cell, 0.8 * cell / (0.6 * chars))
+        if size < 6.0:  # too small to read: the colours alone
+            continue
+        for i in range(T):
+            for j in range(T):
+                v = float(m[i, j])
+                if math.isnan(v):
+                    continue
+                r, g, b, _ = im.cmap(im.norm(v))
+                dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
+                ax.text(
+                    j,
+                    i,
+                    f"{v:.{decimals}f}",
+                    ha="center",
+                    va="center",
+                    fontsize=size,
+                    color="white" if dark else "black",
+                )
+    return fig
+
+
+def _readable_ticks(ax: Any, labels: Sequence[str]) -> None:
+    """Tick labels that do not overlap: rotated when they are long or many."""
+    longest = max((len(t) for t in labels), default=0)
+    if longest * len(labels) > 60 or longest > 14:
+        ax.set_xticks(ax.get_xticks(), labels, rotation=30, ha="right", fontsize=9)
+    else:
+        ax.set_xticks(ax.get_xticks(), labels, fontsize=9)
+
+
+def bar_chart_figure(
+    values: Mapping[str, Mapping[str, float]],
+    title: str,
+    ylabel: str,
+    errors: Mapping[str, Mapping[str, float]] | None = None,
+    zoom: bool = False,
+    fmt: str = ".3g",
+) -> Figure:
+    """Bars of ``values[group][series]``: groups along x, the series of a group side by side.
+
+    The data set the axes: without ``zoom`` the y-axis spans zero and every bar (with its error
+    bar) plus a margin; with ``zoom`` it spans only the values and their error bars (bars that
+    differ by a point stay apart), and the title says the axis does not start at zero. Each bar
+    carries its value (``fmt``) while there are at most 24 bars; long or many group labels are
+    rotated so they do not overlap.
+
+    Args:
+        values: group -> series -> value (a group may lack a series: no bar there).
+        title: the figure's title.
+        ylabel: the y-axis label.
+        errors: the same layout: half-widths of error bars (e.g. standard deviations).
+        zoom: let the y-axis start near the smallest value instead of at zero.
+        fmt: the format spec of the value printed on each bar.
+
+    Returns:
+        The matplotlib figure (Agg backend); the caller saves and closes it.
+
+    Raises:
+        ValueError: no values, or a value that is not finite.
+    """
+    groups = list(values)
+    series = list(dict.fromkeys(s for g in groups for s in values[g]))
+    flat = [(g, s, float(values[g][s])) for g in groups for s in series if s in values[g]]
+    if not flat:
+        raise ValueError("bar_chart_figure: expected at least one value, got none")
+    bad = [f"{g}/{s}={v}" for g, s, v in flat if not math.isfinite(v)]
+    if bad:
+        raise ValueError(f"bar_chart_figure: values must be finite, got {', '.join(bad)}")
+    plt = _pyplot()
+    err = {(g, s): float(errors[g][s]) for g, s, _ in flat if errors and s in errors.get(g, {})} if errors else {}
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(groups) * max(1, len(series)) ** 0.5 + 2.0), 4))
+    for i, s in enumerate(series):
+        xs = [gi + (i - (len(series) - 1) / 2) * width for gi, g in enumerate(groups) if s in values[g]]
+        ys = [float(values[g][s]) for g in groups if s in values[g]]
+        es = [err.get((g, s), 0.0) for g in groups if s in values[g]]
+        bars = ax.bar(xs, ys, width * 0.95, yerr=es if err else None, capsize=3, label=s if len(series) > 1 else None)
+        if len(flat) <= 24:
+            ax.bar_label(bars, [format(y, fmt) for y in ys], fontsize=8, padding=2)
+    tops = [v + err.get((g, s), 0.0) for g, s, v in flat]
+    bottoms = [v - err.get((g, s), 0.0) for g, s, v in flat]
+    lo, hi = min(bottoms), max(tops)
+    if not zoom:
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+    span = (hi - lo) or abs(hi) or 1.0
+    ax.set_ylim(lo - (0.08 * span if zoom or lo < 0 else 0.0), hi + 0.12 * span)
+    ax.set_xticks(range(len(groups)))
+    _readable_ticks(ax, groups)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    if len(series) > 1:
+        ax.legend(fontsize=8, loc="best")
+    ax.set_title(title + (" (zoomed: the axis does not start at 0)" if zoom else ""), fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def line_chart_figure(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    logx: bool = False,
+    logy: bool = False,
+    dashed: Collection[str] = (),
+) -> Figure:
+    """``y`` against ``x``, one line with markers per series (sizes, widths, trade-offs).
+
+    The data set the axes: both span the plotted points with a margin (never a fixed range);
+    integer ``x`` values get integer ticks; a logarithmic axis is used only where asked and
+    every value on it is positive. More than six series put the legend beside the plot.
+
+    Args:
+        series: label -> (x values, y values) of equal length.
+        title, xlabel, ylabel: the figure's texts.
+        logx, logy: logarithmic axes.
+        dashed: labels drawn with a dashed line.
+
+    Returns:
+        The matplotlib figure (Agg backend); the caller saves and closes it.
+
+    Raises:
+        ValueError: no series, x and y of different lengths, a value that is not finite, or a
+            value ``<= 0`` on a logarithmic axis (every offending series named).
+    """
+    if not series:
+        raise ValueError("line_chart_figure: expected at least one series, got none")
+    problems = []
+    for label, (x, y) in series.items():
+        if len(x) != len(y):
+            problems.append(f"{label!r}: {len(x)} x values but {len(y)} y values")
+        elif not all(math.isfinite(float(v)) for v in (*x, *y)):
+            problems.append(f"{label!r}: a value that is not finite")
+        elif (logx and min(map(float, x)) <= 0) or (logy and min(map(float, y)) <= 0):
+            problems.append(f"{label!r}: a value <= 0 on a logarithmic axis")
+    if problems:
+        raise ValueError(f"line_chart_figure: {'; '.join(problems)}")
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(6.5 if len(series) <= 6 else 8.5, 4))
+    for label, (x, y) in series.items():
+        ax.plot(list(x), list(y), "--o" if label in dashed else "-o", markersize=4, label=label)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    xs = [float(v) for x, _ in series.values() for v in x]
+    if not logx and all(v.is_integer() for v in xs):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.margins(0.05, 0.08)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=11)
+    ax.grid(alpha=0.3, which="both" if logx or logy else "major")
+    if len(series) > 6:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
