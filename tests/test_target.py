@@ -245,3 +245,58 @@ def test_attention_with_bias_kv_runs_under_vmap_per_sample():
     out = target(w, x)
     ref = torch.stack([target({k: v[b] for k, v in w.items()}, x[b : b + 1])[0] for b in range(B)])
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
+
+
+# ------------------------------------------------------------------ the one entry point
+
+
+def test_run_takes_the_mode_and_the_wrappers_are_run():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    target = Target(net)
+    w = random_weights(target.spec, 5)
+    x, xs = torch.randn(5, 3), torch.randn(7, 3)
+    one = {k: v[0] for k, v in w.items()}
+    torch.testing.assert_close(target.run(one, xs, mode="shared"), load(net, one)(xs))
+    per_sample = torch.cat([load(net, {k: v[b] for k, v in w.items()})(x[b : b + 1]) for b in range(5)])
+    ensemble = torch.stack([load(net, {k: v[i] for k, v in w.items()})(xs) for i in range(5)])
+    for validate in (True, False):
+        torch.testing.assert_close(target.run(w, x, mode="per_sample", validate=validate), per_sample)
+        torch.testing.assert_close(target.run(w, xs, mode="ensemble", validate=validate), ensemble)
+        torch.testing.assert_close(target.run(w, x, validate=validate), per_sample)  # auto: one batch dim
+    assert torch.equal(target.per_sample(w, x), target.run(w, x, mode="per_sample"))
+    assert torch.equal(target.ensemble(w, xs), target.run(w, xs, mode="ensemble"))
+    assert torch.equal(target(one, xs), target.shared(one, xs))
+
+
+def test_run_trusted_path_skips_the_names_but_still_checks_the_batch():
+    target = Target(nn.Linear(3, 2))
+    w = random_weights(target.spec, 4)
+    x = torch.randn(4, 3)
+    with pytest.raises(ValueError, match=r"Target.shared: expected weights without batch dims, got batch shape \(4,\)"):
+        target.run(w, x, mode="shared", validate=False)
+    with pytest.raises(ValueError, match=r"Target.ensemble: expected weights with one batch dim \(K, ...\)"):
+        target.run({k: v[0] for k, v in w.items()}, x, mode="ensemble", validate=False)
+    with pytest.raises(ValueError, match=r"Target.per_sample: weights have batch 4 but the input has batch 5"):
+        target.run(w, torch.randn(5, 3), mode="per_sample", validate=False)
+    # validation names every offending tensor; the trusted path does not look
+    bad = {**w, "extra": torch.zeros(1)}
+    with pytest.raises(
+        ValueError, match=r"Target.per_sample: weight names do not match the spec.*Unexpected: \['extra'\]"
+    ):
+        target.run(bad, x, mode="per_sample")
+    assert target.run(bad, x, mode="per_sample", validate=False).shape == (4, 2)
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"mode": "batched"}, ValueError, r"mode must be 'auto', 'shared', 'per_sample' or 'ensemble', got 'batched'"),
+        ({"mode": 1}, TypeError, r"mode must be .* \(a string\), got 1 \(int\)"),
+        ({"validate": 1}, TypeError, r"Target.run: validate must be a bool, got 1 \(int\)"),
+    ],
+)
+def test_run_refuses_a_bad_mode_or_validate(kwargs, error, match):
+    target = Target(nn.Linear(3, 2))
+    with pytest.raises(error, match=match):
+        target.run(random_weights(target.spec, 2), torch.randn(2, 3), **kwargs)

@@ -26,6 +26,7 @@ __all__ = ["Target", "MODES"]
 
 MODES = ("auto", "shared", "per_sample", "ensemble")
 """Values of ``Target.run(..., mode=...)``."""
+_MODES = {m: m for m in MODES}
 
 _FROM_SPEC = object()  # Target built from an explicit spec, not from a selection
 
@@ -326,10 +327,15 @@ class Target(nn.Module):
 
     # ------------------------------------------------------------------ internals
     def _run(self, weights, args: tuple, kwargs: dict, mode: str, validate: bool) -> Any:
-        if not isinstance(mode, str) or mode not in MODES:
-            shown = f"{mode!r}" if isinstance(mode, str) else f"{mode!r} ({type(mode).__name__})"
-            raise ValueError(f"Target.run: mode must be 'auto', 'shared', 'per_sample' or 'ensemble', got {shown}")
-        mode = next(m for m in MODES if m == mode)  # a plain string (a str enum compares equal)
+        mode_given = mode
+        mode = _MODES.get(mode) if type(mode) is str else next((m for m in MODES if m == mode), None)
+        if mode is None:  # not a mode (a str enum such as Execution compares equal to its value)
+            expected = "'auto', 'shared', 'per_sample' or 'ensemble'"
+            if not isinstance(mode_given, str):
+                raise TypeError(
+                    f"Target.run: mode must be {expected} (a string), got {mode_given!r} ({type(mode_given).__name__})"
+                )
+            raise ValueError(f"Target.run: mode must be {expected}, got {mode_given!r}")
         if not isinstance(validate, bool):
             raise TypeError(f"Target.run: validate must be a bool, got {validate!r} ({type(validate).__name__})")
         where = "Target" if mode == "auto" else f"Target.{mode}"
