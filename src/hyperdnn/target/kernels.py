@@ -8,8 +8,8 @@ layer's batch position, and the generated tensors with a leading ``G``
 (``call.weights``); tensors the hypernetwork does not generate come from the layer itself,
 unbatched (:meth:`GroupedCall.get` returns either).
 
-One table maps a module type to its kernel. A built-in layer type is one handler below and
-one line in ``_KERNELS``; a layer of your own is one handler and one :func:`register_kernel`
+One table maps a module type to its kernel. A built-in layer type is one kernel function below and
+one line in ``_KERNELS``; a layer of your own is one function and one :func:`register_kernel`
 call:
 
     >>> import torch, torch.nn as nn
