@@ -13,15 +13,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from hyperdnn import MLP, Chunked, HyperNetwork, Target, TaskEmbedding
 from hyperdnn.data import Split
 from hyperdnn.data.mnist import load_mnist_idx, read_idx
 from hyperdnn.data.streams import make_stream, permuted_stream, split_stream
 from hyperdnn.engine import Checkpointer, derive_seed, make_generator, run_command
-from hyperdnn.methods import OutputRegularizer, adam_candidate_step, entropy_task_inference
-from hyperdnn.metrics import accuracy_summary
 from hyperdnn.networks import mlp
 from hyperdnn.recipes.continual import ContinualConfig, count_parameters, estimate_memory, make_learner, plan
 
@@ -37,98 +33,6 @@ def _run(argv: list[str]) -> tuple[int, str]:
     err = io.StringIO()
     code = run_command(argv, stdout=io.StringIO(), stderr=err)
     return code, err.getvalue()
-
-
-def _small_hnet(num_tasks: int = 3) -> HyperNetwork:
-    torch.manual_seed(0)
-    target = Target(nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3)))
-    return HyperNetwork(target, TaskEmbedding(num_tasks, 4), MLP((8,)), Chunked(10, 4, hidden=(8,)))
-
-
-# ---------------------------------------------------------------------- the regulariser
-def test_regularizer_is_zero_after_snapshot_and_grows_with_drift() -> None:
-    hnet = _small_hnet()
-    reg = OutputRegularizer(beta=0.5)
-    assert float(reg(hnet).detach()) == 0.0  # no snapshot yet: no earlier tasks
-    reg.snapshot(hnet, 3)
-    assert reg.num_tasks == 3 and float(reg(hnet).detach()) == 0.0
-    base = {n: p.detach().clone() for n, p in hnet.named_parameters()}
-    g = torch.Generator().manual_seed(1)
-    noise = {n: torch.randn(p.shape, generator=g) for n, p in base.items() if not n.startswith("conditioner.")}
-    values = []
-    for scale in (0.0, 1e-3, 1e-2, 1e-1, 1.0):
-        with torch.no_grad():
-            for n, p in hnet.named_parameters():
-                p.copy_(base[n] + scale * noise[n] if n in noise else base[n])
-        values.append(float(reg(hnet).detach()))
-    assert values[0] == 0.0
-    assert all(a < b for a, b in zip(values, values[1:])), values
-    # the definition: beta * mean over tasks of the squared distance of the flat weights
-    flat = torch.stack([hnet.spec.flatten(hnet(k)) for k in range(3)])
-    assert torch.allclose(reg(hnet), 0.5 * (flat - reg.targets).pow(2).sum(1).mean())
-    # gradients reach the hypernetwork, not the frozen targets
-    reg(hnet).backward()
-    assert all(hnet.get_parameter(n).grad is not None for n in noise)
-
-
-def test_regularizer_is_one_batched_pass_with_lookahead_and_subsets() -> None:
-    hnet = _small_hnet(4)
-    reg = OutputRegularizer(beta=1.0)
-    reg.snapshot(hnet, 4)
-    calls: list[int] = []
-    handle = hnet.trunk.register_forward_hook(lambda m, i, o: calls.append(int(i[0].shape[0])))
-    d = {n: 0.05 * torch.randn_like(p) for n, p in hnet.named_parameters() if not n.startswith("conditioner.")}
-    lookahead = reg(hnet, delta=d)
-    handle.remove()
-    assert calls == [4]  # every earlier task in one pass of batch 4
-    # regularising at Theta + dTheta equals moving the parameters there
-    moved = copy.deepcopy(hnet)
-    with torch.no_grad():
-        for n, p in moved.named_parameters():
-            if n in d:
-                p.add_(d[n])
-    assert torch.allclose(lookahead, reg(moved), rtol=1e-5, atol=1e-7)
-    assert torch.equal(reg(hnet, delta={n: torch.zeros_like(v) for n, v in d.items()}), reg(hnet))
-    with pytest.raises(ValueError, match="unknown hypernetwork parameters"):
-        reg(hnet, delta={"nope": torch.zeros(1)})
-    sub = OutputRegularizer(beta=1.0, num_sampled=2)
-    sub.snapshot(hnet, 4)
-    ids = sub.task_ids(torch.Generator().manual_seed(0))
-    assert ids.tolist() == sorted(set(ids.tolist())) and len(ids) == 2 and int(ids.max()) < 4
-
-
-def test_adam_candidate_step_is_the_step_adam_takes() -> None:
-    torch.manual_seed(0)
-    model = nn.Linear(4, 3)
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    for _ in range(3):
-        opt.zero_grad()
-        model(torch.randn(8, 4)).pow(2).mean().backward()
-        opt.step()
-    opt.zero_grad()
-    model(torch.randn(8, 4)).pow(2).mean().backward()
-    params = list(model.parameters())
-    before = [p.detach().clone() for p in params]
-    predicted = adam_candidate_step(opt, params, [p.grad for p in params])
-    opt.step()
-    for p, b, d in zip(params, before, predicted):
-        assert torch.allclose(p.detach() - b, d, atol=1e-7)
-
-
-def test_entropy_task_inference_picks_the_most_certain_task() -> None:
-    logits = torch.zeros(3, 2, 4)
-    logits[1, 0, 2] = 10.0  # input 0: task 1 is certain
-    logits[2, 1, 0] = 5.0  # input 1: task 2 is certain
-    assert entropy_task_inference(logits).tolist() == [1, 2]
-    with pytest.raises(ValueError, match=r"expected logits \(K, N, C\)"):
-        entropy_task_inference(torch.zeros(2, 3))
-
-
-def test_accuracy_summary() -> None:
-    m = torch.tensor([[0.9, float("nan")], [0.7, 0.8]], dtype=torch.float64)
-    s = accuracy_summary(m)
-    assert s["final_avg"] == pytest.approx(0.75) and s["bwt"] == pytest.approx(-0.2)
-    assert s["just_trained"] == pytest.approx(0.85)
 
 
 # ---------------------------------------------------------------------- degenerate case

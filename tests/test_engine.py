@@ -27,7 +27,7 @@ from hyperdnn.engine import (
     run_command,
 )
 from hyperdnn.engine.cli import parse_run_args, recipe_help
-from hyperdnn.engine.config import load_config_file
+from hyperdnn.engine.config import format_fields, load_config_file
 
 
 @dataclass
@@ -154,6 +154,43 @@ def test_option_rejects_mutable_defaults_and_configs_need_defaults() -> None:
         describe(NoDefault)
     with pytest.raises(ConfigError, match="unknown option --y"):
         build_config(ToyConfig, {"y": 1})
+
+
+def test_option_ranges_are_checked_for_every_source_and_shown_in_help(tmp_path: Path) -> None:
+    @dataclass
+    class Ranged:
+        batch: int = option(64, "minibatch size", low=1)
+        dropout: float = option(0.2, "dropout", low=0, below=1)
+        lr: float = option(1e-3, "learning rate", above=0)
+        gamma: float = option(1.0, "decay", low=0, high=1)
+        widths: tuple[int, ...] = option((8,), "widths", low=1)
+
+    for values, message in [
+        ({"batch": "0"}, "--batch: expected an int >= 1, got 0"),
+        ({"dropout": "1"}, "--dropout: expected a float in [0, 1), got 1.0"),
+        ({"lr": "0"}, "--lr: expected a float > 0, got 0.0"),
+        ({"gamma": 1.5}, "--gamma: expected a float in [0, 1], got 1.5"),
+        ({"widths": "4,0,2"}, "--widths: expected ints >= 1, got 4,0,2"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            build_config(Ranged, values)
+        assert str(info.value) == message
+    assert build_config(Ranged, {"dropout": "0", "gamma": "1", "lr": "1e-9"}).gamma == 1.0  # the bounds themselves
+    path = tmp_path / "r.yaml"
+    path.write_text("batch: -3\n")
+    with pytest.raises(ConfigError, match=r"r.yaml: batch: expected an int >= 1, got -3"):
+        build_config(Ranged, {"batch": -3}, {"batch": f"{path}: batch"})
+    text = format_fields(describe(Ranged))
+    assert "minibatch size (>= 1)" in text and "dropout (in [0, 1))" in text and "learning rate (> 0)" in text
+    with pytest.raises(TypeError, match="give low or above, and high or below, not both"):
+        option(1, "x", low=0, above=0)
+
+    @dataclass
+    class Wrong:
+        name: str = option("a", "a name", low=1)
+
+    with pytest.raises(TypeError, match=r"Wrong.name: a range \(low, high, above, below\) needs an int or float field"):
+        describe(Wrong)
 
 
 # ---------------------------------------------------------------------- command line

@@ -437,9 +437,10 @@ def line_chart_figure(
     logy: bool = False,
     dashed: Collection[str] = (),
 ) -> Figure:
-    """``y`` against ``x``, one line with markers per series (sizes, widths, trade-offs).
+    """``y`` against ``x``, one line per series (sizes, widths, trade-offs, curves).
 
     The data set the axes: both span the plotted points with a margin (never a fixed range);
+    points carry markers while a series has at most 30 of them;
     integer ``x`` values get integer ticks; a logarithmic axis is used only where asked and
     every value on it is positive. More than six series put the legend beside the plot.
 
@@ -473,7 +474,8 @@ def line_chart_figure(
 
     fig, ax = plt.subplots(figsize=(6.5 if len(series) <= 6 else 8.5, 4))
     for label, (x, y) in series.items():
-        ax.plot(list(x), list(y), "--o" if label in dashed else "-o", markersize=4, label=label)
+        marker = "o" if len(x) <= 30 else ""  # markers while the points can be told apart
+        ax.plot(list(x), list(y), ("--" if label in dashed else "-") + marker, markersize=4, label=label)
     if logx:
         ax.set_xscale("log")
     if logy:
