@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hyperdnn import networks
+
 OPTIMIZERS = ("fused", "foreach", "single")
 LR = 1e-3
 
@@ -90,13 +92,8 @@ def classification_data(cfg: Config, batch: int, *shape: int) -> tuple[torch.Ten
 
 
 def mlp(sizes: Sequence[int]) -> nn.Sequential:
-    """Linear-ReLU-...-Linear with the given widths."""
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
+    """Linear-ReLU-...-Linear with the given widths (hyperdnn's one MLP builder, by sizes)."""
+    return networks.mlp(sizes[0], sizes[1:-1], sizes[-1])
 
 
 def mlp_shapes(sizes: Sequence[int]) -> list[tuple[int, ...]]:

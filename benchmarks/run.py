@@ -16,7 +16,6 @@ reported in every table, not skipped.
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import json
 import math
@@ -24,6 +23,7 @@ import os
 import re
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,8 @@ from benchmarks import peers, report
 from benchmarks.common import OPTIMIZERS, Config
 from benchmarks.harness import machine_info, measure
 from benchmarks.workloads import WORKLOADS, list_workloads
+from hyperdnn.engine.config import build_config, describe, format_fields, load_config_file, option, parse_argv
+from hyperdnn.engine.errors import UsageError
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 #: where --quick writes unless --out is given: smoke runs stay out of the tracked results (.gitignore)
@@ -44,78 +46,76 @@ FULL = {"warmup": 3, "repeats": 10, "steps": 5}
 QUICK = {"warmup": 2, "repeats": 3, "steps": 3}
 
 
-def _positive(name: str):
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be >= 1, got {v}")
-        return v
+@dataclass
+class BenchOptions:
+    """The options of ``benchmarks/run.py``: a typed config of the recipe engine, so the command
+    line is checked as ``hyperdnn run``'s is (``--key value``, ``--flag``, ``--config file.yaml``,
+    types, choices and ranges, unknown keys with a did-you-mean) and ``--help`` lists them."""
 
-    return parse
-
-
-def _workloads(text: str) -> list[str]:
-    names = [w.strip().upper() for w in text.split(",") if w.strip()]
-    unknown = [w for w in names if w not in WORKLOADS]
-    if not names or unknown:
-        raise argparse.ArgumentTypeError(f"unknown workloads {unknown or [text]}; choose from {list_workloads()}")
-    return list(dict.fromkeys(names))
-
-
-def _tag(text: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9_-]+", text):
-        raise argparse.ArgumentTypeError(f"--tag may hold letters, digits, '-' and '_' only, got {text!r}")
-    return text
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="benchmarks/run.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    quick: bool = option(False, "fewer rounds and W5 sizes: a smoke run under 2 minutes")
+    device: str = option("cpu", "where to run", choices=("cpu", "cuda"))
+    workloads: tuple[str, ...] = option(tuple(list_workloads()), "the workloads to run (default all)")
+    repeats: int | None = option(None, "interleaved timing rounds (default 10; --quick 3)", low=1)
+    steps: int | None = option(None, "timed steps per variant per round (default 5; --quick 3)", low=1)
+    warmup: int | None = option(None, "warm-up steps per variant (default 3; --quick 2)", low=1)
+    optimizer: str = option("fused", "Adam implementation for every variant", choices=OPTIMIZERS)
+    clock: str = option(
+        "wall",
+        "wall: elapsed time; cpu: process CPU time (steadier on a busy machine, --threads 1)",
+        choices=("wall", "cpu"),
     )
-    p.add_argument("--quick", action="store_true", help="fewer rounds and W5 sizes: a smoke run under 2 minutes")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run (default cpu)")
-    p.add_argument(
-        "--workloads",
-        type=_workloads,
-        default=list_workloads(),
-        help=f"comma-separated subset of {','.join(list_workloads())} (default all)",
+    threads: int | None = option(None, "torch CPU threads (default torch's)", low=1)
+    no_peers: bool = option(False, "do not build hypnettorch / HyperLight variants")
+    no_memory: bool = option(False, "skip the peak-memory pass")
+    seed: int = option(0, "seed for data and initialisation")
+    tag: str | None = option(None, "suffix for the result file names (e.g. t1-cpuclock)")
+    out: str | None = option(
+        None, "results folder (default benchmarks/results; --quick: benchmarks/results/quick, which git ignores)"
     )
-    p.add_argument("--repeats", type=_positive("--repeats"), default=None, help="interleaved timing rounds")
-    p.add_argument("--steps", type=_positive("--steps"), default=None, help="timed steps per variant per round")
-    p.add_argument("--warmup", type=_positive("--warmup"), default=None, help="warm-up steps per variant")
-    p.add_argument("--optimizer", default="fused", choices=OPTIMIZERS, help="Adam implementation for every variant")
-    p.add_argument(
-        "--clock",
-        default="wall",
-        choices=["wall", "cpu"],
-        help="wall: elapsed time (default); cpu: process CPU time, steadier on a busy machine with --threads 1",
-    )
-    p.add_argument("--threads", type=_positive("--threads"), default=None, help="torch CPU threads (default torch's)")
-    p.add_argument("--no-peers", action="store_true", help="do not build hypnettorch / HyperLight variants")
-    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
-    p.add_argument("--seed", type=int, default=0, help="seed for data and initialisation")
-    p.add_argument("--tag", type=_tag, default=None, help="suffix for the result file names (e.g. t1-cpuclock)")
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help=f"results folder (default {DEFAULT_OUT.relative_to(DEFAULT_OUT.parent.parent)}; "
-        f"with --quick {QUICK_OUT.relative_to(DEFAULT_OUT.parent.parent)}, which git ignores)",
-    )
-    return p
+
+    def __post_init__(self) -> None:
+        names = [w.strip().upper() for w in self.workloads if w.strip()]
+        unknown = [w for w in names if w not in WORKLOADS]
+        if not names or unknown:
+            raise ValueError(
+                f"--workloads: expected some of {','.join(list_workloads())}, got {','.join(self.workloads) or 'none'}"
+            )
+        self.workloads = tuple(dict.fromkeys(names))
+        if self.tag is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", self.tag):
+            raise ValueError(f"--tag: expected letters, digits, '-' and '_', got {self.tag!r}")
+        if self.device == "cuda" and self.clock == "cpu":
+            raise ValueError("--clock cpu measures host CPU time; on --device cuda use the default --clock wall")
 
 
-def output_folder(args: argparse.Namespace) -> Path:
+def parse_options(argv: list[str]) -> BenchOptions:
+    """The options of ``argv`` (``--config file.yaml`` first, then the command line).
+
+    Raises:
+        ConfigError: an unknown option (with a did-you-mean), a wrong type, choice or range, in
+            one line naming the option, what was expected and what was given.
+    """
+    values, config_path = parse_argv(argv, describe(BenchOptions))
+    if config_path is not None:
+        values = {**load_config_file(config_path), **values}
+    return build_config(BenchOptions, values)
+
+
+def usage() -> str:
+    """The ``--help`` text."""
+    return (
+        f"usage: python benchmarks/run.py [--key value ...] [--config file.yaml]\n\n{__doc__}\noptions:\n"
+        + format_fields(describe(BenchOptions))
+    )
+
+
+def output_folder(args: BenchOptions) -> Path:
     """``--out``, else :data:`QUICK_OUT` for ``--quick`` (ignored by git), else :data:`DEFAULT_OUT`."""
     if args.out is not None:
-        return args.out
+        return Path(args.out)
     return QUICK_OUT if args.quick else DEFAULT_OUT
 
 
-def run(args: argparse.Namespace, log=print) -> dict[str, Any]:
+def run(args: BenchOptions, log=print) -> dict[str, Any]:
     """Run the selected workloads; returns the result record (also written to ``args.out``)."""
     device = torch.device(args.device)
     if args.threads:
@@ -137,7 +137,7 @@ def run(args: argparse.Namespace, log=print) -> dict[str, Any]:
             "warmup": warmup,
             "repeats": repeats,
             "steps": steps,
-            "workloads": args.workloads,
+            "workloads": list(args.workloads),
             "machine": machine_info(device),
             "peers": peers.all_status()
             if cfg.peers
@@ -240,12 +240,18 @@ def _clean(o: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = parser()
-    args = p.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        p.error(f"--device cuda: torch {torch.__version__} sees no CUDA device")
-    if args.device == "cuda" and args.clock == "cpu":
-        p.error("--clock cpu measures host CPU time; on --device cuda use the default --clock wall")
+    """Run the benchmarks; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "-h" in argv or "--help" in argv:
+        print(usage())
+        return 0
+    try:
+        args = parse_options(argv)
+        if args.device == "cuda" and not torch.cuda.is_available():
+            raise UsageError(f"--device cuda: torch {torch.__version__} sees no CUDA device")
+    except UsageError as e:
+        print(f"benchmarks/run.py: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
     try:
         run(args)
     except KeyboardInterrupt:

@@ -68,11 +68,11 @@ def test_ratio_of_medians():
 
 
 def test_a_quick_run_writes_to_an_ignored_folder_by_default():
-    quick = bench.output_folder(bench.parser().parse_args(["--quick"]))
-    full = bench.output_folder(bench.parser().parse_args([]))
+    quick = bench.output_folder(bench.parse_options(["--quick"]))
+    full = bench.output_folder(bench.parse_options([]))
     assert full == ROOT / "benchmarks" / "results"
     assert quick == ROOT / "benchmarks" / "results" / "quick"
-    assert bench.output_folder(bench.parser().parse_args(["--quick", "--out", "elsewhere"])) == Path("elsewhere")
+    assert bench.output_folder(bench.parse_options(["--quick", "--out", "elsewhere"])) == Path("elsewhere")
     probe = quick / "2026-01-01-cpu-quick.json"
     ignored = subprocess.run(
         ["git", "check-ignore", "-q", str(probe.relative_to(ROOT))], cwd=ROOT, capture_output=True, check=False
