@@ -44,8 +44,9 @@ class Target(nn.Module):
             ``Embedding``, modules run under vmap) find the batch there; layers with a batch
             position of their own keep it: convolutions, ``BatchNorm`` and ``GroupNorm`` at
             dim 0, ``MultiheadAttention`` and ``RNN``/``GRU``/``LSTM`` per ``batch_first``.
-        per_sample: ``"auto"`` (grouped fast paths, vmap for other layers) or ``"vmap"``
-            (the whole module under ``torch.func.vmap``; a reference path).
+        per_sample: ``"auto"`` (each layer's grouped kernel from the table in
+            :mod:`hyperdnn.target.kernels`, vmap for layers without one) or ``"vmap"`` (the
+            whole module under ``torch.func.vmap``; a reference path).
         channels_last: run convolutions in channels-last memory layout: 4-D (5-D) floating
             point inputs are converted with ``.to(memory_format=torch.channels_last)``
             (``channels_last_3d``) at every call, and the grouped per-sample and ensemble
@@ -57,10 +58,10 @@ class Target(nn.Module):
     One entry point, :meth:`run`, takes the mode: ``target.run(weights, *inputs,
     mode="shared" | "per_sample" | "ensemble" | "auto")``. ``target(weights, *inputs)`` is
     ``mode="auto"`` (weights without batch dims run shared, weights ``(B, ...)`` per sample on
-    inputs of batch ``B``); :meth:`shared`, :meth:`per_sample` and :meth:`ensemble` name
-    the mode. Every weight must have the dtype and device of the
-    module's own parameter of that name. An empty batch (``B = 0``, or ``K = 0`` or
-    ``N = 0`` in an ensemble) returns the empty result plain PyTorch returns.
+    inputs of batch ``B``); :meth:`shared`, :meth:`per_sample` and :meth:`ensemble` name the
+    mode. Every weight must have the dtype and device of the module's own parameter of that
+    name. An empty batch (``B = 0``, or ``K = 0`` or ``N = 0`` in an ensemble) returns the
+    empty result plain PyTorch returns.
 
     What a call changes: exactly what the module's own forward would change in its buffers
     (in training mode, ``BatchNorm`` running statistics and ``num_batches_tracked``, unless
