@@ -10,12 +10,26 @@ from __future__ import annotations
 import copy
 import doctest
 import importlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
 from hyperdnn import Target, WeightSpec
+from tests.models import cases
+
+CASES = cases()
+"""The model zoo of tests/models.py: name -> (make the module, make a batch of n inputs)."""
+
+
+def build_case(name: str, **target_kwargs: Any) -> tuple[nn.Module, Target, Callable[[int], Any]]:
+    """Case ``name`` built from seed 0: its module, a :class:`Target` of it (with
+    ``target_kwargs``) and the function that makes a batch of its inputs."""
+    torch.manual_seed(0)
+    make, data = CASES[name]
+    module = make()
+    return module, Target(module, **target_kwargs), data
 
 
 def random_weights(spec: WeightSpec, *batch: int, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -10,10 +10,8 @@ import torch
 from torch import nn
 
 from hyperdnn import MLP, Chunked, HyperModel, HyperNetwork, Noise, Target, TaskEmbedding
-from tests.helpers import assert_unchanged, ensemble_loop, load, random_weights, state
-from tests.models import cases
+from tests.helpers import assert_unchanged, build_case, ensemble_loop, load, random_weights, state
 
-CASES = cases()
 CONV_CASES = ["conv2d", "conv2d_bn", "deconv_groupnorm"]
 
 
@@ -49,10 +47,7 @@ class LayoutProbe(nn.Module):
 
 @pytest.mark.parametrize("name", CONV_CASES)
 def test_channels_last_shared_equals_plain_module(name):
-    torch.manual_seed(0)
-    make, data = CASES[name]
-    module = make()
-    target = Target(module, channels_last=True)
+    module, target, data = build_case(name, channels_last=True)
     x = data(4)
     w = random_weights(target.spec)
     torch.testing.assert_close(target(w, x), load(module, w)(x), atol=1e-5, rtol=1e-5)
@@ -60,10 +55,7 @@ def test_channels_last_shared_equals_plain_module(name):
 
 @pytest.mark.parametrize("name", CONV_CASES)
 def test_channels_last_per_sample_and_ensemble_equal_loops(name):
-    torch.manual_seed(0)
-    make, data = CASES[name]
-    module = make()
-    target = Target(module, channels_last=True)
+    module, target, data = build_case(name, channels_last=True)
     before = state(module)
     B = 6
     x = data(B)
@@ -129,10 +121,7 @@ def test_shared_call_restores_parameters_after_success_and_failure():
 
 
 def test_shared_call_follows_tied_parameters():
-    torch.manual_seed(0)
-    make, data = CASES["tied"]
-    module = make()
-    target = Target(module)
+    module, target, data = build_case("tied")
     w = random_weights(target.spec)
     x = data(3)
     torch.testing.assert_close(target(w, x), load(module, w)(x))

@@ -7,18 +7,12 @@ import torch
 from torch import nn
 
 from hyperdnn import Target, WeightSpec
-from tests.helpers import assert_unchanged, load, random_weights, state
-from tests.models import cases
-
-CASES = cases()
+from tests.helpers import CASES, assert_unchanged, build_case, load, random_weights, state
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_shared_equals_plain_module(name):
-    torch.manual_seed(0)
-    make, data = CASES[name]
-    module = make()
-    target = Target(module)
+    module, target, data = build_case(name)
     x = data(4)
     # the module's own weights reproduce its own output
     torch.testing.assert_close(target(target.default_weights(), x), module(x))
@@ -30,12 +24,9 @@ def test_shared_equals_plain_module(name):
 @pytest.mark.parametrize("name", list(CASES))
 @pytest.mark.parametrize("path", ["auto", "vmap"])
 def test_per_sample_equals_loop(name, path):
-    torch.manual_seed(0)
-    make, data = CASES[name]
-    module = make()
     if path == "vmap" and name in ("lstm", "lstm_bidir_seq_first", "gru", "rnn_tanh"):
         pytest.skip("torch has no vmap batching rule for cuDNN-style RNN ops; the auto path covers them")
-    target = Target(module, per_sample=path)
+    module, target, data = build_case(name, per_sample=path)
     B = 64
     x = data(B)
     w = random_weights(target.spec, B)
@@ -48,10 +39,7 @@ def test_per_sample_equals_loop(name, path):
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_ensemble_equals_loop(name):
-    torch.manual_seed(0)
-    make, data = CASES[name]
-    module = make()
-    target = Target(module)
+    module, target, data = build_case(name)
     K = 5
     x = data(3)
     w = random_weights(target.spec, K)
@@ -63,10 +51,7 @@ def test_ensemble_equals_loop(name):
 
 @pytest.mark.parametrize("name", ["mlp", "conv2d_bn", "embedding_attention", "lstm", "tied", "custom_param"])
 def test_gradients_reach_weights_not_module_copies(name):
-    torch.manual_seed(0)
-    make, data = CASES[name]
-    module = make()
-    target = Target(module)
+    module, target, data = build_case(name)
     B = 4
     w = {k: v.requires_grad_() for k, v in random_weights(target.spec, B).items()}
     target(w, data(B)).sum().backward()

@@ -20,10 +20,17 @@ from torch.nn.utils import parametrize, prune
 from torch.nn.utils.parametrizations import spectral_norm, weight_norm
 
 from hyperdnn import Target
-from tests.helpers import assert_unchanged, ensemble_loop, load, one_set, per_sample_loop, random_weights, state
-from tests.models import cases
-
-CASES = cases()
+from tests.helpers import (
+    CASES,
+    assert_unchanged,
+    build_case,
+    ensemble_loop,
+    load,
+    one_set,
+    per_sample_loop,
+    random_weights,
+    state,
+)
 
 
 def grads(out_fn, tensors):
@@ -49,6 +56,21 @@ def backward_grads(out_fn, leaves):
 
 def leaf_weights(spec, *batch, seed=0):
     return {k: v.requires_grad_() for k, v in random_weights(spec, *batch, seed=seed).items()}
+
+
+def assert_grouped_calls_equal_loops(target: Target, x: torch.Tensor) -> None:
+    """Per sample (values and gradients) and ensemble equal loops of shared calls on ``x``,
+    and leave the module as it was."""
+    before = state(target.module)
+    w = leaf_weights(target.spec, 4)
+    torch.testing.assert_close(target(w, x), per_sample_loop(target, w, x), atol=1e-5, rtol=1e-4)
+    got = grads(lambda: target(w, x), list(w.values()))
+    ref = grads(lambda: per_sample_loop(target, w, x), list(w.values()))
+    for a, b in zip(got, ref, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    wk = random_weights(target.spec, 3, seed=1)
+    torch.testing.assert_close(target.ensemble(wk, x), ensemble_loop(target, wk, x), atol=1e-5, rtol=1e-4)
+    assert_unchanged(target.module, before)
 
 
 # ------------------------------------------------------------------ 1. attention under a parameter owner
@@ -116,16 +138,7 @@ def test_attention_under_parameter_owners_per_sample_and_ensemble_equal_loops(na
     # shared calls are the reference: check them against the loaded module first
     w1 = random_weights(target.spec)
     torch.testing.assert_close(target(w1, x), load(module, w1)(x), atol=1e-5, rtol=1e-5)
-    before = state(module)
-    w = leaf_weights(target.spec, 4)
-    torch.testing.assert_close(target(w, x), per_sample_loop(target, w, x), atol=1e-5, rtol=1e-4)
-    got = grads(lambda: target(w, x), list(w.values()))
-    ref = grads(lambda: per_sample_loop(target, w, x), list(w.values()))
-    for a, b in zip(got, ref, strict=True):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
-    wk = random_weights(target.spec, 3, seed=1)
-    torch.testing.assert_close(target.ensemble(wk, x), ensemble_loop(target, wk, x), atol=1e-5, rtol=1e-4)
-    assert_unchanged(module, before)
+    assert_grouped_calls_equal_loops(target, x)
 
 
 class DoubledLinear(nn.Linear):
@@ -466,16 +479,7 @@ def test_parametrised_weights_per_sample_and_ensemble_equal_loops(name, path):
     w1 = random_weights(target.spec)
     w1 = {k: v.abs() + 0.5 if k.endswith(("_g", "original0")) else v for k, v in w1.items()}
     torch.testing.assert_close(target(w1, x), functional_call(module, w1, (x,)), atol=1e-5, rtol=1e-5)
-    before = state(module)
-    w = leaf_weights(target.spec, 4)
-    torch.testing.assert_close(target(w, x), per_sample_loop(target, w, x), atol=1e-5, rtol=1e-4)
-    got = grads(lambda: target(w, x), list(w.values()))
-    ref = grads(lambda: per_sample_loop(target, w, x), list(w.values()))
-    for a, b in zip(got, ref, strict=True):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
-    wk = random_weights(target.spec, 3, seed=1)
-    torch.testing.assert_close(target.ensemble(wk, x), ensemble_loop(target, wk, x), atol=1e-5, rtol=1e-4)
-    assert_unchanged(module, before)
+    assert_grouped_calls_equal_loops(target, x)
 
 
 def test_legacy_weight_norm_per_sample_uses_the_generated_g_and_v():
@@ -525,10 +529,7 @@ def test_spectral_norm_parametrisation_in_training_refused_with_batched_weights(
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_empty_batches_return_empty_results(name):
-    torch.manual_seed(0)
-    make, data = CASES[name]
-    module = make()
-    target = Target(module)
+    module, target, data = build_case(name)
     rest = module(data(2)).shape[1:]
     empty = data(0)
     assert module(empty).shape == (0, *rest)  # plain PyTorch
