@@ -56,6 +56,7 @@ def test_every_advertised_name_imports():
 
 CORE_MODULES = [
     "hyperdnn._checks",
+    "hyperdnn._factories",
     "hyperdnn._version",
     "hyperdnn.conditioners",
     "hyperdnn.dynamic",
