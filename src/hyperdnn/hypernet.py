@@ -30,6 +30,7 @@ from hyperdnn.heads import Head, Once
 from hyperdnn.init import calibrate as calibrate_last_layers
 from hyperdnn.init import check_init_mode, element_stats, residual_base
 from hyperdnn.norm_stats import NormStats, resolve_norm_stats
+from hyperdnn.optim import adam
 from hyperdnn.spec import WeightSpec
 from hyperdnn.target import Target
 from hyperdnn.trunks import MLP, Trunk, build_trunk
@@ -523,7 +524,8 @@ class HyperModel(nn.Module):
         return out
 
     def adam(self, lr: float = 1e-3, **kwargs: Any) -> torch.optim.Adam:
-        """``torch.optim.Adam`` over :meth:`trainable_parameters`, fused where torch can.
+        """``torch.optim.Adam`` over :meth:`trainable_parameters`, fused where torch can
+        (:func:`hyperdnn.optim.adam`).
 
         Args:
             lr: learning rate.
@@ -547,13 +549,7 @@ class HyperModel(nn.Module):
             >>> opt.defaults["fused"]
             True
         """
-        params = self.trainable_parameters()
-        if "fused" in kwargs or "foreach" in kwargs:
-            return torch.optim.Adam(params, lr=lr, **kwargs)
-        try:
-            return torch.optim.Adam(params, lr=lr, fused=True, **kwargs)
-        except (RuntimeError, ValueError):  # no fused kernel for this device or dtype
-            return torch.optim.Adam(params, lr=lr, **kwargs)
+        return adam(self.trainable_parameters(), lr=lr, **kwargs)
 
     def parameter_counts(self) -> dict[str, int]:
         """Trainable parameter counts: hypernet, target's own (not generated), generated, total."""
