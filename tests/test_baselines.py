@@ -156,3 +156,15 @@ def test_baselines_check_their_arguments_and_saved_states() -> None:
     tensors, meta = ewc.state()
     with pytest.raises(ValueError, match=r"Fisher information does not fit the network: missing \['0.bias'\]"):
         ewc.load_state({**tensors, "fisher.0.weight": torch.ones(2, 5)}, meta)
+
+
+def test_sequential_learners_train_one_task_at_a_time_and_joint_training_the_active_ones() -> None:
+    x, y = _batch(0, n=4)
+    for learner in (FineTuning(mlp(5, (), 4), "CL1", 2, 2), EWC(mlp(5, (), 4), "CL1", 2, 2, ewc_lambda=1.0)):
+        opt = torch.optim.SGD(learner.parameters_for(0), lr=0.1)
+        with pytest.raises(ValueError, match=r"trains one task at a time: expected task ids 0, got \[1\] too"):
+            learner.train_step(0, x, y, torch.tensor([0, 1, 0, 1]), opt, torch.Generator())
+    joint = JointTraining(mlp(5, (), 6), "CL3", 2, 3)
+    joint.begin_task(1)
+    with pytest.raises(ValueError, match=r"JointTraining: task ids must lie in \[0, 1\], got \[2\]"):
+        joint.train_step(1, x, y, torch.tensor([0, 1, 2, 2]), torch.optim.SGD(joint.parameters_for(1)), None)

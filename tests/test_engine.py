@@ -164,6 +164,7 @@ def test_option_ranges_are_checked_for_every_source_and_shown_in_help(tmp_path: 
         lr: float = option(1e-3, "learning rate", above=0)
         gamma: float = option(1.0, "decay", low=0, high=1)
         widths: tuple[int, ...] = option((8,), "widths", low=1)
+        names: tuple[str, ...] = option(("a",), "names", nonempty=True, distinct=True)
 
     for values, message in [
         ({"batch": "0"}, "--batch: expected an int >= 1, got 0"),
@@ -171,6 +172,8 @@ def test_option_ranges_are_checked_for_every_source_and_shown_in_help(tmp_path: 
         ({"lr": "0"}, "--lr: expected a float > 0, got 0.0"),
         ({"gamma": 1.5}, "--gamma: expected a float in [0, 1], got 1.5"),
         ({"widths": "4,0,2"}, "--widths: expected ints >= 1, got 4,0,2"),
+        ({"names": ""}, "--names: expected at least one value, got none"),
+        ({"names": "a,b,a"}, "--names: expected distinct values, got a,b,a"),
     ]:
         with pytest.raises(ConfigError) as info:
             build_config(Ranged, values)
@@ -182,6 +185,7 @@ def test_option_ranges_are_checked_for_every_source_and_shown_in_help(tmp_path: 
         build_config(Ranged, {"batch": -3}, {"batch": f"{path}: batch"})
     text = format_fields(describe(Ranged))
     assert "minibatch size (>= 1)" in text and "dropout (in [0, 1))" in text and "learning rate (> 0)" in text
+    assert "names (at least one, distinct)" in text
     with pytest.raises(TypeError, match="give low or above, and high or below, not both"):
         option(1, "x", low=0, above=0)
 
@@ -191,6 +195,13 @@ def test_option_ranges_are_checked_for_every_source_and_shown_in_help(tmp_path: 
 
     with pytest.raises(TypeError, match=r"Wrong.name: a range \(low, high, above, below\) needs an int or float field"):
         describe(Wrong)
+
+    @dataclass
+    class Scalar:
+        n: int = option(1, "a count", nonempty=True)
+
+    with pytest.raises(TypeError, match="Scalar.n: nonempty and distinct need a tuple field"):
+        describe(Scalar)
 
 
 # ---------------------------------------------------------------------- command line

@@ -132,7 +132,6 @@ def test_commands_name_the_extra_before_writing_anything(tmp_path, blocked, demo
     assert _one_line(_hyperdnn(tmp_path, blocked, "demo")) == f"hyperdnn demo: error: {demo_line}"
     dynamic = _hyperdnn(tmp_path, blocked, "demo", "--dynamic", "--epochs", "1")
     assert _one_line(dynamic) == f"hyperdnn demo --dynamic: error: {demo_line}"
-    assert _one_line(_hyperdnn(tmp_path, blocked, "run", "dynamic")) == f"hyperdnn run dynamic: error: {demo_line}"
     assert _one_line(_hyperdnn(tmp_path, blocked, "run", "continual")) == f"hyperdnn run continual: error: {run_line}"
     assert list((tmp_path / "work").iterdir()) == []  # no runs/ folder, nothing at all
 

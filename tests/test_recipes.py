@@ -39,6 +39,13 @@ def test_the_builtin_recipes_are_the_public_files_of_the_recipes_package() -> No
         get_recipe("contnual")
 
 
+def test_a_recipes_help_is_the_run_part_of_its_module_docstring() -> None:
+    for name in ("continual", "demo", "dynamic"):
+        description = get_recipe(name).description
+        assert description.lstrip().startswith("hyperdnn ") and "Expected" in description, name
+    assert "Run::" not in get_recipe("demo").description
+
+
 def test_recipe_and_registration_errors_name_what_is_wrong() -> None:
     cfg = get_recipe("demo").config
     with pytest.raises(ValueError, match=r"Recipe 'x': threads must be an int >= 0, got -1"):

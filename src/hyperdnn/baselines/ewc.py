@@ -27,6 +27,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,15 @@ if TYPE_CHECKING:
 __all__ = ["EWC"]
 
 
+def _number(value: object, low: float, high: float, open_high: bool, kind: type = float) -> bool:
+    """Whether ``value`` is a number of ``kind`` (an int for ``float`` too, never a bool) in
+    ``[low, high)`` (``[low, high]`` when not ``open_high``)."""
+    kinds = (int,) if kind is int else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        return False
+    return low <= value < high if open_high else low <= value <= high
+
+
 class EWC(SharedNetworkLearner):
     """Online EWC on one network.
 
@@ -55,7 +65,7 @@ class EWC(SharedNetworkLearner):
 
     Raises:
         ValueError: ``ewc_lambda`` negative or not finite, ``gamma`` outside ``[0, 1]``,
-            ``fisher_samples < 1``.
+            ``fisher_samples < 1`` (every bad argument named in one message).
     """
 
     name = "ewc"
@@ -71,16 +81,14 @@ class EWC(SharedNetworkLearner):
         fisher_samples: int = 500,
     ):
         super().__init__(model, scenario, classes_per_task, num_tasks)
-        if (
-            isinstance(ewc_lambda, bool)
-            or not isinstance(ewc_lambda, (int, float))
-            or not 0 <= ewc_lambda < float("inf")
-        ):
-            raise ValueError(f"EWC: ewc_lambda must be a finite float >= 0, got {ewc_lambda!r}")
-        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 <= gamma <= 1.0:
-            raise ValueError(f"EWC: gamma must be a float in [0, 1], got {gamma!r}")
-        if isinstance(fisher_samples, bool) or not isinstance(fisher_samples, int) or fisher_samples < 1:
-            raise ValueError(f"EWC: fisher_samples must be an int >= 1, got {fisher_samples!r}")
+        checks = {
+            "ewc_lambda": (_number(ewc_lambda, 0.0, math.inf, True), "a finite float >= 0", ewc_lambda),
+            "gamma": (_number(gamma, 0.0, 1.0, False), "a float in [0, 1]", gamma),
+            "fisher_samples": (_number(fisher_samples, 1, math.inf, True, int), "an int >= 1", fisher_samples),
+        }
+        bad = [f"{name} must be {expected}, got {value!r}" for name, (ok, expected, value) in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"EWC: {'; '.join(bad)}")
         self.ewc_lambda = ewc_lambda
         self.gamma = gamma
         self.fisher_samples = fisher_samples
@@ -100,6 +108,7 @@ class EWC(SharedNetworkLearner):
         return 0.5 * self.ewc_lambda * total
 
     def train_step(self, t, x, y, task_ids, optimizer, generator) -> dict[str, float]:
+        self.check_one_task(t, task_ids)
         loss = self.task_loss(x, y, task_ids)
         return self.optimise(optimizer, loss, penalty=self.penalty())
 

@@ -34,6 +34,13 @@ class FineTuning(SharedNetworkLearner):
     name = "finetune"
 
     def train_step(self, t, x, y, task_ids, optimizer, generator) -> dict[str, float]:
+        """One step of cross-entropy on task ``t`` alone.
+
+        Raises:
+            ValueError: ``task_ids`` names another task than ``t`` (fine-tuning trains one
+                task at a time; :class:`~hyperdnn.baselines.JointTraining` mixes them).
+        """
+        self.check_one_task(t, task_ids)
         return self.optimise(optimizer, self.task_loss(x, y, task_ids))
 
     def end_task(self, t, task, generator) -> None:

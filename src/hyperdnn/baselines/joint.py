@@ -36,7 +36,16 @@ class JointTraining(SharedNetworkLearner):
     name = "joint"
 
     def train_step(self, t, x, y, task_ids, optimizer, generator) -> dict[str, float]:
+        """One step of cross-entropy on a batch that mixes tasks ``0 .. t``, each sample on its
+        task's outputs (``t = T - 1`` when everything is trained at once).
+
+        Raises:
+            ValueError: a task id outside ``[0, t]`` (its classes are not active).
+        """
+        outside = task_ids[(task_ids < 0) | (task_ids > t)]
+        if outside.numel():
+            raise ValueError(f"JointTraining: task ids must lie in [0, {t}], got {sorted(set(outside.tolist()))}")
         return self.optimise(optimizer, self.task_loss(x, y, task_ids))
 
     def end_task(self, t, task, generator) -> None:
-        pass  # trained once on everything: nothing to carry to a next task
+        pass  # trained once on everything: there is no next task to prepare

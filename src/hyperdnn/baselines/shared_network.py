@@ -102,6 +102,19 @@ class SharedNetworkLearner(ContinualLearner):
         self.model.train()
         return F.cross_entropy(self.outputs(self._logits(x), task_ids), self.labels(y, task_ids))
 
+    def check_one_task(self, t: int, task_ids: torch.Tensor) -> None:
+        """Refuse a batch of sequential training with samples of another task than ``t``.
+
+        Raises:
+            ValueError: naming the learner, ``t`` and the other task ids.
+        """
+        other = task_ids[task_ids != t]
+        if other.numel():
+            raise ValueError(
+                f"{type(self).__name__} trains one task at a time: expected task ids {t}, "
+                f"got {sorted(set(other.tolist()))} too"
+            )
+
     @staticmethod
     def optimise(optimizer: torch.optim.Optimizer, loss: torch.Tensor, **logs: torch.Tensor) -> dict[str, float]:
         """``backward`` and ``step`` on ``loss`` (gradients zeroed first); returns ``{"loss": ...}``

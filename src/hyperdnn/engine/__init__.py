@@ -9,7 +9,7 @@
   :func:`execute` (output folder, results.json, summary.md).
 * :mod:`~hyperdnn.engine.loop` - the shared training loop: :class:`Unit`, :class:`Work`,
   :func:`run_units` (progress, checkpoints, resume, log lines), :class:`LoopState`,
-  :func:`check_loop_state`.
+  :func:`check_loop_state`, :func:`resumable`.
 * :mod:`~hyperdnn.engine.report` - the shared report: :class:`Table`, :class:`Column`,
   :class:`Report` and the standard figures (learning curves, heat maps, bar and line charts).
 * :mod:`~hyperdnn.engine.checkpoint` - atomic safetensors + JSON checkpoints, state schemas
@@ -31,7 +31,7 @@ from hyperdnn.engine.checkpoint import (
 from hyperdnn.engine.cli import run_command
 from hyperdnn.engine.config import build_config, config_to_dict, describe, option
 from hyperdnn.engine.errors import CheckpointError, ConfigError, UsageError
-from hyperdnn.engine.loop import LoopResult, LoopState, Unit, Work, check_loop_state, run_units
+from hyperdnn.engine.loop import LoopResult, LoopState, Unit, Work, check_loop_state, resumable, run_units
 from hyperdnn.engine.model import load_model
 from hyperdnn.engine.registry import RECIPES, Recipe, get_recipe, list_recipes, register_recipe
 from hyperdnn.engine.report import Column, Report, Table
@@ -72,6 +72,7 @@ __all__ = [
     "option",
     "optimizer_state_tensors",
     "register_recipe",
+    "resumable",
     "run_command",
     "run_units",
     "validate_state",

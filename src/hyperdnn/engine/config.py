@@ -21,7 +21,8 @@ are refused unless the field is declared with ``option(..., finite=False)``), an
 fits in 64 bits (what torch accepts as a size or a count). A field may declare its range
 (``option(64, "minibatch size", low=1)``, ``option(0.2, "dropout", low=0, below=1)``; for a
 tuple, of every element): a value outside is an error such as ``--batch_size: expected an
-int >= 1, got 0``, and ``--help`` shows the range.
+int >= 1, got 0``, and ``--help`` shows the range; a tuple field may ask for at least one value
+(``nonempty=True``) and for distinct values (``distinct=True``).
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ def option(
     high: float | None = None,
     above: float | None = None,
     below: float | None = None,
+    nonempty: bool = False,
+    distinct: bool = False,
 ) -> Any:
     """A config field with its default, a one-line ``help``, optional ``choices`` and range.
 
@@ -79,6 +82,8 @@ def option(
             ``float`` field or each element of a tuple of them.
         above, below: exclusive bounds instead (``above=0``: ``> 0``); at most one of ``low``
             and ``above``, and of ``high`` and ``below``.
+        nonempty, distinct: for a tuple field, refuse an empty tuple, and one that repeats a
+            value.
 
     Example::
 
@@ -104,6 +109,8 @@ def option(
             "choices": None if choices is None else tuple(choices),
             "finite": bool(finite),
             "bounds": bounds if bounds.text else None,
+            "nonempty": bool(nonempty),
+            "distinct": bool(distinct),
         },
     )
 
@@ -157,6 +164,8 @@ class FieldInfo:
     choices: tuple[Any, ...] | None
     finite: bool = True
     bounds: Bounds | None = None
+    nonempty: bool = False
+    distinct: bool = False
 
     @property
     def flag(self) -> str:
@@ -195,6 +204,8 @@ def describe(cls: type) -> list[FieldInfo]:
         inner = _strip_optional(tp)[0]
         if f.metadata.get("bounds") is not None and (_tuple_item(inner) or inner) not in (int, float):
             raise TypeError(f"{cls.__name__}.{f.name}: a range (low, high, above, below) needs an int or float field")
+        if (f.metadata.get("nonempty") or f.metadata.get("distinct")) and _tuple_item(inner) is None:
+            raise TypeError(f"{cls.__name__}.{f.name}: nonempty and distinct need a tuple field")
         out.append(
             FieldInfo(
                 f.name,
@@ -204,6 +215,8 @@ def describe(cls: type) -> list[FieldInfo]:
                 f.metadata.get("choices"),
                 f.metadata.get("finite", True),
                 f.metadata.get("bounds"),
+                f.metadata.get("nonempty", False),
+                f.metadata.get("distinct", False),
             )
         )
     return out
@@ -331,6 +344,10 @@ def coerce(value: Any, info: FieldInfo, where: str, int_range: bool = True) -> A
         )
         given = ",".join(str(v) for v in values)
         raise ConfigError(f"{where}: expected {kind} {info.bounds.text}, got {given}")
+    if info.nonempty and not values:
+        raise ConfigError(f"{where}: expected at least one value, got none")
+    if info.distinct and len(set(values)) != len(values):
+        raise ConfigError(f"{where}: expected distinct values, got {','.join(str(v) for v in values)}")
     return out
 
 
@@ -505,5 +522,9 @@ def format_fields(fields: Sequence[FieldInfo], width: int = 100) -> str:
             text += " {" + ", ".join(str(c) for c in f.choices) + "}"
         if f.bounds is not None:
             text += f" ({f.bounds.text})"
+        if f.nonempty or f.distinct:
+            text += (
+                " (" + ", ".join(w for w, on in (("at least one", f.nonempty), ("distinct", f.distinct)) if on) + ")"
+            )
         lines.append(f"  {left:<{w1}}  {default:<{w2}}  {text}")
     return "\n".join(lines)

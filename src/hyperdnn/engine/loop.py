@@ -25,7 +25,8 @@ epoch: a recipe that draws every random number from generators named by unit, st
 work state ends with the same numbers as an uninterrupted run.
 
 A recipe declares :class:`LoopState` as its ``state_schema`` and checks a resumed state against
-its plan with :func:`check_loop_state` (in its ``check_state``).
+its plan with :func:`check_loop_state` (in its ``check_state``); :func:`resumable` gives both
+for a recipe whose plan follows from its config alone.
 
 Example (a toy recipe's run, one unit of one stage)::
 
@@ -84,7 +85,7 @@ from hyperdnn.engine.errors import CheckpointError
 if TYPE_CHECKING:
     from hyperdnn.engine.run import RunContext
 
-__all__ = ["Unit", "Work", "LoopState", "LoopResult", "run_units", "check_loop_state"]
+__all__ = ["Unit", "Work", "LoopState", "LoopResult", "run_units", "check_loop_state", "resumable"]
 
 #: prefixes of the work's and the optimizer's tensors in a checkpoint
 _WORK, _OPTIM = "work.", "optim."
@@ -390,3 +391,26 @@ def _position(units: Sequence[Unit], state: Mapping[str, Any]) -> list[str]:
         if has_work != (stage > 0):
             problems.append(f"{'a' if has_work else 'no'} work state at stage {stage} of {current.key}")
     return problems
+
+
+def resumable(plan: Callable[[Any], Sequence[Unit]], results: Any = None, work: Any = None) -> dict[str, Any]:
+    """The ``state_schema`` and ``check_state`` of a recipe that runs :func:`run_units` over
+    ``plan(config)``: ``Recipe(..., **resumable(plan, Results, WorkState))``.
+
+    Args:
+        plan: ``plan(config)`` -> the run's units.
+        results, work: schemas of the loop's ``results`` and of the work's JSON state (see
+            :func:`check_loop_state`).
+
+    Returns:
+        ``{"state_schema": LoopState, "check_state": check}``, where ``check(config,
+        checkpoint)`` raises :class:`~hyperdnn.engine.errors.CheckpointError` listing every
+        problem :func:`check_loop_state` finds.
+    """
+
+    def check_state(config: Any, checkpoint: Any) -> None:
+        problems = check_loop_state(plan(config), checkpoint.state, results, work)
+        if problems:
+            raise CheckpointError("; ".join(problems))
+
+    return {"state_schema": LoopState, "check_state": check_state}

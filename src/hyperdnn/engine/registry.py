@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import pkgutil
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -53,7 +54,8 @@ class Recipe:
         check: ``check(config)`` raises :class:`~hyperdnn.engine.errors.UsageError` for input
             the run cannot use (e.g. more tasks than the data has); called before any file
             is written. Keep it cheap.
-        description: longer text shown by ``--help`` (invocation, runtime, expected result).
+        description: longer text shown by ``--help`` (invocation, runtime, expected result);
+            default: the part after ``Run::`` of the docstring of ``run``'s module.
         threads: CPU threads for torch when ``--threads`` is 0 (0: torch's default); a recipe
             whose matrices are tiny declares 1, where more threads only add overhead.
         requires: optional modules the run needs -> the extra that installs them, e.g.
@@ -93,6 +95,9 @@ class Recipe:
             raise TypeError(f"Recipe {self.name!r}: config must be a dataclass type, got {self.config!r}")
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
             raise ValueError(f"Recipe {self.name!r}: threads must be an int >= 0, got {self.threads!r}")
+        if not self.description:
+            doc = getattr(sys.modules.get(getattr(self.run, "__module__", "")), "__doc__", None) or ""
+            object.__setattr__(self, "description", doc.split("Run::")[-1].strip("\n") if "Run::" in doc else "")
         requires = check_requires(self.requires, f"Recipe {self.name!r}")
         object.__setattr__(self, "requires", MappingProxyType(requires))
 

@@ -50,24 +50,12 @@ from hyperdnn import MLP, Chunked, HyperModel, HyperNetwork, Once, Target, TaskE
 from hyperdnn.baselines import EWC, FineTuning, JointTraining, SeparateNetworks, scenario_outputs
 from hyperdnn.data import DATASETS
 from hyperdnn.data.streams import BENCHMARKS, DEFAULT_TASKS, TaskStream, make_stream
-from hyperdnn.engine import (
-    CheckpointError,
-    Column,
-    LoopResult,
-    LoopState,
-    Outcome,
-    Recipe,
-    Report,
-    RunContext,
-    Table,
-    Unit,
-    UsageError,
-    Work,
-    option,
-    register_recipe,
-    run_units,
-)
-from hyperdnn.engine.report import heatmap_figure
+from hyperdnn.engine.config import option
+from hyperdnn.engine.errors import CheckpointError, UsageError
+from hyperdnn.engine.loop import LoopResult, LoopState, Unit, Work, run_units
+from hyperdnn.engine.registry import Recipe, register_recipe
+from hyperdnn.engine.report import Column, Report, Table, heatmap_figure
+from hyperdnn.engine.run import Outcome, RunContext
 from hyperdnn.methods import SCENARIOS, ContinualLearner, HypernetLearner
 from hyperdnn.metrics import accuracy_summary, task_accuracies
 from hyperdnn.networks import mlp
@@ -107,8 +95,10 @@ class ContinualConfig:
     data: str = option("mnist5k", "images, a data set of hyperdnn.data.list_datasets(): mnist5k, digits, mnist ...")
     data_root: str = option("", "folder of the MNIST idx files for --data mnist (a torchvision root works)")
     num_tasks: int = option(0, "number of tasks (0: 10 for permuted, 5 for split)", low=0)
-    scenarios: tuple[str, ...] = option(("CL1",), "scenarios to evaluate", choices=SCENARIOS)
-    methods: tuple[str, ...] = option(METHODS, "methods to run", choices=METHODS)
+    scenarios: tuple[str, ...] = option(
+        ("CL1",), "scenarios to evaluate", choices=SCENARIOS, nonempty=True, distinct=True
+    )
+    methods: tuple[str, ...] = option(METHODS, "methods to run", choices=METHODS, nonempty=True, distinct=True)
     hidden: tuple[int, ...] = option((100, 100), "hidden widths of the target MLP (every method)", low=1)
     dropout: float = option(0.2, "dropout after each hidden layer of the target MLP (every method)", low=0, below=1)
     epochs: int = option(0, "training epochs per task, every method (0: 10 for permuted, 20 for split)", low=0)
@@ -118,10 +108,12 @@ class ContinualConfig:
     head: str = option("once", "hypernetwork output: once (generate once) or chunked", choices=("once", "chunked"))
     chunk_size: int = option(4000, "numbers per chunk (head chunked)", low=1)
     chunk_embed_dim: int = option(32, "chunk embedding width (head chunked)", low=1)
-    chunk_hidden: tuple[int, ...] = option((100,), "hidden widths of the shared chunk generator (head chunked)", low=1)
+    chunk_hidden: tuple[int, ...] = option(
+        (100,), "hidden widths of the shared chunk generator (head chunked)", low=1, nonempty=True
+    )
     task_embed_dim: int = option(64, "task embedding width", low=1)
     trunk: tuple[int, ...] = option(
-        (100, 50), "hidden widths of the hypernetwork's MLP trunk (the last is the code width)", low=1
+        (100, 50), "hidden widths of the hypernetwork's MLP trunk (the last is the code width)", low=1, nonempty=True
     )
     beta: float = option(0.1, "weight of the output regulariser", low=0)
     lookahead: bool = option(False, "regularise at Theta + dTheta (the optimizer's candidate step on the task loss)")
@@ -133,12 +125,6 @@ class ContinualConfig:
     checkpoint_every: int = option(0, "also checkpoint every N epochs inside a task (0: only at task ends)", low=0)
 
     def __post_init__(self) -> None:
-        for name in ("scenarios", "methods", "trunk", "chunk_hidden"):
-            if not getattr(self, name):
-                raise ValueError(f"--{name}: expected at least one, got none")
-        for name in ("scenarios", "methods"):
-            if len(set(getattr(self, name))) != len(getattr(self, name)):
-                raise ValueError(f"--{name}: expected distinct values, got {','.join(getattr(self, name))}")
         if self.data not in DATASETS:
             raise ValueError(f"--data: expected a registered data set, one of {DATASETS.list()}, got {self.data!r}")
 
@@ -413,7 +399,6 @@ RECIPE = register_recipe(
         config=ContinualConfig,
         run=run_continual,
         check=check_config,
-        description=(__doc__ or "").split("Run::")[-1].strip("\n"),
         state_schema=LoopState,
         check_state=check_state,
         build_model=build_model,
