@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from hyperdnn import CNN, MLP, RNN, Attention, Chunked, HyperModel, HyperNetwork, LearnedLatent, Target
-from hyperdnn.apps.demo import make_target
 from hyperdnn.data import Split, load_digits
+from hyperdnn.recipes.demo import make_target, trainable
 
 EPOCHS = 40
 LR = 5e-3  # peak of the one-cycle schedule (Adam), the same for every model
@@ -49,12 +49,6 @@ def build(name: str) -> nn.Module:
         return make_target()
     target = Target(make_target())
     return HyperModel(HyperNetwork(target, LearnedLatent(16), TRUNKS[name](), Chunked(CHUNK, 16)), target)
-
-
-def trainable(model: nn.Module) -> list[nn.Parameter]:
-    if isinstance(model, HyperModel):
-        return model.trainable_parameters()
-    return [p for p in model.parameters() if p.requires_grad]
 
 
 def train(model: nn.Module, data: Split, epochs: int, seed: int) -> tuple[float, float]:
