@@ -386,6 +386,19 @@ def test_resume_without_or_with_corrupt_checkpoint(tmp_path: Path) -> None:
     _assert_one_line_error(code, err, "--epochs", "used 1", "cannot change it")
 
 
+def test_a_resumed_run_keeps_its_threads_and_device_unless_given_again(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("recipe: toy\nseed: 3\ndevice: cpu\nthreads: 1\nsteps: 2\n")
+    _, opts = parse_run_args(TOY, ["--out", str(out), "--resume"])
+    assert (opts.seed, opts.threads, opts.device) == (3, 1, "cpu")
+    _, opts = parse_run_args(TOY, ["--out", str(out), "--resume", "--threads", "0"])
+    assert opts.threads == 0  # given again: the new value
+    (out / "config.yaml").write_text(f"recipe: toy\nseed: 3\ndevice: cpu\nthreads: {10**6}\nsteps: 2\n")
+    _, opts = parse_run_args(TOY, ["--out", str(out), "--resume"])
+    assert opts.threads == 0  # more CPUs than this machine has: torch's default here
+
+
 # ---------------------------------------------------------------------- run folders
 def test_execute_writes_the_run_folder(tmp_path: Path) -> None:
     out = tmp_path / "toy"

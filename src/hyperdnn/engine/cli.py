@@ -32,7 +32,7 @@ from hyperdnn.engine.config import (
 from hyperdnn.engine.errors import ConfigError, UsageError
 from hyperdnn.engine.registry import Recipe, get_recipe, list_recipes
 from hyperdnn.engine.run import RUN_KEYS_FIXED_ON_RESUME, RunOptions, execute
-from hyperdnn.engine.seeding import check_seed
+from hyperdnn.engine.seeding import check_seed, max_threads
 
 __all__ = ["run_command", "parse_run_args", "recipe_help"]
 
@@ -64,7 +64,8 @@ def parse_run_args(recipe: Recipe, argv: Sequence[str]) -> tuple[Any, RunOptions
     """Resolve a recipe's config and the run options from defaults, ``--config`` and ``argv``.
 
     With ``--resume`` the config saved in the run folder is used; options given now must agree
-    with it (run options such as ``--threads`` may change).
+    with it (run options such as ``--threads`` may change; not given, the threads and device
+    are the saved run's).
 
     Raises:
         ConfigError: unknown keys, wrong types or choices, a conflict with the saved config.
@@ -97,8 +98,8 @@ def parse_run_args(recipe: Recipe, argv: Sequence[str]) -> tuple[Any, RunOptions
     options = build_config(RunOptions, run_values, sources)
     recipe_values = {k: v for k, v in values.items() if k not in run_names}
     if options.resume:
-        recipe_values, seed = _reconcile_with_saved(recipe, options, recipe_values, run_values, sources)
-        options = dataclasses.replace(options, seed=seed)
+        recipe_values, saved_run = _reconcile_with_saved(recipe, options, recipe_values, run_values, sources)
+        options = dataclasses.replace(options, **saved_run)
     config = build_config(recipe.config, recipe_values, sources)
     return config, options
 
@@ -109,7 +110,10 @@ def _reconcile_with_saved(
     given: dict[str, Any],
     given_run: dict[str, Any],
     sources: dict[str, str],
-) -> tuple[dict[str, Any], int]:
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The saved config's recipe options, and the run options the resumed run takes from it: the
+    seed, and the threads and device unless given again (the threads only where this machine
+    has that many CPUs)."""
     out = Path(options.out or f"runs/{recipe.name}")
     saved_path = out / "config.yaml"
     if not saved_path.is_file():
@@ -138,10 +142,16 @@ def _reconcile_with_saved(
             )
     seed = coerce(saved_fixed.get("seed", options.seed), infos["seed"], f"{saved_path}: seed")
     check_seed(seed, f"{saved_path}: seed")
+    run = {"seed": seed}
+    for key in ("threads", "device"):
+        if key in saved and key not in given_run:
+            run[key] = coerce(saved[key], infos[key], f"{saved_path}: {key}")
+    if not 0 <= run.get("threads", 0) <= max_threads():
+        del run["threads"]  # a run from a larger machine: torch's default here (the log says how many)
     recipe_values = {k: v for k, v in saved_fixed.items() if k in {f.name for f in describe(recipe.config)}}
     for k in recipe_values:
         sources[k] = f"{saved_path}: {k}"
-    return recipe_values, seed
+    return recipe_values, run
 
 
 def _list(stream: TextIO) -> None:
