@@ -520,11 +520,9 @@ def format_fields(fields: Sequence[FieldInfo], width: int = 100) -> str:
         text = f.help
         if f.choices is not None:
             text += " {" + ", ".join(str(c) for c in f.choices) + "}"
-        if f.bounds is not None:
-            text += f" ({f.bounds.text})"
-        if f.nonempty or f.distinct:
-            text += (
-                " (" + ", ".join(w for w, on in (("at least one", f.nonempty), ("distinct", f.distinct)) if on) + ")"
-            )
+        notes = [f.bounds.text] if f.bounds is not None else []
+        notes += [w for w, on in (("at least one", f.nonempty), ("distinct", f.distinct)) if on]
+        if notes:
+            text += " (" + ", ".join(notes) + ")"
         lines.append(f"  {left:<{w1}}  {default:<{w2}}  {text}")
     return "\n".join(lines)
