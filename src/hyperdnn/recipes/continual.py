@@ -179,6 +179,11 @@ def unit_keys(cfg: ContinualConfig) -> list[str]:
     return [k for m in cfg.methods for k in ([m] if m in ("hnet", "separate") else [f"{m}/{s}" for s in cfg.scenarios])]
 
 
+def scenarios_of(key: str, cfg: ContinualConfig) -> tuple[str, ...]:
+    """The scenarios a unit is measured in: its own (``"ewc/CL2"``), or all of the run's."""
+    return (key.split("/")[1],) if "/" in key else cfg.scenarios
+
+
 def plan(cfg: ContinualConfig, num_tasks: int) -> list[Unit]:
     """The units of a run (:func:`unit_keys`): a task per stage, joint training one stage over
     all tasks."""
@@ -203,7 +208,7 @@ class TaskWork(Work):
         self.learner = make_learner(unit, cfg, stream, ctx.device)
         self.ctx, self.cfg, self.stream, self.key = ctx, cfg, stream, unit.key
         self.joint = unit.key.startswith("joint/")
-        self.scenarios = (unit.key.split("/")[1],) if "/" in unit.key else cfg.scenarios
+        self.scenarios = scenarios_of(unit.key, cfg)
         self.tasks = list(stream) if self.joint else None
 
     def _task(self, stage: int) -> int:
@@ -295,9 +300,8 @@ def run_continual(cfg: ContinualConfig, ctx: RunContext) -> Outcome:
     nothing = [[None] * T for _ in range(T)]
     results: dict[str, Any] = {"matrices": {}, "inference": {}, "params": {}}
     for u in units:
-        scenarios = (u.key.split("/")[1],) if "/" in u.key else cfg.scenarios
-        results["matrices"][u.key] = {s: [list(r) for r in nothing] for s in scenarios}
-        results["inference"][u.key] = {s: [None] * T for s in scenarios if s != "CL1"}
+        results["matrices"][u.key] = {s: [list(r) for r in nothing] for s in scenarios_of(u.key, cfg)}
+        results["inference"][u.key] = {s: [None] * T for s in scenarios_of(u.key, cfg) if s != "CL1"}
     done = run_units(
         ctx, units, lambda u: TaskWork(ctx, cfg, stream, u), results, checkpoint_every=cfg.checkpoint_every
     )
