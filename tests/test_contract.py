@@ -47,6 +47,7 @@ HEAD_KWARGS = {
     "componentwise": {"granularity": "unit", "embed_dim": 4},
     "multihead": {"groups": "layer"},
     "once": {},
+    "lowrank": {"rank": 2, "embed_dim": 4, "hidden": (8,)},
 }
 COMBOS = list(itertools.product(list_trunks(), list_heads()))
 NUM_TASKS = 4

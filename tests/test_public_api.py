@@ -23,6 +23,7 @@ def test_every_advertised_name_imports():
     for name in hyperdnn.__all__:
         assert hasattr(hyperdnn, name), name
     for mod in [
+        "adapters",
         "spec",
         "target",
         "target.kernels",
@@ -56,6 +57,7 @@ def test_every_advertised_name_imports():
 
 CORE_MODULES = [
     "hyperdnn._checks",
+    "hyperdnn.adapters",
     "hyperdnn._factories",
     "hyperdnn._version",
     "hyperdnn.conditioners",
@@ -78,7 +80,7 @@ def test_docstring_examples_run(module):
 
 
 def test_registries_list_the_builtins():
-    assert {"once", "multihead", "componentwise", "chunked"} <= set(hyperdnn.list_heads())
+    assert {"once", "multihead", "componentwise", "chunked", "lowrank"} <= set(hyperdnn.list_heads())
     assert "mlp" in hyperdnn.list_trunks()
     assert {"task_embedding", "data_encoder", "noise", "continuous", "learned_latent"} <= set(
         hyperdnn.list_conditioners()

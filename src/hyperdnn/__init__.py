@@ -5,6 +5,7 @@ phi is trained, end to end through theta. See ``docs/architecture.md``.
 """
 
 from hyperdnn import _version
+from hyperdnn.adapters import Adapter, insert_adapters, remove_adapters
 from hyperdnn.conditioners import (
     Conditioned,
     Conditioner,
@@ -24,6 +25,7 @@ from hyperdnn.heads import (
     ComponentWise,
     Head,
     HeadModule,
+    LowRank,
     MultiHead,
     Once,
     create_head,
@@ -53,6 +55,7 @@ from hyperdnn.trunks import (
 __version__ = _version.package_version()
 
 __all__ = [
+    "Adapter",
     "Attention",
     "CNN",
     "Chunked",
@@ -70,6 +73,7 @@ __all__ = [
     "HyperLSTMCell",
     "HyperNetwork",
     "LearnedLatent",
+    "LowRank",
     "MLP",
     "ModuleTrunk",
     "MultiHead",
@@ -90,11 +94,13 @@ __all__ = [
     "create_head",
     "create_trunk",
     "describe_components",
+    "insert_adapters",
     "list_conditioners",
     "list_heads",
     "list_trunks",
     "register_conditioner",
     "register_head",
     "register_trunk",
+    "remove_adapters",
     "__version__",
 ]

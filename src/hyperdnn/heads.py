@@ -10,6 +10,9 @@ the hyperfan scale (see :mod:`hyperdnn.init`).
   i.e. a row of a weight matrix); one shared generator makes every component.
 * :class:`Chunked` - a learned embedding per fixed-size chunk; one shared generator makes
   every chunk; the tail of the last chunk is discarded.
+* :class:`LowRank` - a learned embedding per layer; one generator shared by the layers of the
+  same shapes, each matrix made as the product of two generated low-rank factors: the head
+  for adapters and LoRA factors (:mod:`hyperdnn.adapters`).
 
 Component-wise and chunked heads run all components in one batched pass.
 
@@ -17,9 +20,9 @@ A :class:`Head` is a frozen description of what the user chooses (``Chunked(256,
 ``Once()``): the :class:`~hyperdnn.hypernet.HyperNetwork` that uses it calls
 :meth:`Head.build` with the spec, the trunk's width and the trunk, and gets the complete head
 module (a :class:`HeadModule`: ``OnceModule``, ``MultiHeadModule``, ``ChunkedModule``,
-``ComponentWiseModule``) in one step, parameters and all. Built-in heads are registered by
-name (:func:`create_head`, :func:`list_heads`, :func:`register_head`; installed packages add
-theirs through the ``hyperdnn.heads`` entry-point group).
+``ComponentWiseModule``, ``LowRankModule``) in one step, parameters and all. Built-in heads
+are registered by name (:func:`create_head`, :func:`list_heads`, :func:`register_head`;
+installed packages add theirs through the ``hyperdnn.heads`` entry-point group).
 
 Every head generates *tokens* (one for generate-once, one per group, component or chunk) and
 takes its token architecture from the trunk it is built with (see :mod:`hyperdnn.trunks`):
@@ -65,10 +68,12 @@ __all__ = [
     "MultiHead",
     "ComponentWise",
     "Chunked",
+    "LowRank",
     "OnceModule",
     "MultiHeadModule",
     "ChunkedModule",
     "ComponentWiseModule",
+    "LowRankModule",
     "TokenEncoder",
     "TokenGenerator",
     "register_head",
@@ -502,6 +507,110 @@ class ComponentWiseModule(HeadModule):
         return [(self.generator.final_layers(), list(self.spec.names))]
 
 
+#: added to the mean square of a LowRank factor before its inverse square root
+_RMS_EPS = 1e-8
+
+
+class LowRankModule(HeadModule):
+    """Low-rank generation, built (see :class:`LowRank`).
+
+    The spec's tensors are grouped by the module that owns them (a *layer*), and the layers by
+    their tensors' shapes; each group has one :class:`TokenGenerator` with a learned embedding
+    per layer, which emits, per layer, every matrix as two factors (``rows x rank`` and
+    ``cols x rank``) and every other tensor whole. A matrix is ``U V^T / sqrt(rank)`` with
+    ``V`` scaled to unit root-mean-square (per sample and layer; the scale lives in ``U``, so
+    every rank-``rank`` matrix can still be made): its entries have exactly the variance of
+    ``U``'s, which calibration makes 1, whatever the spread of the generator's features.
+
+    Args:
+        spec, in_features, trunk: as for :class:`OnceModule`.
+        config: the :class:`LowRank` description (rank, embed_dim, hidden, activation).
+
+    Raises:
+        ValueError: a rank larger than a generated matrix (every such tensor named).
+    """
+
+    def __init__(self, spec: WeightSpec, in_features: int, trunk: Trunk | None, config: LowRank):
+        super().__init__(spec, in_features)
+        self.rank = _config(self, config, LowRank).rank
+        layers: dict[int, list[str]] = {}
+        for t in spec:
+            layers.setdefault(t.layer_index, []).append(t.name)
+        too_large = [
+            f"{t.name!r} ({t.shape[0]} x {t.numel // t.shape[0]}: at most {min(t.shape[0], t.numel // t.shape[0])})"
+            for t in spec
+            if self.rank is not None and len(t.shape) >= 2 and self.rank > min(t.shape[0], t.numel // t.shape[0])
+        ]
+        if too_large:
+            raise ValueError(
+                f"LowRank: rank {self.rank} is larger than a generated matrix; it must be at most min(rows, "
+                f"columns) of each: {', '.join(too_large)}"
+            )
+        by_shapes: dict[tuple[tuple[int, ...], ...], list[list[str]]] = {}
+        for names in layers.values():
+            by_shapes.setdefault(tuple(spec[n].shape for n in names), []).append(names)
+        #: group -> layer -> the names of its tensors
+        self.groups = list(by_shapes.values())
+        #: per group, per tensor of a layer: (rows, columns, factored)
+        self._layouts = [[self._layout(spec[n].shape) for n in group[0]] for group in self.groups]
+        self.generators = nn.ModuleList(
+            TokenGenerator(
+                in_features,
+                len(group),
+                config.embed_dim,
+                config.hidden,
+                sum(self._numbers(layout) for layout in layouts),
+                config.activation,
+                trunk,
+            )
+            for group, layouts in zip(self.groups, self._layouts)
+        )
+        pos, offset = {}, 0
+        for group in self.groups:
+            for names in group:
+                for n in names:
+                    pos[n] = offset
+                    offset += spec[n].numel
+        idx = torch.cat([torch.arange(pos[t.name], pos[t.name] + t.numel) for t in spec])
+        self._identity = bool(torch.equal(idx, torch.arange(spec.numel)))
+        self.register_buffer("_order", idx, persistent=False)
+
+    def _layout(self, shape: tuple[int, ...]) -> tuple[int, int, bool]:
+        rows = shape[0] if shape else 1
+        cols = math.prod(shape) // rows if rows else 0
+        return rows, cols, self.rank is not None and len(shape) >= 2
+
+    def _numbers(self, layout: tuple[int, int, bool]) -> int:
+        rows, cols, factored = layout
+        return self.rank * (rows + cols) if factored else rows * cols
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        parts = []
+        for generator, layouts in zip(self.generators, self._layouts):
+            out = generator(h)  # (B, layers, numbers per layer)
+            pieces, at = [], 0
+            for rows, cols, factored in layouts:
+                if factored:
+                    k = self.rank
+                    u = out[..., at : at + rows * k].unflatten(-1, (rows, k))
+                    v = out[..., at + rows * k : at + (rows + cols) * k].unflatten(-1, (cols, k))
+                    v = v * torch.rsqrt(v.pow(2).mean(dim=(-2, -1), keepdim=True) + _RMS_EPS)  # unit RMS
+                    pieces.append((u @ v.transpose(-1, -2)).flatten(-2) * k**-0.5)
+                    at += (rows + cols) * k
+                else:
+                    pieces.append(out[..., at : at + rows * cols])
+                    at += rows * cols
+            parts.append(torch.cat(pieces, dim=-1).flatten(1))  # (B, layers * numel of a layer)
+        out = torch.cat(parts, dim=-1)
+        return out if self._identity else out.index_select(-1, self._order)
+
+    def calibration_groups(self):
+        return [
+            (generator.final_layers(), [n for names in group for n in names])
+            for generator, group in zip(self.generators, self.groups)
+        ]
+
+
 # --------------------------------------------------------------------- descriptions
 
 
@@ -658,3 +767,58 @@ class ComponentWise(Head):
 
     def build(self, spec: WeightSpec, in_features: int, trunk: Trunk | None = None) -> ComponentWiseModule:
         return ComponentWiseModule(spec, in_features, trunk, self)
+
+
+@register_head("lowrank")
+@dataclass(frozen=True)
+class LowRank(Head):
+    """Low-rank generation, the head for adapters and LoRA factors: a token per layer, one
+    generator shared by the layers of the same shapes, every matrix a product of two low-rank
+    factors.
+
+    A *layer* is the module that owns a group of tensors (an adapter's ``down`` or ``up``, a
+    LoRA factor, a ``Linear``). Layers with the same tensor shapes share one generator and
+    differ by a learned layer embedding (the layer-shared hypernetwork of HyperFormer++, Karimi
+    Mahabadi et al., 2021): the generator's size does not grow with the number of adapted
+    layers. With ``rank``, a matrix of ``rows x cols`` (a tensor of 2+ dims, flattened after
+    its first) is generated as ``U V^T / sqrt(rank)`` (``V`` at unit root-mean-square) from
+    ``rank * (rows + cols)`` numbers instead of ``rows * cols``, which shrinks the generator's
+    last layer by the same factor; vectors (biases, norm scales) are generated whole.
+
+    Args:
+        rank: the rank of every generated matrix, at most ``min(rows, cols)`` of each
+            (``None``: matrices are generated whole).
+        embed_dim: width of each layer's learned embedding.
+        hidden: hidden widths of the shared generator (with ``()`` and an ``MLP`` trunk the
+            layer embedding only shifts the output; a hidden layer mixes context and layer).
+        activation: activation of those hidden layers.
+
+    A mixing trunk (``rnn``, ``attention``) mixes the tokens of one group (its layers in
+    order); a ``cnn`` trunk reads each layer's numbers out as an image.
+
+    Example::
+
+        >>> import torch, torch.nn as nn
+        >>> from hyperdnn import HyperNetwork, LowRank, Target, TaskEmbedding, insert_adapters
+        >>> net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 2))
+        >>> names = insert_adapters(net, ["0", "2"], bottleneck=4)
+        >>> hnet = HyperNetwork(Target(net, select=names), TaskEmbedding(5, 4), head=LowRank(rank=2, hidden=(8,)))
+        >>> len(hnet.head.generators)     # every down shares one generator, every up another
+        2
+        >>> hnet(3)["2.adapter.down.weight"].shape
+        torch.Size([4, 16])
+    """
+
+    rank: int | None = None
+    embed_dim: int = 8
+    hidden: Sequence[int] = ()
+    activation: str = "relu"
+
+    def __post_init__(self) -> None:
+        check_optional_int("LowRank", "rank", self.rank)
+        check_int("LowRank", "embed_dim", self.embed_dim)
+        set_frozen(self, hidden=check_widths("LowRank", "hidden", self.hidden))
+        _check_activation("LowRank", self.activation)
+
+    def build(self, spec: WeightSpec, in_features: int, trunk: Trunk | None = None) -> LowRankModule:
+        return LowRankModule(spec, in_features, trunk, self)

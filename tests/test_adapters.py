@@ -1,0 +1,206 @@
+"""Adapters in a frozen target and the LowRank head: a zero adapter changes nothing, the
+target's own weights never move, generated adapters equal plain PyTorch (per sample, shared, on
+a Hugging Face Transformers model built from a config), and bad input is one clear error that
+leaves the module as it was."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hyperdnn import (
+    MLP,
+    Adapter,
+    HyperModel,
+    HyperNetwork,
+    LowRank,
+    Target,
+    TaskEmbedding,
+    insert_adapters,
+    remove_adapters,
+)
+from hyperdnn.adapters import adapter_layers
+from tests.helpers import load, one_set, random_weights, state
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def mlp() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 12), nn.ReLU(), nn.Linear(12, 3))
+
+
+def test_a_new_or_zero_adapter_leaves_the_output_unchanged() -> None:
+    net = mlp()
+    x = torch.randn(5, 6)
+    before = net(x)
+    names = insert_adapters(net, ["0", "2"], bottleneck=4, lora_rank=2)
+    torch.testing.assert_close(net(x), before, atol=0, rtol=0)  # up and lora_b start at zero
+    target = Target(net, select=names)
+    zeros = {n: torch.zeros(5, *s) for n, s in target.spec.shapes.items()}  # per sample: all-zero adapters
+    torch.testing.assert_close(target(zeros, x), before, atol=1e-6, rtol=1e-6)
+
+
+def test_adapter_terms_equal_the_plain_formula() -> None:
+    torch.manual_seed(1)
+    layer = nn.Linear(6, 8)
+    insert_adapters(layer_holder := nn.Sequential(layer), "0", bottleneck=3, lora_rank=2, activation="tanh")
+    a: Adapter = layer.adapter
+    with torch.no_grad():
+        for p in a.parameters():
+            p.normal_()
+    x = torch.randn(4, 6)
+    y = F.linear(x, layer.weight, layer.bias)
+    plain = y + F.linear(torch.tanh(F.linear(y, a.down.weight, a.down.bias)), a.up.weight, a.up.bias)
+    plain = plain + x @ a.lora_a.weight.T @ a.lora_b.weight.T
+    torch.testing.assert_close(layer_holder(x), plain)
+
+
+def test_generated_adapters_equal_plain_pytorch_per_sample_and_shared() -> None:
+    net = mlp()
+    names = insert_adapters(net, "*", bottleneck=3, lora_rank=2)
+    target = Target(net, select=names)
+    weights = random_weights(target.spec, 4, seed=3)
+    x = torch.randn(4, 6)
+    out = target(weights, x)  # grouped Linear kernels inside the hooks
+    reference = torch.cat([load(net, one_set(weights, i))(x[i : i + 1]) for i in range(4)])
+    torch.testing.assert_close(out, reference, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        Target(net, select=names, per_sample="vmap")(weights, x), reference, atol=1e-5, rtol=1e-5
+    )
+    torch.testing.assert_close(target(one_set(weights, 1), x), load(net, one_set(weights, 1))(x), atol=1e-5, rtol=1e-5)
+    exported = target.materialize(one_set(weights, 2))  # a deep copy uses its own adapters
+    torch.testing.assert_close(exported(x), load(net, one_set(weights, 2))(x), atol=1e-5, rtol=1e-5)
+
+
+def test_training_a_hypernetwork_never_moves_the_frozen_target() -> None:
+    net = mlp()
+    own = state(net)
+    names = insert_adapters(net, ["0", "2"], bottleneck=4)
+    assert all(not p.requires_grad for n, p in net.named_parameters() if n not in names)
+    target = Target(net, select=names)
+    model = HyperModel(HyperNetwork(target, TaskEmbedding(3, 4), MLP((16,)), LowRank(rank=2, hidden=(8,))), target)
+    opt = model.adam(lr=1e-2)
+    x, y, tasks = torch.randn(12, 6), torch.randint(0, 3, (12,)), torch.arange(12) % 3
+    first = None
+    for _ in range(20):
+        loss = F.cross_entropy(model(x, tasks), y)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < first
+    after = state(net)
+    for key, value in own.items():
+        assert torch.equal(after[key], value), key
+    assert all(p.grad is None for p in net.parameters())
+    assert set(after) - set(own) == set(names)  # the target's own keys unchanged: a checkpoint still loads
+    net.load_state_dict(own, strict=False)
+
+
+def test_lowrank_head_shares_a_generator_across_layers_and_bounds_the_rank() -> None:
+    def hnet(layers: int, rank: int | None) -> HyperNetwork:
+        torch.manual_seed(0)
+        net = nn.Sequential(*[nn.Linear(16, 16) for _ in range(layers)])
+        names = insert_adapters(net, "*", bottleneck=8)
+        return HyperNetwork(Target(net, select=names), TaskEmbedding(2, 4), MLP((8,)), LowRank(rank, embed_dim=4))
+
+    size = lambda h: sum(p.numel() for p in h.head.parameters())  # noqa: E731
+    assert size(hnet(6, 2)) - size(hnet(2, 2)) == 2 * 4 * 4  # only the 4 new layer embeddings per group
+    assert size(hnet(2, 2)) < size(hnet(2, None))  # factors: fewer numbers to emit
+    w = hnet(2, 2)(1)["1.adapter.down.weight"]
+    assert w.shape == (8, 16) and int(torch.linalg.matrix_rank(w)) == 2
+    assert int(torch.linalg.matrix_rank(hnet(2, None)(1)["1.adapter.down.weight"])) == 8
+    with pytest.raises(ValueError, match=r"LowRank: rank 9 is larger than a generated matrix.*'0.adapter.down.weight' \(8 x 16: at most 8\)"):  # fmt: skip
+        hnet(2, 9)
+    with pytest.raises(ValueError, match="LowRank: rank must be None or an int >= 1, got 0"):
+        LowRank(0)
+
+
+def test_the_adapter_head_works_on_a_transformers_model_built_from_a_config() -> None:
+    import transformers  # the nlp extra (make test installs every extra)
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+        max_position_embeddings=16, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )  # fmt: skip
+    bert = transformers.BertModel(config).eval()  # randomly initialised: nothing downloaded
+    own = state(bert)
+    ids = torch.randint(0, 40, (3, 7))
+    before = bert(input_ids=ids).last_hidden_state
+    names = insert_adapters(bert, "encoder.layer.?.output.dense", bottleneck=4, lora_rank=2)
+    assert adapter_layers(bert) == ["encoder.layer.0.output.dense", "encoder.layer.1.output.dense"]
+    torch.testing.assert_close(bert(input_ids=ids).last_hidden_state, before, atol=0, rtol=0)
+    target = Target(bert, select=names)
+    hnet = HyperNetwork(target, TaskEmbedding(3, 4), MLP((16,)), LowRank(rank=2, hidden=(8,)))
+    weights = hnet(torch.arange(3))
+    out = target(weights, input_ids=ids).last_hidden_state  # one adapter set per sequence
+    for i in range(3):
+        plain = load(bert, one_set(weights, i))(input_ids=ids[i : i + 1]).last_hidden_state
+        torch.testing.assert_close(out[i : i + 1], plain, atol=1e-5, rtol=1e-5)
+    out.pow(2).mean().backward()
+    assert all(p.grad is not None for p in hnet.parameters())
+    after = state(bert)
+    assert all(torch.equal(after[k], v) for k, v in own.items()) and not any(
+        p.grad is not None for p in bert.parameters()
+    )
+
+
+def _frozen_snapshot(net: nn.Module) -> tuple:
+    return (
+        list(state(net)),
+        [p.requires_grad for p in net.parameters()],
+        [dict(m._forward_hooks) for m in net.modules()],
+    )
+
+
+@pytest.mark.parametrize(
+    "layers,kwargs,message",
+    [
+        ("blocks.*", {}, r"no Linear layer matches \['blocks.\*'\]; the module's Linear layers are \['0', '2', '4'\]"),
+        ("*", {"bottleneck": 0}, r"bottleneck must be in \[1, 12\] for '0' \(Linear 6 -> 12\).*got 0; .*for '4'"),
+        (
+            "4",
+            {"bottleneck": 4},
+            r"bottleneck must be in \[1, 3\] for '4' \(Linear 12 -> 3\) \(at most its output width\), got 4",
+        ),  # fmt: skip
+        ("0", {"bottleneck": None, "lora_rank": 7}, r"lora_rank must be in \[1, 6\] for '0' \(Linear 6 -> 12\).*got 7"),
+        ("0", {"bottleneck": None, "lora_rank": None}, "expected a bottleneck, a lora_rank or both, got neither"),
+    ],
+)
+def test_bad_adapters_are_one_clear_error_and_change_nothing(layers, kwargs, message) -> None:
+    net = mlp()
+    snapshot = _frozen_snapshot(net)
+    with pytest.raises(ValueError, match=message):
+        insert_adapters(net, layers, **kwargs)
+    assert _frozen_snapshot(net) == snapshot and adapter_layers(net) == []
+
+
+def test_adapters_refuse_attention_internals_and_a_second_insertion() -> None:
+    enc = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True)
+    with pytest.raises(ValueError, match=r"'self_attn.out_proj' is inside a MultiheadAttention, which never calls it"):
+        insert_adapters(enc, "*out_proj", bottleneck=2)
+    insert_adapters(enc, "linear2", bottleneck=2)
+    with pytest.raises(ValueError, match=r"'linear2' already has an attribute 'adapter'"):
+        insert_adapters(enc, "linear2", bottleneck=2)
+    with pytest.raises(TypeError, match="layers must be a glob or a non-empty list of globs, got \\[\\]"):
+        insert_adapters(enc, [], bottleneck=2)
+
+
+def test_remove_adapters_restores_the_module() -> None:
+    net = mlp()
+    x = torch.randn(3, 6)
+    before = net(x)
+    insert_adapters(net, "*", bottleneck=2, freeze=False)
+    with torch.no_grad():
+        net[2].adapter.up.weight.fill_(0.5)
+    assert not torch.allclose(net(x), before)
+    assert remove_adapters(net) == ["0", "2", "4"]
+    torch.testing.assert_close(net(x), before, atol=0, rtol=0)
+    assert adapter_layers(net) == [] and all(not m._forward_hooks for m in net.modules())
+    assert copy.deepcopy(net)(x).shape == (3, 3)
