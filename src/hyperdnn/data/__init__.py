@@ -10,17 +10,28 @@
 * :mod:`~hyperdnn.data.mnist` - full MNIST from local idx files (``mnist``), never downloaded.
 * :mod:`~hyperdnn.data.streams` - task streams for continual learning (SplitMNIST,
   PermutedMNIST) from any registered data set.
+* :mod:`~hyperdnn.data.classes` - :class:`ClassData`: examples by class with class names and
+  descriptions, and :func:`split_classes`, for few- and zero-shot learning;
+  :mod:`~hyperdnn.data.episodes` - :class:`EpisodeSampler`: N-way K-shot episodes.
+* :mod:`~hyperdnn.data.glyphs` - letters drawn by matplotlib's fonts (``glyphs``, offline);
+  :mod:`~hyperdnn.data.omniglot` (``omniglot``) and :mod:`~hyperdnn.data.awa2` (``awa2``) from
+  local files, never downloaded.
 
 The loaders need the ``data`` extra (``pip install 'hyperdnn[data]'``); importing this package
 needs only the core (torch, numpy).
 """
 
+from hyperdnn.data.classes import ClassData, split_classes
+from hyperdnn.data.episodes import Episode, EpisodeSampler
 from hyperdnn.data.offline import load_digits, load_mnist_subset
 from hyperdnn.data.registry import DATASETS, Dataset, get_dataset, list_datasets, load_dataset, register_dataset
 from hyperdnn.data.split import Split
 
 __all__ = [
+    "ClassData",
     "DATASETS",
+    "Episode",
+    "EpisodeSampler",
     "Dataset",
     "Split",
     "get_dataset",
@@ -29,4 +40,5 @@ __all__ = [
     "load_digits",
     "load_mnist_subset",
     "register_dataset",
+    "split_classes",
 ]
