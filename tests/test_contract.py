@@ -153,6 +153,13 @@ def _x() -> torch.Tensor:
     return torch.randn(N, 6, generator=torch.Generator().manual_seed(2))
 
 
+def _sets() -> torch.Tensor:
+    return torch.randn(3, 5, 4, generator=torch.Generator().manual_seed(3))
+
+
+WORDS = ["a:1", "b:2", "c:3", "d:4"]
+
+
 # A tiny variant of every registered conditioner and a batched context: N items for one that
 # runs per sample (the input itself for one that reads it), K = 3 for an ensemble. A
 # conditioner registered without an entry here fails test_every_conditioner_has_a_case.
@@ -170,6 +177,22 @@ CONDITIONERS = {
         lambda: torch.rand(N, 2),
     ),
     "learned_latent": (lambda: create_conditioner("learned_latent", dim=5), lambda: None),
+    "set_encoder": (  # K = 3 sets of 5 items (4,): attention pooling, every parameter in use
+        lambda: create_conditioner(
+            "set_encoder",
+            item_encoder=nn.Sequential(nn.Linear(4, 6), nn.Tanh()),
+            out_features=6,
+            item_shape=(4,),
+            pooling="attention",
+            heads=2,
+            example_input=_sets(),
+        ),
+        _sets,
+    ),
+    "description_encoder": (
+        lambda: create_conditioner("description_encoder", vocabulary=WORDS, dim=6, pooling="attention", heads=2),
+        lambda: ["a:1 b:2", "c:3", "b:2 d:4 a:1"],
+    ),
 }
 
 

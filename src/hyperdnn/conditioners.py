@@ -6,8 +6,10 @@ meet the target's input (:meth:`Conditioner.execution`: one :class:`Execution`),
 context is the target's input itself, and which BatchNorm statistics its contexts should use;
 :class:`~hyperdnn.hypernet.HyperModel` asks these, never the conditioner's class. Task ids (:class:`TaskEmbedding`), the data itself
 (:class:`DataEncoder`, dynamic inputs), noise (:class:`Noise`, K weight samples), continuous
-values such as hyper-parameters or preference vectors (:class:`Continuous`), or nothing at
-all (:class:`LearnedLatent`, a static hypernet with a learned code).
+values such as hyper-parameters or preference vectors (:class:`Continuous`), nothing at
+all (:class:`LearnedLatent`, a static hypernet with a learned code), a set of examples in any
+order (:class:`SetEncoder`, a few-shot support set) or a description in words
+(:class:`DescriptionEncoder`, a class's attributes for zero-shot learning).
 
 Example::
 
@@ -37,6 +39,7 @@ module's device and dtype: ``Noise(8).double()(4).c`` is float64.
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
 from abc import ABC, abstractmethod
@@ -61,6 +64,8 @@ __all__ = [
     "Noise",
     "Continuous",
     "LearnedLatent",
+    "SetEncoder",
+    "DescriptionEncoder",
     "register_conditioner",
     "create_conditioner",
     "list_conditioners",
@@ -588,6 +593,266 @@ class LearnedLatent(Conditioner):
 
     def execution(self, batched: bool) -> Execution:
         return Execution.SHARED
+
+
+class _AttentionPool(nn.Module):
+    """Pooling by multi-head attention (Lee et al. 2019, PMA): a learned query attends over the
+    items, ``(B, S, d)`` -> ``(B, d)``; padded items (``mask`` true) get no weight."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.query = nn.Parameter(torch.randn(1, 1, dim) / math.sqrt(dim))
+        self.attention = nn.MultiheadAttention(dim, heads, batch_first=True)
+
+    def forward(self, items: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        query = self.query.expand(items.shape[0], 1, -1)
+        return self.attention(query, items, items, key_padding_mask=mask, need_weights=False)[0][:, 0]
+
+
+def _pooling(where: str, pooling: str, dim: int, heads: int) -> _AttentionPool | None:
+    check_choice(where, "pooling", pooling, ("mean", "attention"))
+    check_int(where, "heads", heads)
+    if pooling == "mean":
+        return None
+    if dim % heads:
+        raise ValueError(f"{where}: heads must divide the pooled width {dim}, got heads={heads}")
+    return _AttentionPool(dim, heads)
+
+
+@register_conditioner("set_encoder")
+class SetEncoder(Conditioner):
+    """Encode a set, whatever its order: ``c = pool_i phi(x_i)`` (Deep Sets; attention pooling as
+    in the Set Transformer). A support set in, the weights for that set out (few-shot learning).
+
+    Args:
+        item_encoder: ``phi``, any module mapping a batch of items ``(M, *item_shape)`` to
+            ``(M, out_features)`` (a CNN for images, an MLP for vectors).
+        out_features: the width of ``phi``'s output, which is also ``c``'s.
+        item_shape: the shape of one item (``(1, 28, 28)``); it tells a set from a batch of sets.
+        pooling: ``"mean"`` (the average of the items' codes) or ``"attention"`` (a learned
+            query attends over them with ``heads`` heads); both ignore the order of the items.
+        heads: attention heads (pooling ``"attention"``; they must divide ``out_features``).
+        execution: how ``B`` sets run: ``"ensemble"`` (every set's weights on the whole input
+            batch: one classifier per class set) or ``"per_sample"`` (set ``b`` for input
+            sample ``b``).
+        example_input: optional sets ``(B, S, *item_shape)``, used to calibrate initialisation.
+
+    Context: one set ``(S, *item_shape)`` (shared weights) or ``B`` sets of ``S`` items
+    ``(B, S, *item_shape)`` (batched). A set needs at least one item, and items of
+    ``item_shape``.
+
+    Example::
+
+        >>> import torch, torch.nn as nn
+        >>> from hyperdnn import HyperModel, HyperNetwork, SetEncoder, Target
+        >>> target = Target(nn.Linear(4, 1))                       # one class's scorer
+        >>> sets = SetEncoder(nn.Linear(4, 8), 8, item_shape=(4,), pooling="attention", heads=2)
+        >>> model = HyperModel(HyperNetwork(target, sets), target)
+        >>> support = torch.randn(5, 3, 4)                          # 5 classes, 3 shots each
+        >>> model(torch.randn(7, 4), support).shape                 # 5 scorers on 7 queries
+        torch.Size([5, 7, 1])
+        >>> shuffled = support[:, torch.randperm(3)]
+        >>> torch.allclose(sets(shuffled).c, sets(support).c, atol=1e-6)
+        True
+    """
+
+    def __init__(
+        self,
+        item_encoder: nn.Module,
+        out_features: int,
+        item_shape: Sequence[int],
+        pooling: str = "mean",
+        heads: int = 1,
+        execution: str = "ensemble",
+        example_input: torch.Tensor | None = None,
+    ):
+        super().__init__()
+        where = "SetEncoder"
+        if not isinstance(item_encoder, nn.Module):
+            raise TypeError(f"{where}: expected an nn.Module item_encoder, got {type(item_encoder).__name__}")
+        check_int(where, "out_features", out_features)
+        shape_ok = isinstance(item_shape, Sequence) and not isinstance(item_shape, str) and len(item_shape) >= 1
+        if not shape_ok or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in item_shape):
+            raise ValueError(f"{where}: item_shape must be a non-empty sequence of ints >= 1, got {item_shape!r}")
+        self.batched_execution = Execution(check_choice(where, "execution", execution, ("per_sample", "ensemble")))
+        self.pool = _pooling(where, pooling, out_features, heads)
+        self.item_encoder, self.out_features, self.pooling = item_encoder, out_features, pooling
+        self.item_shape = tuple(item_shape)
+        if example_input is not None:
+            self.sets(example_input)  # refuse examples that are not sets of items
+        self.register_buffer("_example", example_input, persistent=False)
+
+    def sets(self, context: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """Validate a context: the sets as ``(B, S, *item_shape)`` and whether it was batched.
+
+        Raises:
+            TypeError: not a floating-point tensor.
+            ValueError: items not of ``item_shape``, or an empty set (naming the shapes).
+        """
+        if not isinstance(context, torch.Tensor) or not context.dtype.is_floating_point:
+            got = (
+                type(context).__name__
+                if not isinstance(context, torch.Tensor)
+                else f"a tensor of dtype {context.dtype}"
+            )
+            raise TypeError(f"SetEncoder: expected a float tensor of sets, got {got}")
+        k = len(self.item_shape)
+        item = ", ".join(map(str, self.item_shape))
+        if context.dim() not in (k + 1, k + 2) or tuple(context.shape[-k:]) != self.item_shape:
+            raise ValueError(
+                f"SetEncoder: expected a set (S, {item}) or sets (B, S, {item}) of items of shape "
+                f"{self.item_shape}, got {tuple(context.shape)}"
+            )
+        batched = context.dim() == k + 2
+        sets = context if batched else context.unsqueeze(0)
+        if sets.shape[1] == 0:
+            raise ValueError(f"SetEncoder: a set needs at least one item, got sets of shape {tuple(context.shape)}")
+        return sets, batched
+
+    def forward(self, context: torch.Tensor) -> Conditioned:
+        sets, batched = self.sets(context)
+        B, S = sets.shape[:2]
+        codes = self.item_encoder(sets.flatten(0, 1))
+        if codes.dim() != 2 or codes.shape != (B * S, self.out_features):
+            raise ValueError(
+                f"SetEncoder: the item encoder must return ({B * S}, {self.out_features}) for {B * S} items, "
+                f"returned {tuple(codes.shape)}"
+            )
+        codes = codes.view(B, S, self.out_features)
+        c = codes.mean(1) if self.pool is None else self.pool(codes)
+        return Conditioned(c, batched)
+
+    def probe(self, n: int) -> torch.Tensor | None:
+        return None if self._example is None else self._example[:n]
+
+    def execution(self, batched: bool) -> Execution:
+        return self.batched_execution if batched else Execution.SHARED
+
+    def extra_repr(self) -> str:
+        return f"item_shape={self.item_shape}, pooling={self.pooling!r}, execution={self.batched_execution.value!r}"
+
+
+@register_conditioner("description_encoder")
+class DescriptionEncoder(Conditioner):
+    """Encode descriptions in words, whatever their order: each word of a fixed vocabulary has a
+    learned embedding, and a description is the pool of its words' (mean or attention). A class
+    description in, that class's weights out (zero-shot learning).
+
+    Args:
+        vocabulary: every word a description may use (distinct, without whitespace), e.g.
+            ``ClassData.vocabulary``.
+        dim: the embedding width, which is also ``c``'s.
+        pooling: ``"mean"`` or ``"attention"`` (a learned query attends over the words).
+        heads: attention heads (pooling ``"attention"``; they must divide ``dim``).
+        execution: how ``B`` descriptions run: ``"ensemble"`` (every description's weights on
+            the whole input batch: one classifier per class) or ``"per_sample"``.
+        init_std: standard deviation of the initial embeddings.
+
+    Context: one description, a string of whitespace-separated words (shared weights), or a
+    list or tuple of ``B`` of them (batched). Every description needs a word, and every word
+    must be in the vocabulary.
+
+    Example::
+
+        >>> import torch, torch.nn as nn
+        >>> from hyperdnn import DescriptionEncoder, HyperModel, HyperNetwork, Target
+        >>> words = ["colour:red", "colour:blue", "shape:round", "shape:square"]
+        >>> target = Target(nn.Linear(6, 1))
+        >>> model = HyperModel(HyperNetwork(target, DescriptionEncoder(words, 8)), target)
+        >>> model(torch.randn(4, 6), ["colour:red shape:round", "colour:blue shape:square"]).shape
+        torch.Size([2, 4, 1])
+        >>> model.hypernet.conditioner("colour:red shape:rund")
+        Traceback (most recent call last):
+        ...
+        ValueError: DescriptionEncoder: description 0 ('colour:red shape:rund') has a word outside the vocabulary: 'shape:rund' (did you mean 'shape:round'?); the vocabulary has 4 words
+    """
+
+    def __init__(
+        self,
+        vocabulary: Sequence[str],
+        dim: int,
+        pooling: str = "mean",
+        heads: int = 1,
+        execution: str = "ensemble",
+        init_std: float = 1.0,
+    ):
+        super().__init__()
+        where = "DescriptionEncoder"
+        if isinstance(vocabulary, str) or not isinstance(vocabulary, Sequence):
+            raise TypeError(f"{where}: vocabulary must be a sequence of words, got {type(vocabulary).__name__}")
+        words = list(vocabulary)
+        bad = [w for w in words if not isinstance(w, str) or not w or w.split() != [w]]
+        if not words or bad or len(set(words)) != len(words):
+            raise ValueError(
+                f"{where}: vocabulary must be distinct words without whitespace, got "
+                f"{'none' if not words else bad or [w for w in set(words) if words.count(w) > 1]}"
+            )
+        check_int(where, "dim", dim)
+        init_std = check_float(where, "init_std", init_std, 0.0)
+        self.batched_execution = Execution(check_choice(where, "execution", execution, ("per_sample", "ensemble")))
+        self.pool = _pooling(where, pooling, dim, heads)
+        self.vocabulary, self.out_features, self.pooling = tuple(words), dim, pooling
+        self._index = {w: i for i, w in enumerate(words)}
+        self.embedding = nn.Embedding(len(words), dim)
+        with torch.no_grad():
+            self.embedding.weight.normal_(0.0, init_std)
+
+    def word_ids(self, context: str | Sequence[str]) -> tuple[list[list[int]], bool]:
+        """Validate a context: each description's word indices, and whether it was batched.
+
+        Raises:
+            TypeError: not a string or a list or tuple of strings.
+            ValueError: no descriptions, an empty description, or a word outside the
+                vocabulary (naming the description, the word and close matches).
+        """
+        if isinstance(context, str):
+            texts, batched = [context], False
+        elif isinstance(context, (list, tuple)) and all(isinstance(t, str) for t in context):
+            texts, batched = list(context), True
+        else:
+            got = type(context).__name__ if not isinstance(context, (list, tuple)) else f"a {type(context).__name__} with {[type(t).__name__ for t in context if not isinstance(t, str)][:1]}"  # fmt: skip
+            raise TypeError(f"DescriptionEncoder: expected a description (str) or a list of them, got {got}")
+        if not texts:
+            raise ValueError("DescriptionEncoder: expected at least one description, got none")
+        ids = []
+        for i, text in enumerate(texts):
+            words = text.split()
+            if not words:
+                raise ValueError(f"DescriptionEncoder: description {i} is empty ({text!r}); expected at least one word")
+            unknown = [w for w in words if w not in self._index]
+            if unknown:
+                close = difflib.get_close_matches(unknown[0], self.vocabulary, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(
+                    f"DescriptionEncoder: description {i} ({text!r}) has a word outside the vocabulary: "
+                    f"{', '.join(map(repr, unknown))}{hint}; the vocabulary has {len(self.vocabulary)} words"
+                )
+            ids.append([self._index[w] for w in words])
+        return ids, batched
+
+    def forward(self, context: str | Sequence[str]) -> Conditioned:
+        ids, batched = self.word_ids(context)
+        longest = max(map(len, ids))
+        device = self.embedding.weight.device
+        padded = torch.tensor([row + [0] * (longest - len(row)) for row in ids], device=device)  # (B, L)
+        pad = torch.tensor([[j >= len(row) for j in range(longest)] for row in ids], device=device)  # (B, L)
+        words = self.embedding(padded)  # (B, L, dim)
+        if self.pool is None:
+            keep = (~pad).unsqueeze(-1).to(words.dtype)
+            c = (words * keep).sum(1) / keep.sum(1)
+        else:
+            c = self.pool(words, pad)
+        return Conditioned(c, batched)
+
+    def probe(self, n: int) -> list[str]:
+        """Single-word descriptions: the first ``n`` words of the vocabulary (cycled)."""
+        return [self.vocabulary[i % len(self.vocabulary)] for i in range(n)]
+
+    def execution(self, batched: bool) -> Execution:
+        return self.batched_execution if batched else Execution.SHARED
+
+    def extra_repr(self) -> str:
+        return f"words={len(self.vocabulary)}, pooling={self.pooling!r}, execution={self.batched_execution.value!r}"
 
 
 def check_conditioner(where: str, conditioner: Any) -> Conditioner:
