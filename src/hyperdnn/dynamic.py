@@ -202,7 +202,9 @@ class DynamicHyperNetwork(nn.Module):
     :class:`WeightSpec` or a :class:`~hyperdnn.target.Target`), batched like the context.
     Component embeddings come from an MLP over each component's description
     (:func:`describe_components`), so any spec whose components fit ``max_component_size``
-    can be served, also one never seen in training.
+    can be served, also one never seen in training. A caller that knows more about each
+    component passes ``component_embeddings`` (``(n, embed_dim)``), added to those of the
+    descriptions: a graph hypernetwork's node embeddings (:class:`~hyperdnn.arch.GraphHyperNetwork`).
 
     Args:
         conditioner: the input (:class:`~hyperdnn.conditioners.LearnedLatent` for one
@@ -256,6 +258,7 @@ class DynamicHyperNetwork(nn.Module):
         self.max_component_size = max_component_size
         self.granularity = granularity
         self.init_mode = init
+        self.embed_dim = embed_dim
         layers: list[nn.Module] = []
         w = DESCRIPTOR_FEATURES
         for hd in descriptor_hidden:
@@ -326,28 +329,68 @@ class DynamicHyperNetwork(nn.Module):
         ref = self.describer[0].weight
         return self.describer(self._plan(spec, ref.device).components.features.to(ref.dtype))
 
-    def raw(self, context: Any, spec: WeightSpec | Target) -> tuple[torch.Tensor, bool]:
+    def raw(
+        self, context: Any, spec: WeightSpec | Target, component_embeddings: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, bool]:
         """Raw head output ``(B, spec.numel)`` (before the hyperfan scale) and whether the
-        context was batched."""
+        context was batched (``component_embeddings``: see :meth:`forward`)."""
         spec = self._spec(spec, "DynamicHyperNetwork")
         cond = self.conditioner(context)
         h = self.trunk(cond.c)
         plan = self._plan(spec, h.device)
-        out = self.generator(h, self.describer(plan.components.features.to(h.dtype)))
+        embeddings = self.describer(plan.components.features.to(h.dtype))
+        if component_embeddings is not None:
+            embeddings = embeddings + self._check_extra(component_embeddings, embeddings, spec)
+        out = self.generator(h, embeddings)
         return out.reshape(h.shape[0], -1).index_select(1, plan.gather), cond.batched
 
-    def generate_flat(self, context: Any, spec: WeightSpec | Target) -> tuple[torch.Tensor, bool]:
-        """Flat weights ``(B, spec.numel)`` and whether the context was batched."""
+    def _check_extra(self, extra: Any, embeddings: torch.Tensor, spec: WeightSpec) -> torch.Tensor:
+        if not isinstance(extra, torch.Tensor):
+            raise TypeError(f"DynamicHyperNetwork: component_embeddings must be a tensor, got {type(extra).__name__}")
+        if extra.shape != embeddings.shape:
+            raise ValueError(
+                f"DynamicHyperNetwork: component_embeddings must be (components, embed_dim) = "
+                f"{tuple(embeddings.shape)} for this spec of {len(spec)} tensors, got {tuple(extra.shape)}"
+            )
+        return extra.to(embeddings.dtype)
+
+    def generate_flat(
+        self, context: Any, spec: WeightSpec | Target, component_embeddings: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, bool]:
+        """Flat weights ``(B, spec.numel)`` and whether the context was batched
+        (``component_embeddings``: see :meth:`forward`)."""
         spec = self._spec(spec, "DynamicHyperNetwork")
-        raw, batched = self.raw(context, spec)
+        raw, batched = self.raw(context, spec, component_embeddings)
         plan = self._plan(spec, raw.device)
         return torch.addcmul(plan.mean.to(raw.dtype), plan.scale.to(raw.dtype), raw), batched
 
-    def forward(self, context: Any, spec: WeightSpec | Target) -> dict[str, torch.Tensor]:
-        """Generate weights for ``spec``: name -> ``(*batch, *shape)``."""
+    def forward(
+        self, context: Any, spec: WeightSpec | Target, component_embeddings: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Generate weights for ``spec``: name -> ``(*batch, *shape)``.
+
+        Args:
+            context: the conditioner's input (``None`` for a :class:`LearnedLatent`).
+            spec: the tensors to generate (a :class:`WeightSpec` or a ``Target``).
+            component_embeddings: optional ``(n, embed_dim)``, one row per component of
+                :func:`describe_components` (``spec``'s layout order), added to the
+                embeddings of the components' descriptions: what the caller knows about each
+                component beyond its description (a graph hypernetwork passes its node
+                embeddings, :class:`~hyperdnn.arch.GraphHyperNetwork`). Gradients flow into it.
+
+        Raises:
+            ValueError: a component larger than ``max_component_size``, or
+                ``component_embeddings`` of another shape (both shapes named).
+        """
         spec = self._spec(spec, "DynamicHyperNetwork")
-        flat, batched = self.generate_flat(context, spec)
+        flat, batched = self.generate_flat(context, spec, component_embeddings)
         return spec.unflatten(flat if batched else flat.squeeze(0))
+
+    def components(self, spec: WeightSpec | Target) -> Components:
+        """The components of ``spec`` this hypernetwork generates (:func:`describe_components`
+        at its granularity, cached per spec)."""
+        spec = self._spec(spec, "DynamicHyperNetwork.components")
+        return self._plan(spec, self.describer[0].weight.device).components
 
     # ------------------------------------------------------------------ init
     @torch.no_grad()

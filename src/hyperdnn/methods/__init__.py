@@ -8,6 +8,8 @@
   :func:`predict_with_task_inference`: the task of an input by predictive entropy (HNET+ENT).
 * :mod:`~hyperdnn.methods.continual` - :class:`ContinualLearner` (the contract a continual
   learner fulfils) and :class:`HypernetLearner` (the three pieces above as one method).
+* :mod:`~hyperdnn.methods.search` - :class:`EvolutionarySearch` (MetaPruning's search over a
+  grid of candidates under a constraint) and its contract :class:`CandidateSearch`.
 
 What a method is compared with lives in :mod:`hyperdnn.baselines`; what is measured, in
 :mod:`hyperdnn.metrics`.
@@ -16,9 +18,12 @@ What a method is compared with lives in :mod:`hyperdnn.baselines`; what is measu
 from hyperdnn.methods.continual import ContinualLearner, HypernetLearner
 from hyperdnn.methods.lookahead import adam_candidate_step
 from hyperdnn.methods.output_regularizer import OutputRegularizer
+from hyperdnn.methods.search import CandidateSearch, EvolutionarySearch
 from hyperdnn.methods.task_inference import SCENARIOS, entropy_task_inference, predict_with_task_inference
 
 __all__ = [
+    "CandidateSearch",
+    "EvolutionarySearch",
     "ContinualLearner",
     "HypernetLearner",
     "OutputRegularizer",
