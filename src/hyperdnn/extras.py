@@ -15,6 +15,8 @@ module          pip name        needed by (extra)
 ``matplotlib``  matplotlib      the plots of ``hyperdnn demo`` and the recipes (apps)
 ``tqdm``        tqdm            progress bars; without it they are silent (apps)
 ``tensorboard`` tensorboard     ``hyperdnn run --tensorboard`` (tensorboard)
+torchmetrics    torchmetrics    calibration and OOD metrics, ``hyperdnn run uncertainty``
+                                (uncertainty)
 ``scipy``       scipy           rank correlations (``hyperdnn.metrics.ranking``),
                                 ``hyperdnn run pruning``, ``hyperdnn run nas`` (arch)
 ==============  ==============  ===================================================
@@ -41,7 +43,7 @@ from types import ModuleType
 __all__ = ["EXTRAS", "PIP_NAMES", "check_requires", "missing_modules", "requirement_message", "import_optional"]
 
 #: the optional-dependency groups of pyproject.toml
-EXTRAS = ("data", "apps", "tensorboard", "peers", "arch", "dev")
+EXTRAS = ("data", "apps", "tensorboard", "peers", "uncertainty", "arch", "dev")
 
 #: importable module -> the name ``pip install`` knows it by, where the two differ
 PIP_NAMES = {"sklearn": "scikit-learn", "yaml": "pyyaml"}

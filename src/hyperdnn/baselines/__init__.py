@@ -12,6 +12,13 @@ trains them exactly like :class:`~hyperdnn.methods.HypernetLearner`):
 * :mod:`~hyperdnn.baselines.shared_network` - what fine-tuning, EWC and joint training share
   (:class:`SharedNetworkLearner`, the scenario's output layer, :func:`scenario_outputs`).
 
+Predictive uncertainty (the :class:`~hyperdnn.methods.UncertaintyModel` contract, trained and
+evaluated exactly like the hypernetwork methods of :mod:`hyperdnn.methods`):
+
+* :mod:`~hyperdnn.baselines.deep_ensemble` - :class:`DeepEnsemble`: ``M`` networks from their
+  own initialisations, run as one ensemble pass (``M = 1``: one deterministic network).
+* :mod:`~hyperdnn.baselines.mc_dropout` - :class:`MCDropout`: dropout kept on at prediction.
+
 Architecture search and pruning (``hyperdnn run pruning``, ``hyperdnn run nas``):
 
 * :mod:`~hyperdnn.baselines.random_search` - :class:`RandomSearch`: random feasible candidates,
@@ -21,28 +28,31 @@ Architecture search and pruning (``hyperdnn run pruning``, ``hyperdnn run nas``)
 * :mod:`~hyperdnn.baselines.flat_hypernet` - :class:`FlatArchHyperNetwork`: an MLP hypernetwork
   over a flat architecture encoding (a graph hypernetwork without the graph).
 
-Baselines of later recipes (deep ensembles, MC dropout, FedAvg ...) go here as modules of their
-own, next to these.
+Baselines of later recipes (FedAvg ...) go here as modules of their own, next to these.
 """
 
+from hyperdnn.baselines.deep_ensemble import DeepEnsemble
 from hyperdnn.baselines.ewc import EWC
 from hyperdnn.baselines.finetune import FineTuning
 from hyperdnn.baselines.flat_hypernet import FlatArchHyperNetwork
 from hyperdnn.baselines.joint import JointTraining
 from hyperdnn.baselines.l1_pruning import l1_filter_prune, l1_kept_filters
+from hyperdnn.baselines.mc_dropout import MCDropout
 from hyperdnn.baselines.random_search import RandomSearch
 from hyperdnn.baselines.separate import SeparateNetworks
 from hyperdnn.baselines.shared_network import SharedNetworkLearner, scenario_outputs
 
 __all__ = [
+    "DeepEnsemble",
     "EWC",
     "FineTuning",
     "FlatArchHyperNetwork",
     "JointTraining",
+    "MCDropout",
     "RandomSearch",
     "SeparateNetworks",
     "SharedNetworkLearner",
+    "scenario_outputs",
     "l1_filter_prune",
     "l1_kept_filters",
-    "scenario_outputs",
 ]

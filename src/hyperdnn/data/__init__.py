@@ -10,6 +10,10 @@
 * :mod:`~hyperdnn.data.mnist` - full MNIST from local idx files (``mnist``), never downloaded.
 * :mod:`~hyperdnn.data.streams` - task streams for continual learning (SplitMNIST,
   PermutedMNIST) from any registered data set.
+* :mod:`~hyperdnn.data.shift` - out-of-distribution inputs from a data set: held-out classes
+  (:func:`~hyperdnn.data.shift.hold_out_classes`), rotated images, noise images;
+  :mod:`~hyperdnn.data.toy` - a 1-D regression toy with a gap in its inputs and
+  input-dependent noise (:func:`~hyperdnn.data.toy.gap_regression`).
 * :mod:`~hyperdnn.data.classes` - :class:`ClassData`: examples by class with class names and
   descriptions, and :func:`split_classes`, for few- and zero-shot learning;
   :mod:`~hyperdnn.data.episodes` - :class:`EpisodeSampler`: N-way K-shot episodes.

@@ -13,6 +13,12 @@
   - :func:`heatmap_figure` - square matrices (continual accuracy matrices) with their numbers;
   - :func:`bar_chart_figure` - values per group and series, with optional error bars;
   - :func:`line_chart_figure` - y against x per series (sizes, widths, trade-offs).
+  - :func:`reliability_figure` - reliability diagrams: accuracy against confidence per bin,
+    a panel per model (calibration);
+  - :func:`band_figure` - a predictive mean and its band against x, a panel per model, with
+    the data (1-D regression);
+  - :func:`histogram_figure` - distributions of a score, one outline per set, a panel per
+    model (predictive entropy in and out of distribution).
 
 matplotlib (the ``apps`` extra) is imported only when a figure is drawn.
 
@@ -55,6 +61,9 @@ __all__ = [
     "heatmap_figure",
     "bar_chart_figure",
     "line_chart_figure",
+    "reliability_figure",
+    "band_figure",
+    "histogram_figure",
 ]
 
 
@@ -493,4 +502,220 @@ def line_chart_figure(
     else:
         ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
+    return fig
+
+
+def _panel_grid(plt: Any, n: int, width: float = 3.4, height: float = 3.0) -> tuple[Any, list[Any]]:
+    """A figure of ``n`` panels, at most 3 per row; the unused ones hidden."""
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False, layout="constrained")
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def reliability_figure(bins: Mapping[str, Mapping[str, Sequence[float]]], title: str) -> Figure:
+    """Reliability diagrams: per confidence bin, the accuracy (bars) against the diagonal of
+    perfect calibration, a panel per model; each panel's title gives its ECE, recomputed from
+    the bins.
+
+    Args:
+        bins: model -> ``{"edges", "confidence", "accuracy", "count"}`` as
+            :func:`hyperdnn.metrics.reliability_bins` returns them.
+        title: the figure's title.
+
+    Returns:
+        The matplotlib figure (Agg backend); the caller saves and closes it.
+
+    Raises:
+        ValueError: no models, or bins whose lengths do not fit their edges.
+
+    Example::
+
+        >>> import torch
+        >>> from hyperdnn.engine.report import reliability_figure
+        >>> from hyperdnn.metrics import reliability_bins
+        >>> p, y = torch.tensor([[0.9, 0.1], [0.2, 0.8]]), torch.tensor([0, 0])
+        >>> fig = reliability_figure({"net": reliability_bins(p, y, 5)}, "toy")
+        >>> fig.axes[0].get_title()  # both in the top bin: |accuracy 0.5 - confidence 0.85|
+        'net: ECE 0.350'
+    """
+    if not bins:
+        raise ValueError("reliability_figure: expected at least one model, got none")
+    for name, b in bins.items():
+        k = len(b["edges"]) - 1
+        if k < 1 or not len(b["confidence"]) == len(b["accuracy"]) == len(b["count"]) == k:
+            raise ValueError(
+                f"reliability_figure: {name!r}: expected {k} bins for {k + 1} edges, got {len(b['confidence'])} "
+                f"confidences, {len(b['accuracy'])} accuracies and {len(b['count'])} counts"
+            )
+    plt = _pyplot()
+    fig, axes = _panel_grid(plt, len(bins))
+    for ax, (name, b) in zip(axes, bins.items()):
+        edges = [float(e) for e in b["edges"]]
+        counts = [int(c) for c in b["count"]]
+        total = max(sum(counts), 1)
+        ece = sum(c / total * abs(float(a) - float(f)) for c, a, f in zip(counts, b["accuracy"], b["confidence"]))
+        full = [i for i, c in enumerate(counts) if c > 0]  # empty bins draw nothing
+        ax.bar(
+            [edges[i] for i in full],
+            [float(b["accuracy"][i]) for i in full],
+            [edges[i + 1] - edges[i] for i in full],
+            align="edge",
+            edgecolor="black",
+            linewidth=0.5,
+            label="accuracy",
+        )
+        ax.plot(
+            [float(b["confidence"][i]) for i in full],
+            [float(b["accuracy"][i]) for i in full],
+            "o",
+            color="tab:red",
+            markersize=3,
+            label="(mean confidence, accuracy)",
+        )
+        ax.plot([0, 1], [0, 1], "--", color="gray", linewidth=1, label="perfect calibration")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{name}: ECE {ece:.3f}", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="upper left")
+    fig.suptitle(title)
+    return fig
+
+
+def band_figure(
+    x: Sequence[float],
+    bands: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    title: str,
+    data: tuple[Sequence[float], Sequence[float]] | None = None,
+    truth: Sequence[float] | None = None,
+    shade: tuple[float, float] | None = None,
+    band_label: str = "mean ± 2 sd",
+) -> Figure:
+    """A predictive mean and its band (``mean ± half-width``) against ``x``, a panel per model,
+    on shared y-limits that span every band and the data (with a margin).
+
+    Args:
+        x: the inputs, in order.
+        bands: model -> (means, half-widths) at ``x`` (e.g. two predictive standard deviations).
+        title: the figure's title.
+        data: the training points ``(x, y)``, drawn in every panel.
+        truth: the noiseless function at ``x``, drawn dashed.
+        shade: an x-interval to shade (e.g. the gap without data).
+        band_label: the legend's name of the band.
+
+    Returns:
+        The matplotlib figure (Agg backend); the caller saves and closes it.
+
+    Raises:
+        ValueError: no models, lengths that differ from ``x``'s, or values that are not finite.
+
+    Example::
+
+        >>> from hyperdnn.engine.report import band_figure
+        >>> fig = band_figure([0.0, 1.0, 2.0], {"net": ([0.0, 1.0, 0.0], [0.1, 0.5, 0.1])}, "toy")
+        >>> [round(float(v), 2) for v in fig.axes[0].get_ylim()]  # the band, -0.1 to 1.5, with a margin
+        [-0.18, 1.58]
+    """
+    if not bands:
+        raise ValueError("band_figure: expected at least one model, got none")
+    n = len(x)
+    bad = [name for name, (m, w) in bands.items() if len(m) != n or len(w) != n]
+    if bad:
+        raise ValueError(f"band_figure: expected {n} means and {n} half-widths (one per x) for every model, not so for {bad}")  # fmt: skip
+    values = [float(v) for m, w in bands.values() for v in (*m, *w)] + [float(v) for v in x]
+    if data is not None:
+        values += [float(v) for v in (*data[0], *data[1])]
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError("band_figure: every value must be finite")
+    lows = [float(m_) - float(w_) for m, w in bands.values() for m_, w_ in zip(m, w)]
+    highs = [float(m_) + float(w_) for m, w in bands.values() for m_, w_ in zip(m, w)]
+    if data is not None:
+        lows += [float(v) for v in data[1]]
+        highs += [float(v) for v in data[1]]
+    lo, hi = min(lows), max(highs)
+    margin = 0.05 * ((hi - lo) or 1.0)
+    plt = _pyplot()
+    fig, axes = _panel_grid(plt, len(bands), 3.8, 3.0)
+    for ax, (name, (mean, half)) in zip(axes, bands.items()):
+        m = torch.tensor([float(v) for v in mean], dtype=torch.float64)
+        w = torch.tensor([float(v) for v in half], dtype=torch.float64)
+        if shade is not None:
+            ax.axvspan(*shade, color="gray", alpha=0.12, label="no data")
+        ax.fill_between(list(x), (m - w).tolist(), (m + w).tolist(), alpha=0.3, label=band_label)
+        ax.plot(list(x), m.tolist(), linewidth=1.5, label="predictive mean")
+        if truth is not None:
+            ax.plot(list(x), list(truth), "--", color="black", linewidth=1, label="true function")
+        if data is not None:
+            ax.plot(list(data[0]), list(data[1]), ".", color="tab:red", markersize=2, alpha=0.5, label="training data")
+        ax.set_ylim(lo - margin, hi + margin)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("x")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("y")
+    axes[0].legend(fontsize=7, loc="best")
+    fig.suptitle(title)
+    return fig
+
+
+def histogram_figure(
+    values: Mapping[str, Mapping[str, Sequence[float]]],
+    title: str,
+    xlabel: str,
+    bins: int = 30,
+    limits: tuple[float, float] | None = None,
+) -> Figure:
+    """Distributions of a score: a panel per model, one step outline per set of inputs, as
+    densities over shared bins (sets of different sizes compare).
+
+    Args:
+        values: model -> set name (``"in distribution"``, ``"held-out classes"`` ...) -> scores.
+        title: the figure's title.
+        xlabel: what the score is.
+        bins: the number of equal-width bins.
+        limits: the range of the bins (default: the smallest to the largest score).
+
+    Returns:
+        The matplotlib figure (Agg backend); the caller saves and closes it.
+
+    Raises:
+        ValueError: no models, an empty set, ``bins < 1`` or a score that is not finite.
+
+    Example::
+
+        >>> from hyperdnn.engine.report import histogram_figure
+        >>> fig = histogram_figure({"net": {"in": [0.1, 0.2], "out": [0.9, 1.0]}}, "toy", "entropy", bins=4)
+        >>> fig.axes[0].get_legend_handles_labels()[1]
+        ['in', 'out']
+    """
+    if not values:
+        raise ValueError("histogram_figure: expected at least one model, got none")
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+        raise ValueError(f"histogram_figure: bins must be an int >= 1, got {bins!r}")
+    empty = [f"{m}/{s}" for m, sets in values.items() for s, v in sets.items() if len(v) == 0]
+    if empty:
+        raise ValueError(f"histogram_figure: every set needs scores, these have none: {', '.join(empty)}")
+    flat = [float(v) for sets in values.values() for scores in sets.values() for v in scores]
+    if not all(math.isfinite(v) for v in flat):
+        raise ValueError("histogram_figure: every score must be finite")
+    lo, hi = limits if limits is not None else (min(flat), max(flat))
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = torch.linspace(lo, hi, bins + 1).tolist()
+    plt = _pyplot()
+    fig, axes = _panel_grid(plt, len(values))
+    for ax, (name, sets) in zip(axes, values.items()):
+        for label, scores in sets.items():
+            ax.hist([float(v) for v in scores], bins=edges, density=True, histtype="step", linewidth=1.5, label=label)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("density")
+    axes[0].legend(fontsize=7, loc="best")
+    fig.suptitle(title)
     return fig

@@ -8,6 +8,17 @@
   :func:`predict_with_task_inference`: the task of an input by predictive entropy (HNET+ENT).
 * :mod:`~hyperdnn.methods.continual` - :class:`ContinualLearner` (the contract a continual
   learner fulfils) and :class:`HypernetLearner` (the three pieces above as one method).
+* :mod:`~hyperdnn.methods.uncertainty` - :class:`UncertaintyModel` (the contract of a model
+  that yields ``K`` predictions per input in one pass) and its likelihoods.
+* :mod:`~hyperdnn.methods.implicit_hypernet` - :class:`ImplicitHypernet`: noise -> all the
+  target's weights (HyperGAN-style), with :func:`weight_diversity`
+  (:mod:`~hyperdnn.methods.diversity`) keeping the weight sets apart.
+* :mod:`~hyperdnn.methods.flow` - :class:`FlowHypernetwork`: an invertible (normalising-flow)
+  hypernetwork with the exact density of its weights.
+* :mod:`~hyperdnn.methods.bayesian_hypernet` - :class:`BayesianHypernet`: the flow as a
+  variational posterior over weights, trained on the evidence lower bound (Krueger et al.).
+* :mod:`~hyperdnn.methods.hypernet_dropout` - :class:`HypernetDropout`: MC dropout inside
+  the hypernetwork, a weight set per mask.
 * :mod:`~hyperdnn.methods.search` - :class:`EvolutionarySearch` (MetaPruning's search over a
   grid of candidates under a constraint) and its contract :class:`CandidateSearch`.
 
@@ -15,20 +26,32 @@ What a method is compared with lives in :mod:`hyperdnn.baselines`; what is measu
 :mod:`hyperdnn.metrics`.
 """
 
+from hyperdnn.methods.bayesian_hypernet import BayesianHypernet
 from hyperdnn.methods.continual import ContinualLearner, HypernetLearner
+from hyperdnn.methods.diversity import weight_diversity
+from hyperdnn.methods.flow import FlowHypernetwork
+from hyperdnn.methods.hypernet_dropout import HypernetDropout
+from hyperdnn.methods.implicit_hypernet import ImplicitHypernet
 from hyperdnn.methods.lookahead import adam_candidate_step
 from hyperdnn.methods.output_regularizer import OutputRegularizer
 from hyperdnn.methods.search import CandidateSearch, EvolutionarySearch
 from hyperdnn.methods.task_inference import SCENARIOS, entropy_task_inference, predict_with_task_inference
+from hyperdnn.methods.uncertainty import UncertaintyModel
 
 __all__ = [
+    "BayesianHypernet",
     "CandidateSearch",
     "EvolutionarySearch",
     "ContinualLearner",
+    "FlowHypernetwork",
+    "HypernetDropout",
+    "ImplicitHypernet",
     "HypernetLearner",
     "OutputRegularizer",
     "SCENARIOS",
     "adam_candidate_step",
     "entropy_task_inference",
     "predict_with_task_inference",
+    "UncertaintyModel",
+    "weight_diversity",
 ]

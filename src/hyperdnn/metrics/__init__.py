@@ -4,21 +4,43 @@
 * :mod:`~hyperdnn.metrics.continual` - continual learning: :func:`accuracy_summary` (average
   accuracy, backward transfer, just-trained accuracy) of an accuracy matrix, and
   :func:`task_accuracies` (one row of that matrix).
+* :mod:`~hyperdnn.metrics.calibration` - predictive probabilities: :func:`negative_log_likelihood`,
+  :func:`brier_score`, :func:`expected_calibration_error`, :func:`reliability_bins`.
+* :mod:`~hyperdnn.metrics.ood` - out-of-distribution scores of ``K`` sampled predictions:
+  :func:`predictive_entropy`, :func:`mutual_information` (and :func:`expected_entropy`), and
+  :func:`ood_auroc`.
 * :mod:`~hyperdnn.metrics.ranking` - :func:`spearman`, :func:`kendall_tau` (does a cheap
   signal rank candidates as training does?) and :func:`steps_to_reach`.
 
-Calibration, Pareto-front and other metrics of later recipes go here, one module per family.
+Pareto-front and other metrics of later recipes go here, one module per family.
 """
 
+from hyperdnn.metrics.calibration import (
+    brier_score,
+    expected_calibration_error,
+    mean_probabilities,
+    negative_log_likelihood,
+    reliability_bins,
+)
 from hyperdnn.metrics.classification import accuracy, model_accuracy
 from hyperdnn.metrics.continual import accuracy_summary, task_accuracies
+from hyperdnn.metrics.ood import expected_entropy, mutual_information, ood_auroc, predictive_entropy
 from hyperdnn.metrics.ranking import kendall_tau, spearman, steps_to_reach
 
 __all__ = [
     "accuracy",
     "accuracy_summary",
+    "brier_score",
+    "expected_calibration_error",
+    "expected_entropy",
     "kendall_tau",
+    "mean_probabilities",
     "model_accuracy",
+    "mutual_information",
+    "negative_log_likelihood",
+    "ood_auroc",
+    "predictive_entropy",
+    "reliability_bins",
     "spearman",
     "steps_to_reach",
     "task_accuracies",
