@@ -19,6 +19,9 @@ torchmetrics    torchmetrics    calibration and OOD metrics, ``hyperdnn run unce
                                 (uncertainty)
 ``scipy``       scipy           rank correlations (``hyperdnn.metrics.ranking``),
                                 ``hyperdnn run pruning``, ``hyperdnn run nas`` (arch)
+``gymnasium``   gymnasium       ``hyperdnn.data.control``'s Gymnasium environments,
+                                ``hyperdnn run rl`` (rl)
+``torchrl``     torchrl         PPO (``hyperdnn.methods.ppo``), ``hyperdnn run rl`` (rl)
 ==============  ==============  ===================================================
 
 ``data`` is the two data sets alone; ``apps`` is everything ``hyperdnn demo`` and
@@ -43,7 +46,7 @@ from types import ModuleType
 __all__ = ["EXTRAS", "PIP_NAMES", "check_requires", "missing_modules", "requirement_message", "import_optional"]
 
 #: the optional-dependency groups of pyproject.toml
-EXTRAS = ("data", "apps", "tensorboard", "peers", "uncertainty", "arch", "dev")
+EXTRAS = ("data", "apps", "tensorboard", "peers", "uncertainty", "arch", "rl", "dev")
 
 #: importable module -> the name ``pip install`` knows it by, where the two differ
 PIP_NAMES = {"sklearn": "scikit-learn", "yaml": "pyyaml"}

@@ -13,6 +13,8 @@
   - :func:`heatmap_figure` - square matrices (continual accuracy matrices) with their numbers;
   - :func:`bar_chart_figure` - values per group and series, with optional error bars;
   - :func:`line_chart_figure` - y against x per series (sizes, widths, trade-offs).
+  - :func:`grid_figure` - a value over a two-parameter grid, one panel per method, on one
+    colour scale (normalised return over physical parameters, a hyper-parameter sweep).
   - :func:`reliability_figure` - reliability diagrams: accuracy against confidence per bin,
     a panel per model (calibration);
   - :func:`band_figure` - a predictive mean and its band against x, a panel per model, with
@@ -718,4 +720,105 @@ def histogram_figure(
     axes[0].set_ylabel("density")
     axes[0].legend(fontsize=7, loc="best")
     fig.suptitle(title)
+    return fig
+
+
+def grid_figure(
+    panels: Mapping[str, torch.Tensor],
+    xticks: Sequence[str],
+    yticks: Sequence[str],
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    colorbar: str,
+    marked: torch.Tensor | None = None,
+    limits: tuple[float, float] | None = None,
+) -> Figure:
+    """A value over a grid of two parameters, one panel per entry, on one shared colour scale.
+
+    Unlike :func:`heatmap_figure` (square matrices, each on its own scale) the panels here are
+    meant to be compared cell by cell: one colour bar serves them all. Every cell shows its
+    value (two decimals) while the cells are large enough to read; cells of ``marked`` are
+    outlined (e.g. the training tasks); NaN cells stay blank.
+
+    Args:
+        panels: panel title -> ``(R, C)`` values (rows along y, columns along x); all of one
+            shape.
+        xticks, yticks: ``C`` and ``R`` labels of the columns and rows.
+        title, xlabel, ylabel, colorbar: the figure's texts.
+        marked: ``(R, C)`` bool: cells to outline.
+        limits: the colour scale's ``(low, high)``; default: the values' own range.
+
+    Returns:
+        The matplotlib figure (Agg backend); the caller saves and closes it.
+
+    Raises:
+        ValueError: no panels, panels of different shapes, tick labels or ``marked`` that do
+            not fit them, or ``limits`` with ``high <= low``.
+    """
+    if not panels:
+        raise ValueError("grid_figure: expected at least one panel, got none")
+    shapes = {name: tuple(v.shape) for name, v in panels.items()}
+    shape = next(iter(shapes.values()))
+    problems = [f"panel {n!r} has shape {s}" for n, s in shapes.items() if s != shape or len(s) != 2]
+    if not problems and (len(xticks), len(yticks)) != (shape[1], shape[0]):
+        problems.append(f"{len(xticks)} x ticks and {len(yticks)} y ticks for panels of shape {shape}")
+    if marked is not None and tuple(marked.shape) != shape:
+        problems.append(f"marked has shape {tuple(marked.shape)}")
+    if limits is not None and not limits[1] > limits[0]:
+        problems.append(f"limits {limits} do not rise")
+    if problems:
+        raise ValueError(
+            f"grid_figure: expected panels of one shape (R, C) = {shape} and labels that fit: {'; '.join(problems)}"
+        )
+    plt = _pyplot()
+    from matplotlib.patches import Rectangle
+
+    names = list(panels)
+    values = torch.stack([panels[n].double() for n in names])
+    finite = values[values.isfinite()]
+    lo, hi = limits or ((float(finite.min()), float(finite.max())) if finite.numel() else (0.0, 1.0))
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    rows_, cols_ = shape
+    cols = min(len(names), 4)
+    rows = -(-len(names) // cols)
+    side = min(5.0, max(2.8, 0.42 * max(rows_, cols_) + 1.2))
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(side * cols + 1.2, side * rows * 0.95), squeeze=False, layout="constrained"
+    )
+    image = None
+    for k, ax in enumerate(axes.flat):
+        if k >= len(names):
+            ax.set_visible(False)
+            continue
+        m = values[k]
+        image = ax.imshow(m.numpy(), vmin=lo, vmax=hi, cmap="viridis", origin="lower", aspect="auto")
+        ax.set_title(names[k], fontsize=10)
+        ax.set_xticks(range(cols_), list(xticks), fontsize=7, rotation=45 if max(map(len, xticks)) > 4 else 0)
+        ax.set_yticks(range(rows_), list(yticks), fontsize=7)
+        if k % cols == 0:
+            ax.set_ylabel(ylabel)
+        if k // cols == rows - 1 or k + cols >= len(names):
+            ax.set_xlabel(xlabel)
+        if marked is not None:
+            for i, j in marked.nonzero().tolist():
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="white", linewidth=1.5))
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.85, label=colorbar)
+    fig.suptitle(title)
+    fig.draw_without_rendering()
+    cell = axes[0][0].get_window_extent().width * 72.0 / fig.dpi / cols_  # points per cell
+    size = min(9.0, 0.3 * cell)
+    if size >= 5.0:
+        for k, ax in enumerate(axes.flat[: len(names)]):
+            for i in range(rows_):
+                for j in range(cols_):
+                    v = float(values[k, i, j])
+                    if math.isnan(v):
+                        continue
+                    r, g, b, _ = image.cmap(image.norm(v))
+                    dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
+                    ax.text(
+                        j, i, f"{v:.2f}", ha="center", va="center", fontsize=size, color="white" if dark else "black"
+                    )
     return fig
