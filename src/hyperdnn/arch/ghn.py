@@ -97,6 +97,8 @@ class GraphHyperNetwork(nn.Module):
         super().__init__()
         self.encoder = GraphEncoder(hidden, rounds)
         self.project = nn.Linear(hidden, embed_dim)
+        nn.init.zeros_(self.project.weight)  # starts as the decoder alone, whose initialisation is calibrated
+        nn.init.zeros_(self.project.bias)
         self.decoder = DynamicHyperNetwork(
             LearnedLatent(latent_dim),
             MLP(tuple(trunk_hidden)),

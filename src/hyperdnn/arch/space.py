@@ -3,7 +3,7 @@
 An :class:`Architecture` is a stack of :class:`Cell` s on images of ``in_channels`` channels:
 each cell is a convolution of its own width and kernel size, an optional batch norm, a ReLU and
 an optional skip connection (the cell's input added to its output, through a 1x1 convolution
-when the widths differ); then global average pooling and a linear classifier.
+when the widths differ); then average pooling to a 2x2 grid and a linear classifier.
 :meth:`Architecture.build` makes the ``nn.Module`` (:class:`ArchNet`), whose batch norms use
 the batch's statistics (``track_running_stats=False``), so a network runs the same whether its
 weights were trained, predicted or drawn.
@@ -96,8 +96,9 @@ class CellModule(nn.Module):
 
 
 class ArchNet(nn.Module):
-    """An :class:`Architecture` as a module: its cells, global average pooling and a linear
-    classifier; maps ``(N, in_channels, H, W)`` to ``(N, classes)``."""
+    """An :class:`Architecture` as a module: its cells, average pooling to a 2x2 grid and a
+    linear classifier on the ``4 * width`` pooled features; maps ``(N, in_channels, H, W)``
+    (``H, W >= 2``) to ``(N, classes)``."""
 
     def __init__(self, arch: Architecture):
         super().__init__()
@@ -106,9 +107,9 @@ class ArchNet(nn.Module):
             cells.append(CellModule(cell, cin))
             cin = cell.width
         self.cells = nn.Sequential(*cells)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = nn.AdaptiveAvgPool2d(2)
         self.flatten = nn.Flatten()
-        self.classifier = nn.Linear(cin, arch.classes)
+        self.classifier = nn.Linear(4 * cin, arch.classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.flatten(self.pool(self.cells(x))))

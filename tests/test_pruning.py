@@ -1,0 +1,122 @@
+"""``hyperdnn run pruning``: the quick run end to end, resume, its degenerate case (training the
+full network is a plain PyTorch loop) and its refusals."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hyperdnn.engine import Checkpointer, derive_seed, load_model, make_generator, run_command
+from hyperdnn.recipes.pruning import PruningConfig, load_data
+
+QUICK = ["--quick", "--progress", "false", "--threads", "1", "--checkpoint_every", "1"]
+
+
+def _run(argv: list[str]) -> tuple[int, str]:
+    err = io.StringIO()
+    code = run_command(["pruning", *argv], stdout=io.StringIO(), stderr=err)
+    return code, err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("pruning") / "quick"
+    code, err = _run([*QUICK, "--out", str(out)])
+    assert code == 0, err
+    return out, json.loads((out / "results.json").read_text())
+
+
+def _without_times(metrics: dict) -> dict:
+    kept = {k: v for k, v in metrics.items() if not k.endswith("_s")}
+    kept["networks"] = [{k: v for k, v in r.items() if k != "search_s"} for r in metrics["networks"]]
+    return kept
+
+
+def test_quick_run_writes_every_output(quick):
+    out, res = quick
+    m = res["metrics"]
+    methods = [r["method"] for r in m["networks"]]
+    assert methods == ["full network", "PruningNet + evolution", "PruningNet + random search", "uniform width",
+                       "L1 filter pruning + fine-tuning"]  # fmt: skip
+    for r in m["networks"][1:]:
+        assert r["flops"] <= 0.3 + 1e-9  # every network within the budget
+    assert -1 <= m["spearman"] <= 1 or m["spearman"] is None
+    assert m["search"]["evolution 30%"]["evaluated"] == m["search"]["random 30%"]["evaluated"] == 6
+    for name in ("summary.md", "accuracy_vs_flops.png", "generated_vs_retrained.png"):
+        assert (out / name).stat().st_size > 0
+    hnet, full = load_model(out, "pruningnet"), load_model(out, "full")
+    assert sum(p.numel() for p in full.parameters()) > 0 and hnet(torch.ones(4)) is not None
+    assert "Spearman correlation" in (out / "summary.md").read_text()
+
+
+def test_training_the_full_network_is_a_plain_pytorch_loop(quick):
+    """The degenerate case: the full network's unit is ordinary SGD training."""
+    _, res = quick
+    cfg = PruningConfig(quick=True)
+    data = load_data(cfg, 0)
+    torch.manual_seed(derive_seed(0, "init", "train full"))
+    net = cfg.cnn.build()
+    opt = torch.optim.SGD(net.parameters(), cfg.lr, 0.9, weight_decay=cfg.weight_decay)
+    for epoch in range(cfg.retrain_epochs):
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.retrain_epochs))
+        net.train()
+        for idx in torch.randperm(len(data.x_train), generator=make_generator(0, "batches", "train", epoch)).split(
+            cfg.batch_size
+        ):
+            opt.zero_grad()
+            F.cross_entropy(net(data.x_train[idx]), data.y_train[idx]).backward()
+            opt.step()
+    net.eval()
+    with torch.no_grad():
+        plain = float((net(data.x_test).argmax(1) == data.y_test).float().mean())
+    full = next(r for r in res["metrics"]["networks"] if r["method"] == "full network")
+    assert full["acc"] == plain
+
+
+# checkpoints: 1 after the PruningNet; 2 inside the evolution (one generation done; the PruningNet is
+# read back from the run folder), 3 after it; 4, 5 random search; 6 the full network; 7 after the
+# evolution's network (L1 pruning reads the full network back from the run folder)
+@pytest.mark.parametrize("stop_after", [2, 7])
+def test_resume_ends_with_the_same_results(tmp_path, monkeypatch, quick, stop_after):
+    out = tmp_path / "run"
+    original, saves = Checkpointer.save, []
+
+    def save_then_stop(self, tensors, state):
+        original(self, tensors, state)
+        saves.append(state["unit"])
+        if len(saves) == stop_after:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpointer, "save", save_then_stop)
+    code, err = _run([*QUICK, "--out", str(out)])
+    assert code == 130 and "--resume" in err and not (out / "results.json").exists()
+    monkeypatch.setattr(Checkpointer, "save", original)
+    code, err = _run(["--out", str(out), "--resume", "--progress", "false"])
+    assert code == 0, err
+    resumed = json.loads((out / "results.json").read_text())
+    assert resumed["resumed"] is True
+    assert _without_times(resumed["metrics"]) == _without_times(quick[1]["metrics"])
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--budgets", "0.001"], "--budgets: no network of the width grid meets 0.1% of the full"),
+        (["--channels", "8,8", "--strides", "1"], "--strides: expected 2 strides, one per --channels, got 1"),
+        (["--image_size", "40"], "--image_size: expected at most 28, the size of mnist5k's images, got 40"),
+        (["--budgets", "0"], "--budgets"),
+        (["--data", "mnist5"], "--data: expected a registered data set"),
+    ],
+)
+def test_bad_input_is_one_line_and_nothing_written(tmp_path, argv, message):
+    out = tmp_path / "bad"
+    code, err = _run([*argv, "--out", str(out)])
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
