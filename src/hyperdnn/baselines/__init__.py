@@ -28,9 +28,19 @@ Architecture search and pruning (``hyperdnn run pruning``, ``hyperdnn run nas``)
 * :mod:`~hyperdnn.baselines.flat_hypernet` - :class:`FlatArchHyperNetwork`: an MLP hypernetwork
   over a flat architecture encoding (a graph hypernetwork without the graph).
 
+Control (``hyperdnn run rl``):
+
+* :mod:`~hyperdnn.baselines.context_policy` - :class:`ConcatPolicy` (the task's parameters
+  concatenated to the observation) and :class:`PlainPolicy` (no parameters).
+* :mod:`~hyperdnn.baselines.controllers` - the per-task experts (:func:`make_expert`: pendulum
+  swing-up and LQR, cart-pole LQR) and :func:`nearest_tasks` (the expert of the nearest
+  training task).
+
 Baselines of later recipes (FedAvg ...) go here as modules of their own, next to these.
 """
 
+from hyperdnn.baselines.context_policy import ConcatPolicy, PlainPolicy
+from hyperdnn.baselines.controllers import make_expert, nearest_tasks
 from hyperdnn.baselines.deep_ensemble import DeepEnsemble
 from hyperdnn.baselines.ewc import EWC
 from hyperdnn.baselines.finetune import FineTuning
@@ -43,6 +53,10 @@ from hyperdnn.baselines.separate import SeparateNetworks
 from hyperdnn.baselines.shared_network import SharedNetworkLearner, scenario_outputs
 
 __all__ = [
+    "ConcatPolicy",
+    "PlainPolicy",
+    "make_expert",
+    "nearest_tasks",
     "DeepEnsemble",
     "EWC",
     "FineTuning",

@@ -20,6 +20,10 @@
 * :mod:`~hyperdnn.data.glyphs` - letters drawn by matplotlib's fonts (``glyphs``, offline);
   :mod:`~hyperdnn.data.omniglot` (``omniglot``) and :mod:`~hyperdnn.data.awa2` (``awa2``) from
   local files, never downloaded.
+* :mod:`~hyperdnn.data.control` - control families (``pendulum``, ``cartpole``): Gymnasium's
+  classic control with physics varied per task (:func:`~hyperdnn.data.control.get_family`,
+  :func:`~hyperdnn.data.control.PhysicsWrapper`), batched torch simulators, task grids split
+  into training, interpolation and extrapolation tasks.
 
 The loaders need the ``data`` extra (``pip install 'hyperdnn[data]'``); importing this package
 needs only the core (torch, numpy).

@@ -21,24 +21,41 @@
   the hypernetwork, a weight set per mask.
 * :mod:`~hyperdnn.methods.search` - :class:`EvolutionarySearch` (MetaPruning's search over a
   grid of candidates under a constraint) and its contract :class:`CandidateSearch`.
+* :mod:`~hyperdnn.methods.context_policy` - :class:`ContextNet` (a network of an observation
+  and a task's context) and :class:`HyperPolicy` (a hypernetwork generates each environment's
+  policy from its physical parameters, run per sample).
+* :mod:`~hyperdnn.methods.distillation` - :func:`collect_demonstrations` (noise-injected expert
+  states) and :func:`distillation_loss`: per-task experts distilled into one policy.
+* :mod:`~hyperdnn.methods.ppo` - :class:`PPO` over batched environments of different physics
+  (TorchRL's clipped loss and GAE; the ``rl`` extra).
 
 What a method is compared with lives in :mod:`hyperdnn.baselines`; what is measured, in
 :mod:`hyperdnn.metrics`.
 """
 
 from hyperdnn.methods.bayesian_hypernet import BayesianHypernet
+from hyperdnn.methods.context_policy import ContextNet, HyperPolicy
 from hyperdnn.methods.continual import ContinualLearner, HypernetLearner
+from hyperdnn.methods.distillation import Demonstrations, collect_demonstrations, distillation_loss
 from hyperdnn.methods.diversity import weight_diversity
 from hyperdnn.methods.flow import FlowHypernetwork
 from hyperdnn.methods.hypernet_dropout import HypernetDropout
 from hyperdnn.methods.implicit_hypernet import ImplicitHypernet
 from hyperdnn.methods.lookahead import adam_candidate_step
 from hyperdnn.methods.output_regularizer import OutputRegularizer
+from hyperdnn.methods.ppo import PPO, PPOSettings
 from hyperdnn.methods.search import CandidateSearch, EvolutionarySearch
 from hyperdnn.methods.task_inference import SCENARIOS, entropy_task_inference, predict_with_task_inference
 from hyperdnn.methods.uncertainty import UncertaintyModel
 
 __all__ = [
+    "ContextNet",
+    "Demonstrations",
+    "HyperPolicy",
+    "PPO",
+    "PPOSettings",
+    "collect_demonstrations",
+    "distillation_loss",
     "BayesianHypernet",
     "CandidateSearch",
     "EvolutionarySearch",

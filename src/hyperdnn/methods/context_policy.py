@@ -8,8 +8,9 @@ environments at once, each row with its own context. The ways of using the conte
 * :class:`HyperPolicy` (here) - a hypernetwork maps the context to all the weights of a target
   MLP, and every environment runs its own generated network: one per-sample pass over the
   batch (:meth:`hyperdnn.Target.run`, ``mode="per_sample"``), never a loop over environments.
-  The weights are generated once per *distinct* context of the batch and gathered per row
-  (a rollout's many steps of one task share one generation).
+  The weights are generated once per *distinct* context of the batch and gathered per row;
+  without gradients, calls with the same context tensor (the steps of an episode) reuse the
+  last generation until the hypernetwork's parameters change.
 * :class:`~hyperdnn.baselines.context_policy.ConcatPolicy` - the context concatenated to the
   observation (the usual alternative);
   :class:`~hyperdnn.baselines.context_policy.PlainPolicy` - no context at all.
@@ -160,15 +161,22 @@ class HyperPolicy(ContextNet):
         self.target = Target(mlp(obs_dim, tuple(hidden), out_dim))
         conditioner = Continuous(context_dim, low=self.low.tolist(), high=self.high.tolist())
         self.hnet = HyperNetwork(self.target, conditioner, MLP(tuple(trunk)))
+        self._cached: tuple[tuple, dict[str, torch.Tensor]] | None = None  # the last no-grad generation
 
     def weights(self, context: torch.Tensor) -> dict[str, torch.Tensor]:
         """The generated weights for raw contexts ``(K, P)``: name -> ``(K, *shape)``."""
         return self.hnet(context.float())
 
     def _forward(self, obs: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        key = None
+        if not torch.is_grad_enabled():  # an episode's steps share one generation
+            key = (context.data_ptr(), tuple(context.shape), context._version, *(p._version for p in self.hnet.parameters()))  # fmt: skip
+            if self._cached is not None and self._cached[0] == key:
+                return self.target.run(self._cached[1], obs, mode="per_sample", validate=False)
         distinct, row = distinct_rows(context)
         generated = self.weights(distinct)  # once per distinct context
         per_row = {name: w.index_select(0, row) for name, w in generated.items()}  # (B, *shape)
+        self._cached = None if key is None else (key, per_row)
         return self.target.run(per_row, obs, mode="per_sample", validate=False)
 
     def materialize(self, context: torch.Tensor) -> nn.Module:

@@ -11,6 +11,9 @@
   :func:`ood_auroc`.
 * :mod:`~hyperdnn.metrics.ranking` - :func:`spearman`, :func:`kendall_tau` (does a cheap
   signal rank candidates as training does?) and :func:`steps_to_reach`.
+* :mod:`~hyperdnn.metrics.control` - control: :func:`task_returns` (seeded episodes of many
+  environments at once), :func:`normalised_return` (0: random, 1: the task's expert) and
+  :func:`split_means`.
 
 Pareto-front and other metrics of later recipes go here, one module per family.
 """
@@ -24,6 +27,7 @@ from hyperdnn.metrics.calibration import (
 )
 from hyperdnn.metrics.classification import accuracy, model_accuracy
 from hyperdnn.metrics.continual import accuracy_summary, task_accuracies
+from hyperdnn.metrics.control import normalised_return, split_means, task_returns
 from hyperdnn.metrics.ood import expected_entropy, mutual_information, ood_auroc, predictive_entropy
 from hyperdnn.metrics.ranking import kendall_tau, spearman, steps_to_reach
 
@@ -38,10 +42,13 @@ __all__ = [
     "model_accuracy",
     "mutual_information",
     "negative_log_likelihood",
+    "normalised_return",
     "ood_auroc",
     "predictive_entropy",
     "reliability_bins",
     "spearman",
+    "split_means",
     "steps_to_reach",
     "task_accuracies",
+    "task_returns",
 ]
