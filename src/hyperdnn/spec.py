@@ -28,6 +28,8 @@ from enum import Enum
 import torch
 from torch import nn
 
+from hyperdnn.siren import SirenLinear
+
 __all__ = ["Role", "TensorSpec", "WeightSpec", "Selection"]
 
 
@@ -110,6 +112,11 @@ def _describe(owner: nn.Module, attr: str, p: torch.Tensor) -> tuple[Role, int, 
     """Role, fans and default-init statistics of parameter ``attr`` of ``owner``."""
     shape = tuple(p.shape)
     uniform_var = lambda bound: bound * bound / 3.0  # noqa: E731 - variance of U(-b, b)
+    if isinstance(owner, SirenLinear):  # before nn.Linear: SIREN's own bounds (hyperdnn.siren)
+        fan_in, fan_out = _torch_fans(tuple(owner.weight.shape))
+        if attr == "bias":
+            return Role.BIAS, fan_in, fan_out, 0.0, math.sqrt(uniform_var(owner.bias_bound))
+        return Role.WEIGHT, fan_in, fan_out, 0.0, math.sqrt(uniform_var(owner.weight_bound))
     if isinstance(owner, (nn.Linear, nn.Bilinear) + _CONV_TYPES):
         w = owner.weight
         fan_in, fan_out = _torch_fans(tuple(w.shape))
