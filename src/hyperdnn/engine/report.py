@@ -13,6 +13,7 @@
   - :func:`heatmap_figure` - square matrices (continual accuracy matrices) with their numbers;
   - :func:`bar_chart_figure` - values per group and series, with optional error bars;
   - :func:`line_chart_figure` - y against x per series (sizes, widths, trade-offs).
+  - :func:`image_grid_figure` - images in a grid, a row per method (reconstructions).
   - :func:`grid_figure` - a value over a two-parameter grid, one panel per method, on one
     colour scale (normalised return over physical parameters, a hyper-parameter sweep).
   - :func:`reliability_figure` - reliability diagrams: accuracy against confidence per bin,
@@ -63,6 +64,7 @@ __all__ = [
     "heatmap_figure",
     "bar_chart_figure",
     "line_chart_figure",
+    "image_grid_figure",
     "reliability_figure",
     "band_figure",
     "histogram_figure",
@@ -821,4 +823,60 @@ def grid_figure(
                     ax.text(
                         j, i, f"{v:.2f}", ha="center", va="center", fontsize=size, color="white" if dark else "black"
                     )
+    return fig
+
+
+def image_grid_figure(rows: Mapping[str, torch.Tensor], title: str, limits: tuple[float, float] = (0.0, 1.0)) -> Figure:
+    """Images in a grid: one row per entry (a method's reconstructions), one column per image.
+
+    Every image is drawn on the same value range (``limits``), grey for one channel and RGB for
+    three, without axes; each row is labelled on its left.
+
+    Args:
+        rows: row label -> ``(N, C, H, W)`` images with ``C`` 1 or 3; every row the same shape
+            (column ``i`` shows image ``i`` of every row).
+        title: the figure's title.
+        limits: the values drawn black and white (values outside are clipped).
+
+    Returns:
+        The matplotlib figure (Agg backend); the caller saves and closes it.
+
+    Raises:
+        ValueError: no rows, rows of different shapes or not ``(N, C, H, W)`` with ``C`` 1 or
+            3 (every offending row named), or ``limits`` that do not rise.
+
+    Example::
+
+        >>> import torch
+        >>> from hyperdnn.engine.report import image_grid_figure
+        >>> fig = image_grid_figure({"images": torch.rand(4, 1, 8, 8), "copies": torch.rand(4, 1, 8, 8)}, "toy")
+        >>> len(fig.axes)
+        8
+    """
+    if not rows:
+        raise ValueError("image_grid_figure: expected at least one row of images, got none")
+    shapes = {label: tuple(v.shape) for label, v in rows.items()}
+    shape = next(iter(shapes.values()))
+    bad = [f"{label!r} {s}" for label, s in shapes.items() if s != shape or len(s) != 4 or s[1] not in (1, 3) or s[0] < 1]  # fmt: skip
+    if bad or not limits[1] > limits[0]:
+        raise ValueError(
+            f"image_grid_figure: expected rows of one shape (N, C, H, W) with N >= 1, C 1 or 3 and rising limits; "
+            f"got rows {', '.join(bad) or 'as expected'} and limits {limits}"
+        )
+    plt = _pyplot()
+    n, R = shape[0], len(rows)
+    fig, axes = plt.subplots(R, n, figsize=(1.1 * n + 1.6, 1.1 * R + 0.5), squeeze=False)
+    for r, (label, images) in enumerate(rows.items()):
+        for i in range(n):
+            ax = axes[r][i]
+            image = images[i].detach().float().clamp(*limits).permute(1, 2, 0)
+            if shape[1] == 1:
+                ax.imshow(image[..., 0].numpy(), cmap="gray", vmin=limits[0], vmax=limits[1])
+            else:
+                ax.imshow(((image - limits[0]) / (limits[1] - limits[0])).numpy())
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
     return fig
