@@ -1,11 +1,19 @@
 """Adapters in a frozen target and the LowRank head: a zero adapter changes nothing, the
 target's own weights never move, generated adapters equal plain PyTorch (per sample, shared, on
 a Hugging Face Transformers model built from a config), and bad input is one clear error that
-leaves the module as it was."""
+leaves the module as it was. The ``adapters`` recipe: its word lists (also from files the test
+writes), bits per character against plain PyTorch, the quick run end to end (the frozen model
+stays the shared one, a new language trains only its embedding), resume, bad input."""
 
 from __future__ import annotations
 
 import copy
+import gzip
+import io
+import json
+import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,6 +32,10 @@ from hyperdnn import (
     remove_adapters,
 )
 from hyperdnn.adapters import adapter_layers
+from hyperdnn.charlm import CharLM
+from hyperdnn.data.words import CharVocab, find_word_file, load_word_lists, read_frequency_file
+from hyperdnn.engine import Checkpointer, load_model, run_command
+from hyperdnn.metrics.language import bits_per_character
 from tests.helpers import load, one_set, random_weights, state
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -204,3 +216,122 @@ def test_remove_adapters_restores_the_module() -> None:
     torch.testing.assert_close(net(x), before, atol=0, rtol=0)
     assert adapter_layers(net) == [] and all(not m._forward_hooks for m in net.modules())
     assert copy.deepcopy(net)(x).shape == (3, 3)
+
+
+# ---------------------------------------------------------------------- the word lists
+def test_word_lists_from_frequency_files_the_test_writes(tmp_path) -> None:
+    (tmp_path / "xx_50k.txt").write_text("the 90\nhouse 40\nHouse 7\nlo 30\ncat2 9\nmoon 20\nsun 12\nsea 11\n")
+    with gzip.open(tmp_path / "yy.json.gz", "wt", encoding="utf-8") as fh:
+        json.dump({"uno": 5, "dos": 4, "tres": 3, "el": 9, "mar": 2, "sol": 1}, fh)
+    assert read_frequency_file(tmp_path / "xx_50k.txt")["house"] == 40
+    assert find_word_file("yy", str(tmp_path)).name == "yy.json.gz"
+    lists = load_word_lists(["xx", "yy"], 3, 2, seed=1, root=str(tmp_path), max_length=5)
+    assert set(lists.train["xx"]) | set(lists.test["xx"]) <= {"the", "house", "lo", "moon", "sun", "sea"}
+    assert len(lists.train["yy"]) == 3 and not set(lists.train["yy"]) & set(lists.test["yy"])
+    ids = lists.vocab.encode(lists.train["xx"], 7)
+    assert ids.shape == (3, 7) and (ids[:, 0] == CharVocab.BOS).all()
+    (tmp_path / "zz.txt").write_text("word 3\nbroken\n")
+    with pytest.raises(ValueError, match=r"zz.txt, line 2: expected 'word count', got 'broken'"):
+        read_frequency_file(tmp_path / "zz.txt")
+    with pytest.raises(FileNotFoundError, match=r"no word list for 'qq' in .* \(looked for qq_full.txt"):
+        find_word_file("qq", str(tmp_path))
+    with pytest.raises(ValueError, match=r"not enough words: xx: 6 usable words, 9 needed"):
+        load_word_lists(["xx"], 7, 2, root=str(tmp_path), max_length=5)
+
+
+def test_bits_per_character_and_the_causal_model_against_plain_pytorch() -> None:
+    torch.manual_seed(0)
+    lm = CharLM(12, width=8, layers=1, heads=2, max_length=6).eval()
+    ids = torch.tensor([[1, 5, 7, 2, 0, 0], [1, 4, 2, 0, 0, 0]])
+    logits = lm(ids)
+    plain = sum(F.cross_entropy(logits[b, : n - 1], ids[b, 1:n], reduction="sum") for b, n in enumerate((4, 3))) / (
+        5 * math.log(2)
+    )
+    assert math.isclose(bits_per_character(logits, ids), float(plain), rel_tol=1e-6)
+    changed = ids.clone()
+    changed[0, 3] = 9  # a later character never changes an earlier prediction
+    torch.testing.assert_close(lm(changed)[0, :3], logits[0, :3])
+
+
+# ---------------------------------------------------------------------- the recipe
+def _run(argv: list[str]) -> tuple[int, str]:
+    err = io.StringIO()
+    return run_command(argv, stdout=io.StringIO(), stderr=err), err.getvalue()
+
+
+QUICK = ["adapters", "--quick", "--progress", "false"]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("adapters") / "quick"
+    code, err = _run([*QUICK, "--out", str(out)])
+    assert code == 0, err
+    return out
+
+
+def test_quick_run_reports_every_method_and_saves_its_models(quick_run: Path) -> None:
+    res = json.loads((quick_run / "results.json").read_text())["metrics"]
+    assert set(res["bpc"]) == {"shared", "token", "adapters", "hnet", "separate", "new/adapter", "new/hnet"}
+    assert set(res["bpc"]["hnet"]) == {"de", "en", "es"} and set(res["bpc"]["new/hnet"]) == {"it"}
+    assert all(0 < v < 8 for by_lang in res["bpc"].values() for v in by_lang.values())
+    assert res["parameters"]["new/hnet"]["trained"] == 8  # the new language's embedding alone
+    assert {"hnet_vs_adapters", "hnet_params_vs_adapters", "hnet_vs_token", "new_hnet_vs_adapter"} <= set(res["checks"])
+    assert (quick_run / "bpc.png").exists() and "hypernetwork adapters" in (quick_run / "summary.md").read_text()
+
+
+def test_the_run_trains_adapters_only_and_a_new_language_only_its_embedding(quick_run: Path) -> None:
+    shared = load_model(quick_run, "shared").state_dict()
+    model, new = load_model(quick_run, "model"), load_model(quick_run, "model-new")
+    lm = {k.removeprefix("target.module."): v for k, v in model.state_dict().items() if k.startswith("target.module.")}
+    for key, value in shared.items():  # the frozen model inside the hypernetwork's target is the shared one
+        assert torch.equal(lm[key], value), key
+    before, after = model.state_dict(), new.state_dict()
+    assert set(after) - set(before) == {"hypernet.conditioner.embeddings.3"}
+    assert all(torch.equal(after[k], v) for k, v in before.items())  # nothing but the new embedding moved
+    languages = torch.stack([model.hypernet.conditioner.embeddings[i] for i in range(3)])
+    assert not torch.allclose(after["hypernet.conditioner.embeddings.3"], languages.mean(0))  # it was trained
+
+
+@pytest.mark.parametrize("stop_after", [2, 6])  # inside the pretraining's units, inside separate models
+def test_resume_ends_with_the_same_results(tmp_path: Path, monkeypatch, quick_run: Path, stop_after: int) -> None:
+    out = tmp_path / "run"
+    original, saves = Checkpointer.save, []
+
+    def save_then_stop(self, tensors, state):
+        original(self, tensors, state)
+        saves.append(state.get("unit"))
+        if len(saves) == stop_after:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpointer, "save", save_then_stop)
+    code, err = _run([*QUICK, "--out", str(out)])
+    assert code == 130 and "--resume" in err
+    monkeypatch.setattr(Checkpointer, "save", original)
+    code, err = _run(["adapters", "--out", str(out), "--resume", "--progress", "false"])
+    assert code == 0, err
+    resumed = json.loads((out / "results.json").read_text())["metrics"]
+    full = json.loads((quick_run / "results.json").read_text())["metrics"]
+    assert resumed["bpc"] == full["bpc"] and resumed["parameters"] == full["parameters"]
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--new-language", "xx"], r"--languages/--new-language: expected languages of ar, de.*got \['xx'\]"),
+        (["--new-language", "de"], "--new-language: expected a language outside --languages, got 'de'"),
+        (
+            ["--adapt", "blocks.*.nope"],
+            r"no Linear layer matches \['blocks.\*.nope'\]; the module's Linear layers are \['blocks.0.attn.qkv'",
+        ),  # fmt: skip
+        (["--bottleneck", "0"], "--bottleneck: expected an int >= 1, got 0"),
+        (["--bottleneck", "24"], r"--bottleneck: expected at most --width \(16\), got 24"),
+        (["--rank", "5"], r"--rank: expected at most --bottleneck \(4\), got 5"),
+        (["--words-root", "."], r"--words-root: no word list for 'de' in"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2_with_nothing_written(tmp_path: Path, argv, message) -> None:
+    out = tmp_path / "bad"
+    code, err = _run([*QUICK, *argv, "--out", str(out)])
+    assert code == 2 and re.search(message, err), err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()

@@ -1,0 +1,465 @@
+"""Hypernetwork-generated adapters across languages (HyperFormer, Karimi Mahabadi et al., ACL
+2021; hyper-adapters, Baziotis et al., EMNLP 2022).
+
+No pretrained language model can be loaded here, so this recipe first trains one from scratch:
+a small character-level transformer (:class:`~hyperdnn.charlm.CharLM`) on words of 11
+languages pooled (pyspellchecker's word lists, :mod:`hyperdnn.data.words`), then freezes it.
+Bottleneck adapters go into chosen layers (:func:`~hyperdnn.adapters.insert_adapters`), and a
+hypernetwork maps a learned language embedding to every adapter of the model, with one
+generator shared by the adapted layers (:class:`~hyperdnn.heads.LowRank`). The same code runs
+on a pretrained model of one's own (``tests/test_adapters.py`` does it on a Transformers model).
+
+Baselines, from the same data, seeds and epochs: the shared model alone; the shared model with
+a language token (every weight trained further, a learned token per language in place of
+``<s>``); one ordinary adapter per language (the same adapters, trained directly:
+:class:`~hyperdnn.baselines.weight_table.WeightTable`); a separate model per language. Then a
+new language is learned from ``--new-words`` words: the hypernetwork fits only its embedding,
+against fine-tuning an ordinary adapter (started from the mean of the others) on the same
+words. Metric: bits per character on held-out words, per language, and parameters per language.
+
+Run::
+
+    hyperdnn run adapters                       # 11 languages, then Dutch from 500 words
+    hyperdnn run adapters --quick               # a smoke run in well under a minute
+    hyperdnn run adapters --new-language es --languages ar,de,en,eu,fa,fr,it,lv,nl,pt,ru
+    hyperdnn run adapters --words-root ~/FrequencyWords/content/2018  # your word-frequency files
+
+Writes summary.md (bits per character per method and language, parameters), results.json,
+bpc.png, and the frozen model (shared.safetensors) and the hypernetwork with it
+(model.safetensors; hyperdnn.engine.load_model(out) returns the HyperModel).
+
+Expected (2 CPU cores, seed 0; docs/adapters.md has both seeds): about 5 minutes; see the doc
+for the table of every method.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from hyperdnn import MLP, HyperModel, HyperNetwork, LowRank, Target, TaskEmbedding, insert_adapters
+from hyperdnn.baselines.weight_table import WeightTable
+from hyperdnn.charlm import CharLM
+from hyperdnn.data.words import SPELLCHECKER_LANGUAGES, WordLists, find_word_file, load_word_lists
+from hyperdnn.engine.config import option
+from hyperdnn.engine.errors import CheckpointError, UsageError
+from hyperdnn.engine.loop import Unit, Work, resumable, run_units
+from hyperdnn.engine.model import load_model
+from hyperdnn.engine.registry import Recipe, register_recipe
+from hyperdnn.engine.report import Column, Report, Table, bar_chart_figure
+from hyperdnn.engine.run import Outcome, RunContext
+from hyperdnn.metrics.language import next_token_nll
+from hyperdnn.optim import adam
+
+TRAIN = ("ar", "de", "en", "es", "eu", "fa", "fr", "it", "lv", "pt", "ru")
+QUICK = dict(languages=("de", "en", "es"), new_language="it", train_words=150, test_words=60, new_words=60,
+             width=16, layers=1, heads=2, hidden=32, bottleneck=4, rank=2, pretrain_epochs=2, adapt_epochs=2,
+             new_epochs=3, batch_size=64)  # fmt: skip
+
+
+# ====================================================================== the config
+@dataclass
+class AdaptersConfig:
+    """Options of ``hyperdnn run adapters`` (see ``hyperdnn run adapters --help``)."""
+
+    languages: tuple[str, ...] = option(TRAIN, "languages the shared model and the adapters learn", nonempty=True, distinct=True)  # fmt: skip
+    new_language: str = option("nl", "the language learned afterwards from --new-words words")
+    words_root: str = option("", "a folder of word-frequency files (xx_full.txt ...) instead of pyspellchecker's")
+    train_words: int = option(2000, "training words per language", low=1)
+    test_words: int = option(500, "held-out words per language (bits per character)", low=1)
+    new_words: int = option(500, "training words of the new language", low=1)
+    max_length: int = option(16, "the longest word, in characters", low=2, high=64)
+    width: int = option(64, "model width of the character transformer", low=1)
+    layers: int = option(2, "transformer blocks", low=1)
+    heads: int = option(4, "attention heads", low=1)
+    hidden: int = option(128, "feed-forward width", low=1)
+    adapt: tuple[str, ...] = option(("blocks.*.attn.out", "blocks.*.ffn.fc2"), "globs of the Linear layers that get adapters", nonempty=True)  # fmt: skip
+    bottleneck: int = option(16, "adapter bottleneck width", low=1)
+    rank: int = option(4, "rank of each generated adapter matrix (LowRank head; 0: whole matrices)", low=0)
+    lang_dim: int = option(8, "language embedding width of the hypernetwork", low=1)
+    trunk: tuple[int, ...] = option((32,), "hidden widths of the hypernetwork's MLP trunk", low=1, nonempty=True)
+    gen_hidden: tuple[int, ...] = option((32,), "hidden widths of the shared adapter generator", low=1)
+    layer_dim: int = option(8, "layer embedding width of the shared generator", low=1)
+    residual_scale: float = option(0.5, "size of the generated adapters at the start, relative to hyperfan", above=0)  # fmt: skip
+    pretrain_epochs: int = option(6, "epochs of the shared model (and of each separate model)", low=1)
+    adapt_epochs: int = option(3, "epochs of every method on top of the shared model", low=1)
+    new_epochs: int = option(20, "epochs on the new language's words", low=1)
+    batch_size: int = option(128, "words per minibatch", low=1)
+    lr: float = option(3e-3, "Adam learning rate of the shared and separate models", above=0)
+    adapt_lr: float = option(3e-3, "Adam learning rate of adapters, language tokens and the hypernetwork", above=0)
+    new_lr: float = option(1e-2, "Adam learning rate on the new language", above=0)
+    quick: bool = option(
+        False,
+        "a smoke run in well under a minute (options left at their defaults): 3 languages, 150 words each, a tiny model",
+    )
+
+    def __post_init__(self) -> None:
+        if self.quick:  # the preset's values where the option keeps its default
+            defaults = {f.name: f.default for f in dataclasses.fields(self)}
+            for k, v in QUICK.items():
+                if getattr(self, k) == defaults[k]:
+                    setattr(self, k, v)
+        if self.width % self.heads:
+            raise ValueError(f"--width: expected a multiple of --heads ({self.heads}), got {self.width}")
+        if self.new_language in self.languages:
+            raise ValueError(f"--new-language: expected a language outside --languages, got {self.new_language!r}")
+        if not self.words_root:
+            unknown = [x for x in (*self.languages, self.new_language) if x not in SPELLCHECKER_LANGUAGES]
+            if unknown:
+                raise ValueError(f"--languages/--new-language: expected languages of {', '.join(SPELLCHECKER_LANGUAGES)} "
+                                 f"(or files in --words-root), got {unknown}")  # fmt: skip
+        if self.bottleneck > self.width:
+            raise ValueError(f"--bottleneck: expected at most --width ({self.width}), got {self.bottleneck}")
+        if self.rank > self.bottleneck:
+            raise ValueError(f"--rank: expected at most --bottleneck ({self.bottleneck}), got {self.rank}")
+
+
+# ====================================================================== the data
+@dataclass(frozen=True)
+class Words:
+    """The encoded words: the training languages pooled, the new language's and every test set."""
+
+    lists: WordLists
+    ids: torch.Tensor  # (N, T) training words of every language of --languages
+    lang: torch.Tensor  # (N,) their language ids
+    new: torch.Tensor  # (new_words, T)
+    test: dict[str, torch.Tensor]  # language -> (test_words, T)
+
+
+def load_words(cfg: AdaptersConfig, seed: int) -> Words:
+    counts = {**dict.fromkeys(cfg.languages, cfg.train_words), cfg.new_language: cfg.new_words}
+    try:
+        lists = load_word_lists((*cfg.languages, cfg.new_language), counts, cfg.test_words, seed, cfg.words_root,
+                                max_length=cfg.max_length)  # fmt: skip
+    except (ValueError, FileNotFoundError) as e:
+        raise UsageError(str(e)) from None
+    enc = lambda words: lists.vocab.encode(words, cfg.max_length + 2)  # noqa: E731
+    parts = [enc(lists.train[x]) for x in cfg.languages]
+    lang = torch.cat([torch.full((len(p),), i) for i, p in enumerate(parts)])
+    test = {x: enc(lists.test[x]) for x in lists.languages}
+    return Words(lists, torch.cat(parts), lang, enc(lists.train[cfg.new_language]), test)
+
+
+# ====================================================================== the methods
+def shared_model(cfg: AdaptersConfig, vocab_size: int) -> CharLM:
+    return CharLM(vocab_size, cfg.width, cfg.layers, cfg.heads, cfg.hidden, cfg.max_length + 2)
+
+
+def adapted(cfg: AdaptersConfig, lm: CharLM) -> Target:
+    """``lm`` frozen, with zero adapters in the layers of ``--adapt``: the target of the adapters."""
+    try:
+        return Target(lm, select=insert_adapters(lm, list(cfg.adapt), cfg.bottleneck))
+    except ValueError as e:
+        raise UsageError(f"--adapt/--bottleneck: {e}") from None
+
+
+def hypernet(cfg: AdaptersConfig, target: Target, languages: int) -> HyperNetwork:
+    head = LowRank(cfg.rank or None, cfg.layer_dim, cfg.gen_hidden)
+    return HyperNetwork(target, TaskEmbedding(languages, cfg.lang_dim), MLP(cfg.trunk), head,
+                        residual="target", residual_scale=cfg.residual_scale)  # fmt: skip
+
+
+UNITS = ("shared", "token", "adapters", "hnet", "separate", "new/adapter", "new/hnet")
+LABELS = {
+    "shared": "shared model alone",
+    "token": "shared model + language token",
+    "adapters": "one adapter per language",
+    "hnet": "hypernetwork adapters",
+    "separate": "separate model per language",
+    "new/adapter": "ordinary adapter, fine-tuned",
+    "new/hnet": "hypernetwork, new embedding only",
+}
+
+
+class LanguageWork(Work):
+    """One method (a unit): its model as ``logits(ids, lang)``, the parameters it trains, and
+    the words it trains on (every language pooled, one language per stage for separate models,
+    the new language's words for the ``new/`` units). Each unit after ``shared`` starts from
+    the frozen shared model the ``shared`` unit saved; the ``new/`` units from the adapters and
+    the hypernetwork their units saved."""
+
+    def __init__(self, ctx: RunContext, cfg: AdaptersConfig, words: Words, unit: Unit):
+        self.ctx, self.cfg, self.words, self.key = ctx, cfg, words, unit.key
+        self.L, self.V = len(cfg.languages), len(words.lists.vocab)
+        ctx.seed_everything("init", unit.key)
+        if unit.key in ("shared", "separate"):
+            self.lm = shared_model(cfg, self.V)
+            self.module: nn.Module = self.lm
+        elif unit.key == "token":
+            self.lm = self._shared()
+            self.tokens = nn.Parameter(self.lm.embed.weight[1].detach().repeat(self.L, 1))  # started at <s>
+            self.module = nn.ModuleDict({"lm": self.lm})
+            self.module.register_parameter("tokens", self.tokens)
+        elif unit.key in ("adapters", "new/adapter"):
+            self.target = adapted(cfg, self._shared())
+            self.table = WeightTable(self.target.spec, self.L, self.target.default_weights())
+            if unit.key == "new/adapter":  # the per-language adapters, then one more at their mean
+                self.table.load_state_dict(load_model(ctx.out, "adapters").state_dict())
+                self.table.add_entries(1)
+            self.module = self.table
+        else:  # hnet, new/hnet
+            if unit.key == "hnet":
+                self.target = adapted(cfg, self._shared())
+                self.hnet = hypernet(cfg, self.target, self.L)
+            else:  # the trained hypernetwork; the new language's embedding starts at the mean
+                model = load_model(ctx.out, "model")
+                self.target, self.hnet = model.target, model.hypernet
+                cond = self.hnet.conditioner
+                cond.add_tasks(1)
+                with torch.no_grad():
+                    cond.embeddings[self.L].copy_(cond.weight[: self.L].mean(0))
+            self.module = self.hnet
+        self.new = unit.key.startswith("new/")
+
+    def _shared(self) -> CharLM:
+        lm = shared_model(self.cfg, self.V)
+        lm.load_state_dict(load_model(self.ctx.out, "shared").state_dict())
+        return lm
+
+    def parameters_to_train(self) -> list[nn.Parameter]:
+        if self.key == "new/adapter":
+            return [self.table.entries[self.L]]
+        if self.key == "new/hnet":
+            return [self.hnet.conditioner.embeddings[self.L]]  # nothing else moves
+        return [p for p in self.module.parameters() if p.requires_grad]
+
+    def logits(self, ids: torch.Tensor, lang: torch.Tensor) -> torch.Tensor:
+        if self.key == "token":
+            return self.lm(ids, start=self.tokens[lang])
+        if self.key in ("adapters", "new/adapter"):
+            return self.target.run(self.table(lang), ids, mode="per_sample")
+        if self.key in ("hnet", "new/hnet"):  # one adapter set per language in the batch
+            used, inverse = torch.unique(lang, return_inverse=True)
+            sets = self.hnet(used)
+            return self.target.run({n: w[inverse] for n, w in sets.items()}, ids, mode="per_sample")
+        return self.lm(ids)
+
+    def _data(self, stage: int) -> tuple[torch.Tensor, torch.Tensor]:
+        w = self.words
+        if self.new:
+            return w.new, torch.full((len(w.new),), self.L)
+        if self.key == "separate":
+            return w.ids[w.lang == stage], w.lang[w.lang == stage]
+        return w.ids, w.lang
+
+    def start_stage(self, stage: int, fresh: bool) -> torch.optim.Optimizer:
+        if self.key == "separate" and fresh:
+            self.ctx.seed_everything("init", "separate", stage)
+            self.lm = self.module = shared_model(self.cfg, self.V)
+        lr = self.cfg.new_lr if self.new else self.cfg.lr if self.key in ("shared", "separate") else self.cfg.adapt_lr
+        self.optimizer = adam(self.parameters_to_train(), lr=lr)
+        return self.optimizer
+
+    def steps(self, stage: int) -> int:
+        return -(-len(self._data(stage)[0]) // self.cfg.batch_size)
+
+    def train_epoch(self, stage: int, epoch: int, tick) -> dict[str, float]:
+        ids, lang = self._data(stage)
+        order = torch.randperm(len(ids), generator=self.ctx.generator("batches", self.key, stage, epoch))
+        total, count = 0.0, 0
+        self.module.train()
+        for idx in order.split(self.cfg.batch_size):
+            batch = ids[idx][:, : int((ids[idx] != 0).sum(1).max())]
+            nll, n = next_token_nll(self.logits(batch, lang[idx]), batch)
+            loss = nll.sum() / n.sum()
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+            total, count = total + float(nll.detach().sum()), count + int(n.sum())
+            tick()
+        return {"bpc": total / count / math.log(2)}
+
+    @torch.no_grad()
+    def bpc(self, language: str, lang_id: int) -> float:
+        self.module.eval()
+        ids = self.words.test[language]
+        total, count = 0.0, 0
+        for batch in ids.split(512):
+            batch = batch[:, : int((batch != 0).sum(1).max())]
+            nll, n = next_token_nll(self.logits(batch, torch.full((len(batch),), lang_id)), batch)
+            total, count = total + float(nll.sum()), count + int(n.sum())
+        return total / count / math.log(2)
+
+    def end_stage(self, stage: int, results: dict[str, Any]) -> str:
+        cfg, out = self.cfg, results["bpc"].setdefault(self.key, {})
+        if self.new:
+            langs = [(cfg.new_language, self.L)]
+        elif self.key == "separate":
+            langs = [(cfg.languages[stage], stage)]
+        else:
+            langs = list(zip(cfg.languages, range(self.L)))
+            if self.key == "shared":
+                langs.append((cfg.new_language, self.L))  # no language input: it reads any language
+        for name, i in langs:
+            out[name] = self.bpc(name, i)
+        mean = sum(out[x] for x, _ in langs) / len(langs)
+        return f"bpc {mean:.3f}" + ("" if len(langs) > 1 else f" ({langs[0][0]})")
+
+    def end_unit(self, results: dict[str, Any]) -> None:
+        cfg, L = self.cfg, self.L
+        size = lambda ps: sum(p.numel() for p in ps)  # noqa: E731
+        lm_size = size(shared_model(cfg, self.V).parameters())
+        counts = {
+            "shared": (lm_size, 0),
+            "token": (lm_size + L * cfg.width, cfg.width),
+            "separate": (L * lm_size, lm_size),
+            "new/hnet": (cfg.lang_dim, cfg.lang_dim),
+        }
+        if self.key in ("adapters", "new/adapter"):  # the table: L sets, or the one new set
+            one = self.table.spec.numel
+            counts[self.key] = (L * one if self.key == "adapters" else one, one)
+        if self.key == "hnet":
+            total = size(self.hnet.parameters())
+            counts["hnet"] = (total, round(total / L))
+        trained, per_language = counts[self.key]
+        results["params"][self.key] = {"trained": trained, "per_language": per_language}
+        info = {"vocab_size": self.V, "languages": L}
+        if self.key == "shared":
+            self.ctx.save_model(self.lm, "shared", info)
+        elif self.key == "adapters":
+            self.ctx.save_model(self.table, "adapters", info)
+        elif self.key == "hnet":
+            self.ctx.save_model(HyperModel(self.hnet, self.target), "model", info)
+        elif self.key == "new/hnet":  # the same hypernetwork with one more language embedding
+            self.ctx.save_model(HyperModel(self.hnet, self.target), "model-new", {**info, "languages": L + 1})
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        return dict(self.module.state_dict()), {}
+
+    def load_state(self, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
+        if self.key == "separate":
+            self.lm = self.module = shared_model(self.cfg, self.V)
+        self.module.load_state_dict(dict(tensors))
+
+
+# ====================================================================== the loop
+def plan(cfg: AdaptersConfig) -> list[Unit]:
+    """The shared model, the methods on top of it, separate models (a language per stage), the new language."""
+    epochs = {"shared": cfg.pretrain_epochs, "separate": cfg.pretrain_epochs}
+    stages = {"separate": tuple(cfg.languages)}
+    return [
+        Unit(k, stages.get(k, (cfg.new_language,) if k.startswith("new/") else ("",)),
+             epochs.get(k, cfg.new_epochs if k.startswith("new/") else cfg.adapt_epochs))
+        for k in UNITS
+    ]  # fmt: skip
+
+
+def run_adapters(cfg: AdaptersConfig, ctx: RunContext) -> Outcome:
+    """The ``adapters`` recipe: the shared model, every method, the new language, the report."""
+    words = load_words(cfg, ctx.seed)
+    ctx.log(
+        f"{len(cfg.languages)} languages x {cfg.train_words} training words, {cfg.test_words} test words each; "
+        f"new language {cfg.new_language}: {cfg.new_words} words; {len(words.lists.vocab)} symbols"
+    )
+    done = run_units(ctx, plan(cfg), lambda u: LanguageWork(ctx, cfg, words, u), {"bpc": {}, "params": {}})
+    return report(cfg, ctx, done.results, done.times)
+
+
+# ====================================================================== the report
+def report(cfg: AdaptersConfig, ctx: RunContext, res: dict[str, Any], times: Mapping[str, float]) -> Outcome:
+    """summary.md: bits per character per method and language, the new language, the checks."""
+    langs, bpc, params = cfg.languages, res["bpc"], res["params"]
+    mean = {k: sum(bpc[k][x] for x in langs) / len(langs) for k in UNITS[:5]}
+    rep = Report(ctx, f"adapters: {len(langs)} languages, new language {cfg.new_language}, seed {ctx.seed}")
+    rep.text(
+        f"A character transformer (width {cfg.width}, {cfg.layers} blocks, {cfg.heads} heads, feed-forward "
+        f"{cfg.hidden}) trained from scratch on {cfg.train_words} words per language ({cfg.pretrain_epochs} "
+        f"epochs), then frozen. Adapters (bottleneck {cfg.bottleneck}) in {', '.join(cfg.adapt)}; every method "
+        f"on top of the shared model trains {cfg.adapt_epochs} epochs. Hypernetwork: language embedding "
+        f"{cfg.lang_dim}, trunk {cfg.trunk}, LowRank head (rank {cfg.rank or 'full'}, layer embedding "
+        f"{cfg.layer_dim}, hidden {cfg.gen_hidden}). Bits per character on {cfg.test_words} held-out words per "
+        "language (the end of the word counts as a character)."
+    )
+    cols = [Column("method"), Column("mean bpc", "mean", ".3f")]
+    cols += [Column(x, f"bpc_{x}", ".3f") for x in langs]
+    cols += [Column("parameters per language", "per_language", ","), Column("trained parameters", "trained", ","),
+             Column("time (s)", "time", ".0f")]  # fmt: skip
+    table = Table(cols)
+    for k in UNITS[:5]:
+        table.add(method=LABELS[k], mean=mean[k], **{f"bpc_{x}": bpc[k][x] for x in langs}, **params[k], time=times[k])
+    rep.section("Bits per character on held-out words")
+    rep.table(table)
+    new = Table([Column("method"), Column(f"bpc ({cfg.new_language})", "bpc", ".3f"),
+                 Column("trained parameters", "trained", ","), Column("time (s)", "time", ".1f")])  # fmt: skip
+    new.add(method="shared model alone (no adaptation)", bpc=bpc["shared"][cfg.new_language], trained=0, time=0.0)
+    for k in ("new/adapter", "new/hnet"):
+        new.add(method=LABELS[k], bpc=bpc[k][cfg.new_language], trained=params[k]["trained"], time=times[k])
+    rep.section(f"A new language ({cfg.new_language}) from {cfg.new_words} words")
+    rep.table(new)
+    checks = {
+        "hnet_vs_adapters": mean["hnet"] / mean["adapters"] - 1,
+        "hnet_params_vs_adapters": params["hnet"]["trained"] / params["adapters"]["trained"],
+        "hnet_vs_token": mean["hnet"] - mean["token"],
+        "new_hnet_vs_adapter": bpc["new/hnet"][cfg.new_language] - bpc["new/adapter"][cfg.new_language],
+    }
+    rep.section("Against the targets")
+    rep.text(
+        f"- hypernetwork vs one adapter per language: {100 * checks['hnet_vs_adapters']:+.2f}% bits per character "
+        f"(target: within 1%) with {100 * checks['hnet_params_vs_adapters']:.1f}% of their trained parameters "
+        "(target: at most 25%)",
+        f"- hypernetwork vs the language token: {checks['hnet_vs_token']:+.4f} bits per character (target: below 0)",
+        f"- new language, hypernetwork embedding vs fine-tuned adapter: {checks['new_hnet_vs_adapter']:+.4f} bits "
+        "per character (target: below 0)",
+    )
+    values = {x: {LABELS[k]: bpc[k][x] for k in UNITS[:5]} for x in langs}
+    rep.figure(bar_chart_figure(values, "bits per character on held-out words", "bits per character", zoom=True),
+               "bpc.png", "bits per character per language")  # fmt: skip
+    metrics = {"bpc": bpc, "mean_bpc": mean, "parameters": params, "checks": checks, "time_s": dict(times)}
+    return rep.outcome(metrics)
+
+
+# ====================================================================== saved models and registration
+def build_model(cfg: AdaptersConfig, name: str, info: Mapping[str, Any]) -> nn.Module:
+    """The untrained module an ``adapters`` run saved as ``name``: ``"shared"`` (the frozen
+    :class:`~hyperdnn.charlm.CharLM`), ``"adapters"`` (the per-language adapter table) or
+    ``"model"`` (the :class:`~hyperdnn.HyperModel`: hypernetwork and adapted model).
+
+    ``info``: ``vocab_size`` and ``languages`` of the run. Load the trained one with
+    :func:`hyperdnn.engine.load_model` (``load_model(out)``: ``model(ids, lang)`` -> logits).
+    """
+    sizes = {k: info.get(k) for k in ("vocab_size", "languages")}
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in sizes.values()):
+        raise CheckpointError(f"the model's info needs vocab_size and languages (ints >= 1), got {sizes}")
+    if name == "shared":
+        return shared_model(cfg, sizes["vocab_size"])
+    target = adapted(cfg, shared_model(cfg, sizes["vocab_size"]))
+    if name == "adapters":
+        return WeightTable(target.spec, sizes["languages"], target.default_weights())
+    if name in ("model", "model-new"):
+        return HyperModel(hypernet(cfg, target, sizes["languages"]), target)
+    raise CheckpointError(f"the adapters recipe saves 'shared', 'adapters', 'model' and 'model-new'; got {name!r}")
+
+
+def check_config(cfg: AdaptersConfig) -> None:
+    """Before anything is written: the adapters fit the model (--adapt names Linear layers,
+    --bottleneck fits them) and --words-root holds a file per language."""
+    adapted(cfg, shared_model(cfg, 8))
+    missing = []
+    for lang in (*cfg.languages, cfg.new_language) if cfg.words_root else ():
+        try:
+            find_word_file(lang, cfg.words_root)
+        except FileNotFoundError as e:
+            missing.append(str(e))
+    if missing:
+        raise UsageError("--words-root: " + "; ".join(missing))
+
+
+RECIPE = register_recipe(
+    Recipe(
+        name="adapters",
+        summary="hypernetwork-generated adapters across 11 languages vs per-language adapters, a language token, separate models",  # fmt: skip
+        config=AdaptersConfig,
+        run=run_adapters,
+        check=check_config,
+        build_model=build_model,
+        threads=1,
+        requires={"spellchecker": "nlp", "matplotlib": "apps"},
+        **resumable(plan),
+    )
+)
