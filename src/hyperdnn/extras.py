@@ -22,6 +22,8 @@ torchmetrics    torchmetrics    calibration and OOD metrics, ``hyperdnn run unce
 ``gymnasium``   gymnasium       ``hyperdnn.data.control``'s Gymnasium environments,
                                 ``hyperdnn run rl`` (rl)
 ``torchrl``     torchrl         PPO (``hyperdnn.methods.ppo``), ``hyperdnn run rl`` (rl)
+``econml``      econml          the IHDP covariates (``hyperdnn.data.ihdp``), the EconML
+                                meta-learners of ``hyperdnn run causal`` (causal)
 spellchecker    pyspellchecker  the word lists of 12 languages (``hyperdnn.data.words``),
                                 ``hyperdnn run adapters`` (nlp)
 transformers    transformers    only the tests: adapters on a Transformers model (nlp)
@@ -49,7 +51,7 @@ from types import ModuleType
 __all__ = ["EXTRAS", "PIP_NAMES", "check_requires", "missing_modules", "requirement_message", "import_optional"]
 
 #: the optional-dependency groups of pyproject.toml
-EXTRAS = ("data", "apps", "tensorboard", "peers", "uncertainty", "arch", "rl", "nlp", "dev")
+EXTRAS = ("data", "apps", "tensorboard", "peers", "uncertainty", "arch", "rl", "causal", "nlp", "dev")
 
 #: importable module -> the name ``pip install`` knows it by, where the two differ
 PIP_NAMES = {"sklearn": "scikit-learn", "yaml": "pyyaml"}
