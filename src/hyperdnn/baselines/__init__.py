@@ -36,18 +36,39 @@ Control (``hyperdnn run rl``):
   swing-up and LQR, cart-pole LQR) and :func:`nearest_tasks` (the expert of the nearest
   training task).
 
+Few-shot learning (the :class:`~hyperdnn.methods.FewShotLearner` contract, trained and tested on
+the same episodes as :class:`~hyperdnn.methods.HypernetFewShot`):
+
+* :mod:`~hyperdnn.baselines.protonet` - :class:`ProtoNet`: the nearest class mean.
+* :mod:`~hyperdnn.baselines.maml` - :class:`FirstOrderMAML`: a learned initialisation, adapted
+  by gradient steps on the support set.
+* :mod:`~hyperdnn.baselines.pretrained_finetune` - :class:`PretrainedFineTuning`: classification
+  pretraining, then a new linear classifier per task.
+
+Zero-shot learning (the :class:`~hyperdnn.methods.ZeroShotLearner` contract):
+
+* :mod:`~hyperdnn.baselines.devise` - :class:`DeViSE`: a compatibility score linear in the
+  class description.
+* :mod:`~hyperdnn.baselines.attribute_prediction` - :class:`DirectAttributePrediction`: predict
+  the attributes, score a class by their likelihood.
+
 Baselines of later recipes (FedAvg ...) go here as modules of their own, next to these.
 """
 
+from hyperdnn.baselines.attribute_prediction import DirectAttributePrediction
 from hyperdnn.baselines.context_policy import ConcatPolicy, PlainPolicy
 from hyperdnn.baselines.controllers import make_expert, nearest_tasks
 from hyperdnn.baselines.deep_ensemble import DeepEnsemble
+from hyperdnn.baselines.devise import DeViSE
 from hyperdnn.baselines.ewc import EWC
 from hyperdnn.baselines.finetune import FineTuning
 from hyperdnn.baselines.flat_hypernet import FlatArchHyperNetwork
 from hyperdnn.baselines.joint import JointTraining
 from hyperdnn.baselines.l1_pruning import l1_filter_prune, l1_kept_filters
+from hyperdnn.baselines.maml import FirstOrderMAML
 from hyperdnn.baselines.mc_dropout import MCDropout
+from hyperdnn.baselines.pretrained_finetune import PretrainedFineTuning
+from hyperdnn.baselines.protonet import ProtoNet
 from hyperdnn.baselines.random_search import RandomSearch
 from hyperdnn.baselines.separate import SeparateNetworks
 from hyperdnn.baselines.shared_network import SharedNetworkLearner, scenario_outputs
@@ -57,7 +78,12 @@ __all__ = [
     "PlainPolicy",
     "make_expert",
     "nearest_tasks",
+    "DeViSE",
     "DeepEnsemble",
+    "DirectAttributePrediction",
+    "FirstOrderMAML",
+    "PretrainedFineTuning",
+    "ProtoNet",
     "EWC",
     "FineTuning",
     "FlatArchHyperNetwork",

@@ -36,12 +36,34 @@ import torch
 
 from hyperdnn.data.split import Split, train_test_split
 
-__all__ = ["ClassData", "split_classes", "description_words"]
+__all__ = ["ClassData", "split_classes", "description_words", "attribute_matrix"]
 
 
 def description_words(description: str) -> tuple[str, ...]:
     """The words of a class description: its whitespace-separated parts, in order."""
     return tuple(description.split())
+
+
+def attribute_matrix(descriptions: Sequence[str], vocabulary: Sequence[str]) -> torch.Tensor:
+    """Descriptions as multi-hot rows: float ``(len(descriptions), len(vocabulary))``, ``1`` where
+    description ``k`` has word ``v``.
+
+    Raises:
+        ValueError: an empty description, or a word outside ``vocabulary`` (naming both).
+    """
+    index = {w: i for i, w in enumerate(vocabulary)}
+    rows = torch.zeros(len(descriptions), len(index))
+    for k, d in enumerate(descriptions):
+        words = description_words(d)
+        if not words:
+            raise ValueError(f"attribute_matrix: description {k} is empty ({d!r}); expected at least one word")
+        unknown = [w for w in words if w not in index]
+        if unknown:
+            raise ValueError(
+                f"attribute_matrix: description {k} ({d!r}) has words outside the vocabulary of {len(index)}: {unknown}"
+            )
+        rows[k, [index[w] for w in words]] = 1.0
+    return rows
 
 
 @dataclass(frozen=True)
@@ -141,15 +163,7 @@ class ClassData:
         """
         if self.descriptions is None:
             raise ValueError(f"ClassData {self.name!r}: it has no class descriptions, so no attributes")
-        vocabulary = self.vocabulary if vocabulary is None else tuple(vocabulary)
-        index = {w: i for i, w in enumerate(vocabulary)}
-        rows = torch.zeros(self.num_classes, len(vocabulary))
-        for k, d in enumerate(self.descriptions):
-            for w in description_words(d):
-                if w not in index:
-                    raise ValueError(f"ClassData {self.name!r}: word {w!r} of class {self.classes[k]!r} is not in the vocabulary")  # fmt: skip
-                rows[k, index[w]] = 1.0
-        return rows
+        return attribute_matrix(self.descriptions, self.vocabulary if vocabulary is None else vocabulary)
 
     def subset(self, classes: Sequence[int]) -> ClassData:
         """The examples of ``classes`` only, relabelled ``0 .. len(classes) - 1`` in that order."""

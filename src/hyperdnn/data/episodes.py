@@ -59,9 +59,13 @@ class Episode:
         """Support examples per class, ``K``."""
         return self.support.shape[1]
 
+    def to(self, device: torch.device | str) -> Episode:
+        """The episode with its tensors on ``device``."""
+        return Episode(*(t.to(device) for t in (self.support, self.query, self.query_labels, self.classes)))
+
     def support_labels(self) -> torch.Tensor:
         """int64 ``(ways * shots,)``: the label of each row of ``support.flatten(0, 1)``."""
-        return torch.arange(self.ways).repeat_interleave(self.shots)
+        return torch.arange(self.ways, device=self.support.device).repeat_interleave(self.shots)
 
 
 def check_support(where: str, support: torch.Tensor, ways: int, shape: Sequence[int] | None = None) -> None:

@@ -64,6 +64,7 @@ __all__ = [
     "Jitter",
     "font_faces",
     "describe_letter",
+    "script_of",
     "render_letters",
     "load_glyphs",
     "select_glyph_classes",
@@ -163,6 +164,11 @@ def _fields(letter: str) -> tuple[str, str, str, list[str]]:
         cut = rest.index("WITH")
         rest, marks = rest[:cut], " ".join(rest[cut + 1 :]).split(" AND ")
     return words[0], " ".join(case), " ".join(rest), marks
+
+
+def script_of(letter: str) -> str:
+    """The script of a letter of :data:`SCRIPTS` (``"latin"`` ...; ``ValueError`` for another character)."""
+    return _fields(letter)[0].lower()
 
 
 def describe_letter(letter: str) -> str:

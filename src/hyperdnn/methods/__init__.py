@@ -19,6 +19,11 @@
   variational posterior over weights, trained on the evidence lower bound (Krueger et al.).
 * :mod:`~hyperdnn.methods.hypernet_dropout` - :class:`HypernetDropout`: MC dropout inside
   the hypernetwork, a weight set per mask.
+* :mod:`~hyperdnn.methods.fewshot` - :class:`FewShotLearner` (the contract of a few-shot
+  learner), :class:`HypernetFewShot` (a support set in, each class's scorer out) and
+  :func:`evaluate_episodes`.
+* :mod:`~hyperdnn.methods.zeroshot` - :class:`ZeroShotLearner` (the contract of a zero-shot
+  learner) and :class:`HypernetZeroShot` (a class description in, that class's classifier out).
 * :mod:`~hyperdnn.methods.search` - :class:`EvolutionarySearch` (MetaPruning's search over a
   grid of candidates under a constraint) and its contract :class:`CandidateSearch`.
 * :mod:`~hyperdnn.methods.context_policy` - :class:`ContextNet` (a network of an observation
@@ -38,6 +43,7 @@ from hyperdnn.methods.context_policy import ContextNet, HyperPolicy
 from hyperdnn.methods.continual import ContinualLearner, HypernetLearner
 from hyperdnn.methods.distillation import Demonstrations, collect_demonstrations, distillation_loss
 from hyperdnn.methods.diversity import weight_diversity
+from hyperdnn.methods.fewshot import FewShotLearner, HypernetFewShot, evaluate_episodes
 from hyperdnn.methods.flow import FlowHypernetwork
 from hyperdnn.methods.hypernet_dropout import HypernetDropout
 from hyperdnn.methods.implicit_hypernet import ImplicitHypernet
@@ -47,6 +53,7 @@ from hyperdnn.methods.ppo import PPO, PPOSettings
 from hyperdnn.methods.search import CandidateSearch, EvolutionarySearch
 from hyperdnn.methods.task_inference import SCENARIOS, entropy_task_inference, predict_with_task_inference
 from hyperdnn.methods.uncertainty import UncertaintyModel
+from hyperdnn.methods.zeroshot import HypernetZeroShot, ZeroShotLearner
 
 __all__ = [
     "ContextNet",
@@ -60,6 +67,11 @@ __all__ = [
     "CandidateSearch",
     "EvolutionarySearch",
     "ContinualLearner",
+    "FewShotLearner",
+    "HypernetFewShot",
+    "HypernetZeroShot",
+    "ZeroShotLearner",
+    "evaluate_episodes",
     "FlowHypernetwork",
     "HypernetDropout",
     "ImplicitHypernet",

@@ -9,6 +9,8 @@
 * :mod:`~hyperdnn.metrics.ood` - out-of-distribution scores of ``K`` sampled predictions:
   :func:`predictive_entropy`, :func:`mutual_information` (and :func:`expected_entropy`), and
   :func:`ood_auroc`.
+* :mod:`~hyperdnn.metrics.intervals` - :func:`mean_interval`: a mean with the half-width of its
+  95% interval (few-shot accuracy over test episodes).
 * :mod:`~hyperdnn.metrics.ranking` - :func:`spearman`, :func:`kendall_tau` (does a cheap
   signal rank candidates as training does?) and :func:`steps_to_reach`.
 * :mod:`~hyperdnn.metrics.control` - control: :func:`task_returns` (seeded episodes of many
@@ -28,6 +30,7 @@ from hyperdnn.metrics.calibration import (
 from hyperdnn.metrics.classification import accuracy, model_accuracy
 from hyperdnn.metrics.continual import accuracy_summary, task_accuracies
 from hyperdnn.metrics.control import normalised_return, split_means, task_returns
+from hyperdnn.metrics.intervals import mean_interval
 from hyperdnn.metrics.ood import expected_entropy, mutual_information, ood_auroc, predictive_entropy
 from hyperdnn.metrics.ranking import kendall_tau, spearman, steps_to_reach
 
@@ -38,6 +41,7 @@ __all__ = [
     "expected_calibration_error",
     "expected_entropy",
     "kendall_tau",
+    "mean_interval",
     "mean_probabilities",
     "model_accuracy",
     "mutual_information",
