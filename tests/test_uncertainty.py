@@ -72,7 +72,7 @@ def test_quick_run_writes_every_method_figure_and_model(uninterrupted) -> None:
 
 def test_plan_and_presets() -> None:
     cfg = UncertaintyConfig(quick=True)
-    assert [u.epochs for u in plan(cfg)] == [2] * 6 + [40] * 6
+    assert [u.epochs for u in plan(cfg)] == [2] * 6 + [20] * 6
     assert UncertaintyConfig().task_epochs("classification") == 20
     assert UncertaintyConfig(epochs=7, quick=True).task_epochs("classification") == 7
 
