@@ -140,6 +140,9 @@ class HyperPolicy(ContextNet):
         obs_dim, context_dim, out_dim, low, high: see :class:`ContextNet`.
         hidden: the target MLP's hidden widths.
         trunk: the hypernetwork's MLP trunk widths.
+        residual: generate a change around a learned base network shared by every context
+            (``theta = theta0 + delta(c)``: ``HyperNetwork(..., residual="target",
+            learn_theta0=True)``) instead of every weight from the context alone.
 
     Attributes:
         target: the :class:`~hyperdnn.Target` of the MLP whose weights are generated.
@@ -156,11 +159,13 @@ class HyperPolicy(ContextNet):
         trunk: Sequence[int] = (64, 64),
         low: Sequence[float] = (),
         high: Sequence[float] = (),
+        residual: bool = False,
     ) -> None:
         super().__init__(obs_dim, context_dim, out_dim, low, high)
         self.target = Target(mlp(obs_dim, tuple(hidden), out_dim))
         conditioner = Continuous(context_dim, low=self.low.tolist(), high=self.high.tolist())
-        self.hnet = HyperNetwork(self.target, conditioner, MLP(tuple(trunk)))
+        base = {"residual": "target", "learn_theta0": True} if residual else {}
+        self.hnet = HyperNetwork(self.target, conditioner, MLP(tuple(trunk)), **base)
         self._cached: tuple[tuple, dict[str, torch.Tensor]] | None = None  # the last no-grad generation
 
     def weights(self, context: torch.Tensor) -> dict[str, torch.Tensor]:
