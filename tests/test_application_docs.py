@@ -23,9 +23,9 @@ MODULES = sorted(
     | {p.__name__ for p in PACKAGES}
     | {"hyperdnn.engine.loop", "hyperdnn.engine.report", "hyperdnn.networks", "hyperdnn.optim", "hyperdnn.cli"}
 )
-#: modules without a runnable example: they are run end to end instead (tests/test_recipes.py,
-#: tests/test_cli_demo.py, tests/test_continual.py) or only gather names
-NO_EXAMPLE = {
+#: modules without a runnable example: they are run end to end instead (every recipe by its own
+#: tests/test_<name>.py, the demo by tests/test_cli_demo.py) or only gather names
+NO_EXAMPLE = {m for m in MODULES if m.startswith("hyperdnn.recipes.")} | {
     "hyperdnn.baselines",
     "hyperdnn.data",
     "hyperdnn.data.mnist",

@@ -148,7 +148,7 @@ def test_search_space_samples_build_and_encode():
     g = torch.Generator().manual_seed(0)
     archs = [space.sample(g) for _ in range(20)]
     assert {a.depth for a in archs} == {2, 3} and {c.kernel for a in archs for c in a.cells} == {1, 3}
-    code = space.encode(archs[0], max_depth=4).view(4, 5)
+    code = space.encode(archs[0], max_depth=4).view(4, 6)
     assert code[: archs[0].depth, 0].eq(1).all() and code[archs[0].depth :].eq(0).all()
     assert archs[0].build()(torch.zeros(2, 1, 6, 6)).shape == (2, 10)
     with pytest.raises(ValueError, match=r"kernel must be an odd int >= 1, got 2; norm must be one of"):
@@ -261,7 +261,7 @@ def test_a_held_out_architecture_runs_end_to_end():
     torch.testing.assert_close(out, plain(x))
     out.sum().backward()
     assert ghn.encoder.embed[0].weight.grad is not None and ghn.project.weight.grad.abs().sum() > 0
-    flat = FlatArchHyperNetwork(5 * 4, max_component_size=12 * 9, embed_dim=8)
+    flat = FlatArchHyperNetwork(6 * 4, max_component_size=12 * 9, embed_dim=8)
     assert flat(space.encode(held, 4), target)["cells.0.conv.weight"].shape == (12, 1, 3, 3)
     with pytest.raises(ValueError, match="generates at most max_component_size=108 numbers per component"):
         ghn.prepare(Target(Architecture((Cell(16, 3), Cell(16, 3))).build()))

@@ -1,6 +1,6 @@
-"""The ``domains`` recipe and its data: rotations against plain PyTorch, disjoint rotated
-domains (also from MNIST idx files the test writes), the registered pooled data set, pooled
-training as a plain loop, the quick run end to end, resume, and bad input."""
+"""The ``domains`` recipe and its data: disjoint rotated domains (also from MNIST idx files the
+test writes), the registered pooled data set, pooled training as a plain loop, the quick run end
+to end, resume, and bad input."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from hyperdnn.data import get_dataset, load_dataset
-from hyperdnn.data.domains import rotate_images, rotated_domains
+from hyperdnn.data.domains import rotated_domains
 from hyperdnn.engine import Checkpointer, derive_seed, load_model, make_generator, run_command
 from hyperdnn.networks import mlp
 from tests.test_continual import _write_mnist
@@ -25,18 +25,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def _run(argv: list[str]) -> tuple[int, str]:
     err = io.StringIO()
     return run_command(argv, stdout=io.StringIO(), stderr=err), err.getvalue()
-
-
-def test_rotation_by_quarter_turns_equals_rot90() -> None:
-    x = torch.rand(3, 2 * 6 * 6)
-    for k in (1, 2, 3):
-        plain = torch.rot90(x.view(3, 2, 6, 6), k, dims=(2, 3)).reshape(3, -1)  # counter-clockwise
-        torch.testing.assert_close(rotate_images(x, (2, 6, 6), 90.0 * k), plain, atol=1e-5, rtol=0)
-    torch.testing.assert_close(rotate_images(x, (2, 6, 6), 0.0), x)
-    with pytest.raises(
-        ValueError, match=r"rotate_images: expected images \(N, 72\) for shape \(2, 6, 6\), got \(3, 5\)"
-    ):
-        rotate_images(torch.rand(3, 5), (2, 6, 6), 10.0)
 
 
 def test_rotated_domains_are_disjoint_and_rotated() -> None:

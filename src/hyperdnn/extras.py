@@ -27,6 +27,8 @@ torchmetrics    torchmetrics    calibration and OOD metrics, ``hyperdnn run unce
 spellchecker    pyspellchecker  the word lists of 12 languages (``hyperdnn.data.words``),
                                 ``hyperdnn run adapters`` (nlp)
 transformers    transformers    only the tests: adapters on a Transformers model (nlp)
+``pymoo``       pymoo           the hypervolume (``hyperdnn.metrics.pareto``),
+                                ``hyperdnn run pareto`` (pareto)
 ==============  ==============  ===================================================
 
 ``data`` is the two data sets alone; ``apps`` is everything ``hyperdnn demo`` and
@@ -51,7 +53,7 @@ from types import ModuleType
 __all__ = ["EXTRAS", "PIP_NAMES", "check_requires", "missing_modules", "requirement_message", "import_optional"]
 
 #: the optional-dependency groups of pyproject.toml
-EXTRAS = ("data", "apps", "tensorboard", "peers", "uncertainty", "arch", "rl", "causal", "nlp", "dev")
+EXTRAS = ("data", "apps", "tensorboard", "peers", "uncertainty", "arch", "rl", "causal", "nlp", "pareto", "dev")
 
 #: importable module -> the name ``pip install`` knows it by, where the two differ
 PIP_NAMES = {"sklearn": "scikit-learn", "yaml": "pyyaml"}

@@ -1,12 +1,13 @@
 """A search space of small convolutional networks, sampled in code.
 
 An :class:`Architecture` is a stack of :class:`Cell` s on images of ``in_channels`` channels:
-each cell is a convolution of its own width and kernel size, an optional batch norm, a ReLU and
+each cell is a convolution of its own width and kernel size, a normalisation (batch norm, group
+norm or none), a ReLU and
 an optional skip connection (the cell's input added to its output, through a 1x1 convolution
 when the widths differ); then average pooling to a 2x2 grid and a linear classifier.
 :meth:`Architecture.build` makes the ``nn.Module`` (:class:`ArchNet`), whose batch norms use
 the batch's statistics (``track_running_stats=False``), so a network runs the same whether its
-weights were trained, predicted or drawn.
+weights were trained, predicted or drawn; a group norm has ``gcd(4, width)`` groups.
 
 A :class:`SearchSpace` holds the choices (depths, widths, kernel sizes, normalisations, the
 chance of a skip connection), draws architectures from a ``torch.Generator``
@@ -22,11 +23,12 @@ Example::
     >>> arch = space.sample(torch.Generator().manual_seed(0))
     >>> net = arch.build()
     >>> net(torch.zeros(4, 1, 8, 8)).shape, space.encode(arch).shape
-    (torch.Size([4, 10]), torch.Size([15]))
+    (torch.Size([4, 10]), torch.Size([18]))
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,8 +37,8 @@ from torch import nn
 
 __all__ = ["Cell", "Architecture", "ArchNet", "CellModule", "SearchSpace", "NORMS"]
 
-#: the normalisations a cell can have
-NORMS = ("bn", "none")
+#: the normalisations a cell can have: batch norm, group norm, none
+NORMS = ("bn", "gn", "none")
 
 
 def _positive(value: object) -> bool:
@@ -50,7 +52,7 @@ class Cell:
     Args:
         width: output channels.
         kernel: kernel size (odd).
-        norm: ``"bn"`` (batch norm, batch statistics) or ``"none"``.
+        norm: ``"bn"`` (batch norm, batch statistics), ``"gn"`` (group norm) or ``"none"``.
         skip: add the cell's input to its output.
 
     Raises:
@@ -83,7 +85,13 @@ class CellModule(nn.Module):
     def __init__(self, cell: Cell, in_channels: int):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, cell.width, cell.kernel, padding=cell.kernel // 2)
-        self.norm = nn.BatchNorm2d(cell.width, track_running_stats=False) if cell.norm == "bn" else nn.Identity()
+        self.norm: nn.Module
+        if cell.norm == "bn":
+            self.norm = nn.BatchNorm2d(cell.width, track_running_stats=False)
+        elif cell.norm == "gn":
+            self.norm = nn.GroupNorm(math.gcd(4, cell.width), cell.width)
+        else:
+            self.norm = nn.Identity()
         self.act = nn.ReLU()
         self.skip = cell.skip
         self.proj = nn.Conv2d(in_channels, cell.width, 1) if cell.skip and in_channels != cell.width else None
@@ -146,8 +154,8 @@ class Architecture:
         return ArchNet(self)
 
     def describe(self) -> str:
-        """One line: ``"3 cells: 16c3bn+ 8c1 32c5bn"`` (width, kernel, bn, ``+`` for a skip)."""
-        parts = [f"{c.width}c{c.kernel}{'bn' if c.norm == 'bn' else ''}{'+' if c.skip else ''}" for c in self.cells]
+        """One line: ``"3 cells: 16c3bn+ 8c1 32c5gn"`` (width, kernel, norm, ``+`` for a skip)."""
+        parts = [f"{c.width}c{c.kernel}{'' if c.norm == 'none' else c.norm}{'+' if c.skip else ''}" for c in self.cells]
         return f"{self.depth} cells: {' '.join(parts)}"
 
 
@@ -171,7 +179,7 @@ class SearchSpace:
     depths: tuple[int, ...] = (2, 3, 4, 5)
     widths: tuple[int, ...] = (8, 16, 24, 32)
     kernels: tuple[int, ...] = (1, 3, 5)
-    norms: tuple[str, ...] = NORMS
+    norms: tuple[str, ...] = ("bn", "gn")
     skip_probability: float = 0.5
     in_channels: int = 1
     classes: int = 10
@@ -214,9 +222,9 @@ class SearchSpace:
         return Architecture(cells, self.in_channels, self.classes)
 
     def encode(self, arch: Architecture, max_depth: int | None = None) -> torch.Tensor:
-        """The flat encoding ``(5 * max_depth,)``: per cell slot, present (1), width / the
-        widest choice, kernel / the largest choice, batch norm (1/0) and skip (1/0); zeros
-        for slots past the depth.
+        """The flat encoding ``(6 * max_depth,)``: per cell slot, present (1), width / the
+        widest choice, kernel / the largest choice, batch norm (1/0), group norm (1/0) and
+        skip (1/0); zeros for slots past the depth.
 
         Args:
             arch: the architecture (its widths and kernels may lie outside the choices:
@@ -229,9 +237,8 @@ class SearchSpace:
         slots = max(self.depths) if max_depth is None else max_depth
         if arch.depth > slots:
             raise ValueError(f"SearchSpace.encode: the architecture has {arch.depth} cells, more than {slots} slots")
-        code = torch.zeros(slots, 5)
+        code = torch.zeros(slots, 6)
         for i, c in enumerate(arch.cells):
-            code[i] = torch.tensor(
-                [1.0, c.width / max(self.widths), c.kernel / max(self.kernels), float(c.norm == "bn"), float(c.skip)]
-            )
+            width, kernel = c.width / max(self.widths), c.kernel / max(self.kernels)
+            code[i] = torch.tensor([1.0, width, kernel, float(c.norm == "bn"), float(c.norm == "gn"), float(c.skip)])
         return code.flatten()

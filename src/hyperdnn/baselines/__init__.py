@@ -52,6 +52,13 @@ Zero-shot learning (the :class:`~hyperdnn.methods.ZeroShotLearner` contract):
 * :mod:`~hyperdnn.baselines.attribute_prediction` - :class:`DirectAttributePrediction`: predict
   the attributes, score a class by their likelihood.
 
+Treatment effects (``hyperdnn run causal``):
+
+* :mod:`~hyperdnn.baselines.meta_learners` - :class:`SLearner`, :class:`TLearner`,
+  :class:`TARNet`, :class:`DRLearner`: plain PyTorch, the networks the HyperITE learners generate.
+* :mod:`~hyperdnn.baselines.econml_learners` - :class:`EconMLLearner`: EconML's S-, T-, X- and
+  DR-learners and a linear T-learner (the ``causal`` extra).
+
 Baselines of later recipes (FedAvg ...) go here as modules of their own, next to these.
 """
 
@@ -60,6 +67,7 @@ from hyperdnn.baselines.context_policy import ConcatPolicy, PlainPolicy
 from hyperdnn.baselines.controllers import make_expert, nearest_tasks
 from hyperdnn.baselines.deep_ensemble import DeepEnsemble
 from hyperdnn.baselines.devise import DeViSE
+from hyperdnn.baselines.econml_learners import EconMLLearner
 from hyperdnn.baselines.ewc import EWC
 from hyperdnn.baselines.finetune import FineTuning
 from hyperdnn.baselines.flat_hypernet import FlatArchHyperNetwork
@@ -67,6 +75,7 @@ from hyperdnn.baselines.joint import JointTraining
 from hyperdnn.baselines.l1_pruning import l1_filter_prune, l1_kept_filters
 from hyperdnn.baselines.maml import FirstOrderMAML
 from hyperdnn.baselines.mc_dropout import MCDropout
+from hyperdnn.baselines.meta_learners import DRLearner, SLearner, TARNet, TLearner
 from hyperdnn.baselines.pretrained_finetune import PretrainedFineTuning
 from hyperdnn.baselines.protonet import ProtoNet
 from hyperdnn.baselines.random_search import RandomSearch
@@ -95,4 +104,9 @@ __all__ = [
     "scenario_outputs",
     "l1_filter_prune",
     "l1_kept_filters",
+    "DRLearner",
+    "EconMLLearner",
+    "SLearner",
+    "TARNet",
+    "TLearner",
 ]

@@ -29,23 +29,16 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from hyperdnn.methods.treatment_effect import DoublyRobustLearner, OutcomeLearner, TrainOptions
+from hyperdnn.methods.treatment_effect import (
+    DoublyRobustLearner,
+    OutcomeLearner,
+    TrainOptions,
+    representation,
+    with_arms,
+)
 from hyperdnn.networks import mlp
 
-__all__ = ["SLearner", "TLearner", "TARNet", "DRLearner", "with_arms", "representation"]
-
-
-def with_arms(x: torch.Tensor, arms: int) -> torch.Tensor:
-    """Every row of ``x (N, F)`` once per arm, with the arm one-hot: ``(K * N, F + K)``, arm
-    ``k``'s rows at ``k * N .. (k + 1) * N - 1``."""
-    n = x.shape[0]
-    onehot = torch.eye(arms, dtype=x.dtype, device=x.device).repeat_interleave(n, 0)
-    return torch.cat([x.repeat(arms, 1), onehot], 1)
-
-
-def representation(features: int, widths: Sequence[int]) -> nn.Sequential:
-    """TARNet's shared representation: ``Linear -> ReLU`` per width, ``(N, F) -> (N, widths[-1])``."""
-    return nn.Sequential(mlp(features, tuple(widths[:-1]), widths[-1]), nn.ReLU())
+__all__ = ["SLearner", "TLearner", "TARNet", "DRLearner"]
 
 
 class SLearner(OutcomeLearner):

@@ -1,10 +1,10 @@
 """Domains of one image data set: rotated digits (Rotated MNIST, Ghifary et al., ICCV 2015).
 
-* :func:`rotate_images` - rotate flattened images about their centre (bilinear, zeros outside).
 * :func:`rotated_domains` - the images of a registered data set (default ``mnist5k``, or
   ``mnist`` from the user's idx files) split into disjoint parts, one per angle, each rotated
   by its angle (0, 15, ..., 75 degrees by default): :class:`Domains`, with each domain's
-  train and test images and its descriptor (the angle).
+  train and test images and its descriptor (the angle); the rotation is
+  :func:`hyperdnn.data.shift.rotate_images`.
 
 Registered as ``rotated-mnist5k`` in :data:`~hyperdnn.data.DATASETS`: its ``Split`` pools every
 domain (for recipes that take ``--data``); :func:`rotated_domains` keeps the domain of each
@@ -13,52 +13,28 @@ in two domains, so a held-out domain holds only unseen digits.
 
 Example::
 
-    >>> import torch
-    >>> from hyperdnn.data.domains import rotate_images
-    >>> x = torch.zeros(1, 9)
-    >>> x[0, 5] = 1.0                                  # the middle of the right column of a 3x3 image
-    >>> rotate_images(x, (1, 3, 3), 90.0).view(3, 3)   # a quarter turn counter-clockwise: to the top
-    tensor([[0., 1., 0.],
-            [0., 0., 0.],
-            [0., 0., 0.]])
+    >>> from hyperdnn.data.domains import rotated_domains
+    >>> d = rotated_domains("digits", (0.0, 45.0, 90.0), seed=0)
+    >>> d.names, tuple(d.x_train.shape), d.d_train.bincount().tolist()
+    (('0°', '45°', '90°'), (1437, 64), [479, 479, 479])
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from hyperdnn.data.registry import Dataset, get_dataset, register_dataset
+from hyperdnn.data.shift import rotate_images
 from hyperdnn.data.split import Split
 
-__all__ = ["DEFAULT_ANGLES", "Domains", "rotate_images", "rotated_domains"]
+__all__ = ["DEFAULT_ANGLES", "Domains", "rotated_domains"]
 
 #: the six domains of Rotated MNIST, in degrees
 DEFAULT_ANGLES = (0.0, 15.0, 30.0, 45.0, 60.0, 75.0)
-
-
-def rotate_images(x: torch.Tensor, shape: tuple[int, int, int], degrees: float | torch.Tensor) -> torch.Tensor:
-    """Rotate flattened images ``(N, C*H*W)`` counter-clockwise by ``degrees`` (one angle, or
-    ``(N,)`` angles) about their centre; pixels from outside the image are 0.
-
-    Returns:
-        ``(N, C*H*W)``, the rotated images.
-    """
-    n = x.shape[0]
-    if x.dim() != 2 or x.shape[1] != math.prod(shape):
-        raise ValueError(f"rotate_images: expected images (N, {math.prod(shape)}) for shape {shape}, got {tuple(x.shape)}")  # fmt: skip
-    theta = torch.deg2rad(torch.as_tensor(degrees, dtype=torch.float32).expand(n))
-    cos, sin = torch.cos(theta), torch.sin(theta)
-    # the sampling grid maps each output pixel back into the input: the inverse rotation (y points down)
-    affine = torch.stack([torch.stack([cos, -sin, torch.zeros(n)], 1), torch.stack([sin, cos, torch.zeros(n)], 1)], 1)
-    images = x.view(n, *shape).float()
-    grid = F.affine_grid(affine, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False).reshape(n, -1)
 
 
 @dataclass(frozen=True)

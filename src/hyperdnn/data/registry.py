@@ -123,6 +123,8 @@ DATASETS: Registry[Dataset] = Registry(
         "digits": "hyperdnn.data.offline",
         "mnist5k": "hyperdnn.data.offline",
         "mnist": "hyperdnn.data.mnist",
+        "multimnist5k": "hyperdnn.data.multimnist",
+        "multimnist": "hyperdnn.data.multimnist",
         "glyphs": "hyperdnn.data.glyphs",
         "omniglot": "hyperdnn.data.omniglot",
         "awa2": "hyperdnn.data.awa2",

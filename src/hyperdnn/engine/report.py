@@ -22,6 +22,8 @@
     the data (1-D regression);
   - :func:`histogram_figure` - distributions of a score, one outline per set, a panel per
     model (predictive entropy in and out of distribution).
+  - :func:`curves_and_points_figure` - curves (a model swept over a continuous input) against
+    separately trained points, a panel per quantity (Pareto fronts, hyper-parameter sweeps).
 
 matplotlib (the ``apps`` extra) is imported only when a figure is drawn.
 
@@ -68,6 +70,8 @@ __all__ = [
     "reliability_figure",
     "band_figure",
     "histogram_figure",
+    "grid_figure",
+    "curves_and_points_figure",
 ]
 
 
@@ -509,6 +513,107 @@ def line_chart_figure(
     return fig
 
 
+def grid_figure(
+    panels: Mapping[str, torch.Tensor],
+    xticks: Sequence[str],
+    yticks: Sequence[str],
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    colorbar: str,
+    marked: torch.Tensor | None = None,
+    limits: tuple[float, float] | None = None,
+) -> Figure:
+    """A value over a grid of two parameters, one panel per entry, on one shared colour scale.
+
+    Unlike :func:`heatmap_figure` (square matrices, each on its own scale) the panels here are
+    meant to be compared cell by cell: one colour bar serves them all. Every cell shows its
+    value (two decimals) while the cells are large enough to read; cells of ``marked`` are
+    outlined (e.g. the training tasks); NaN cells stay blank.
+
+    Args:
+        panels: panel title -> ``(R, C)`` values (rows along y, columns along x); all of one
+            shape.
+        xticks, yticks: ``C`` and ``R`` labels of the columns and rows.
+        title, xlabel, ylabel, colorbar: the figure's texts.
+        marked: ``(R, C)`` bool: cells to outline.
+        limits: the colour scale's ``(low, high)``; default: the values' own range.
+
+    Returns:
+        The matplotlib figure (Agg backend); the caller saves and closes it.
+
+    Raises:
+        ValueError: no panels, panels of different shapes, tick labels or ``marked`` that do
+            not fit them, or ``limits`` with ``high <= low``.
+    """
+    if not panels:
+        raise ValueError("grid_figure: expected at least one panel, got none")
+    shapes = {name: tuple(v.shape) for name, v in panels.items()}
+    shape = next(iter(shapes.values()))
+    problems = [f"panel {n!r} has shape {s}" for n, s in shapes.items() if s != shape or len(s) != 2]
+    if not problems and (len(xticks), len(yticks)) != (shape[1], shape[0]):
+        problems.append(f"{len(xticks)} x ticks and {len(yticks)} y ticks for panels of shape {shape}")
+    if marked is not None and tuple(marked.shape) != shape:
+        problems.append(f"marked has shape {tuple(marked.shape)}")
+    if limits is not None and not limits[1] > limits[0]:
+        problems.append(f"limits {limits} do not rise")
+    if problems:
+        raise ValueError(
+            f"grid_figure: expected panels of one shape (R, C) = {shape} and labels that fit: {'; '.join(problems)}"
+        )
+    plt = _pyplot()
+    from matplotlib.patches import Rectangle
+
+    names = list(panels)
+    values = torch.stack([panels[n].double() for n in names])
+    finite = values[values.isfinite()]
+    lo, hi = limits or ((float(finite.min()), float(finite.max())) if finite.numel() else (0.0, 1.0))
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    rows_, cols_ = shape
+    cols = min(len(names), 4)
+    rows = -(-len(names) // cols)
+    side = min(5.0, max(2.8, 0.42 * max(rows_, cols_) + 1.2))
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(side * cols + 1.2, side * rows * 0.95), squeeze=False, layout="constrained"
+    )
+    image = None
+    for k, ax in enumerate(axes.flat):
+        if k >= len(names):
+            ax.set_visible(False)
+            continue
+        m = values[k]
+        image = ax.imshow(m.numpy(), vmin=lo, vmax=hi, cmap="viridis", origin="lower", aspect="auto")
+        ax.set_title(names[k], fontsize=10)
+        ax.set_xticks(range(cols_), list(xticks), fontsize=7, rotation=45 if max(map(len, xticks)) > 4 else 0)
+        ax.set_yticks(range(rows_), list(yticks), fontsize=7)
+        if k % cols == 0:
+            ax.set_ylabel(ylabel)
+        if k // cols == rows - 1 or k + cols >= len(names):
+            ax.set_xlabel(xlabel)
+        if marked is not None:
+            for i, j in marked.nonzero().tolist():
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="white", linewidth=1.5))
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.85, label=colorbar)
+    fig.suptitle(title)
+    fig.draw_without_rendering()
+    cell = axes[0][0].get_window_extent().width * 72.0 / fig.dpi / cols_  # points per cell
+    size = min(9.0, 0.3 * cell)
+    if size >= 5.0:
+        for k, ax in enumerate(axes.flat[: len(names)]):
+            for i in range(rows_):
+                for j in range(cols_):
+                    v = float(values[k, i, j])
+                    if math.isnan(v):
+                        continue
+                    r, g, b, _ = image.cmap(image.norm(v))
+                    dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
+                    ax.text(
+                        j, i, f"{v:.2f}", ha="center", va="center", fontsize=size, color="white" if dark else "black"
+                    )
+    return fig
+
+
 def _panel_grid(plt: Any, n: int, width: float = 3.4, height: float = 3.0) -> tuple[Any, list[Any]]:
     """A figure of ``n`` panels, at most 3 per row; the unused ones hidden."""
     cols = min(n, 3)
@@ -725,104 +830,83 @@ def histogram_figure(
     return fig
 
 
-def grid_figure(
-    panels: Mapping[str, torch.Tensor],
-    xticks: Sequence[str],
-    yticks: Sequence[str],
+def curves_and_points_figure(
+    panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]],
     title: str,
     xlabel: str,
-    ylabel: str,
-    colorbar: str,
-    marked: torch.Tensor | None = None,
-    limits: tuple[float, float] | None = None,
+    ylabels: Sequence[str],
+    points: Collection[str] = (),
+    dashed: Collection[str] = (),
+    logx: bool = False,
 ) -> Figure:
-    """A value over a grid of two parameters, one panel per entry, on one shared colour scale.
+    """Curves against points, a panel per entry: a model swept densely over a continuous input
+    (a Pareto front over preference rays, a loss over a hyper-parameter) and the few models
+    trained separately at fixed values, drawn as unconnected markers.
 
-    Unlike :func:`heatmap_figure` (square matrices, each on its own scale) the panels here are
-    meant to be compared cell by cell: one colour bar serves them all. Every cell shows its
-    value (two decimals) while the cells are large enough to read; cells of ``marked`` are
-    outlined (e.g. the training tasks); NaN cells stay blank.
+    The data set the axes: both span the plotted values with a margin (never a fixed range);
+    a logarithmic x axis only where asked, every x on it positive.
 
     Args:
-        panels: panel title -> ``(R, C)`` values (rows along y, columns along x); all of one
-            shape.
-        xticks, yticks: ``C`` and ``R`` labels of the columns and rows.
-        title, xlabel, ylabel, colorbar: the figure's texts.
-        marked: ``(R, C)`` bool: cells to outline.
-        limits: the colour scale's ``(low, high)``; default: the values' own range.
+        panels: panel title -> series label -> (x values, y values) of equal length.
+        title: the figure's title.
+        xlabel: the x-axis label of every panel.
+        ylabels: one y-axis label per panel, in order.
+        points: series labels drawn as markers only (separately trained models).
+        dashed: series labels drawn as dashed lines (e.g. a known front).
+        logx: a logarithmic x axis.
 
     Returns:
         The matplotlib figure (Agg backend); the caller saves and closes it.
 
     Raises:
-        ValueError: no panels, panels of different shapes, tick labels or ``marked`` that do
-            not fit them, or ``limits`` with ``high <= low``.
+        ValueError: no panels, a panel without series, a label count that is not the panel
+            count, x and y of different lengths, a value that is not finite, or ``x <= 0`` with
+            ``logx`` (every offending series named).
+
+    Example::
+
+        >>> from hyperdnn.engine.report import curves_and_points_figure
+        >>> front = {"PHN": ([0.1, 0.3, 0.6], [0.7, 0.4, 0.2]), "separate": ([0.2, 0.5], [0.6, 0.3])}
+        >>> fig = curves_and_points_figure({"test losses": front}, "toy", "loss 1", ["loss 2"], points=["separate"])
+        >>> [line.get_linestyle() for line in fig.axes[0].get_lines()]   # a curve, then markers only
+        ['-', 'None']
     """
     if not panels:
-        raise ValueError("grid_figure: expected at least one panel, got none")
-    shapes = {name: tuple(v.shape) for name, v in panels.items()}
-    shape = next(iter(shapes.values()))
-    problems = [f"panel {n!r} has shape {s}" for n, s in shapes.items() if s != shape or len(s) != 2]
-    if not problems and (len(xticks), len(yticks)) != (shape[1], shape[0]):
-        problems.append(f"{len(xticks)} x ticks and {len(yticks)} y ticks for panels of shape {shape}")
-    if marked is not None and tuple(marked.shape) != shape:
-        problems.append(f"marked has shape {tuple(marked.shape)}")
-    if limits is not None and not limits[1] > limits[0]:
-        problems.append(f"limits {limits} do not rise")
+        raise ValueError("curves_and_points_figure: expected at least one panel, got none")
+    if len(ylabels) != len(panels):
+        raise ValueError(f"curves_and_points_figure: expected {len(panels)} y labels (one per panel), got {len(ylabels)}")
+    problems = []
+    for name, series in panels.items():
+        if not series:
+            problems.append(f"panel {name!r} has no series")
+        for label, (x, y) in series.items():
+            if len(x) != len(y):
+                problems.append(f"{name}/{label}: {len(x)} x values but {len(y)} y values")
+            elif not all(math.isfinite(float(v)) for v in (*x, *y)):
+                problems.append(f"{name}/{label}: a value that is not finite")
+            elif logx and len(x) and min(map(float, x)) <= 0:
+                problems.append(f"{name}/{label}: an x <= 0 on a logarithmic axis")
     if problems:
-        raise ValueError(
-            f"grid_figure: expected panels of one shape (R, C) = {shape} and labels that fit: {'; '.join(problems)}"
-        )
+        raise ValueError(f"curves_and_points_figure: {'; '.join(problems)}")
     plt = _pyplot()
-    from matplotlib.patches import Rectangle
-
-    names = list(panels)
-    values = torch.stack([panels[n].double() for n in names])
-    finite = values[values.isfinite()]
-    lo, hi = limits or ((float(finite.min()), float(finite.max())) if finite.numel() else (0.0, 1.0))
-    if hi <= lo:
-        lo, hi = lo - 0.5, hi + 0.5
-    rows_, cols_ = shape
-    cols = min(len(names), 4)
-    rows = -(-len(names) // cols)
-    side = min(5.0, max(2.8, 0.42 * max(rows_, cols_) + 1.2))
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(side * cols + 1.2, side * rows * 0.95), squeeze=False, layout="constrained"
-    )
-    image = None
-    for k, ax in enumerate(axes.flat):
-        if k >= len(names):
-            ax.set_visible(False)
-            continue
-        m = values[k]
-        image = ax.imshow(m.numpy(), vmin=lo, vmax=hi, cmap="viridis", origin="lower", aspect="auto")
-        ax.set_title(names[k], fontsize=10)
-        ax.set_xticks(range(cols_), list(xticks), fontsize=7, rotation=45 if max(map(len, xticks)) > 4 else 0)
-        ax.set_yticks(range(rows_), list(yticks), fontsize=7)
-        if k % cols == 0:
-            ax.set_ylabel(ylabel)
-        if k // cols == rows - 1 or k + cols >= len(names):
-            ax.set_xlabel(xlabel)
-        if marked is not None:
-            for i, j in marked.nonzero().tolist():
-                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="white", linewidth=1.5))
-    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.85, label=colorbar)
+    fig, axes = _panel_grid(plt, len(panels), width=4.6, height=3.8)
+    for ax, (name, series), ylabel in zip(axes, panels.items(), ylabels):
+        for label, (x, y) in series.items():
+            xs, ys = [float(v) for v in x], [float(v) for v in y]
+            if label in points:
+                ax.plot(xs, ys, "o", markersize=6, markeredgecolor="black", markeredgewidth=0.6, label=label, zorder=3)
+            else:
+                style = "--" if label in dashed else "-"
+                ax.plot(xs, ys, linestyle=style, marker="." if len(xs) <= 30 else "", linewidth=1.4, label=label)
+        if logx:
+            ax.set_xscale("log")
+        ax.margins(0.05, 0.08)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, which="both" if logx else "major")
+        ax.legend(fontsize=7, loc="best")
     fig.suptitle(title)
-    fig.draw_without_rendering()
-    cell = axes[0][0].get_window_extent().width * 72.0 / fig.dpi / cols_  # points per cell
-    size = min(9.0, 0.3 * cell)
-    if size >= 5.0:
-        for k, ax in enumerate(axes.flat[: len(names)]):
-            for i in range(rows_):
-                for j in range(cols_):
-                    v = float(values[k, i, j])
-                    if math.isnan(v):
-                        continue
-                    r, g, b, _ = image.cmap(image.norm(v))
-                    dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
-                    ax.text(
-                        j, i, f"{v:.2f}", ha="center", va="center", fontsize=size, color="white" if dark else "black"
-                    )
     return fig
 
 

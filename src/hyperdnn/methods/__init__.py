@@ -33,6 +33,11 @@
   states) and :func:`distillation_loss`: per-task experts distilled into one policy.
 * :mod:`~hyperdnn.methods.ppo` - :class:`PPO` over batched environments of different physics
   (TorchRL's clipped loss and GAE; the ``rl`` extra).
+* :mod:`~hyperdnn.methods.treatment_effect` - :class:`TreatmentEffectEstimator`: the
+  ``fit(X, T, Y).effect(X)`` contract of treatment-effect estimators, :class:`TrainOptions`.
+* :mod:`~hyperdnn.methods.hyperite` - HyperITE: :class:`HyperSLearner`, :class:`HyperTLearner`,
+  :class:`HyperTARNet`, :class:`HyperDRLearner` (arm embeddings generate each arm's network),
+  :class:`HypernetOptions`.
 
 What a method is compared with lives in :mod:`hyperdnn.baselines`; what is measured, in
 :mod:`hyperdnn.metrics`.
@@ -45,6 +50,7 @@ from hyperdnn.methods.distillation import Demonstrations, collect_demonstrations
 from hyperdnn.methods.diversity import weight_diversity
 from hyperdnn.methods.fewshot import FewShotLearner, HypernetFewShot, evaluate_episodes
 from hyperdnn.methods.flow import FlowHypernetwork
+from hyperdnn.methods.hyperite import HyperDRLearner, HypernetOptions, HyperSLearner, HyperTARNet, HyperTLearner
 from hyperdnn.methods.hypernet_dropout import HypernetDropout
 from hyperdnn.methods.implicit_hypernet import ImplicitHypernet
 from hyperdnn.methods.lookahead import adam_candidate_step
@@ -52,6 +58,7 @@ from hyperdnn.methods.output_regularizer import OutputRegularizer
 from hyperdnn.methods.ppo import PPO, PPOSettings
 from hyperdnn.methods.search import CandidateSearch, EvolutionarySearch
 from hyperdnn.methods.task_inference import SCENARIOS, entropy_task_inference, predict_with_task_inference
+from hyperdnn.methods.treatment_effect import TrainOptions, TreatmentEffectEstimator
 from hyperdnn.methods.uncertainty import UncertaintyModel
 from hyperdnn.methods.zeroshot import HypernetZeroShot, ZeroShotLearner
 
@@ -83,4 +90,11 @@ __all__ = [
     "predict_with_task_inference",
     "UncertaintyModel",
     "weight_diversity",
+    "HyperDRLearner",
+    "HypernetOptions",
+    "HyperSLearner",
+    "HyperTARNet",
+    "HyperTLearner",
+    "TrainOptions",
+    "TreatmentEffectEstimator",
 ]

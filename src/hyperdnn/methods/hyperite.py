@@ -51,11 +51,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from hyperdnn.baselines.meta_learners import representation, with_arms
 from hyperdnn.conditioners import TaskEmbedding
 from hyperdnn.heads import Chunked, Once
 from hyperdnn.hypernet import HyperModel, HyperNetwork
-from hyperdnn.methods.treatment_effect import DoublyRobustLearner, OutcomeLearner, TrainOptions
+from hyperdnn.methods.treatment_effect import (
+    DoublyRobustLearner,
+    OutcomeLearner,
+    TrainOptions,
+    representation,
+    with_arms,
+)
 from hyperdnn.networks import mlp
 from hyperdnn.target import Target
 from hyperdnn.trunks import MLP

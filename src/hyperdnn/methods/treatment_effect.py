@@ -18,7 +18,9 @@ module holds what every neural estimator of hyperdnn shares; the learners themse
   :meth:`~OutcomeLearner.predict_outcomes`.
 * :func:`check_treatment_data` - the checks :meth:`fit` runs: 2-D finite covariates, a binary
   or categorical treatment (integer arms ``0 .. K-1``, each present), arrays of one length.
-* :func:`train_network` - the training loop every learner uses.
+* :func:`train_network` - the training loop every learner uses; :func:`with_arms` (covariates
+  with each arm one-hot, the S-learners' input) and :func:`representation` (TARNet's shared
+  layers), the pieces the plain and the hypernetwork learners share.
 
 Treatments are integer arms ``0 .. K-1`` (``K >= 2``; ``bool`` is arms 0 and 1): binary or
 categorical. ``effect(X, T0, T1)`` is the effect of moving from arm ``T0`` to arm ``T1``.
@@ -63,6 +65,8 @@ __all__ = [
     "check_treatment_data",
     "check_covariates",
     "train_network",
+    "with_arms",
+    "representation",
     "ESTIMATORS",
 ]
 
@@ -217,6 +221,19 @@ def check_treatment_data(X: Any, T: Any, Y: Any, where: str, min_per_arm: int = 
     if few:
         raise ValueError(f"{where}: every arm needs at least {min_per_arm} units, got {few} (arm: units)")
     return x, t, y
+
+
+def with_arms(x: torch.Tensor, arms: int) -> torch.Tensor:
+    """Every row of ``x (N, F)`` once per arm, with the arm one-hot: ``(K * N, F + K)``, arm
+    ``k``'s rows at ``k * N .. (k + 1) * N - 1``."""
+    n = x.shape[0]
+    onehot = torch.eye(arms, dtype=x.dtype, device=x.device).repeat_interleave(n, 0)
+    return torch.cat([x.repeat(arms, 1), onehot], 1)
+
+
+def representation(features: int, widths: Sequence[int]) -> nn.Sequential:
+    """TARNet's shared representation: ``Linear -> ReLU`` per width, ``(N, F) -> (N, widths[-1])``."""
+    return nn.Sequential(mlp(features, tuple(widths[:-1]), widths[-1]), nn.ReLU())
 
 
 def train_network(

@@ -16,6 +16,8 @@
 * :mod:`~hyperdnn.metrics.control` - control: :func:`task_returns` (seeded episodes of many
   environments at once), :func:`normalised_return` (0: random, 1: the task's expert) and
   :func:`split_means`.
+* :mod:`~hyperdnn.metrics.causal` - treatment effects: :func:`sqrt_pehe`, :func:`ate_error`,
+  :func:`mean_se` over replications and :func:`paired_win_rate`.
 
 Pareto-front and other metrics of later recipes go here, one module per family.
 """
@@ -27,6 +29,7 @@ from hyperdnn.metrics.calibration import (
     negative_log_likelihood,
     reliability_bins,
 )
+from hyperdnn.metrics.causal import ate_error, mean_se, paired_win_rate, sqrt_pehe
 from hyperdnn.metrics.classification import accuracy, model_accuracy
 from hyperdnn.metrics.continual import accuracy_summary, task_accuracies
 from hyperdnn.metrics.control import normalised_return, split_means, task_returns
@@ -37,6 +40,10 @@ from hyperdnn.metrics.ranking import kendall_tau, spearman, steps_to_reach
 __all__ = [
     "accuracy",
     "accuracy_summary",
+    "ate_error",
+    "mean_se",
+    "paired_win_rate",
+    "sqrt_pehe",
     "brier_score",
     "expected_calibration_error",
     "expected_entropy",

@@ -1,5 +1,12 @@
 """What the few- and zero-shot recipes share: their data, a data set's classes (glyphs rendered
-with the run's options, another data set through its class-level view), checked before a run."""
+with the run's options, another data set through its class-level view), checked before a run.
+
+Example::
+
+    >>> from hyperdnn.recipes._class_data import glyph_classes
+    >>> glyph_classes(("armenian", "georgian"))
+    194
+"""
 
 from __future__ import annotations
 

@@ -17,6 +17,13 @@ new language is learned from ``--new-words`` words: the hypernetwork fits only i
 against fine-tuning an ordinary adapter (started from the mean of the others) on the same
 words. Metric: bits per character on held-out words, per language, and parameters per language.
 
+The units of a run, in order (the new language's come last: they start from what the others saved)::
+
+    >>> from hyperdnn.recipes.adapters import AdaptersConfig, plan
+    >>> [(u.key, len(u.stages)) for u in plan(AdaptersConfig())]  # doctest: +NORMALIZE_WHITESPACE
+    [('shared', 1), ('token', 1), ('adapters', 1), ('hnet', 1), ('separate', 11), ('new/adapter', 1),
+     ('new/hnet', 1)]
+
 Run::
 
     hyperdnn run adapters                       # 11 languages, then Dutch from 500 words
@@ -52,14 +59,14 @@ from hyperdnn.engine.errors import CheckpointError, UsageError
 from hyperdnn.engine.loop import Unit, Work, resumable, run_units
 from hyperdnn.engine.model import load_model
 from hyperdnn.engine.registry import Recipe, register_recipe
-from hyperdnn.engine.report import Column, Report, Table, bar_chart_figure
 from hyperdnn.engine.run import Outcome, RunContext
 from hyperdnn.metrics.language import next_token_nll
 from hyperdnn.optim import adam
+from hyperdnn.recipes._adapters_report import UNITS, report
 
 TRAIN = ("ar", "de", "en", "es", "eu", "fa", "fr", "it", "lv", "pt", "ru")
 QUICK = dict(languages=("de", "en", "es"), new_language="it", train_words=150, test_words=60, new_words=60,
-             width=16, layers=1, heads=2, hidden=32, bottleneck=4, rank=2, pretrain_epochs=2, adapt_epochs=2,
+             width=16, layers=1, heads=2, hidden=32, bottleneck=4, rank=2, lang_dim=8, pretrain_epochs=2, adapt_epochs=2,
              new_epochs=3, batch_size=64)  # fmt: skip
 
 
@@ -81,18 +88,20 @@ class AdaptersConfig:
     hidden: int = option(128, "feed-forward width", low=1)
     adapt: tuple[str, ...] = option(("blocks.*.attn.out", "blocks.*.ffn.fc2"), "globs of the Linear layers that get adapters", nonempty=True)  # fmt: skip
     bottleneck: int = option(16, "adapter bottleneck width", low=1)
-    rank: int = option(4, "rank of each generated adapter matrix (LowRank head; 0: whole matrices)", low=0)
-    lang_dim: int = option(8, "language embedding width of the hypernetwork", low=1)
+    rank: int = option(6, "rank of each generated adapter matrix (LowRank head; 0: whole matrices)", low=0)
+    lang_dim: int = option(32, "language embedding width of the hypernetwork", low=1)
     trunk: tuple[int, ...] = option((32,), "hidden widths of the hypernetwork's MLP trunk", low=1, nonempty=True)
-    gen_hidden: tuple[int, ...] = option((32,), "hidden widths of the shared adapter generator", low=1)
+    gen_hidden: tuple[int, ...] = option((16,), "hidden widths of the shared adapter generator", low=1)
     layer_dim: int = option(8, "layer embedding width of the shared generator", low=1)
+    learn_base: bool = option(False, "learn the adapters' shared base theta0 too (generated: theta0 + change)")
     residual_scale: float = option(0.5, "size of the generated adapters at the start, relative to hyperfan", above=0)  # fmt: skip
     pretrain_epochs: int = option(6, "epochs of the shared model (and of each separate model)", low=1)
     adapt_epochs: int = option(3, "epochs of every method on top of the shared model", low=1)
     new_epochs: int = option(20, "epochs on the new language's words", low=1)
     batch_size: int = option(128, "words per minibatch", low=1)
     lr: float = option(3e-3, "Adam learning rate of the shared and separate models", above=0)
-    adapt_lr: float = option(3e-3, "Adam learning rate of adapters, language tokens and the hypernetwork", above=0)
+    adapt_lr: float = option(3e-3, "Adam learning rate of the language tokens and the per-language adapters", above=0)
+    hnet_lr: float = option(2e-2, "Adam learning rate of the hypernetwork", above=0)
     new_lr: float = option(1e-2, "Adam learning rate on the new language", above=0)
     quick: bool = option(
         False,
@@ -162,19 +171,7 @@ def adapted(cfg: AdaptersConfig, lm: CharLM) -> Target:
 def hypernet(cfg: AdaptersConfig, target: Target, languages: int) -> HyperNetwork:
     head = LowRank(cfg.rank or None, cfg.layer_dim, cfg.gen_hidden)
     return HyperNetwork(target, TaskEmbedding(languages, cfg.lang_dim), MLP(cfg.trunk), head,
-                        residual="target", residual_scale=cfg.residual_scale)  # fmt: skip
-
-
-UNITS = ("shared", "token", "adapters", "hnet", "separate", "new/adapter", "new/hnet")
-LABELS = {
-    "shared": "shared model alone",
-    "token": "shared model + language token",
-    "adapters": "one adapter per language",
-    "hnet": "hypernetwork adapters",
-    "separate": "separate model per language",
-    "new/adapter": "ordinary adapter, fine-tuned",
-    "new/hnet": "hypernetwork, new embedding only",
-}
+                        residual="target", residual_scale=cfg.residual_scale, learn_theta0=cfg.learn_base)  # fmt: skip
 
 
 class LanguageWork(Work):
@@ -252,7 +249,8 @@ class LanguageWork(Work):
         if self.key == "separate" and fresh:
             self.ctx.seed_everything("init", "separate", stage)
             self.lm = self.module = shared_model(self.cfg, self.V)
-        lr = self.cfg.new_lr if self.new else self.cfg.lr if self.key in ("shared", "separate") else self.cfg.adapt_lr
+        lrs = {"shared": self.cfg.lr, "separate": self.cfg.lr, "hnet": self.cfg.hnet_lr}
+        lr = self.cfg.new_lr if self.new else lrs.get(self.key, self.cfg.adapt_lr)
         self.optimizer = adam(self.parameters_to_train(), lr=lr)
         return self.optimizer
 
@@ -359,59 +357,6 @@ def run_adapters(cfg: AdaptersConfig, ctx: RunContext) -> Outcome:
     )
     done = run_units(ctx, plan(cfg), lambda u: LanguageWork(ctx, cfg, words, u), {"bpc": {}, "params": {}})
     return report(cfg, ctx, done.results, done.times)
-
-
-# ====================================================================== the report
-def report(cfg: AdaptersConfig, ctx: RunContext, res: dict[str, Any], times: Mapping[str, float]) -> Outcome:
-    """summary.md: bits per character per method and language, the new language, the checks."""
-    langs, bpc, params = cfg.languages, res["bpc"], res["params"]
-    mean = {k: sum(bpc[k][x] for x in langs) / len(langs) for k in UNITS[:5]}
-    rep = Report(ctx, f"adapters: {len(langs)} languages, new language {cfg.new_language}, seed {ctx.seed}")
-    rep.text(
-        f"A character transformer (width {cfg.width}, {cfg.layers} blocks, {cfg.heads} heads, feed-forward "
-        f"{cfg.hidden}) trained from scratch on {cfg.train_words} words per language ({cfg.pretrain_epochs} "
-        f"epochs), then frozen. Adapters (bottleneck {cfg.bottleneck}) in {', '.join(cfg.adapt)}; every method "
-        f"on top of the shared model trains {cfg.adapt_epochs} epochs. Hypernetwork: language embedding "
-        f"{cfg.lang_dim}, trunk {cfg.trunk}, LowRank head (rank {cfg.rank or 'full'}, layer embedding "
-        f"{cfg.layer_dim}, hidden {cfg.gen_hidden}). Bits per character on {cfg.test_words} held-out words per "
-        "language (the end of the word counts as a character)."
-    )
-    cols = [Column("method"), Column("mean bpc", "mean", ".3f")]
-    cols += [Column(x, f"bpc_{x}", ".3f") for x in langs]
-    cols += [Column("parameters per language", "per_language", ","), Column("trained parameters", "trained", ","),
-             Column("time (s)", "time", ".0f")]  # fmt: skip
-    table = Table(cols)
-    for k in UNITS[:5]:
-        table.add(method=LABELS[k], mean=mean[k], **{f"bpc_{x}": bpc[k][x] for x in langs}, **params[k], time=times[k])
-    rep.section("Bits per character on held-out words")
-    rep.table(table)
-    new = Table([Column("method"), Column(f"bpc ({cfg.new_language})", "bpc", ".3f"),
-                 Column("trained parameters", "trained", ","), Column("time (s)", "time", ".1f")])  # fmt: skip
-    new.add(method="shared model alone (no adaptation)", bpc=bpc["shared"][cfg.new_language], trained=0, time=0.0)
-    for k in ("new/adapter", "new/hnet"):
-        new.add(method=LABELS[k], bpc=bpc[k][cfg.new_language], trained=params[k]["trained"], time=times[k])
-    rep.section(f"A new language ({cfg.new_language}) from {cfg.new_words} words")
-    rep.table(new)
-    checks = {
-        "hnet_vs_adapters": mean["hnet"] / mean["adapters"] - 1,
-        "hnet_params_vs_adapters": params["hnet"]["trained"] / params["adapters"]["trained"],
-        "hnet_vs_token": mean["hnet"] - mean["token"],
-        "new_hnet_vs_adapter": bpc["new/hnet"][cfg.new_language] - bpc["new/adapter"][cfg.new_language],
-    }
-    rep.section("Against the targets")
-    rep.text(
-        f"- hypernetwork vs one adapter per language: {100 * checks['hnet_vs_adapters']:+.2f}% bits per character "
-        f"(target: within 1%) with {100 * checks['hnet_params_vs_adapters']:.1f}% of their trained parameters "
-        "(target: at most 25%)",
-        f"- hypernetwork vs the language token: {checks['hnet_vs_token']:+.4f} bits per character (target: below 0)",
-        f"- new language, hypernetwork embedding vs fine-tuned adapter: {checks['new_hnet_vs_adapter']:+.4f} bits "
-        "per character (target: below 0)",
-    )
-    values = {x: {LABELS[k]: bpc[k][x] for k in UNITS[:5]} for x in langs}
-    rep.figure(bar_chart_figure(values, "bits per character on held-out words", "bits per character", zoom=True),
-               "bpc.png", "bits per character per language")  # fmt: skip
-    metrics = {"bpc": bpc, "mean_bpc": mean, "parameters": params, "checks": checks, "time_s": dict(times)}
-    return rep.outcome(metrics)
 
 
 # ====================================================================== saved models and registration

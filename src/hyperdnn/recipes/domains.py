@@ -14,6 +14,13 @@ training (one MLP on every training domain), pooled training with the domain as 
 same encoded angle beside the pixels), and one model per training domain (a held-out domain
 uses the model of the nearest angle; two equally near average their probabilities).
 
+The units of a run: every method for each held-out domain (per-domain models: a stage per
+training domain)::
+
+    >>> from hyperdnn.recipes.domains import DomainsConfig, plan
+    >>> [(u.key, len(u.stages)) for u in plan(DomainsConfig(held_out=(30.0,)))]
+    [('pooled/2', 1), ('input/2', 1), ('per_domain/2', 5), ('hnet/2', 1), ('hnet_set/2', 1)]
+
 Run::
 
     hyperdnn run domains                          # leave each of the six domains out in turn

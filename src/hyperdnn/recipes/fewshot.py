@@ -17,6 +17,12 @@ unit); the loop (each learner trained on its episodes, then tested on the same 6
 setting); the report (a table per setting with 95% intervals, a bar chart, training curves, a
 test episode).
 
+Example (the units of a plan: a method per setting, fine-tuning once)::
+
+    >>> from hyperdnn.recipes.fewshot import FewShotConfig, plan
+    >>> [u.key for u in plan(FewShotConfig(methods=("hnet", "protonet", "finetune")))]
+    ['hnet/1-shot', 'protonet/1-shot', 'hnet/5-shot', 'protonet/5-shot', 'finetune']
+
 Run::
 
     hyperdnn run fewshot                                  # glyphs, 5-way 1-shot and 5-shot

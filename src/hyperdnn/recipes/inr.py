@@ -85,7 +85,7 @@ class InrConfig:
     data: str = option("mnist5k", "images, a data set of hyperdnn.data.list_datasets(): mnist5k, digits, mnist ...")
     data_root: str = option("", "folder of the MNIST idx files for --data mnist (a torchvision root works)")
     train_images: int = option(0, "training images of the amortised methods and Reptile (0: the whole split)", low=0)
-    test_images: int = option(100, "test images every method represents (PSNR is their mean)", low=1)
+    test_images: int = option(64, "test images every method represents (PSNR is their mean)", low=1)
     methods: tuple[str, ...] = option(tuple(METHODS), "methods to run", choices=tuple(METHODS), nonempty=True, distinct=True)  # fmt: skip
     # the SIREN every method represents an image with (the modulation's is wider: same parameters)
     hidden: tuple[int, ...] = option((32, 32), "hidden widths of the SIREN", low=1, nonempty=True)
@@ -93,7 +93,7 @@ class InrConfig:
     # the amortised methods: an MLP encoder of the image, a trunk, one linear head
     encoder: tuple[int, ...] = option((512,), "hidden widths of the image encoder MLP", low=1)
     features: int = option(256, "the encoder's output width", low=1)
-    trunk: tuple[int, ...] = option((256,), "trunk widths; the last is the modulation's latent width", low=1, nonempty=True)  # fmt: skip
+    trunk: tuple[int, ...] = option((128,), "trunk widths; the last is the modulation's latent width", low=1, nonempty=True)  # fmt: skip
     residual_scale: float = option(0.1, "size of the generated part at initialisation (theta0 + delta)", above=0)
     epochs: int = option(10, "passes over the training images", low=1)
     batch_size: int = option(64, "images per step", low=1)

@@ -1,7 +1,7 @@
 """Parameters for unseen architectures with a graph hypernetwork (GHN-2, Knyazev et al., NeurIPS 2021).
 
 Architectures are drawn in code from a search space of small CNNs (depth, widths, kernel sizes,
-skip connections, batch norm or none: :class:`~hyperdnn.arch.SearchSpace`). Each becomes a
+skip connections, batch or group norm: :class:`~hyperdnn.arch.SearchSpace`). Each becomes a
 graph of operations (:func:`~hyperdnn.arch.build_graph`); a message-passing network over the
 graph embeds every node, and every parameter tensor is generated from its node's embedding
 through the component-wise generation of :class:`~hyperdnn.DynamicHyperNetwork`
@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hyperdnn import Target
-from hyperdnn.arch import Architecture, GraphHyperNetwork, SearchSpace
+from hyperdnn.arch import NORMS, Architecture, GraphHyperNetwork, SearchSpace
 from hyperdnn.baselines import FlatArchHyperNetwork
 from hyperdnn.data import DATASETS, load_dataset
 from hyperdnn.engine.config import option
@@ -77,6 +77,7 @@ class NASConfig:
     depths: tuple[int, ...] = option((2, 3, 4, 5), "numbers of cells of training architectures", low=1, nonempty=True, distinct=True)  # fmt: skip
     widths: tuple[int, ...] = option((8, 16, 24, 32), "cell widths of training architectures", low=1, nonempty=True, distinct=True)  # fmt: skip
     kernels: tuple[int, ...] = option((1, 3, 5), "kernel sizes (odd)", low=1, nonempty=True, distinct=True)
+    norms: tuple[str, ...] = option(("bn", "gn"), "normalisations: bn (batch), gn (group), none", choices=NORMS, nonempty=True, distinct=True)  # fmt: skip
     skip_probability: float = option(0.5, "chance that a cell has a skip connection", low=0, high=1)
     train_archs: int = option(300, "architectures the hypernetworks are trained on", low=1)
     heldout: int = option(8, "held-out architectures drawn from the training space", low=0)
@@ -114,7 +115,7 @@ class NASConfig:
     @property
     def space(self) -> SearchSpace:
         """The training architectures' space."""
-        return SearchSpace(self.depths, self.widths, self.kernels, ("bn", "none"), self.skip_probability)
+        return SearchSpace(self.depths, self.widths, self.kernels, self.norms, self.skip_probability)
 
     @property
     def slots(self) -> int:
@@ -159,10 +160,11 @@ def architectures(cfg: NASConfig, seed: int, channels: int, classes: int) -> tup
 def build_hypernet(cfg: NASConfig, kind: str, example: list[Target] | None = None) -> nn.Module:
     """The GHN (``"ghn"``) or the MLP hypernetwork over the flat encoding (``"mlp"``)."""
     sizes = {"max_component_size": cfg.max_component_size, "embed_dim": cfg.embed_dim,
-             "trunk_hidden": (cfg.hidden,), "descriptor_hidden": (cfg.hidden,), "example": example}  # fmt: skip
+             "trunk_hidden": (cfg.hidden,), "descriptor_hidden": (cfg.hidden,), "example": example,
+             "max_rows": max(*cfg.widths, *cfg.wide_widths, 10)}  # fmt: skip
     if kind == "ghn":
         return GraphHyperNetwork(hidden=cfg.hidden, rounds=cfg.rounds, **sizes)
-    return FlatArchHyperNetwork(5 * cfg.slots, **sizes)
+    return FlatArchHyperNetwork(6 * cfg.slots, **sizes)
 
 
 class Predictor:
@@ -400,7 +402,7 @@ def report(cfg: NASConfig, ctx: RunContext, done: LoopResult) -> Outcome:
     rep = Report(ctx, f"nas: a graph hypernetwork on {cfg.data}, seed {ctx.seed}")
     rep.text(
         f"{cfg.train_archs} training architectures (depths {list(cfg.depths)}, widths {list(cfg.widths)}, kernels "
-        f"{list(cfg.kernels)}, batch norm or none, skips with probability {cfg.skip_probability}); held out: "
+        f"{list(cfg.kernels)}, norms {list(cfg.norms)}, skips with probability {cfg.skip_probability}); held out: "
         f"{cfg.heldout} from that space, {cfg.deeper} deeper ({list(cfg.deep_depths)} cells), {cfg.wider} wider "
         f"(widths {list(cfg.wide_widths)}). Hypernetworks: {cfg.hnet_epochs} epochs, {cfg.archs_per_step} "
         f"architectures per step. SGD: lr {cfg.lr}, momentum 0.9, batch {cfg.batch_size}, {cfg.train_epochs} epochs."

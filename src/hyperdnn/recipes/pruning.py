@@ -77,22 +77,22 @@ class PruningConfig:
     test_size: int = option(0, "test images used (0: all)", low=0)
     channels: tuple[int, ...] = option((16, 32, 32, 64), "full width of each convolution", low=1, nonempty=True)
     strides: tuple[int, ...] = option((1, 1, 2, 2), "stride of each convolution", low=1, nonempty=True)
-    levels: int = option(8, "width levels per layer: layer i takes ceil(c_i * k / levels) channels, k = 1..levels", low=2)  # fmt: skip
+    levels: int = option(16, "width levels per layer: layer i takes ceil(c_i * k / levels) channels, k = 1..levels", low=2)  # fmt: skip
     budgets: tuple[float, ...] = option((0.12, 0.25, 0.5), "FLOPs budgets, fractions of the full network's", above=0, high=1, nonempty=True, distinct=True)  # fmt: skip
     # the PruningNet
     trunk: tuple[int, ...] = option((64,), "hidden widths of the PruningNet's MLP trunk", low=1, nonempty=True)
     head_hidden: tuple[int, ...] = option((), "hidden widths of each layer's own output head", low=1)
-    pruningnet_epochs: int = option(20, "PruningNet training epochs (a random width vector per step)", low=1)
+    pruningnet_epochs: int = option(30, "PruningNet training epochs (a random width vector per step)", low=1)
     pruningnet_lr: float = option(1e-3, "Adam learning rate of the PruningNet", above=0)
     bn_batches: int = option(2, "training batches of 256 that recalibrate batch-norm statistics per candidate", low=1)  # fmt: skip
     # the searches
-    population: int = option(16, "candidates evaluated per generation (random search: per round)", low=2)
+    population: int = option(20, "candidates evaluated per generation (random search: per round)", low=2)
     generations: int = option(8, "generations of the evolutionary search (rounds of random search)", low=1)
     parents: int = option(6, "fittest candidates that breed each generation", low=1)
     mutation: float = option(0.2, "probability that mutation redraws a gene", low=0, high=1)
     crossover: float = option(0.5, "share of children made by crossover", low=0, high=1)
     # training the found networks (every method the same)
-    retrain_epochs: int = option(8, "epochs of retraining from scratch (and of L1 fine-tuning)", low=1)
+    retrain_epochs: int = option(10, "epochs of retraining from scratch (and of L1 fine-tuning)", low=1)
     lr: float = option(0.05, "SGD learning rate (momentum 0.9, cosine to zero) of every trained network", above=0)
     finetune_lr: float = option(0.01, "SGD learning rate of fine-tuning after L1 pruning", above=0)
     weight_decay: float = option(5e-4, "SGD weight decay", low=0)

@@ -89,7 +89,9 @@ QUICK = {
     "distill_epochs": 2,
     "distill_batches": 10,
     "ppo_iterations": 2,
+    "ppo_envs": 27,
     "ppo_steps": 64,
+    "ppo_epochs": 2,
     "eval_episodes": 1,
 }
 

@@ -18,6 +18,13 @@ into training and test); the methods; the loop (each method trained on the seen 
 then tested on the unseen classes among themselves and on held-out images of the seen classes);
 the report (a table, a bar chart, training curves).
 
+Example (a per-class accuracy: each class counts the same)::
+
+    >>> import torch
+    >>> from hyperdnn.recipes.zeroshot import class_accuracy
+    >>> class_accuracy(torch.tensor([[2.0, 0.0], [2.0, 0.0], [0.0, 2.0]]), torch.tensor([0, 1, 1]))
+    0.75
+
 Run::
 
     hyperdnn run zeroshot                                 # glyphs: hypernetwork, DeViSE, DAP
