@@ -118,6 +118,19 @@ def test_split_units_is_stratified_and_disjoint() -> None:
     assert (t[test] == 1).sum() == 5 and (t[test] == 0).sum() == 20
 
 
+def test_split_units_splits_every_arm_of_a_categorical_treatment() -> None:
+    """Every arm 0 .. K-1 loses its share, none is dropped (a third arm once fell out of both
+    parts, so no learner ever trained on it); a binary split is the same as before."""
+    t = np.array([0] * 40 + [1] * 20 + [2] * 30 + [3] * 10)
+    train, test = split_units(t, 0.25, seed=0)
+    assert sorted(np.concatenate([train, test]).tolist()) == list(range(100))
+    assert [int((t[test] == k).sum()) for k in range(4)] == [10, 5, 8, 2]
+    binary = t[t < 2]
+    np.testing.assert_array_equal(split_units(binary, 0.25, seed=0)[1], split_units(t, 0.25, seed=0)[1][:15])
+    with pytest.raises(ValueError, match="arm 1 has 0 units"):
+        split_units(np.zeros(10, dtype=np.int64), 0.25, seed=0)
+
+
 # ---------------------------------------------------------------------- estimators
 def _linear_effect_data(n: int = 600, seed: int = 0) -> CausalSample:
     """y = x b + t (1 + 2 x0) + noise: a known linear effect tau(x) = 1 + 2 x0."""
@@ -224,6 +237,20 @@ def test_fit_leaves_the_callers_random_state_and_is_seeded() -> None:
     assert torch.equal(torch.random.get_rng_state(), before)
     b = HyperTLearner((8,), SMALL, options).fit(data.x, data.t, data.y).effect(data.x)
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", list(LEARNERS))
+def test_constructors_draw_no_random_numbers_and_check_widths(name: str) -> None:
+    torch.manual_seed(11)
+    before = torch.random.get_rng_state()
+    LEARNERS[name]()
+    assert torch.equal(torch.random.get_rng_state(), before), name
+    cls = type(LEARNERS[name]())
+    with pytest.raises(ValueError, match=rf"{cls.__name__}: \w+ must be positive ints, got \(4, 0\)"):
+        if cls in (TARNet, HyperTARNet):
+            cls((8,), (4, 0))
+        else:
+            cls((4, 0))
 
 
 def test_categorical_treatments_have_an_effect_per_pair_of_arms() -> None:

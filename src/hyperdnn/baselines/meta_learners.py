@@ -29,6 +29,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from hyperdnn._checks import check_widths
 from hyperdnn.methods.treatment_effect import (
     DoublyRobustLearner,
     OutcomeLearner,
@@ -53,8 +54,7 @@ class SLearner(OutcomeLearner):
 
     def __init__(self, hidden: Sequence[int] = (64, 64), training: TrainOptions | None = None):
         super().__init__(training)
-        self.hidden = tuple(hidden)
-        mlp(1, self.hidden, 1)  # checks the widths now
+        self.hidden = check_widths(type(self).__name__, "hidden", hidden)
 
     def _build(self, features: int, arms: int) -> nn.Module:
         return mlp(features + arms, self.hidden, 1)
@@ -77,8 +77,7 @@ class TLearner(OutcomeLearner):
 
     def __init__(self, hidden: Sequence[int] = (64, 64), training: TrainOptions | None = None):
         super().__init__(training)
-        self.hidden = tuple(hidden)
-        mlp(1, self.hidden, 1)
+        self.hidden = check_widths(type(self).__name__, "hidden", hidden)
 
     def _build(self, features: int, arms: int) -> nn.Module:
         return nn.ModuleList([mlp(features, self.hidden, 1) for _ in range(arms)])
@@ -108,7 +107,8 @@ class TARNet(OutcomeLearner):
         self.representation, self.heads = tuple(representation), tuple(heads)
         if not self.representation:
             raise ValueError("TARNet: representation needs at least one width, got ()")
-        mlp(1, self.representation + self.heads, 1)
+        check_widths(type(self).__name__, "representation", self.representation)
+        check_widths(type(self).__name__, "heads", self.heads)
 
     def _build(self, features: int, arms: int) -> nn.Module:
         rep = representation(features, self.representation)

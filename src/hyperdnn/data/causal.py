@@ -235,10 +235,12 @@ def split_units(t: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndar
     """A train/test split of units, stratified by arm (each arm loses the same share).
 
     Args:
-        t: the arm of each unit, ``(N,)`` in ``{0, 1}``.
+        t: the arm of each unit, ``(N,)``: integer arms ``0 .. K-1`` (binary: ``{0, 1}``;
+            categorical: ``K > 2``). Every arm ``0 .. max(1, K-1)`` is split.
         test_fraction: the share of each arm held out, in ``(0, 1)``; each arm keeps at least
             one unit on either side.
-        seed: the split's seed (``numpy.random.default_rng``).
+        seed: the split's seed (``numpy.random.default_rng``; arm ``k``'s units are permuted
+            after arm ``k - 1``'s, so a binary split is the same whatever ``K`` the caller has).
 
     Returns:
         Sorted int64 indices ``(train, test)``.
@@ -251,7 +253,8 @@ def split_units(t: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndar
     t = np.asarray(t)
     rng = np.random.default_rng(seed)
     train, test = [], []
-    for arm in (0, 1):
+    arms = max(int(t.max()) + 1 if t.size else 0, 2)
+    for arm in range(arms):
         units = np.flatnonzero(t == arm)
         if len(units) < 2:
             raise ValueError(f"split_units: arm {arm} has {len(units)} units; a split needs at least 2 per arm")

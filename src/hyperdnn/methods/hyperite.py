@@ -51,6 +51,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from hyperdnn._checks import check_widths
 from hyperdnn.conditioners import TaskEmbedding
 from hyperdnn.heads import Chunked, Once
 from hyperdnn.hypernet import HyperModel, HyperNetwork
@@ -186,8 +187,8 @@ class HyperSLearner(OutcomeLearner):
         training: TrainOptions | None = None,
     ):
         super().__init__(training)
-        self.hidden, self.hypernet = tuple(hidden), _options(hypernet, "HyperSLearner")
-        mlp(1, self.hidden, 1)
+        self.hidden = check_widths(type(self).__name__, "hidden", hidden)
+        self.hypernet = _options(hypernet, "HyperSLearner")
 
     def _build(self, features: int, arms: int) -> nn.Module:
         return arm_hypernetwork(mlp(features + arms, self.hidden, 1), 1, self.hypernet)
@@ -216,8 +217,8 @@ class HyperTLearner(OutcomeLearner):
         training: TrainOptions | None = None,
     ):
         super().__init__(training)
-        self.hidden, self.hypernet = tuple(hidden), _options(hypernet, "HyperTLearner")
-        mlp(1, self.hidden, 1)
+        self.hidden = check_widths(type(self).__name__, "hidden", hidden)
+        self.hypernet = _options(hypernet, "HyperTLearner")
 
     def _build(self, features: int, arms: int) -> nn.Module:
         return arm_hypernetwork(mlp(features, self.hidden, 1), arms, self.hypernet)
@@ -250,7 +251,8 @@ class HyperTARNet(OutcomeLearner):
         self.hypernet = _options(hypernet, "HyperTARNet")
         if not self.representation:
             raise ValueError("HyperTARNet: representation needs at least one width, got ()")
-        mlp(1, self.representation + self.heads, 1)
+        check_widths(type(self).__name__, "representation", self.representation)
+        check_widths(type(self).__name__, "heads", self.heads)
 
     def _build(self, features: int, arms: int) -> nn.Module:
         rep = representation(features, self.representation)

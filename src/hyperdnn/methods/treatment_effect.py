@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hyperdnn._checks import check_widths
 from hyperdnn.data.causal import split_units
 from hyperdnn.networks import mlp
 from hyperdnn.optim import adam
@@ -472,8 +473,9 @@ class TreatmentEffectEstimator(ABC):
         for :meth:`effect`.
 
         Raises:
-            FileNotFoundError: no such file. ValueError: not a saved estimator, an unknown
-            class, or weights that do not fit the config (naming the mismatch).
+            FileNotFoundError: no such file.
+            ValueError: not a saved estimator, an unknown class, or weights that do not fit
+                the config (naming the mismatch).
         """
         path = Path(path)
         if not path.is_file():
@@ -584,8 +586,7 @@ class DoublyRobustLearner(TreatmentEffectEstimator):
         training: TrainOptions | None = None,
     ):
         super().__init__(training)
-        self.hidden = tuple(hidden)
-        mlp(1, self.hidden, 1)  # checks the widths now
+        self.hidden = check_widths(type(self).__name__, "hidden", hidden)
         if isinstance(folds, bool) or not isinstance(folds, int) or folds < 1:
             raise ValueError(f"{type(self).__name__}: folds must be an int >= 1, got {folds!r}")
         if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not 0.0 <= clip < 0.5:
