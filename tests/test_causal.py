@@ -350,7 +350,10 @@ def test_quick_run_writes_results_summary_plots_and_the_model(quick_run) -> None
             assert len(row["sqrt_pehe"]) == (3 if setting == "ihdp" else 2), (setting, m)
             assert all(np.isfinite(row["sqrt_pehe"])) and row["pehe"][0] == pytest.approx(np.mean(row["sqrt_pehe"]))
     assert 0 <= settings["ihdp"]["hyper_t"]["win"] <= 1
-    assert "HyperT's mean sqrt(PEHE) is" in (out / "summary.md").read_text()
+    summary = (out / "summary.md").read_text()
+    assert "HyperT's mean sqrt(PEHE) is" in summary
+    tables = [line for line in summary.splitlines() if line.startswith("|")]
+    assert tables and {line.count("|") for line in tables} == {8}  # every row has the header's 7 cells
     from hyperdnn.engine import load_model
 
     model = load_model(out)  # the last IHDP replication's HyperT-learner

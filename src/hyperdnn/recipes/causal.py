@@ -270,8 +270,9 @@ def report(cfg: CausalConfig, ctx: RunContext, done: LoopResult) -> Outcome:
         f"each arm's training units (patience {cfg.patience}, at most {cfg.max_epochs} epochs); DR-learners "
         f"{cfg.dr_folds}-fold cross-fitted, propensities clipped at {cfg.dr_clip}. EconML learners: scikit-learn "
         "gradient boosting (100 trees, depth 3) for outcomes and effects, EconML's logistic propensity models.",
-        "sqrt(PEHE) and |ATE error| on the test units: mean ± standard error over replications. Win rate: share of "
-        "replications where the hypernetwork learner's sqrt(PEHE) is below its plain counterpart's on the same data.",
+        "sqrt(PEHE) and the absolute error of the ATE on the test units: mean ± standard error over replications. "
+        "Win rate: share of replications where the hypernetwork learner's sqrt(PEHE) is below its plain "
+        "counterpart's on the same data.",
     )
     metrics: dict[str, Any] = {"settings": {}, "time_s": {k: round(v, 2) for k, v in done.times.items()}}
     for setting, n_reps in reps.items():
@@ -279,7 +280,7 @@ def report(cfg: CausalConfig, ctx: RunContext, done: LoopResult) -> Outcome:
         title = f"IHDP: {n_reps} replications, test {cfg.test_fraction:.0%} of each arm" if setting == "ihdp" else (
             f"{cfg.sweep_data}, {setting} training units: {n_reps} replications, {cfg.test_units} test units")  # fmt: skip
         table = Table([
-            Column("method"), Column("what"), Column("sqrt(PEHE)", "pehe", _pm), Column("|ATE error|", "ate", _pm),
+            Column("method"), Column("what"), Column("sqrt(PEHE)", "pehe", _pm), Column("abs. ATE error", "ate", _pm),
             Column("win rate vs plain", "win", ".0%"), Column("parameters", "params", ","), Column("time per fit (s)", "time", ".2f"),
         ])  # fmt: skip
         summary = {}
