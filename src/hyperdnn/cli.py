@@ -1,9 +1,10 @@
 """The ``hyperdnn`` command line.
 
 usage:
-  hyperdnn demo [--dynamic] [--key value ...]   (the short form of hyperdnn run demo / run dynamic)
-  hyperdnn run --list
-  hyperdnn run <recipe> [--key value ...] [--config file.yaml]   (hyperdnn run <recipe> --help)
+
+    hyperdnn demo [--dynamic] [--key value ...]   (the short form of hyperdnn run demo / run dynamic)
+    hyperdnn run --list
+    hyperdnn run <recipe> [--key value ...] [--config file.yaml]   (hyperdnn run <recipe> --help)
 
 hyperdnn demo is hyperdnn run demo, and hyperdnn demo --dynamic is hyperdnn run dynamic, with
 one difference: without --out, a new run goes to runs/<recipe>, or runs/<recipe>-2, -3 ...
