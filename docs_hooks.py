@@ -78,8 +78,61 @@ def split_name_lists(text: str) -> str:
     return "\n".join(out)
 
 
+BORDER = re.compile(r"^(\s*)(=+)((?: +=+)+)\s*$")
+
+
+def _cells(line: str, starts: list[int]) -> list[str]:
+    """A row of a simple table cut at the columns' starts; a cell that overflows into the next
+    column (RST allows it in the last one only, the code does it elsewhere too) pushes that
+    column's start past the overflowing word."""
+    cells, begin = [], starts[0]
+    for start in [*starts[1:], None]:
+        end = len(line) if start is None else start
+        while start is not None and 0 < end < len(line) and line[end - 1] != " ":
+            end += 1
+        cells.append(line[begin:end].strip())
+        begin = end
+    return cells
+
+
+def rst_tables_to_markdown(text: str) -> str:
+    """Simple reStructuredText tables (``===== =====`` borders, a header, rows whose first cell
+    is empty continuing the row above) as Markdown tables."""
+    lines, out, i = text.splitlines(), [], 0
+    while i < len(lines):
+        border = BORDER.match(lines[i])
+        if not border:
+            out.append(lines[i])
+            i += 1
+            continue
+        starts = [m.start() for m in re.finditer(r"=+", lines[i])]
+        rows: list[list[str]] = []
+        borders, j = 1, i + 1
+        while j < len(lines) and borders < 3:
+            if BORDER.match(lines[j]):
+                borders += 1
+            elif lines[j].strip():
+                cells = _cells(lines[j], starts)
+                if rows and not cells[0] and borders == 2:
+                    rows[-1] = [f"{a} {b}".strip() for a, b in zip(rows[-1], cells)]
+                else:
+                    rows.append(cells)
+            j += 1
+        if borders < 3 or not rows:  # not a complete table: leave it as it is
+            out.append(lines[i])
+            i += 1
+            continue
+        indent = border.group(1)
+        out.append(indent + "| " + " | ".join(rows[0]) + " |")
+        out.append(indent + "|" + "---|" * len(starts))
+        out.extend(indent + "| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows[1:])
+        i = j
+    return "\n".join(out)
+
+
 def _rewrite(text: str) -> str:
-    return split_name_lists(ROLE.sub(_role_as_code, text))
+    text = re.sub(r"(?m)(\S)::$", r"\1:", text)  # Sphinx's literal-block marker: the block follows
+    return split_name_lists(rst_tables_to_markdown(ROLE.sub(_role_as_code, text)))
 
 
 _KINDS = {

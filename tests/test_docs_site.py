@@ -242,3 +242,34 @@ def test_the_other_guides_blocks_are_those_their_tests_run() -> None:
     recipes = (DOCS / "recipes.md").read_text(encoding="utf-8")
     assert len(_python_blocks("recipes.md")) == 1
     assert re.search(r"## A complete recipe.*?```python\n", recipes, re.S)
+
+
+# ---------------------------------------------------------------------- docs_hooks.py
+@pytest.fixture(scope="module")
+def hooks():
+    if importlib.util.find_spec("mkdocs") is None or importlib.util.find_spec("griffe") is None:
+        pytest.skip("the docs extra is not installed (pip install -e '.[docs]')")
+    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "docs_hooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_arguments_sharing_a_description_become_one_entry_each(hooks) -> None:
+    text = "Run.\n\nArgs:\n    x: one.\n    low, high (float): the bounds,\n        inclusive.\n\nReturns:\n    a, b: kept.\n"
+    assert hooks.split_name_lists(text) == (
+        "Run.\n\nArgs:\n    x: one.\n    low (float): the bounds,\n        inclusive.\n"
+        "    high (float): the bounds,\n        inclusive.\n\nReturns:\n    a, b: kept."
+    )
+
+
+def test_sphinx_roles_and_simple_tables_render_as_markdown(hooks) -> None:
+    text = (
+        "See :class:`~hyperdnn.spec.WeightSpec` and :func:`hyperdnn.init.calibrate`::\n\n"
+        "===== ==========\nname  meaning\n===== ==========\n``a`` first\n      continued\n``bb`` second\n"
+        "===== ==========\n"
+    )
+    assert hooks._rewrite(text) == (
+        "See `WeightSpec` and `hyperdnn.init.calibrate`:\n\n"
+        "| name | meaning |\n|---|---|\n| ``a`` | first continued |\n| ``bb`` | second |"
+    )
