@@ -19,7 +19,14 @@ from hyperdnn.data import Split
 from hyperdnn.data.shift import hold_out_classes, noise_images, rotate_images
 from hyperdnn.data.toy import gap_regression, toy_noise_std
 from hyperdnn.engine.report import band_figure, histogram_figure, reliability_figure
-from hyperdnn.methods import BayesianHypernet, FlowHypernetwork, HypernetDropout, ImplicitHypernet, weight_diversity
+from hyperdnn.methods import (
+    BayesianHypernet,
+    FlowHypernetwork,
+    HypernetDropout,
+    ImplicitHypernet,
+    function_diversity,
+    weight_diversity,
+)
 from hyperdnn.methods.bayesian_hypernet import ScaledLinear, scaled_mlp
 from hyperdnn.methods.uncertainty import (
     categorical_nll,
@@ -216,6 +223,72 @@ def test_the_diversity_term_spreads_the_weight_sets() -> None:
         with torch.no_grad():
             spreads[diversity] = float(weight_diversity(model.weights(model.noise(8, g)), model.model.hypernet.theta_scale))  # fmt: skip
     assert spreads[1.0] > spreads[0.0] + 0.5
+
+
+def test_function_diversity_by_hand() -> None:
+    f = torch.tensor([[[0.0], [1.0]], [[2.0], [1.0]], [[0.0], [4.0]]])  # K=3 members, P=2 probes
+    flat = f.flatten(1)
+    # nearest other member, RMS over the 2 numbers: 0 -> 1 (sqrt(2)), 1 -> 0 (sqrt(2)), 2 -> 0 (3/sqrt(2))
+    d = torch.tensor([math.sqrt(4 / 2), math.sqrt(4 / 2), math.sqrt(9 / 2)])
+    spread = (flat - flat.mean(0)).pow(2).mean()
+    for prior in (1.0, 0.5):
+        expected = float(d.log().mean() - spread / (2 * prior**2))
+        assert float(function_diversity(f, prior)) == pytest.approx(expected, abs=1e-6)
+    with pytest.raises(ValueError, match=r"K >= 2 members and P >= 1 probes, got shape \(1, 2, 1\)"):
+        function_diversity(f[:1])
+    with pytest.raises(ValueError, match="prior_std must be a number > 0, got 0"):
+        function_diversity(f, 0)
+
+
+def _fit_gap(model: ImplicitHypernet, steps: int) -> None:
+    """Train a 1-D regressor on inputs at |x| in [1, 2] (nothing near 0)."""
+    opt = torch.optim.Adam(model.trainable_parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.linspace(-2, -1, 16), torch.linspace(1, 2, 16)]).unsqueeze(1)
+    y = x[:, 0].abs()
+    for _ in range(steps):
+        loss, _ = model.loss(x, y, gaussian_nll, 32, g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def test_function_space_diversity_is_the_loss_by_hand_and_spreads_the_gap() -> None:
+    def make(**kwargs) -> ImplicitHypernet:
+        torch.manual_seed(0)
+        target = Target(mlp(1, (16,), 2))
+        return ImplicitHypernet(target, 4, MLP((16,)), Chunked(20, 4, hidden=(8,)), 8, 4, **kwargs)
+
+    probes = torch.linspace(-2, 2, 9).unsqueeze(1)
+    model = make(diversity=0.5, probes=probes, prior_std=0.5, probe_outputs=lambda f: f[..., 0])
+    x, y = torch.randn(5, 1), torch.randn(5)
+    loss, logs = model.loss(x, y, gaussian_nll, 5, torch.Generator().manual_seed(2))
+    # by hand: the same 4 noise draws, the batch and the probes run separately
+    z = model.noise(4, torch.Generator().manual_seed(2))
+    out, at_probes = model(x, noise=z), model(probes, noise=z)
+    expected = gaussian_nll(out, y).mean() - 0.5 * function_diversity(at_probes[..., 0], 0.5)
+    assert float(loss.detach()) == pytest.approx(float(expected), abs=1e-5) and set(logs) == {"nll", "diversity"}
+    # trained on |x| in [1, 2], the members spread at x = 0 (between the data) more than at the
+    # data in function space, not in weight space (the same weight, 0.1)
+    points = torch.tensor([[0.0], [1.5], [-1.5]])
+    ratio = {}
+    for name, kwargs in {"weights": {}, "function": {"probes": lambda g: 4 * torch.rand(16, 1, generator=g) - 2, "probe_outputs": lambda f: f[..., 0]}}.items():  # fmt: skip
+        model = make(diversity=0.1, **kwargs)
+        _fit_gap(model, 600)
+        with torch.no_grad():
+            sd = model(points, torch.Generator().manual_seed(5))[..., 0].std(0)
+        ratio[name] = float(sd[0] / sd[1:].mean())
+    assert ratio["function"] > 2 and ratio["function"] > 2 * ratio["weights"], ratio
+
+
+def test_implicit_refuses_bad_probes() -> None:
+    with pytest.raises(TypeError, match="probes must be None, a tensor of inputs or a callable, got list"):
+        _implicit(probes=[1.0])
+    with pytest.raises(ValueError, match="prior_std must be a number > 0, got -1"):
+        _implicit(probes=torch.randn(4, 6), prior_std=-1)
+    model = _implicit(probes=torch.randn(4, 5))
+    with pytest.raises(ValueError, match=r"expected probes of shape \(P, 6\) with P >= 1, like the batch \(3, 6\), got \(4, 5\)"):  # fmt: skip
+        model.loss(torch.randn(3, 6), torch.tensor([0, 1, 2]), categorical_nll, 3)
 
 
 def test_implicit_refuses_bad_noise_and_sample_counts() -> None:

@@ -47,7 +47,7 @@ from hyperdnn.methods.bayesian_hypernet import BayesianHypernet
 from hyperdnn.methods.context_policy import ContextNet, HyperPolicy
 from hyperdnn.methods.continual import ContinualLearner, HypernetLearner
 from hyperdnn.methods.distillation import Demonstrations, collect_demonstrations, distillation_loss
-from hyperdnn.methods.diversity import weight_diversity
+from hyperdnn.methods.diversity import function_diversity, weight_diversity
 from hyperdnn.methods.fewshot import FewShotLearner, HypernetFewShot, evaluate_episodes
 from hyperdnn.methods.flow import FlowHypernetwork
 from hyperdnn.methods.hyperite import HyperDRLearner, HypernetOptions, HyperSLearner, HyperTARNet, HyperTLearner
@@ -90,6 +90,7 @@ __all__ = [
     "predict_with_task_inference",
     "UncertaintyModel",
     "weight_diversity",
+    "function_diversity",
     "HyperDRLearner",
     "HypernetOptions",
     "HyperSLearner",

@@ -14,6 +14,11 @@ collapsing onto one network:
 With ``diversity = 0`` and one sample per step this is ordinary training of a network whose
 weights the hypernetwork generates.
 
+Given ``probes`` (probe inputs, or a function drawing them each step), the term is measured in
+function space instead: :func:`~hyperdnn.methods.diversity.function_diversity` of the members'
+outputs at the probes, with a Gaussian prior of ``prior_std`` on their spread. This is the one
+that widens a regressor's band between clusters of data (``hyperdnn run uncertainty``'s toy).
+
 Example::
 
     >>> import torch
@@ -32,18 +37,23 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
 from hyperdnn.conditioners import Noise
 from hyperdnn.heads import Head
 from hyperdnn.hypernet import HyperModel, HyperNetwork
-from hyperdnn.methods.diversity import weight_diversity
+from hyperdnn.methods.diversity import function_diversity, weight_diversity
 from hyperdnn.methods.uncertainty import Likelihood, UncertaintyModel, check_samples
 from hyperdnn.target import Target
 from hyperdnn.trunks import Trunk
 
 __all__ = ["ImplicitHypernet"]
+
+#: probe inputs ``(P, ...)``, or a function of the step's generator that draws them
+Probes = torch.Tensor | Callable[[torch.Generator | None], torch.Tensor]
 
 
 class ImplicitHypernet(UncertaintyModel):
@@ -57,12 +67,21 @@ class ImplicitHypernet(UncertaintyModel):
         samples: ``K`` weight sets per prediction.
         train_samples: weight sets per training step (``>= 2`` for the diversity term).
         diversity: ``lambda >= 0``, the weight of the diversity term.
+        probes: ``None`` (the term is measured on the weights), or probe inputs ``(P, ...)``
+            shaped like a batch, or a function ``generator -> (P, ...)`` that draws fresh ones
+            each step: the term is then measured on the outputs at the probes
+            (:func:`~hyperdnn.methods.diversity.function_diversity`). The probes run in the
+            same ensemble pass as the batch.
+        prior_std: ``> 0``, the function-space prior's spread (only with ``probes``).
+        probe_outputs: picks what is compared at the probes from the outputs ``(K, P, ...)``
+            (e.g. ``lambda f: f[..., 0]``, a regressor's mean); ``None``: every output.
 
     ``model.model`` is the :class:`~hyperdnn.HyperModel` (hypernetwork and target).
 
     Raises:
         ValueError: a sample count below 1, a negative ``diversity``, or ``diversity > 0`` with
-            one training sample (the term needs two).
+            one training sample (the term needs two), ``prior_std <= 0``. TypeError:
+            ``probes`` neither a tensor nor a callable.
     """
 
     def __init__(
@@ -74,6 +93,9 @@ class ImplicitHypernet(UncertaintyModel):
         samples: int = 10,
         train_samples: int = 4,
         diversity: float = 0.0,
+        probes: Probes | None = None,
+        prior_std: float = 1.0,
+        probe_outputs: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
         super().__init__()
         self.samples = check_samples("ImplicitHypernet", "samples", samples)
@@ -85,7 +107,12 @@ class ImplicitHypernet(UncertaintyModel):
                 f"ImplicitHypernet: the diversity term compares weight sets, so diversity={diversity} needs "
                 f"train_samples >= 2, got {train_samples}"
             )
+        if probes is not None and not (isinstance(probes, torch.Tensor) or callable(probes)):
+            raise TypeError(f"ImplicitHypernet: probes must be None, a tensor of inputs or a callable, got {type(probes).__name__}")  # fmt: skip
+        if isinstance(prior_std, bool) or not isinstance(prior_std, (int, float)) or not prior_std > 0:
+            raise ValueError(f"ImplicitHypernet: prior_std must be a number > 0, got {prior_std!r}")
         self.diversity = float(diversity)
+        self.probes, self.prior_std, self.probe_outputs = probes, float(prior_std), probe_outputs
         self.model = HyperModel(HyperNetwork(target, Noise(noise_dim), trunk, head), target)
 
     @property
@@ -142,12 +169,31 @@ class ImplicitHypernet(UncertaintyModel):
         num_train: int,
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """``mean_k NLL_k - diversity * weight_diversity`` on ``train_samples`` weight sets."""
+        """``mean_k NLL_k - diversity * D`` on ``train_samples`` weight sets, ``D`` the weights'
+        :func:`~hyperdnn.methods.diversity.weight_diversity` or, with ``probes``, the outputs'
+        :func:`~hyperdnn.methods.diversity.function_diversity` at the probes.
+
+        Raises:
+            ValueError: probes that are not shaped like a batch of ``x`` (naming both shapes).
+        """
         hnet = self.model.hypernet
         flat, _ = hnet.generate_flat(self.noise(self.train_samples, generator))
-        out = self.model.target.run(hnet.unflatten(flat, True), x, mode="ensemble", validate=False)
-        nll = likelihood(out, y).mean()
+        function_space = self.diversity > 0 and self.probes is not None
+        inputs = x
+        if function_space:
+            xp = self.probes(generator) if callable(self.probes) else self.probes
+            if not isinstance(xp, torch.Tensor) or xp.shape[1:] != x.shape[1:] or not len(xp):
+                shape = tuple(xp.shape) if isinstance(xp, torch.Tensor) else type(xp).__name__
+                raise ValueError(f"ImplicitHypernet: expected probes of shape (P, {', '.join(map(str, x.shape[1:]))}) with P >= 1, like the batch {tuple(x.shape)}, got {shape}")  # fmt: skip
+            inputs = torch.cat([x, xp.to(x.device, x.dtype)])
+        out = self.model.target.run(hnet.unflatten(flat, True), inputs, mode="ensemble", validate=False)
+        nll = likelihood(out[:, : len(x)], y).mean()
         logs = {"nll": float(nll.detach())}
+        if function_space:
+            f = out[:, len(x) :]
+            div = function_diversity(self.probe_outputs(f) if self.probe_outputs else f, self.prior_std)
+            logs["diversity"] = float(div.detach())
+            return nll - self.diversity * div, logs
         if self.diversity > 0:
             div = weight_diversity(flat, hnet.theta_scale)
             logs["diversity"] = float(div.detach())
