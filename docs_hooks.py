@@ -4,7 +4,9 @@ extension (``docs_hooks.py:ProjectDocstrings``) of mkdocstrings.
 - ``ProjectDocstrings`` reads the docstrings as the code writes them: Google style, where several
   arguments that share a description are listed on one line (``low, high: the bounds``; each
   becomes its own entry with that description), and Sphinx roles in running text
-  (``:class:`~hyperdnn.WeightSpec```) render as code (``WeightSpec``). A function that a module's
+  (``:class:`~hyperdnn.WeightSpec```) render as code (``WeightSpec``), simple reStructuredText
+  tables (``=====`` borders) as Markdown tables and ``Example::`` as ``Example:`` followed by its
+  indented code. A function that a module's
   ``__all__`` exports but that exists only at run time (``HEADS, register_head, create_head,
   list_heads = factory_registry(...)``) is documented from the running module.
 - ``on_files`` / ``on_page_markdown``: a page may link a file of the repository outside ``docs/``
