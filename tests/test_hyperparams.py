@@ -66,6 +66,7 @@ def test_values_outside_the_trained_range_warn_naming_the_range() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         net.generate([1e-4, 1e-1])  # the ends are inside
+        net.generate(torch.tensor([1e-4, 1e-1]))  # also rounded to float32 (1e-4 becomes 0.99999997e-4)
     with pytest.warns(UserWarning, match=r"values \[1e-05, 0.5\] lie outside the trained range \[0.0001, 0.1\]"):
         net.generate([1e-5, 1e-2, 0.5])
     with pytest.raises(ValueError, match="values must be finite numbers > 0"):

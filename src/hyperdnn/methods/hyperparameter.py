@@ -149,7 +149,10 @@ class HyperparameterNetwork(nn.Module):
         if v.numel() == 0 or not bool(torch.isfinite(v).all()) or (self.log and bool((v <= 0).any())):
             need = "finite numbers > 0 (a log scale)" if self.log else "finite numbers"
             raise ValueError(f"HyperparameterNetwork: values must be {need}, got {v.tolist()}")
-        outside = v[(v < self.low * (1 - 1e-9)) | (v > self.high * (1 + 1e-9))]
+        # the ends are inside, also as rounded by the dtype the values came in (1e-4 as float32 is 0.99999997e-4)
+        given = values.dtype if isinstance(values, torch.Tensor) and values.dtype.is_floating_point else torch.float64
+        tol = max(1e-9, 4 * torch.finfo(given).eps)
+        outside = v[(v < self.low * (1 - tol)) | (v > self.high * (1 + tol))]
         if outside.numel():
             warnings.warn(
                 f"HyperparameterNetwork: values {[float(f'{x:.6g}') for x in outside.tolist()]} lie outside the "
