@@ -18,7 +18,9 @@ from hyperdnn.data import Split
 from hyperdnn.data.mnist import load_mnist_idx, read_idx
 from hyperdnn.data.streams import make_stream, permuted_stream, split_stream
 from hyperdnn.engine import Checkpointer, derive_seed, make_generator, run_command
-from hyperdnn.networks import mlp
+from hyperdnn.methods import HypernetLearner
+from hyperdnn.metrics import trained_parameters
+from hyperdnn.networks import mlp, mlp_parameters
 from hyperdnn.recipes.continual import ContinualConfig, count_parameters, estimate_memory, make_learner, plan
 
 #: a tiny, fast configuration of the recipe (SplitMNIST from scikit-learn digits)
@@ -136,9 +138,10 @@ def test_resume_ends_with_the_same_results(tmp_path: Path, monkeypatch, uninterr
 
 def test_default_run_outputs(uninterrupted: dict) -> None:
     m = uninterrupted["metrics"]
-    assert set(m["methods"]) == {"hnet", "finetune", "ewc", "separate", "joint"}
+    assert set(m["methods"]) == {"hnet", "finetune", "ewc", "separate", "joint", "hnet+r", "dgr"}
     for method, by_scenario in m["methods"].items():
-        assert set(by_scenario) == {"CL1", "CL3"}, method
+        # the replay methods are trained for CL3 only: CL1 gives the task
+        assert set(by_scenario) == ({"CL3"} if method in ("hnet+r", "dgr") else {"CL1", "CL3"}), method
         for entry in by_scenario.values():
             assert len(entry["matrix"]) == 2 and entry["final_avg"] is not None
     assert m["methods"]["hnet"]["CL3"]["task_inference"] is not None
@@ -168,6 +171,48 @@ def test_parameter_counts_from_the_config_are_the_models(overrides) -> None:
     assert sum(estimate_memory(cfg).values()) > 4 * max(built.values())
 
 
+def test_trained_parameters_count_each_optimized_tensor_once() -> None:
+    shared = torch.nn.Parameter(torch.zeros(3, 5))
+    embeddings = [torch.nn.Parameter(torch.zeros(4)) for _ in range(3)]
+    optimizers = [torch.optim.Adam([{"params": [shared]}, {"params": [e]}]) for e in embeddings]
+    assert trained_parameters(optimizers) == 15 + 3 * 4
+    assert trained_parameters(optimizers[:2]) == 15 + 2 * 4  # the third embedding is in no optimizer
+    assert trained_parameters([]) == 0
+    with pytest.raises(TypeError, match="item 1 is a list, expected a torch.optim.Optimizer"):
+        trained_parameters([optimizers[0], [shared]])  # type: ignore[list-item]
+
+
+def test_compression_ratio_in_every_table_is_from_the_optimizers(
+    tmp_path: Path, monkeypatch, uninterrupted: dict
+) -> None:
+    m = uninterrupted["metrics"]
+    separate = 2 * mlp_parameters(64, (16,), 2)  # two tasks of digits, target 64-16-2
+    assert m["separate_parameters"] == separate == m["parameters"]["separate"]
+    cfg = ContinualConfig(
+        **{k: v for k, v in uninterrupted["config"].items() if k in ContinualConfig.__dataclass_fields__}
+    )
+    assert m["parameters"] == count_parameters(cfg)
+    assert m["compression"] == {k: v / separate for k, v in m["parameters"].items()}
+    # a learner whose optimizer leaves the task embeddings out trains that many numbers fewer
+    original = HypernetLearner.parameters_for
+    monkeypatch.setattr(HypernetLearner, "parameters_for", lambda self, t: original(self, t)[:-1])
+    out = tmp_path / "run"
+    argv = ["continual", *TINY, "--num_tasks", "2", "--methods", "hnet", "--scenarios", "CL1,CL3", "--out", str(out)]
+    code, err = _run(argv)
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())["metrics"]
+    assert results["parameters"]["hnet"] == m["parameters"]["hnet"] - 2 * 8  # two embeddings of 8
+    ratio = results["parameters"]["hnet"] / separate
+    assert results["compression"]["hnet"] == ratio
+    # the column is in every scenario's table, with the hypernetwork's ratio in its row
+    lines = [line for line in (out / "summary.md").read_text().splitlines() if line.startswith("| ")]
+    headers = [line for line in lines if line.startswith("| method |")]
+    rows = [line for line in lines if line.startswith("| hnet")]
+    assert len(headers) == len(rows) == 2
+    assert all("| params / separate |" in h for h in headers)
+    assert all(f"| {ratio:.2f} |" in r for r in rows)
+
+
 def test_a_diverging_run_still_writes_its_results(tmp_path: Path) -> None:
     out = tmp_path / "run"
     code, err = _run(["continual", *TINY, "--num_tasks", "2", "--methods", "ewc", "--lr", "1e30", "--out", str(out)])
@@ -179,7 +224,9 @@ def test_a_diverging_run_still_writes_its_results(tmp_path: Path) -> None:
 def test_default_config_is_the_issue_benchmark() -> None:
     cfg = ContinualConfig()
     assert (cfg.benchmark, cfg.data, cfg.tasks, cfg.scenarios) == ("permuted", "mnist5k", 10, ("CL1",))
-    assert set(cfg.methods) == {"hnet", "finetune", "ewc", "separate", "joint"}
+    assert set(cfg.methods) == {"hnet", "finetune", "ewc", "separate", "joint", "hnet+r", "dgr"}
+    # the default run (CL1) trains no replay method: they are for CL2 and CL3
+    assert [u.key for u in plan(cfg, cfg.tasks)] == ["hnet", "finetune/CL1", "ewc/CL1", "separate", "joint/CL1"]
 
 
 # ---------------------------------------------------------------------- streams and loaders

@@ -8,6 +8,9 @@
   :func:`predict_with_task_inference`: the task of an input by predictive entropy (HNET+ENT).
 * :mod:`~hyperdnn.methods.continual` - :class:`ContinualLearner` (the contract a continual
   learner fulfils) and :class:`HypernetLearner` (the three pieces above as one method).
+* :mod:`~hyperdnn.methods.generative_replay` - generative replay for CL2/CL3: a classifier
+  trained with inputs replayed by a VAE whose decoder a hypernetwork generates per task (HNET+R,
+  ``HypernetReplay``) or by a plain fine-tuned VAE (DGR, ``VAEReplay``); import it from there.
 * :mod:`~hyperdnn.methods.uncertainty` - :class:`UncertaintyModel` (the contract of a model
   that yields ``K`` predictions per input in one pass) and its likelihoods.
 * :mod:`~hyperdnn.methods.implicit_hypernet` - :class:`ImplicitHypernet`: noise -> all the

@@ -3,7 +3,8 @@
 * :mod:`~hyperdnn.metrics.classification` - :func:`accuracy` of logits or of a model.
 * :mod:`~hyperdnn.metrics.continual` - continual learning: :func:`accuracy_summary` (average
   accuracy, backward transfer, just-trained accuracy) of an accuracy matrix, and
-  :func:`task_accuracies` (one row of that matrix).
+  :func:`task_accuracies` (one row of that matrix), :func:`trained_parameters` (what a method's
+  optimizers train, for the compression ratio).
 * :mod:`~hyperdnn.metrics.calibration` - predictive probabilities: :func:`negative_log_likelihood`,
   :func:`brier_score`, :func:`expected_calibration_error`, :func:`reliability_bins`.
 * :mod:`~hyperdnn.metrics.ood` - out-of-distribution scores of ``K`` sampled predictions:
@@ -31,7 +32,7 @@ from hyperdnn.metrics.calibration import (
 )
 from hyperdnn.metrics.causal import ate_error, mean_se, paired_win_rate, sqrt_pehe
 from hyperdnn.metrics.classification import accuracy, model_accuracy
-from hyperdnn.metrics.continual import accuracy_summary, task_accuracies
+from hyperdnn.metrics.continual import accuracy_summary, task_accuracies, trained_parameters
 from hyperdnn.metrics.control import normalised_return, split_means, task_returns
 from hyperdnn.metrics.intervals import mean_interval
 from hyperdnn.metrics.ood import expected_entropy, mutual_information, ood_auroc, predictive_entropy
@@ -62,4 +63,5 @@ __all__ = [
     "steps_to_reach",
     "task_accuracies",
     "task_returns",
+    "trained_parameters",
 ]

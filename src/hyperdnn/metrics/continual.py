@@ -5,7 +5,9 @@ the test accuracy on task ``j`` after training task ``i`` (NaN where it was not 
 above the diagonal, or every row but the last for joint training). :func:`task_accuracies`
 measures one row; :func:`accuracy_summary` reduces a matrix to the standard numbers (Lopez-Paz
 and Ranzato, 2017): the average accuracy after the last task (ACC), backward transfer (BWT,
-negative: forgetting) and the accuracy right after learning each task.
+negative: forgetting) and the accuracy right after learning each task. :func:`trained_parameters`
+counts what a method trains, from its optimizers, for the compression ratio (trained parameters
+over those of separate networks per task).
 
 Example::
 
@@ -14,11 +16,15 @@ Example::
     >>> A = torch.tensor([[0.9, float("nan")], [0.7, 0.8]], dtype=torch.float64)
     >>> {k: round(v, 3) for k, v in accuracy_summary(A).items()}
     {'final_avg': 0.75, 'bwt': -0.2, 'just_trained': 0.85}
+    >>> from hyperdnn.metrics import trained_parameters
+    >>> shared, e0, e1 = (torch.nn.Parameter(torch.zeros(n)) for n in (10, 2, 2))
+    >>> trained_parameters([torch.optim.Adam([shared, e0]), torch.optim.Adam([shared, e1])])
+    14
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -26,7 +32,7 @@ import torch
 if TYPE_CHECKING:
     from hyperdnn.data.streams import Task
 
-__all__ = ["accuracy_summary", "task_accuracies", "Predict"]
+__all__ = ["accuracy_summary", "task_accuracies", "trained_parameters", "Predict"]
 
 #: ``predict(x, task, seen, scenario) -> (labels, inferred task or None)``, see
 #: :meth:`hyperdnn.methods.ContinualLearner.predict`
@@ -57,6 +63,27 @@ def accuracy_summary(matrix: torch.Tensor) -> dict[str, float]:
     T = matrix.shape[0]
     bwt = (last[:-1] - diag[:-1]).mean() if T > 1 else torch.tensor(float("nan"))
     return {"final_avg": float(last.mean()), "bwt": float(bwt), "just_trained": float(diag.mean())}
+
+
+def trained_parameters(optimizers: Iterable[torch.optim.Optimizer]) -> int:
+    """The numbers a method trains: the elements of every distinct tensor in the parameter
+    groups of ``optimizers`` (one per task, say), each tensor counted once however many
+    optimizers hold it. What no optimizer holds (a frozen embedding, a buffer) is not counted.
+
+    Divided by the parameters of separate networks per task, it is the compression ratio of a
+    task-conditioned hypernetwork (below 1: fewer trained numbers than the networks it replaces).
+
+    Raises:
+        TypeError: an item of ``optimizers`` is not a ``torch.optim.Optimizer``.
+    """
+    seen: dict[int, int] = {}
+    for i, opt in enumerate(optimizers):
+        if not isinstance(opt, torch.optim.Optimizer):
+            raise TypeError(f"trained_parameters: item {i} is a {type(opt).__name__}, expected a torch.optim.Optimizer")
+        for group in opt.param_groups:
+            for p in group["params"]:
+                seen[id(p)] = p.numel()
+    return sum(seen.values())
 
 
 @torch.no_grad()

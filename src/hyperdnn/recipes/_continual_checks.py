@@ -14,7 +14,7 @@ Example::
     >>> count_parameters(ContinualConfig(methods=("separate",)))
     {'separate': 896100}
     >>> parts = estimate_memory(ContinualConfig())
-    >>> 10**8 < sum(parts.values()) < 10**9
+    >>> 10**7 < sum(parts.values()) < 10**9
     True
 """
 
@@ -70,6 +70,21 @@ def _scenario(key: str) -> str | None:
     return key.split("/")[1] if "/" in key else None
 
 
+def _hnet_parameters(cfg: ContinualConfig, target: int) -> int:
+    """A task-conditioned hypernetwork of ``cfg`` generating ``target`` numbers, after all tasks."""
+    n = cfg.tasks * cfg.task_embed_dim + mlp_parameters(cfg.task_embed_dim, cfg.trunk[:-1], cfg.trunk[-1])
+    code = cfg.trunk[-1]
+    if cfg.head == "once":
+        return n + code * target + target
+    chunks = -(-target // cfg.chunk_size)
+    n += chunks * cfg.chunk_embed_dim + cfg.chunk_embed_dim * cfg.chunk_hidden[0]
+    return n + mlp_parameters(code, cfg.chunk_hidden, cfg.chunk_size)
+
+
+def _decoder_parameters(cfg: ContinualConfig, features: int) -> int:
+    return mlp_parameters(cfg.vae_latent, cfg.vae_hidden[::-1], features)
+
+
 def count_parameters(cfg: ContinualConfig) -> dict[str, int]:
     """The trainable parameters of each model the run trains, after all tasks, computed from the
     config alone (what results.json reports under ``parameters`` at the end).
@@ -85,19 +100,15 @@ def count_parameters(cfg: ContinualConfig) -> dict[str, int]:
     for key in unit_keys(cfg):
         method = _method(key)
         if method == "hnet":
-            n = T * cfg.task_embed_dim + mlp_parameters(cfg.task_embed_dim, cfg.trunk[:-1], cfg.trunk[-1])
-            code = cfg.trunk[-1]
-            if cfg.head == "once":
-                n += code * target + target
-            else:
-                chunks = -(-target // cfg.chunk_size)
-                n += chunks * cfg.chunk_embed_dim + cfg.chunk_embed_dim * cfg.chunk_hidden[0]
-                n += mlp_parameters(code, cfg.chunk_hidden, cfg.chunk_size)
-            counts[key] = n
+            counts[key] = _hnet_parameters(cfg, target)
         elif method == "separate":
             counts[key] = T * target
         else:
             counts[key] = mlp_parameters(F, cfg.hidden, k if _scenario(key) == "CL2" else T * k)
+        if method in ("hnet+r", "dgr"):  # the classifier, the VAE's encoder and its decoder or hypernetwork
+            counts[key] += mlp_parameters(F, cfg.vae_hidden, 2 * cfg.vae_latent)
+            decoder = _decoder_parameters(cfg, F)
+            counts[key] += decoder if method == "dgr" else _hnet_parameters(cfg, decoder)
     return counts
 
 
@@ -138,6 +149,11 @@ def estimate_memory(cfg: ContinualConfig) -> dict[str, int]:
             models[what] = 4 * (4 * n + 3 * target + 5 * T * target + 3 * tokens)
         elif method == "separate":
             models[f"the separate networks (--hidden, --num_tasks {T})"] = 4 * (n + 3 * target)
+        elif method in ("hnet+r", "dgr"):
+            # parameters, gradients, Adam's moments; every earlier decoder at once (snapshot, replay)
+            decoder = _decoder_parameters(cfg, F)
+            what = f"the {key} classifier and replay VAE (--vae_hidden, --vae_latent, --num_tasks {T})"
+            models[what] = 4 * (4 * n + 5 * T * decoder)
         else:
             models[f"the {key} network (--hidden, --num_tasks {T})"] = 4 * n * (6 if method == "ewc" else 4)
     if models:
@@ -205,6 +221,13 @@ def check_config(cfg: ContinualConfig) -> None:
     Raises:
         UsageError: naming the option, what was expected and what was given.
     """
+    from hyperdnn.recipes.continual import unit_keys
+
+    if not unit_keys(cfg):
+        raise UsageError(
+            f"--methods {','.join(cfg.methods)} train in CL2 and CL3 only (replay needs no task identity); "
+            f"got --scenarios {','.join(cfg.scenarios)}"
+        )
     data = get_dataset(cfg.data)
     most = max_tasks(cfg.benchmark, data.num_classes)
     if most is not None and cfg.tasks > most:

@@ -1,7 +1,8 @@
 """Continual learning with task-conditioned hypernetworks (von Oswald et al., ICLR 2020).
 
 One hypernetwork learns tasks one after another. Each task has a learned embedding e_t; the
-hypernetwork maps it to all the weights of a target MLP. While it learns task t, the output
+hypernetwork maps it to all the weights of a target MLP (by default chunk by chunk, from one
+shared chunk generator: fewer trained parameters than one target network per task). While it learns task t, the output
 regulariser keeps the weights it generates for the earlier embeddings where they were::
 
     L = L_task(t) + beta / |S| * sum_{k in S} || h(e_k; Theta + dTheta) - theta*_k ||^2
@@ -32,10 +33,12 @@ Each run writes the accuracy matrices as heat maps (accuracy_CL1.png ...), summa
 average accuracy and backward transfer per method, results.json, and the trained hypernetwork
 with its target as model.safetensors (load it with hyperdnn.engine.load_model(out)).
 
-Expected (measured on 2 CPU cores, seed 0; docs/continual.md has the full tables): the default
-run takes about 3 minutes; the hypernetwork ends at 91.1% average accuracy with -0.4 points
-of backward transfer, separate networks at 92.4%, fine-tuning at 73.8% (-20.8 points).
-SplitMNIST CL1 takes about 1 minute: hypernetwork 98.9%, separate networks 99.0%.
+Expected (measured with one thread on a shared 2-core machine, seeds 0 and 1; docs/continual.md
+has the full tables): the default run takes 135 to 152 s of CPU time; the hypernetwork trains
+693,526 parameters, 0.77 of the ten separate networks' 896,100, and ends at 91.8% average
+accuracy on both seeds (backward transfer +0.0 and -0.4 points), separate networks at 92.4% and
+92.6%, fine-tuning at 72.1% and 68.7% (-22.8 and -26.5 points). Every table gives each method's
+trained parameters (from its optimizers) and their ratio to the separate networks'.
 """
 
 from __future__ import annotations
@@ -57,8 +60,9 @@ from hyperdnn.engine.registry import Recipe, register_recipe
 from hyperdnn.engine.report import Column, Report, Table, heatmap_figure
 from hyperdnn.engine.run import Outcome, RunContext
 from hyperdnn.methods import SCENARIOS, ContinualLearner, HypernetLearner
-from hyperdnn.metrics import accuracy_summary, task_accuracies
-from hyperdnn.networks import mlp
+from hyperdnn.methods.generative_replay import HypernetReplay, ReplayLearner, VAEReplay
+from hyperdnn.metrics import accuracy_summary, task_accuracies, trained_parameters
+from hyperdnn.networks import mlp, mlp_parameters
 from hyperdnn.optim import adam
 from hyperdnn.recipes._continual_checks import check_config, check_state, count_parameters, estimate_memory
 
@@ -74,7 +78,9 @@ __all__ = [
 ]
 __all__ += ["count_parameters", "estimate_memory", "check_config", "check_state"]
 
-METHODS = ("hnet", "finetune", "ewc", "separate", "joint")
+METHODS = ("hnet", "finetune", "ewc", "separate", "joint", "hnet+r", "dgr")
+#: methods with generative replay: trained in CL2 and CL3 only (CL1 gives the task)
+REPLAY = ("hnet+r", "dgr")
 SCENARIO_NAMES = {
     "CL1": "task-incremental, task identity given",
     "CL2": "domain-incremental, no task identity",
@@ -104,16 +110,16 @@ class ContinualConfig:
     epochs: int = option(0, "training epochs per task, every method (0: 10 for permuted, 20 for split)", low=0)
     batch_size: int = option(64, "minibatch size", low=1)
     lr: float = option(1e-3, "Adam learning rate of the baselines", above=0)
-    hnet_lr: float = option(1e-3, "Adam learning rate of the hypernetwork and the task embeddings", above=0)
-    head: str = option("once", "hypernetwork output: once (generate once) or chunked", choices=("once", "chunked"))
+    hnet_lr: float = option(3e-3, "Adam learning rate of the hypernetwork and the task embeddings", above=0)
+    head: str = option("chunked", "hypernetwork output: chunked or once (generate once)", choices=("once", "chunked"))
     chunk_size: int = option(4000, "numbers per chunk (head chunked)", low=1)
     chunk_embed_dim: int = option(32, "chunk embedding width (head chunked)", low=1)
     chunk_hidden: tuple[int, ...] = option(
-        (100,), "hidden widths of the shared chunk generator (head chunked)", low=1, nonempty=True
+        (150,), "hidden widths of the shared chunk generator (head chunked)", low=1, nonempty=True
     )
     task_embed_dim: int = option(64, "task embedding width", low=1)
     trunk: tuple[int, ...] = option(
-        (100, 50), "hidden widths of the hypernetwork's MLP trunk (the last is the code width)", low=1, nonempty=True
+        (200, 200), "hidden widths of the hypernetwork's MLP trunk (the last is the code width)", low=1, nonempty=True
     )
     beta: float = option(0.1, "weight of the output regulariser", low=0)
     lookahead: bool = option(False, "regularise at Theta + dTheta (the optimizer's candidate step on the task loss)")
@@ -123,6 +129,13 @@ class ContinualConfig:
     fisher_samples: int = option(500, "training samples used to estimate each task's Fisher information", low=1)
     joint_epochs: int = option(0, "epochs of joint training over all tasks (0: --epochs)", low=0)
     checkpoint_every: int = option(0, "also checkpoint every N epochs inside a task (0: only at task ends)", low=0)
+    vae_hidden: tuple[int, ...] = option(
+        (400,),
+        "hidden widths of the replay VAE's encoder (the decoder mirrors them; hnet+r, dgr)",
+        low=1,
+        nonempty=True,
+    )
+    vae_latent: int = option(20, "latent width of the replay VAE (hnet+r, dgr)", low=1)
 
     def __post_init__(self) -> None:
         if self.data not in DATASETS:
@@ -157,6 +170,19 @@ def build_hypernet(cfg: ContinualConfig, in_features: int, classes_per_task: int
     return hnet, target
 
 
+def build_replay(cfg: ContinualConfig, method: str, in_features: int) -> HypernetReplay | VAEReplay:
+    """The replay VAE of ``method``: its decoder generated by a task-conditioned hypernetwork
+    (``hnet+r``: the hypernetwork options of ``cfg``, trunk, head, beta ...) or a plain one (``dgr``)."""
+    encoder = mlp(in_features, cfg.vae_hidden, 2 * cfg.vae_latent)
+    decoder = mlp(cfg.vae_latent, cfg.vae_hidden[::-1], in_features)
+    if method == "dgr":
+        return VAEReplay(encoder, decoder, cfg.vae_latent)
+    target = Target(decoder)
+    head = Chunked(cfg.chunk_size, cfg.chunk_embed_dim, hidden=cfg.chunk_hidden) if cfg.head == "chunked" else Once()
+    hnet = HyperNetwork(target, TaskEmbedding(1, cfg.task_embed_dim), MLP(cfg.trunk), head)
+    return HypernetReplay(encoder, hnet, target, cfg.vae_latent, cfg.beta)
+
+
 def make_learner(unit: Unit, cfg: ContinualConfig, stream: TaskStream, device: torch.device) -> ContinualLearner:
     """The learner of ``unit`` (``hnet``, ``separate``, ``<baseline>/<scenario>``), on ``device``."""
     method, _, scenario = unit.key.partition("/")
@@ -167,6 +193,8 @@ def make_learner(unit: Unit, cfg: ContinualConfig, stream: TaskStream, device: t
     if method == "separate":
         return SeparateNetworks(lambda: mlp(F, cfg.hidden, k, cfg.dropout).to(device), k)
     net = mlp(F, cfg.hidden, scenario_outputs(scenario, k, T), cfg.dropout).to(device)
+    if method in REPLAY:
+        return ReplayLearner(net, scenario, k, T, build_replay(cfg, method, F).to(device))
     if method == "ewc":
         return EWC(net, scenario, k, T, cfg.ewc_lambda, cfg.ewc_gamma, cfg.fisher_samples)
     return (JointTraining if method == "joint" else FineTuning)(net, scenario, k, T)
@@ -175,8 +203,15 @@ def make_learner(unit: Unit, cfg: ContinualConfig, stream: TaskStream, device: t
 # ====================================================================== the loop
 def unit_keys(cfg: ContinualConfig) -> list[str]:
     """The models a run trains: the hypernetwork and separate networks once (every scenario is
-    measured on the same model), each other method once per scenario (``"ewc/CL2"``)."""
-    return [k for m in cfg.methods for k in ([m] if m in ("hnet", "separate") else [f"{m}/{s}" for s in cfg.scenarios])]
+    measured on the same model), each other method once per scenario (``"ewc/CL2"``); the
+    replay methods (``hnet+r``, ``dgr``) in CL2 and CL3 only."""
+    keys = []
+    for m in cfg.methods:
+        if m in ("hnet", "separate"):
+            keys.append(m)
+        else:
+            keys += [f"{m}/{s}" for s in cfg.scenarios if not (m in REPLAY and s == "CL1")]
+    return keys
 
 
 def scenarios_of(key: str, cfg: ContinualConfig) -> tuple[str, ...]:
@@ -210,6 +245,7 @@ class TaskWork(Work):
         self.joint = unit.key.startswith("joint/")
         self.scenarios = scenarios_of(unit.key, cfg)
         self.tasks = list(stream) if self.joint else None
+        self.num_stages = len(unit.stages)
 
     def _task(self, stage: int) -> int:
         return len(self.stream) - 1 if self.joint else stage
@@ -219,9 +255,13 @@ class TaskWork(Work):
         if fresh:
             self.ctx.seed_everything("init", "task", "joint" if self.joint else t)
             self.learner.begin_task(t)
-        lr = self.cfg.hnet_lr if self.key == "hnet" else self.cfg.lr
-        self.optimizer = adam(self.learner.parameters_for(t), lr=lr)
+        self.optimizer = self._optimizer(t)
         return self.optimizer
+
+    def _optimizer(self, t: int) -> torch.optim.Optimizer:
+        """The optimizer of task ``t``: Adam over what the learner trains on it."""
+        lr = self.cfg.hnet_lr if self.key == "hnet" else self.cfg.lr
+        return adam(self.learner.parameters_for(t), lr=lr)
 
     def steps(self, stage: int) -> int:
         sizes = [task.num_train for task in self.tasks] if self.joint else [self.stream[stage].num_train]
@@ -272,7 +312,9 @@ class TaskWork(Work):
         return ("" if self.joint else "acc new/avg ") + "  ".join(texts)
 
     def end_unit(self, results: dict[str, Any]) -> None:
-        results["params"][self.key] = self.learner.num_parameters()
+        # what the unit's optimizers trained, over all its tasks (each tensor once)
+        optimizers = (self._optimizer(self._task(stage)) for stage in range(self.num_stages))
+        results["params"][self.key] = trained_parameters(optimizers)
         if isinstance(self.learner, HypernetLearner):
             s = self.stream
             info = {"in_features": s.in_features, "classes_per_task": s.classes_per_task, "num_tasks": len(s)}
@@ -314,21 +356,38 @@ def matrix(rows: Sequence[Sequence[float | None]]) -> torch.Tensor:
     return torch.tensor([[float("nan") if v is None else v for v in r] for r in rows], dtype=torch.float64)
 
 
+def separate_parameters(cfg: ContinualConfig, stream: TaskStream) -> int:
+    """The parameters of separate networks, one target MLP per task of ``stream``: the
+    denominator of the compression ratio in every table."""
+    return len(stream) * mlp_parameters(stream.in_features, cfg.hidden, stream.classes_per_task)
+
+
 def report(
     cfg: ContinualConfig, ctx: RunContext, stream: TaskStream, units: Sequence[Unit], done: LoopResult
 ) -> Outcome:
     """summary.md (a table and a heat map per scenario) and results.json's metrics."""
     T, res = len(stream), done.results
+    separate = separate_parameters(cfg, stream)
     rep = Report(ctx, f"continual: {stream.name}, {T} tasks, seed {ctx.seed}")
+    head = (
+        "generate-once"
+        if cfg.head == "once"
+        else (
+            f"chunked (chunks of {cfg.chunk_size}, chunk embedding {cfg.chunk_embed_dim}, "
+            f"generator {','.join(map(str, cfg.chunk_hidden))})"
+        )
+    )
     rep.text(
         f"Target MLP {stream.in_features}-{'-'.join(map(str, cfg.hidden))}-{stream.classes_per_task} "
         f"(dropout {cfg.dropout}); {cfg.task_epochs} epochs per task, batch {cfg.batch_size}, Adam lr {cfg.lr}. "
         f"Hypernetwork: task embedding {cfg.task_embed_dim}, trunk {','.join(map(str, cfg.trunk))}, "
-        f"{cfg.head} head, lr {cfg.hnet_lr}, beta {cfg.beta}, look-ahead {'on' if cfg.lookahead else 'off'}, "
+        f"{head} head, lr {cfg.hnet_lr}, beta {cfg.beta}, look-ahead {'on' if cfg.lookahead else 'off'}, "
         f"regularised tasks per step: {cfg.reg_tasks or 'all'}. Online EWC: lambda {cfg.ewc_lambda}, "
         f"gamma {cfg.ewc_gamma}.\n"
         "BWT: backward transfer in points (mean of final minus just-trained accuracy over tasks 1..T-1; "
-        "negative = forgetting). Task inference: share of test inputs whose task the entropy rule finds."
+        "negative = forgetting). Task inference: share of test inputs whose task the entropy rule finds. "
+        f"Parameters: what the method's optimizers trained over all tasks; params / separate: that over the "
+        f"{separate:,} parameters of separate networks per task (the compression ratio, below 1: compressive)."
     )
     methods: dict[str, dict[str, Any]] = {}
     for s in cfg.scenarios:
@@ -340,6 +399,7 @@ def report(
                 Column("just-trained acc (%)", "just_trained", ".1f", scale=100),
                 Column("task inference (%)", "task_inference", ".1f", scale=100),
                 Column("parameters", "params", ","),
+                Column("params / separate", "compression", ".2f"),
                 Column("time (s)", "time", ".0f"),
             ]
         )
@@ -351,7 +411,8 @@ def report(
                 per_stage = res["inference"][u.key].get(s)
                 entry = {**accuracy_summary(mats[method]), "task_inference": per_stage[-1] if per_stage else None}
                 label = f"{method}+ENT" if method in ("hnet", "separate") and s != "CL1" else method
-                table.add(method=label, **entry, params=res["params"].get(u.key, 0), time=done.times[u.key])
+                params = res["params"].get(u.key, 0)
+                table.add(method=label, **entry, params=params, compression=params / separate, time=done.times[u.key])
                 entry.update(matrix=mats[method].tolist(), task_inference_per_stage=per_stage)
                 methods.setdefault(method, {})[s] = entry
         rep.section(f"{s} ({SCENARIO_NAMES[s]})")
@@ -364,6 +425,8 @@ def report(
         "scenarios": list(cfg.scenarios),
         "methods": methods,
         "parameters": res["params"],
+        "separate_parameters": separate,
+        "compression": {k: v / separate for k, v in res["params"].items()},
         "time_s": {k: round(v, 2) for k, v in done.times.items()},
     }
     return rep.outcome(metrics)
