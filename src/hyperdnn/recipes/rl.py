@@ -33,7 +33,7 @@ The plan of a run (a unit per family's references, then per route and method)::
 
 Run::
 
-    hyperdnn run rl                              # both families, both routes (about 6 minutes)
+    hyperdnn run rl                              # both families, both routes (4-5 minutes of CPU, one thread)
     hyperdnn run rl --quick                      # a smoke run in well under a minute
     hyperdnn run rl --families pendulum --routes distill
     hyperdnn run rl --out runs/rl --resume       # continue an interrupted run
@@ -44,7 +44,10 @@ policy), ppo_<family>.png (training return per PPO iteration) and the trained hy
 policies as <family>_<route>_hnet.safetensors (hyperdnn.engine.load_model(out, name)).
 Needs the ``rl`` extra (gymnasium, torchrl) and ``apps``.
 
-Expected (2 CPU cores, seed 0; docs/rl.md has the tables of two seeds): see docs/rl.md.
+Expected (seeds 0 and 1; docs/rl.md has the tables): every hypernetwork policy reaches the
+experts on interpolation tasks (normalised return 0.98 to 1.00); on extrapolation tasks it is
+ahead of the concatenated-parameter policy by 0.06 to 0.08 with PPO on the pendulum, by less
+than 0.03 when distilled, and on the cart-pole with PPO between 0.11 behind and 0.02 ahead.
 """
 
 from __future__ import annotations
