@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -58,7 +58,12 @@ from hyperdnn.methods.output_regularizer import OutputRegularizer
 __all__ = ["vae_loss", "ReplayModel", "HypernetReplay", "VAEReplay", "ReplayLearner"]
 
 
-def vae_loss(encoder: nn.Module, decode, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def vae_loss(
+    encoder: nn.Module,
+    decode: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
     """The negative evidence lower bound of ``x`` per input number, averaged over the batch.
 
     Args:
