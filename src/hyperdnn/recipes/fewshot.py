@@ -34,8 +34,11 @@ Each run writes summary.md (accuracy with 95% intervals over the test episodes),
 accuracy.png, training_loss.png, episode.png and the trained hypernetworks (hnet-1shot, hnet-5shot
 .safetensors; hyperdnn.engine.load_model(out, "hnet-1shot")).
 
-Expected (docs/fewshot.md has the tables of two seeds, measured on 2 CPU cores): the default run
-takes about 9 minutes; see there for the accuracies of every method.
+Expected (docs/fewshot.md has the tables of two seeds): with one thread the default run takes
+12 to 14 minutes of CPU time (22 and 29 minutes of wall time on a shared 2-core machine), over
+the 10-minute budget; the hypernetwork is on par with ProtoNet (94.6-95.2% at 1-shot, 98.4-98.8%
+at 5-shot), 5.5-6.9 points above first-order MAML at 1-shot and about 1 point at 5-shot, and
+fine-tuning a pretrained feature extractor is the best method (96.8-96.9%, 99.2%).
 """
 
 from __future__ import annotations
