@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,9 @@ def test_quick_run_writes_every_output(quick):
     assert set(m["kendall_tau"]) == {"ghn", "mlp"}
     for name in ("summary.md", "nas_accuracy.png", "nas_finetune.png"):
         assert (out / name).stat().st_size > 0
+    summary = (out / "summary.md").read_text()  # correlations and ratios are printed rounded, n/a if undefined
+    assert re.search(r"Kendall's tau with the from-scratch accuracy: GHN (-?\d\.\d{3}|n/a), MLP hypernetwork (-?\d\.\d{3}|n/a)\n", summary)  # fmt: skip
+    assert re.search(r"in (\d\.\d{3}|n/a) of the steps training from scratch took", summary)
     cfg = NASConfig(quick=True)
     x, y, _, _ = load_images(cfg, 0)
     _, held = architectures(cfg, derive_seed(0, "architectures"), 1, 10)

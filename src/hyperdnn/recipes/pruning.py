@@ -28,8 +28,10 @@ accuracy read from generated weights and after retraining; search times), result
 accuracy_vs_flops.png, generated_vs_retrained.png, the PruningNet as pruningnet.safetensors and
 the trained full network as full.safetensors (``hyperdnn.engine.load_model(out, name)``).
 
-Expected (2 CPU cores, one thread; docs/pruning.md has the tables of seeds 0 and 1): about
-5 minutes; see docs/pruning.md for the measured accuracies and correlation.
+Expected (one thread on a 2-core machine; docs/pruning.md has the tables of seeds 0 and 1):
+2.5 to 6 minutes (about 2.5-3 minutes of CPU time); a Spearman correlation of 0.85-0.95 between
+accuracy from generated weights and after retraining; at 12% of the FLOPs, 92-94% test accuracy
+for every method, the evolution's network within -0.2 to +1.5 points of uniform width.
 """
 
 from __future__ import annotations
