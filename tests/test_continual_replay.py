@@ -59,7 +59,7 @@ def _train(
 
 
 def test_the_replay_models_regulariser_is_zero_right_after_its_snapshot() -> None:
-    learner, stream = _learner("hnet+r")
+    learner, stream = _learner("hnet+r", replay_beta=0.1)
     learner.begin_task(0)
     assert all(log["reg"] == 0.0 for log in _train(learner, stream, 0, 5))
     learner.begin_task(1)
@@ -74,7 +74,7 @@ def test_the_replay_models_regulariser_is_zero_right_after_its_snapshot() -> Non
 def _decoder_drift(beta: float) -> float:
     """How far the decoder generated for task 0 moves (norm of the change over its norm) while
     task 1 trains 20 steps at Adam's 1e-3."""
-    learner, stream = _learner("hnet+r", beta=beta)
+    learner, stream = _learner("hnet+r", replay_beta=beta)
     learner.begin_task(0)
     _train(learner, stream, 0, 8)
     replay = learner.replay
