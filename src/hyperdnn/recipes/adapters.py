@@ -35,8 +35,8 @@ Writes summary.md (bits per character per method and language, parameters), resu
 bpc.png, and the frozen model (shared.safetensors) and the hypernetwork with it
 (model.safetensors; hyperdnn.engine.load_model(out) returns the HyperModel).
 
-Expected (2 CPU cores, one thread, seed 0; docs/adapters.md has both seeds): about 4 minutes.
-Mean bits per character on held-out words: shared model alone 3.613, with a language token
+Expected (2 CPU cores, one thread; docs/adapters.md has both seeds): 4 to 6 minutes. On seed 0,
+mean bits per character on held-out words: shared model alone 3.613, with a language token
 3.239, one adapter per language 3.174, hypernetwork adapters 3.263 (21.9% of the adapters'
 trained parameters), separate models 3.308; Dutch from 500 words: a fine-tuned adapter 3.363,
 the hypernetwork's new embedding alone 3.743. The hypernetwork misses the issue's targets (within

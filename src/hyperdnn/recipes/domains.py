@@ -32,8 +32,8 @@ Writes summary.md (accuracy per held-out domain and method, the mean, in-domain 
 results.json, accuracy.png and each fold's hypernetwork (model-<d>.safetensors, d the held-out
 domain's index; hyperdnn.engine.load_model(out, "model-0")).
 
-Expected (2 CPU cores, one thread, seed 0; docs/domains.md has both seeds): about 2 minutes; the
-hypernetwork 3.1 points above pooled training on held-out domains (82.2% against 79.1%), the
+Expected (2 CPU cores, one thread; docs/domains.md has both seeds): 2 to 3 minutes; on seed 0
+the hypernetwork 3.1 points above pooled training on held-out domains (82.2% against 79.1%), the
 per-domain models (nearest angle) above both (84.4%).
 """
 
