@@ -27,6 +27,7 @@ progress, checkpoints, resume); the report (a table and a heat map per scenario)
 Run::
 
     hyperdnn run continual                                # PermutedMNIST-10 (mnist5k), CL1
+    hyperdnn run continual --quick                        # a smoke run in well under a minute
     hyperdnn run continual --benchmark split              # SplitMNIST-5, CL1
     hyperdnn run continual --benchmark split --scenarios CL1,CL2,CL3
     hyperdnn run continual --data mnist --data-root ~/data  # full MNIST from local idx files
@@ -92,6 +93,9 @@ SCENARIO_NAMES = {
 }
 #: epochs per task when --epochs is 0 (SplitMNIST tasks have a fifth of the images)
 DEFAULT_EPOCHS = {"permuted": 10, "split": 20}
+#: what --quick sets: a smoke run of every method in well under a minute (scikit-learn's digits)
+QUICK = {"data": "digits", "num_tasks": 3, "epochs": 2, "hidden": (32,), "trunk": (32, 32), "chunk_size": 500,
+         "chunk_hidden": (32,), "fisher_samples": 100, "vae_hidden": (64,), "vae_latent": 8}  # fmt: skip
 
 
 # ====================================================================== the config
@@ -141,8 +145,12 @@ class ContinualConfig:
     )
     vae_latent: int = option(20, "latent width of the replay VAE (hnet+r, dgr)", low=1)
     replay_beta: float = option(0.003, "weight of the output regulariser of HNET+R's decoder hypernetwork", low=0)
+    quick: bool = option(False, f"a smoke run: {', '.join(f'{k} {v}' for k, v in QUICK.items())}")
 
     def __post_init__(self) -> None:
+        if self.quick:
+            for k, v in QUICK.items():
+                setattr(self, k, v)
         if self.data not in DATASETS:
             raise ValueError(f"--data: expected a registered data set, one of {DATASETS.list()}, got {self.data!r}")
 
