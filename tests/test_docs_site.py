@@ -70,8 +70,7 @@ def test_every_public_module_has_its_api_section() -> None:
     modules = [
         m.name
         for m in pkgutil.walk_packages(hyperdnn.__path__, "hyperdnn.")
-        if not m.ispkg
-        and not any(part.startswith("_") for part in m.name.split("."))
+        if not m.ispkg and not any(part.startswith("_") for part in m.name.split("."))
     ]
     assert len(modules) > 50
     uncovered = [m for m in modules if not any(m == p or (m.startswith(p + ".") and p != "hyperdnn") for p in paths)]
@@ -91,7 +90,10 @@ def test_every_api_page_and_recipe_page_is_in_the_navigation() -> None:
     pages = set(re.findall(r"([\w/]+\.md)", nav))
     assert {p.relative_to(DOCS).as_posix() for p in API.glob("*.md")} <= pages
     assert {"index.md", "taxonomy.md", "recipes.md", "benchmarks.md", "architecture.md"} <= pages
-    assert {"continual.md", "uncertainty.md"} <= pages
+    recipes = {p.stem for p in (ROOT / "src" / "hyperdnn" / "recipes").glob("[!_]*.py")}
+    recipe_pages = {f"{name}.md" for name in recipes if (DOCS / f"{name}.md").is_file()}
+    assert {"continual.md", "uncertainty.md"} <= recipe_pages
+    assert recipe_pages <= pages, f"add these recipe pages under Recipes in mkdocs.yml: {recipe_pages - pages}"
     for page in pages:
         assert (DOCS / page).is_file(), f"mkdocs.yml's nav names {page}, which docs/ lacks"
 
