@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import operator
 
+import torch
 from torch import nn
 from torch.nn.utils.parametrizations import _SpectralNorm as _SpectralNormParametrization
 
@@ -41,6 +42,14 @@ class Fingerprint:
     def unchanged(self) -> bool:
         """Whether the tree still has the classes, submodules and parameters it had."""
         # modules compare by identity (nn.Module has no __eq__); parameters by id
+        if torch.compiler.is_compiling():
+            # the same comparison without operator.attrgetter, which the compiler cannot trace
+            # (a graph break); traced, it is evaluated once and kept as the graph's guards
+            return (
+                [m.__class__ for m in self.modules] == self._classes
+                and [c for m in self.modules for c in m._modules.values()] == self._children
+                and [id(p) for m in self.modules for p in m._parameters.values()] == self._param_ids
+            )
         return (
             [m.__class__ for m in self.modules] == self._classes
             and [c for d in map(_SUBMODULES, self.modules) for c in d.values()] == self._children

@@ -177,14 +177,19 @@ class Frame:
 class Active:
     """Enter ``frames``' swaps; restore everything on exit, also after an error."""
 
-    __slots__ = ("frames", "_exits", "_depth", "_fast")
+    __slots__ = ("frames", "_exits", "_depth", "_fast", "_checkpoint")
 
     def __init__(self, frames: tuple[Frame, ...]):
         self.frames = frames
 
     def __enter__(self) -> None:
         self._fast = any(f.groups is not None and f.structure.no_fastpath for f in self.frames)
-        _CHECKPOINT_SWITCH.acquire()
+        # Traced by torch.compile, checkpoint is the compiler's own operator (it replays the
+        # traced graph, generated tensors included) and the stand-ins are not needed; the
+        # switch's lock would break the graph.
+        self._checkpoint = not torch.compiler.is_compiling()
+        if self._checkpoint:
+            _CHECKPOINT_SWITCH.acquire()
         if self._fast:
             _FASTPATH_SWITCH.acquire()
         stack = _running_frames()
@@ -208,7 +213,8 @@ class Active:
             del _running_frames()[self._depth :]
             if self._fast:
                 _FASTPATH_SWITCH.release()
-            _CHECKPOINT_SWITCH.release()
+            if self._checkpoint:
+                _CHECKPOINT_SWITCH.release()
 
 
 def _save_caches(structure: Structure) -> list | None:
