@@ -115,8 +115,8 @@ def test_a_compiled_model_still_sees_its_target_change():
 # ------------------------------------------------------------------ bfloat16 autocast
 
 # bfloat16 keeps 8 significant bits: one rounding is off by up to 2**-8 (0.39%) relative. The
-# generated weights pass one bf16 rounding (the head's output), the target's outputs about ten
-# (the hypernet's and the target's layers); the bounds allow that many, no more.
+# generated weights pass one bf16 rounding (the head's output; bound: two roundings' worth), the
+# target's outputs about ten (the hypernet's and the target's layers; bound: ten roundings' worth).
 WEIGHT_RTOL = 2.0**-7
 OUTPUT_RTOL = 10 * 2.0**-8
 
