@@ -10,13 +10,17 @@ from __future__ import annotations
 import copy
 import doctest
 import importlib
+import io
+import json
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from hyperdnn import Target, WeightSpec
+from hyperdnn.engine import Checkpointer, run_command
 from tests.models import cases
 
 CASES = cases()
@@ -85,3 +89,40 @@ def run_doctests(module: str) -> None:
     torch.manual_seed(0)
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0, result
+
+
+def run_cli(argv: list[str]) -> tuple[int, str]:
+    """``hyperdnn <argv>`` run in-process: its exit code and what it wrote to stderr."""
+    err = io.StringIO()
+    return run_command(argv, stdout=io.StringIO(), stderr=err), err.getvalue()
+
+
+def interrupt_then_resume(monkeypatch: Any, recipe: str, quick: list[str], out: Path, stop_at: int) -> dict[str, Any]:
+    """Run ``recipe`` with ``quick`` options into ``out``, stopped (Ctrl-C) right after its ``stop_at``-th
+    checkpoint save, then ``--resume`` it to the end (a run that says it was resumed): its metrics."""
+    original = Checkpointer.save
+    saves = []
+
+    def save_then_stop(self, tensors, state):
+        original(self, tensors, state)
+        saves.append(1)
+        if len(saves) == stop_at:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpointer, "save", save_then_stop)
+    code, err = run_cli([recipe, *quick, "--out", str(out)])
+    assert code == 130 and "--resume" in err and not (out / "results.json").exists()
+    monkeypatch.setattr(Checkpointer, "save", original)
+    code, err = run_cli([recipe, "--out", str(out), "--resume", "--progress", "false"])
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())
+    assert results["resumed"] is True
+    return results["metrics"]
+
+
+def assert_refused(tmp_path: Path, argv: list[str], message: str) -> None:
+    """``hyperdnn <argv> --out ...`` exits with code 2 and one line containing ``message``, writing nothing."""
+    out = tmp_path / "run"
+    code, err = run_cli([*argv, "--out", str(out), "--progress", "false"])
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not out.exists()

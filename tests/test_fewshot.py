@@ -5,7 +5,6 @@ training, --quick end to end with resume, the saved model, and bad input."""
 from __future__ import annotations
 
 import copy
-import io
 import json
 from pathlib import Path
 
@@ -17,10 +16,11 @@ from torch import nn
 from hyperdnn.baselines import FirstOrderMAML, PretrainedFineTuning, ProtoNet
 from hyperdnn.data import ClassData, EpisodeSampler
 from hyperdnn.data.episodes import Episode
-from hyperdnn.engine import Checkpointer, load_model, run_command
+from hyperdnn.engine import load_model
 from hyperdnn.methods import HypernetFewShot, evaluate_episodes
 from hyperdnn.methods.fewshot import MetricScorer
 from hyperdnn.recipes.fewshot import EpisodeWork, FewShotConfig, load_classes, plan
+from tests.helpers import assert_refused, interrupt_then_resume, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -39,11 +39,6 @@ def _episode(ways: int = 3, shots: int = 2, queries: int = 4, seed: int = 0) -> 
         torch.arange(ways).repeat_interleave(queries),
         torch.arange(ways),
     )
-
-
-def _run(argv: list[str]) -> tuple[int, str]:
-    err = io.StringIO()
-    return run_command(argv, stdout=io.StringIO(), stderr=err), err.getvalue()
 
 
 # ---------------------------------------------------------------------- the methods against plain PyTorch
@@ -192,7 +187,7 @@ def test_training_episodes_never_show_a_test_class() -> None:
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("fewshot") / "run"
-    code, err = _run(["fewshot", *QUICK, "--out", str(out)])
+    code, err = run_cli(["fewshot", *QUICK, "--out", str(out)])
     assert code == 0, err
     return out
 
@@ -219,23 +214,8 @@ def test_the_saved_hypernetwork_loads_and_predicts(quick_run: Path) -> None:
 
 
 def test_resume_ends_with_the_same_results(tmp_path: Path, monkeypatch, quick_run: Path) -> None:
-    out = tmp_path / "run"
-    original = Checkpointer.save
-    saves = []
-
-    def save_then_stop(self, tensors, state):
-        original(self, tensors, state)
-        saves.append(1)
-        if len(saves) == 5:  # inside maml/1-shot (two saves per unit: after its first epoch, at its end)
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Checkpointer, "save", save_then_stop)
-    code, err = _run(["fewshot", *QUICK, "--out", str(out)])
-    assert code == 130 and "--resume" in err
-    monkeypatch.setattr(Checkpointer, "save", original)
-    code, err = _run(["fewshot", "--out", str(out), "--resume", "--progress", "false"])
-    assert code == 0, err
-    resumed = json.loads((out / "results.json").read_text())["metrics"]
+    # stopped inside maml/1-shot (two saves per unit: after its first epoch, at its end)
+    resumed = interrupt_then_resume(monkeypatch, "fewshot", QUICK, tmp_path / "run", stop_at=5)
     uninterrupted = json.loads((quick_run / "results.json").read_text())["metrics"]
     assert resumed["accuracy"] == uninterrupted["accuracy"] and resumed["episodes"] == uninterrupted["episodes"]
     assert resumed["parameters"] == uninterrupted["parameters"]
@@ -261,7 +241,4 @@ def test_resume_ends_with_the_same_results(tmp_path: Path, monkeypatch, quick_ru
     ],
 )
 def test_bad_input_is_one_line_and_nothing_is_written(tmp_path: Path, argv: list[str], message: str) -> None:
-    out = tmp_path / "run"
-    code, err = _run(["fewshot", *argv, "--out", str(out), "--progress", "false"])
-    assert code == 2 and message in err and err.count("\n") == 1, err
-    assert not out.exists()
+    assert_refused(tmp_path, ["fewshot", *argv], message)

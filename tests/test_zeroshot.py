@@ -4,7 +4,6 @@ model, and bad input."""
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -15,10 +14,11 @@ from torch import nn
 
 from hyperdnn.baselines import DeViSE, DirectAttributePrediction
 from hyperdnn.data.classes import attribute_matrix
-from hyperdnn.engine import Checkpointer, load_model, run_command
+from hyperdnn.engine import load_model
 from hyperdnn.methods import HypernetZeroShot
 from hyperdnn.recipes._class_data import load_class_data
 from hyperdnn.recipes.zeroshot import ZeroShotConfig, class_accuracy, load_split
+from tests.helpers import assert_refused, interrupt_then_resume, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -29,11 +29,6 @@ TEXTS = ["script:latin case:capital letter:a", "script:greek case:small letter:b
 
 def _net() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(64, 6), nn.Tanh())
-
-
-def _run(argv: list[str]) -> tuple[int, str]:
-    err = io.StringIO()
-    return run_command(argv, stdout=io.StringIO(), stderr=err), err.getvalue()
 
 
 # ---------------------------------------------------------------------- the methods against plain PyTorch
@@ -123,7 +118,7 @@ def test_unseen_classes_are_described_by_seen_words() -> None:
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("zeroshot") / "run"
-    code, err = _run(["zeroshot", *QUICK, "--out", str(out)])
+    code, err = run_cli(["zeroshot", *QUICK, "--out", str(out)])
     assert code == 0, err
     return out
 
@@ -146,23 +141,8 @@ def test_the_saved_hypernetwork_loads_and_scores_any_described_class(quick_run: 
 
 
 def test_resume_ends_with_the_same_results(tmp_path: Path, monkeypatch, quick_run: Path) -> None:
-    out = tmp_path / "run"
-    original = Checkpointer.save
-    saves = []
-
-    def save_then_stop(self, tensors, state):
-        original(self, tensors, state)
-        saves.append(1)
-        if len(saves) == 3:  # inside devise's training (two saves per unit: after its first epoch, at its end)
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Checkpointer, "save", save_then_stop)
-    code, err = _run(["zeroshot", *QUICK, "--out", str(out)])
-    assert code == 130 and "--resume" in err
-    monkeypatch.setattr(Checkpointer, "save", original)
-    code, err = _run(["zeroshot", "--out", str(out), "--resume", "--progress", "false"])
-    assert code == 0, err
-    resumed = json.loads((out / "results.json").read_text())["metrics"]
+    # stopped inside devise's training (two saves per unit: after its first epoch, at its end)
+    resumed = interrupt_then_resume(monkeypatch, "zeroshot", QUICK, tmp_path / "run", stop_at=3)
     uninterrupted = json.loads((quick_run / "results.json").read_text())["metrics"]
     assert resumed["accuracy"] == uninterrupted["accuracy"] and resumed["parameters"] == uninterrupted["parameters"]
 
@@ -183,7 +163,4 @@ def test_resume_ends_with_the_same_results(tmp_path: Path, monkeypatch, quick_ru
     ],
 )
 def test_bad_input_is_one_line_and_nothing_is_written(tmp_path: Path, argv: list[str], message: str) -> None:
-    out = tmp_path / "run"
-    code, err = _run(["zeroshot", *argv, "--out", str(out), "--progress", "false"])
-    assert code == 2 and message in err and err.count("\n") == 1, err
-    assert not out.exists()
+    assert_refused(tmp_path, ["zeroshot", *argv], message)

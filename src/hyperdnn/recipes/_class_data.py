@@ -10,11 +10,59 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
 from hyperdnn.data import DATASETS, ClassData, get_dataset
 from hyperdnn.data.glyphs import GLYPH_CLASSES, load_glyphs, script_of
-from hyperdnn.engine.errors import UsageError
+from hyperdnn.engine.errors import CheckpointError, UsageError
+from hyperdnn.engine.loop import Work
+from hyperdnn.optim import adam
 
-__all__ = ["load_class_data", "check_class_data", "glyph_classes"]
+__all__ = ["load_class_data", "check_class_data", "glyph_classes", "settle_config", "saved_shape", "LearnerWork"]
+
+
+def settle_config(cfg: Any, preset: Mapping[str, Any]) -> None:
+    """With ``cfg.quick``, the ``preset``'s values where an option keeps its default; then refuse a
+    ``cfg.data`` that is not a registered data set (a :class:`ValueError`)."""
+    if cfg.quick:  # the preset's values where the option keeps its default
+        defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
+        for k, v in preset.items():
+            if getattr(cfg, k) == defaults[k]:
+                setattr(cfg, k, v)
+    if cfg.data not in DATASETS:
+        raise ValueError(f"--data: expected a registered data set, one of {DATASETS.list()}, got {cfg.data!r}")
+
+
+def saved_shape(info: Mapping[str, Any]) -> list[int]:
+    """The example shape a saved model's ``info`` holds (a :class:`CheckpointError` if it has none)."""
+    shape = info.get("shape")
+    if not isinstance(shape, list) or not shape or not all(isinstance(s, int) and s >= 1 for s in shape):
+        raise CheckpointError(f"the model's info needs shape (ints >= 1), got {shape!r}")
+    return shape
+
+
+class LearnerWork(Work):
+    """What the few- and zero-shot units share: ``self.learner`` trained with Adam at ``self.cfg.lr``,
+    its training curve ``self.curve`` kept in the checkpoints."""
+
+    learner: torch.nn.Module
+    cfg: Any
+    curve: list[float]
+
+    def start_stage(self, stage: int, fresh: bool) -> torch.optim.Optimizer:
+        self.optimizer = adam(self.learner.parameters(), lr=self.cfg.lr)
+        return self.optimizer
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        return dict(self.learner.state_dict()), {"curve": list(self.curve)}
+
+    def load_state(self, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
+        self.learner.load_state_dict(dict(tensors))
+        self.curve = [float(v) for v in meta["curve"]]
 
 
 def load_class_data(data: str, root: str, samples: int, scripts: tuple[str, ...], seed: int) -> ClassData:

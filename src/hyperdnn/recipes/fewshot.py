@@ -43,28 +43,32 @@ fine-tuning a pretrained feature extractor is the best method (96.8-96.9%, 99.2%
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
 from hyperdnn.baselines import FirstOrderMAML, PretrainedFineTuning, ProtoNet
-from hyperdnn.data import DATASETS, ClassData, EpisodeSampler, split_classes
+from hyperdnn.data import ClassData, EpisodeSampler, split_classes
 from hyperdnn.data.glyphs import SCRIPTS
 from hyperdnn.engine.config import option
 from hyperdnn.engine.errors import CheckpointError, UsageError
-from hyperdnn.engine.loop import LoopResult, Unit, Work, resumable, run_units
+from hyperdnn.engine.loop import LoopResult, Unit, resumable, run_units
 from hyperdnn.engine.registry import Recipe, register_recipe
 from hyperdnn.engine.report import Column, Report, Table, bar_chart_figure, image_grid_figure, learning_curves_figure
 from hyperdnn.engine.run import Outcome, RunContext
 from hyperdnn.methods import FewShotLearner, HypernetFewShot, evaluate_episodes
 from hyperdnn.metrics import mean_interval
 from hyperdnn.networks import embedding_net
-from hyperdnn.optim import adam
-from hyperdnn.recipes._class_data import check_class_data, glyph_classes, load_class_data
+from hyperdnn.recipes._class_data import (
+    LearnerWork,
+    check_class_data,
+    glyph_classes,
+    load_class_data,
+    saved_shape,
+    settle_config,
+)
 
 __all__ = ["FewShotConfig", "METHODS", "QUICK", "load_classes", "make_learner", "plan"]
 __all__ += ["run_fewshot", "build_model", "check_config", "RECIPE"]
@@ -112,13 +116,7 @@ class FewShotConfig:
     quick: bool = option(False, f"a smoke run (options left at their defaults): {', '.join(f'{k} {v}' for k, v in QUICK.items())}")  # fmt: skip
 
     def __post_init__(self) -> None:
-        if self.quick:  # the preset's values where the option keeps its default
-            defaults = {f.name: f.default for f in dataclasses.fields(self)}
-            for k, v in QUICK.items():
-                if getattr(self, k) == defaults[k]:
-                    setattr(self, k, v)
-        if self.data not in DATASETS:
-            raise ValueError(f"--data: expected a registered data set, one of {DATASETS.list()}, got {self.data!r}")
+        settle_config(self, QUICK)
         if self.pooling == "attention" and self.channels % self.heads:
             raise ValueError(f"--heads: expected a divisor of --channels {self.channels}, got {self.heads}")
         self.shots = tuple(sorted(self.shots))
@@ -158,7 +156,7 @@ def plan(cfg: FewShotConfig) -> list[Unit]:
     return [Unit(key, ("",), cfg.epochs) for key in keys + (["finetune"] if "finetune" in cfg.methods else [])]
 
 
-class EpisodeWork(Work):
+class EpisodeWork(LearnerWork):
     """One learner trained on its episodes, then tested on the run's test episodes."""
 
     def __init__(self, ctx: RunContext, cfg: FewShotConfig, data: ClassData, split: tuple[list[int], list[int]], unit: Unit):  # fmt: skip
@@ -173,10 +171,6 @@ class EpisodeWork(Work):
         else:
             self.train_sampler = EpisodeSampler(data, split[0], cfg.ways, max(self.shots), cfg.queries)
         self.test, self.curve = split[1], []
-
-    def start_stage(self, stage: int, fresh: bool) -> torch.optim.Optimizer:
-        self.optimizer = adam(self.learner.parameters(), lr=self.cfg.lr)
-        return self.optimizer
 
     def steps(self, stage: int) -> int:
         return self.cfg.episodes
@@ -210,13 +204,6 @@ class EpisodeWork(Work):
             info = {"shape": list(self.data.shape)}
             name = f"hnet-{self.shots[0]}shot"
             self.ctx.log(f"saved the hypernetwork: {self.ctx.save_model(self.learner, name, info)}")
-
-    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        return dict(self.learner.state_dict()), {"curve": list(self.curve)}
-
-    def load_state(self, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
-        self.learner.load_state_dict(dict(tensors))
-        self.curve = [float(v) for v in meta["curve"]]
 
 
 def run_fewshot(cfg: FewShotConfig, ctx: RunContext) -> Outcome:
@@ -313,10 +300,7 @@ def build_model(cfg: FewShotConfig, name: str, info: Mapping[str, Any]) -> Hyper
     """
     if not (name.startswith("hnet-") and name.endswith("shot")):
         raise CheckpointError(f"the fewshot recipe saves models 'hnet-<K>shot'; got {name!r}")
-    shape = info.get("shape")
-    if not isinstance(shape, list) or not shape or not all(isinstance(s, int) and s >= 1 for s in shape):
-        raise CheckpointError(f"the model's info needs shape (ints >= 1), got {shape!r}")
-    learner = make_learner("hnet", cfg, tuple(shape), [])
+    learner = make_learner("hnet", cfg, tuple(saved_shape(info)), [])
     assert isinstance(learner, HypernetFewShot)
     return learner
 

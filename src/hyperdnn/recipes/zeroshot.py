@@ -44,7 +44,6 @@ below it (52.1-54.1%), direct attribute prediction last (28.2-30.7%).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -52,18 +51,24 @@ from typing import Any
 import torch
 
 from hyperdnn.baselines import DeViSE, DirectAttributePrediction
-from hyperdnn.data import DATASETS, ClassData, split_classes
+from hyperdnn.data import ClassData, split_classes
 from hyperdnn.data.glyphs import SCRIPTS
 from hyperdnn.engine.config import option
 from hyperdnn.engine.errors import CheckpointError, UsageError
-from hyperdnn.engine.loop import LoopResult, Unit, Work, resumable, run_units
+from hyperdnn.engine.loop import LoopResult, Unit, resumable, run_units
 from hyperdnn.engine.registry import Recipe, register_recipe
 from hyperdnn.engine.report import Column, Report, Table, bar_chart_figure, image_grid_figure, learning_curves_figure
 from hyperdnn.engine.run import Outcome, RunContext
 from hyperdnn.methods import HypernetZeroShot, ZeroShotLearner
 from hyperdnn.networks import embedding_net
-from hyperdnn.optim import adam
-from hyperdnn.recipes._class_data import check_class_data, glyph_classes, load_class_data
+from hyperdnn.recipes._class_data import (
+    LearnerWork,
+    check_class_data,
+    glyph_classes,
+    load_class_data,
+    saved_shape,
+    settle_config,
+)
 
 __all__ = ["ZeroShotConfig", "METHODS", "QUICK", "Split", "load_split", "make_learner", "plan", "class_accuracy"]
 __all__ += ["run_zeroshot", "build_model", "check_config", "RECIPE"]
@@ -103,13 +108,7 @@ class ZeroShotConfig:
     quick: bool = option(False, f"a smoke run (options left at their defaults): {', '.join(f'{k} {v}' for k, v in QUICK.items())}")  # fmt: skip
 
     def __post_init__(self) -> None:
-        if self.quick:  # the preset's values where the option keeps its default
-            defaults = {f.name: f.default for f in dataclasses.fields(self)}
-            for k, v in QUICK.items():
-                if getattr(self, k) == defaults[k]:
-                    setattr(self, k, v)
-        if self.data not in DATASETS:
-            raise ValueError(f"--data: expected a registered data set, one of {DATASETS.list()}, got {self.data!r}")
+        settle_config(self, QUICK)
         if self.pooling == "attention" and self.embed_dim % self.heads:
             raise ValueError(f"--heads: expected a divisor of --embed_dim {self.embed_dim}, got {self.heads}")
 
@@ -176,7 +175,7 @@ def plan(cfg: ZeroShotConfig) -> list[Unit]:
     return [Unit(m, ("",), cfg.epochs) for m in METHODS if m in cfg.methods]
 
 
-class SeenClassesWork(Work):
+class SeenClassesWork(LearnerWork):
     """One learner trained on the seen classes, then tested on the unseen and the seen ones."""
 
     def __init__(self, ctx: RunContext, cfg: ZeroShotConfig, data: ClassData, split: Split, unit: Unit):
@@ -188,10 +187,6 @@ class SeenClassesWork(Work):
         self.label[torch.tensor(split.seen)] = torch.arange(len(split.seen))
         self.label[torch.tensor(split.unseen)] = torch.arange(len(split.unseen))
         self.curve: list[float] = []
-
-    def start_stage(self, stage: int, fresh: bool) -> torch.optim.Optimizer:
-        self.optimizer = adam(self.learner.parameters(), lr=self.cfg.lr)
-        return self.optimizer
 
     def steps(self, stage: int) -> int:
         return -(-len(self.split.train) // self.cfg.batch_size)
@@ -227,13 +222,6 @@ class SeenClassesWork(Work):
         if self.key == "hnet":
             info = {"shape": list(self.data.shape), "vocabulary": list(self.data.vocabulary)}
             self.ctx.log(f"saved the hypernetwork: {self.ctx.save_model(self.learner, 'hnet', info)}")
-
-    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        return dict(self.learner.state_dict()), {"curve": list(self.curve)}
-
-    def load_state(self, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
-        self.learner.load_state_dict(dict(tensors))
-        self.curve = [float(v) for v in meta["curve"]]
 
 
 def run_zeroshot(cfg: ZeroShotConfig, ctx: RunContext) -> Outcome:
@@ -309,9 +297,7 @@ def build_model(cfg: ZeroShotConfig, name: str, info: Mapping[str, Any]) -> Hype
     """
     if name != "hnet":
         raise CheckpointError(f"the zeroshot recipe saves one model, 'hnet'; got {name!r}")
-    shape, vocabulary = info.get("shape"), info.get("vocabulary")
-    if not isinstance(shape, list) or not shape or not all(isinstance(s, int) and s >= 1 for s in shape):
-        raise CheckpointError(f"the model's info needs shape (ints >= 1), got {shape!r}")
+    shape, vocabulary = saved_shape(info), info.get("vocabulary")
     if not isinstance(vocabulary, list) or not vocabulary or not all(isinstance(w, str) for w in vocabulary):
         raise CheckpointError("the model's info needs vocabulary, a list of words")
     learner = make_learner("hnet", cfg, tuple(shape), tuple(vocabulary))
