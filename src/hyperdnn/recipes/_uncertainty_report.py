@@ -1,5 +1,7 @@
-"""The ``uncertainty`` recipe's report: its tables, its criteria and its figures.
+"""The ``uncertainty`` recipe's measurements and report: its tables, its criteria and its figures.
 
+* :func:`measure_classification`, :func:`measure_regression` - what a trained method's
+  predictions score, the numbers the sections below report.
 * :func:`classification_section` - calibration (accuracy, NLL, ECE, Brier) and OOD AUROC tables,
   the issue's held-out-classes criteria, reliability diagrams and entropy histograms.
 * :func:`regression_section` - the regression toy's table, the band criterion and the bands.
@@ -18,16 +20,31 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from hyperdnn.data.toy import RegressionToy, toy_function
 from hyperdnn.engine.loop import LoopResult
 from hyperdnn.engine.report import Column, Report, Table, band_figure, histogram_figure, reliability_figure
+from hyperdnn.methods.uncertainty import gaussian_mixture, gaussian_outputs
+from hyperdnn.metrics import (
+    accuracy,
+    brier_score,
+    expected_calibration_error,
+    mutual_information,
+    negative_log_likelihood,
+    ood_auroc,
+    predictive_entropy,
+    reliability_bins,
+)
 
 if TYPE_CHECKING:
-    from hyperdnn.recipes.uncertainty import UncertaintyConfig
+    from hyperdnn.recipes.uncertainty import MethodWork, UncertaintyConfig
 
-__all__ = ["HYPERNETS", "best_hypernet", "classification_section", "regression_section"]
+__all__ = ["HYPERNETS", "OOD_SETS", "best_hypernet", "measure_classification", "measure_regression"]
+__all__ += ["classification_section", "regression_section"]
 
 HYPERNETS = ("implicit", "bayes", "hnet_dropout")
+OOD_SETS = {"classes": "held-out classes", "rotated": "rotated digits", "noise": "noise images"}
 LABELS = {
     "single": "single network",
     "mc_dropout": "MC dropout (target)",
@@ -46,6 +63,59 @@ def best_hypernet(scores: Mapping[str, float]) -> str | None:
 
 def _label(method: str, cfg: UncertaintyConfig) -> str:
     return f"deep ensemble ({cfg.members})" if method == "ensemble" else LABELS[method]
+
+
+def _rounded(t: torch.Tensor) -> list[float]:
+    return [round(v, 5) for v in t.double().tolist()]
+
+
+def measure_classification(work: MethodWork, cfg: UncertaintyConfig) -> dict[str, Any]:
+    """Accuracy, NLL, ECE, Brier, reliability bins and, per OOD set, the AUROC of predictive
+    entropy and of mutual information (``None`` for a single network: it is zero everywhere)."""
+    probs = work.predict(work.data.x_test).softmax(-1)
+    p, y = probs.mean(0), work.data.y_test
+    entropy_in, mi_in = predictive_entropy(probs), mutual_information(probs)
+    out: dict[str, Any] = {
+        "accuracy": accuracy(p.log(), y),
+        "nll": negative_log_likelihood(p, y),
+        "ece": expected_calibration_error(p, y, cfg.ece_bins),
+        "brier": brier_score(p, y),
+        "reliability": reliability_bins(p, y, cfg.ece_bins),
+        "entropy": {"in distribution": _rounded(entropy_in)},
+        "ood": {},
+    }
+    for name, x in work.ood.items():
+        q = work.predict(x).softmax(-1)
+        entropy_out = predictive_entropy(q)
+        out["entropy"][OOD_SETS[name]] = _rounded(entropy_out)
+        mi = ood_auroc(mi_in, mutual_information(q)) if len(probs) > 1 else None
+        out["ood"][name] = {"entropy": ood_auroc(entropy_in, entropy_out), "mutual_information": mi}
+    return out
+
+
+def measure_regression(work: MethodWork, cfg: UncertaintyConfig) -> dict[str, Any]:
+    """Test NLL (of the predictive mixture) and RMSE; the 2-sigma band on a grid and its mean
+    half-width inside the gap over that where the data are dense."""
+    toy: RegressionToy = work.data
+    out = work.predict(toy.x_test)
+    mean_k, var_k = gaussian_outputs(out)
+    y = toy.y_test
+    log_pk = -0.5 * (torch.log(2 * torch.pi * var_k) + (y - mean_k).pow(2) / var_k)
+    nll = -(torch.logsumexp(log_pk, 0) - torch.log(torch.tensor(float(len(out))))).mean()
+    mean, _ = gaussian_mixture(out)
+    grid = toy.grid()
+    g_mean, g_var = gaussian_mixture(work.predict(grid))
+    half = 2 * g_var.sqrt()
+    inside = grid[:, 0].abs() < toy.gap
+    return {
+        "nll": float(nll),
+        "rmse": float((mean - y).pow(2).mean().sqrt()),
+        "band_gap": float(half[inside].mean()),
+        "band_dense": float(half[~inside].mean()),
+        "band_ratio": float(half[inside].mean() / half[~inside].mean()),
+        "grid_mean": _rounded(g_mean),
+        "grid_band": _rounded(half),
+    }
 
 
 def classification_section(rep: Report, cfg: UncertaintyConfig, done: LoopResult) -> dict[str, Any]:

@@ -54,7 +54,7 @@ from hyperdnn import MLP, Chunked, Target
 from hyperdnn.baselines import DeepEnsemble, MCDropout
 from hyperdnn.data import DATASETS, get_dataset, load_dataset
 from hyperdnn.data.shift import HeldOut, hold_out_classes, noise_images, rotate_images
-from hyperdnn.data.toy import RegressionToy, gap_regression
+from hyperdnn.data.toy import gap_regression
 from hyperdnn.engine.config import option
 from hyperdnn.engine.errors import CheckpointError, UsageError
 from hyperdnn.engine.loop import LoopResult, Unit, Work, resumable, run_units
@@ -63,26 +63,22 @@ from hyperdnn.engine.report import Report
 from hyperdnn.engine.run import Outcome, RunContext
 from hyperdnn.methods import BayesianHypernet, HypernetDropout, ImplicitHypernet, UncertaintyModel
 from hyperdnn.methods.bayesian_hypernet import scaled_mlp
-from hyperdnn.methods.uncertainty import categorical_nll, gaussian_mixture, gaussian_nll, gaussian_outputs
-from hyperdnn.metrics import (
-    accuracy,
-    brier_score,
-    expected_calibration_error,
-    mutual_information,
-    negative_log_likelihood,
-    ood_auroc,
-    predictive_entropy,
-    reliability_bins,
-)
+from hyperdnn.methods.uncertainty import categorical_nll, gaussian_nll
 from hyperdnn.networks import mlp
 from hyperdnn.optim import adam
-from hyperdnn.recipes._uncertainty_report import HYPERNETS, classification_section, regression_section
+from hyperdnn.recipes._uncertainty_report import (
+    HYPERNETS,
+    OOD_SETS,
+    classification_section,
+    measure_classification,
+    measure_regression,
+    regression_section,
+)
 
 __all__ = ["UncertaintyConfig", "METHODS", "make_model", "plan", "run_uncertainty", "build_model", "RECIPE"]
 
 METHODS = ("single", "mc_dropout", "ensemble", "implicit", "bayes", "hnet_dropout")
 TASKS = ("classification", "regression")
-OOD_SETS = {"classes": "held-out classes", "rotated": "rotated digits", "noise": "noise images"}
 
 
 # ====================================================================== the config
@@ -276,59 +272,6 @@ class MethodWork(Work):
 
     def load_state(self, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
         self.model.load_state_dict(dict(tensors))
-
-
-def _rounded(t: torch.Tensor) -> list[float]:
-    return [round(v, 5) for v in t.double().tolist()]
-
-
-def measure_classification(work: MethodWork, cfg: UncertaintyConfig) -> dict[str, Any]:
-    """Accuracy, NLL, ECE, Brier, reliability bins and, per OOD set, the AUROC of predictive
-    entropy and of mutual information (``None`` for a single network: it is zero everywhere)."""
-    probs = work.predict(work.data.x_test).softmax(-1)
-    p, y = probs.mean(0), work.data.y_test
-    entropy_in, mi_in = predictive_entropy(probs), mutual_information(probs)
-    out: dict[str, Any] = {
-        "accuracy": accuracy(p.log(), y),
-        "nll": negative_log_likelihood(p, y),
-        "ece": expected_calibration_error(p, y, cfg.ece_bins),
-        "brier": brier_score(p, y),
-        "reliability": reliability_bins(p, y, cfg.ece_bins),
-        "entropy": {"in distribution": _rounded(entropy_in)},
-        "ood": {},
-    }
-    for name, x in work.ood.items():
-        q = work.predict(x).softmax(-1)
-        entropy_out = predictive_entropy(q)
-        out["entropy"][OOD_SETS[name]] = _rounded(entropy_out)
-        mi = ood_auroc(mi_in, mutual_information(q)) if len(probs) > 1 else None
-        out["ood"][name] = {"entropy": ood_auroc(entropy_in, entropy_out), "mutual_information": mi}
-    return out
-
-
-def measure_regression(work: MethodWork, cfg: UncertaintyConfig) -> dict[str, Any]:
-    """Test NLL (of the predictive mixture) and RMSE; the 2-sigma band on a grid and its mean
-    half-width inside the gap over that where the data are dense."""
-    toy: RegressionToy = work.data
-    out = work.predict(toy.x_test)
-    mean_k, var_k = gaussian_outputs(out)
-    y = toy.y_test
-    log_pk = -0.5 * (torch.log(2 * torch.pi * var_k) + (y - mean_k).pow(2) / var_k)
-    nll = -(torch.logsumexp(log_pk, 0) - torch.log(torch.tensor(float(len(out))))).mean()
-    mean, _ = gaussian_mixture(out)
-    grid = toy.grid()
-    g_mean, g_var = gaussian_mixture(work.predict(grid))
-    half = 2 * g_var.sqrt()
-    inside = grid[:, 0].abs() < toy.gap
-    return {
-        "nll": float(nll),
-        "rmse": float((mean - y).pow(2).mean().sqrt()),
-        "band_gap": float(half[inside].mean()),
-        "band_dense": float(half[~inside].mean()),
-        "band_ratio": float(half[inside].mean() / half[~inside].mean()),
-        "grid_mean": _rounded(g_mean),
-        "grid_band": _rounded(half),
-    }
 
 
 def run_uncertainty(cfg: UncertaintyConfig, ctx: RunContext) -> Outcome:
