@@ -34,9 +34,9 @@ from hyperdnn import (
 from hyperdnn.adapters import adapter_layers
 from hyperdnn.charlm import CharLM
 from hyperdnn.data.words import CharVocab, find_word_file, load_word_lists, read_frequency_file
-from hyperdnn.engine import Checkpointer, load_model, run_command
+from hyperdnn.engine import load_model, run_command
 from hyperdnn.metrics.language import bits_per_character
-from tests.helpers import load, one_set, random_weights, state
+from tests.helpers import interrupt_then_resume, load, one_set, random_weights, state
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -295,22 +295,7 @@ def test_the_run_trains_adapters_only_and_a_new_language_only_its_embedding(quic
 
 @pytest.mark.parametrize("stop_after", [2, 6])  # inside the pretraining's units, inside separate models
 def test_resume_ends_with_the_same_results(tmp_path: Path, monkeypatch, quick_run: Path, stop_after: int) -> None:
-    out = tmp_path / "run"
-    original, saves = Checkpointer.save, []
-
-    def save_then_stop(self, tensors, state):
-        original(self, tensors, state)
-        saves.append(state.get("unit"))
-        if len(saves) == stop_after:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Checkpointer, "save", save_then_stop)
-    code, err = _run([*QUICK, "--out", str(out)])
-    assert code == 130 and "--resume" in err
-    monkeypatch.setattr(Checkpointer, "save", original)
-    code, err = _run(["adapters", "--out", str(out), "--resume", "--progress", "false"])
-    assert code == 0, err
-    resumed = json.loads((out / "results.json").read_text())["metrics"]
+    resumed = interrupt_then_resume(monkeypatch, QUICK[0], QUICK[1:], tmp_path / "run", stop_after)
     full = json.loads((quick_run / "results.json").read_text())["metrics"]
     assert resumed["bpc"] == full["bpc"] and resumed["parameters"] == full["parameters"]
 

@@ -17,11 +17,12 @@ import torch.nn.functional as F
 from hyperdnn.data import Split
 from hyperdnn.data.mnist import load_mnist_idx, read_idx
 from hyperdnn.data.streams import make_stream, permuted_stream, split_stream
-from hyperdnn.engine import Checkpointer, derive_seed, make_generator, run_command
+from hyperdnn.engine import derive_seed, make_generator, run_command
 from hyperdnn.methods import HypernetLearner
 from hyperdnn.metrics import trained_parameters
 from hyperdnn.networks import mlp, mlp_parameters
 from hyperdnn.recipes.continual import ContinualConfig, count_parameters, estimate_memory, make_learner, plan
+from tests.helpers import interrupt_then_resume
 
 #: a tiny, fast configuration of the recipe (SplitMNIST from scikit-learn digits)
 TINY = [
@@ -114,26 +115,9 @@ def uninterrupted(tmp_path_factory) -> dict:
 @pytest.mark.parametrize("stop_after", [3, 19, 25])
 def test_resume_ends_with_the_same_results(tmp_path: Path, monkeypatch, uninterrupted: dict, stop_after: int) -> None:
     out = tmp_path / "run"
-    original = Checkpointer.save
-    saves = []
-
-    def save_then_stop(self, tensors, state):
-        original(self, tensors, state)
-        saves.append(state.get("unit"))
-        if len(saves) == stop_after:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Checkpointer, "save", save_then_stop)
-    code, err = _run(["continual", *_RESUME, "--out", str(out)])
-    assert code == 130 and "--resume" in err
-    assert not (out / "results.json").exists()
-    monkeypatch.setattr(Checkpointer, "save", original)
-    code, err = _run(["continual", "--out", str(out), "--resume", "--progress", "false"])
-    assert code == 0, err
-    resumed = json.loads((out / "results.json").read_text())
-    assert resumed["resumed"] is True
-    assert resumed["metrics"]["methods"] == uninterrupted["metrics"]["methods"]
-    assert resumed["metrics"]["parameters"] == uninterrupted["metrics"]["parameters"]
+    resumed = interrupt_then_resume(monkeypatch, "continual", _RESUME, out, stop_after)
+    assert resumed["methods"] == uninterrupted["metrics"]["methods"]
+    assert resumed["parameters"] == uninterrupted["metrics"]["parameters"]
     code, err = _run(["continual", "--out", str(out), "--resume"])
     assert code == 2 and "already finished" in err
 

@@ -12,12 +12,13 @@ import pytest
 import torch
 
 from hyperdnn.data.streams import make_stream
-from hyperdnn.engine import Checkpointer, run_command
+from hyperdnn.engine import run_command
 from hyperdnn.engine.loop import Unit
 from hyperdnn.methods.generative_replay import HypernetReplay, ReplayLearner, VAEReplay, vae_loss
 from hyperdnn.networks import mlp
 from hyperdnn.optim import adam
 from hyperdnn.recipes.continual import ContinualConfig, count_parameters, make_learner, plan
+from tests.helpers import interrupt_then_resume
 
 SMALL = {
     "benchmark": "split", "data": "digits", "hidden": (16,), "trunk": (16,), "chunk_hidden": (16,),
@@ -197,22 +198,6 @@ def test_a_run_measures_both_replay_methods_in_cl2_and_cl3(uninterrupted: dict) 
 # (snapshot and previous classifier saved), 15 inside DGR's (previous decoder saved)
 @pytest.mark.parametrize("stop_after", [7, 15])
 def test_resume_ends_with_the_same_results(tmp_path: Path, monkeypatch, uninterrupted: dict, stop_after: int) -> None:
-    out = tmp_path / "run"
-    original = Checkpointer.save
-    saves = []
-
-    def save_then_stop(self, tensors, state):
-        original(self, tensors, state)
-        saves.append(state.get("unit"))
-        if len(saves) == stop_after:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Checkpointer, "save", save_then_stop)
-    code, err = _run(["continual", *_RESUME, "--out", str(out)])
-    assert code == 130 and "--resume" in err
-    monkeypatch.setattr(Checkpointer, "save", original)
-    code, err = _run(["continual", "--out", str(out), "--resume", "--progress", "false"])
-    assert code == 0, err
-    resumed = json.loads((out / "results.json").read_text())
-    assert resumed["metrics"]["methods"] == uninterrupted["metrics"]["methods"]
-    assert resumed["metrics"]["parameters"] == uninterrupted["metrics"]["parameters"]
+    resumed = interrupt_then_resume(monkeypatch, "continual", _RESUME, tmp_path / "run", stop_after)
+    assert resumed["methods"] == uninterrupted["metrics"]["methods"]
+    assert resumed["parameters"] == uninterrupted["metrics"]["parameters"]

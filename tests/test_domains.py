@@ -15,8 +15,9 @@ import torch.nn.functional as F
 
 from hyperdnn.data import get_dataset, load_dataset
 from hyperdnn.data.domains import rotated_domains
-from hyperdnn.engine import Checkpointer, derive_seed, load_model, make_generator, run_command
+from hyperdnn.engine import derive_seed, load_model, make_generator, run_command
 from hyperdnn.networks import mlp
+from tests.helpers import interrupt_then_resume
 from tests.test_continual import _write_mnist
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -104,22 +105,7 @@ def test_pooled_training_is_a_plain_loop(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("stop_after", [3, 9])  # inside the first fold, inside the second
 def test_resume_ends_with_the_same_results(tmp_path: Path, monkeypatch, quick_run: Path, stop_after: int) -> None:
-    out = tmp_path / "run"
-    original, saves = Checkpointer.save, []
-
-    def save_then_stop(self, tensors, state):
-        original(self, tensors, state)
-        saves.append(state.get("unit"))
-        if len(saves) == stop_after:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Checkpointer, "save", save_then_stop)
-    code, err = _run([*QUICK, "--out", str(out)])
-    assert code == 130 and "--resume" in err
-    monkeypatch.setattr(Checkpointer, "save", original)
-    code, err = _run(["domains", "--out", str(out), "--resume", "--progress", "false"])
-    assert code == 0, err
-    resumed = json.loads((out / "results.json").read_text())["metrics"]
+    resumed = interrupt_then_resume(monkeypatch, QUICK[0], QUICK[1:], tmp_path / "run", stop_after)
     full = json.loads((quick_run / "results.json").read_text())["metrics"]
     assert resumed["held_out"] == full["held_out"] and resumed["in_domain"] == full["in_domain"]
 

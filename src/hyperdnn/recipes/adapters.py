@@ -57,7 +57,7 @@ from torch import nn
 from hyperdnn import MLP, HyperModel, HyperNetwork, LowRank, Target, TaskEmbedding, insert_adapters
 from hyperdnn.baselines.weight_table import WeightTable
 from hyperdnn.charlm import CharLM
-from hyperdnn.data.words import SPELLCHECKER_LANGUAGES, WordLists, find_word_file, load_word_lists
+from hyperdnn.data.words import SPELLCHECKER_LANGUAGES, find_word_file
 from hyperdnn.engine.config import option
 from hyperdnn.engine.errors import CheckpointError, UsageError
 from hyperdnn.engine.loop import Unit, Work, resumable, run_units
@@ -66,6 +66,7 @@ from hyperdnn.engine.registry import Recipe, register_recipe
 from hyperdnn.engine.run import Outcome, RunContext
 from hyperdnn.metrics.language import next_token_nll
 from hyperdnn.optim import adam
+from hyperdnn.recipes._adapters_data import Words, load_words
 from hyperdnn.recipes._adapters_report import UNITS, report
 
 TRAIN = ("ar", "de", "en", "es", "eu", "fa", "fr", "it", "lv", "pt", "ru")
@@ -131,32 +132,6 @@ class AdaptersConfig:
             raise ValueError(f"--bottleneck: expected at most --width ({self.width}), got {self.bottleneck}")
         if self.rank > self.bottleneck:
             raise ValueError(f"--rank: expected at most --bottleneck ({self.bottleneck}), got {self.rank}")
-
-
-# ====================================================================== the data
-@dataclass(frozen=True)
-class Words:
-    """The encoded words: the training languages pooled, the new language's and every test set."""
-
-    lists: WordLists
-    ids: torch.Tensor  # (N, T) training words of every language of --languages
-    lang: torch.Tensor  # (N,) their language ids
-    new: torch.Tensor  # (new_words, T)
-    test: dict[str, torch.Tensor]  # language -> (test_words, T)
-
-
-def load_words(cfg: AdaptersConfig, seed: int) -> Words:
-    counts = {**dict.fromkeys(cfg.languages, cfg.train_words), cfg.new_language: cfg.new_words}
-    try:
-        lists = load_word_lists((*cfg.languages, cfg.new_language), counts, cfg.test_words, seed, cfg.words_root,
-                                max_length=cfg.max_length)  # fmt: skip
-    except (ValueError, FileNotFoundError) as e:
-        raise UsageError(str(e)) from None
-    enc = lambda words: lists.vocab.encode(words, cfg.max_length + 2)  # noqa: E731
-    parts = [enc(lists.train[x]) for x in cfg.languages]
-    lang = torch.cat([torch.full((len(p),), i) for i, p in enumerate(parts)])
-    test = {x: enc(lists.test[x]) for x in lists.languages}
-    return Words(lists, torch.cat(parts), lang, enc(lists.train[cfg.new_language]), test)
 
 
 # ====================================================================== the methods

@@ -22,7 +22,8 @@ of the task's classes), CL3 class-incremental (no task id, a head over every cla
 
 The story below: the config; the data (a task stream); the methods (one learner per unit);
 the loop (each learner task by task through the engine's :func:`~hyperdnn.engine.run_units`:
-progress, checkpoints, resume); the report (a table and a heat map per scenario).
+progress, checkpoints, resume); the report (a table and a heat map per scenario) lives in
+:mod:`hyperdnn.recipes._continual_report`.
 
 Run::
 
@@ -48,7 +49,7 @@ HNET+ENT 44.1% and 30.9%, DGR 87.4% and 87.1%.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,16 +61,16 @@ from hyperdnn.data import DATASETS
 from hyperdnn.data.streams import BENCHMARKS, DEFAULT_TASKS, TaskStream, make_stream
 from hyperdnn.engine.config import option
 from hyperdnn.engine.errors import CheckpointError, UsageError
-from hyperdnn.engine.loop import LoopResult, LoopState, Unit, Work, run_units
+from hyperdnn.engine.loop import LoopState, Unit, Work, run_units
 from hyperdnn.engine.registry import Recipe, register_recipe
-from hyperdnn.engine.report import Column, Report, Table, heatmap_figure
 from hyperdnn.engine.run import Outcome, RunContext
 from hyperdnn.methods import SCENARIOS, ContinualLearner, HypernetLearner
 from hyperdnn.methods.generative_replay import HypernetReplay, ReplayLearner, VAEReplay
-from hyperdnn.metrics import accuracy_summary, task_accuracies, trained_parameters
-from hyperdnn.networks import mlp, mlp_parameters
+from hyperdnn.metrics import task_accuracies, trained_parameters
+from hyperdnn.networks import mlp
 from hyperdnn.optim import adam
 from hyperdnn.recipes._continual_checks import check_config, check_state, count_parameters, estimate_memory
+from hyperdnn.recipes._continual_report import empty_results, report
 
 __all__ = [
     "ContinualConfig",
@@ -86,11 +87,6 @@ __all__ += ["count_parameters", "estimate_memory", "check_config", "check_state"
 METHODS = ("hnet", "finetune", "ewc", "separate", "joint", "hnet+r", "dgr")
 #: methods with generative replay: trained in CL2 and CL3 only (CL1 gives the task)
 REPLAY = ("hnet+r", "dgr")
-SCENARIO_NAMES = {
-    "CL1": "task-incremental, task identity given",
-    "CL2": "domain-incremental, no task identity",
-    "CL3": "class-incremental, task inferred",
-}
 #: epochs per task when --epochs is 0 (SplitMNIST tasks have a fifth of the images)
 DEFAULT_EPOCHS = {"permuted": 10, "split": 20}
 #: what --quick sets: a smoke run of every method in well under a minute (scikit-learn's digits)
@@ -353,103 +349,11 @@ def run_continual(cfg: ContinualConfig, ctx: RunContext) -> Outcome:
         f"{stream.name}: {T} tasks, {stream[0].num_train} train / {stream[0].num_test} test images per task; "
         f"methods {', '.join(u.key for u in units)}; scenarios {', '.join(cfg.scenarios)}"
     )
-    nothing = [[None] * T for _ in range(T)]
-    results: dict[str, Any] = {"matrices": {}, "inference": {}, "params": {}}
-    for u in units:
-        results["matrices"][u.key] = {s: [list(r) for r in nothing] for s in scenarios_of(u.key, cfg)}
-        results["inference"][u.key] = {s: [None] * T for s in scenarios_of(u.key, cfg) if s != "CL1"}
+    results = empty_results(cfg, units, T)
     done = run_units(
         ctx, units, lambda u: TaskWork(ctx, cfg, stream, u), results, checkpoint_every=cfg.checkpoint_every
     )
     return report(cfg, ctx, stream, units, done)
-
-
-# ====================================================================== the report
-def matrix(rows: Sequence[Sequence[float | None]]) -> torch.Tensor:
-    """An accuracy matrix as results.json holds it (``None``: not measured) -> float64, NaN."""
-    return torch.tensor([[float("nan") if v is None else v for v in r] for r in rows], dtype=torch.float64)
-
-
-def separate_parameters(cfg: ContinualConfig, stream: TaskStream) -> int:
-    """The parameters of separate networks, one target MLP per task of ``stream``: the
-    denominator of the compression ratio in every table."""
-    return len(stream) * mlp_parameters(stream.in_features, cfg.hidden, stream.classes_per_task)
-
-
-def report(
-    cfg: ContinualConfig, ctx: RunContext, stream: TaskStream, units: Sequence[Unit], done: LoopResult
-) -> Outcome:
-    """summary.md (a table and a heat map per scenario) and results.json's metrics."""
-    T, res = len(stream), done.results
-    separate = separate_parameters(cfg, stream)
-    rep = Report(ctx, f"continual: {stream.name}, {T} tasks, seed {ctx.seed}")
-    replay = ""
-    if any(m in REPLAY for m in cfg.methods) and set(cfg.scenarios) - {"CL1"}:
-        replay = (
-            f" Replay (hnet+r, dgr): VAE encoder {','.join(map(str, cfg.vae_hidden))}, latent {cfg.vae_latent}, "
-            f"Adam lr {cfg.lr}; HNET+R's decoder hypernetwork: the options above, beta {cfg.replay_beta}."
-        )
-    head = (
-        "generate-once"
-        if cfg.head == "once"
-        else (
-            f"chunked (chunks of {cfg.chunk_size}, chunk embedding {cfg.chunk_embed_dim}, "
-            f"generator {','.join(map(str, cfg.chunk_hidden))})"
-        )
-    )
-    rep.text(
-        f"Target MLP {stream.in_features}-{'-'.join(map(str, cfg.hidden))}-{stream.classes_per_task} "
-        f"(dropout {cfg.dropout}); {cfg.task_epochs} epochs per task, batch {cfg.batch_size}, Adam lr {cfg.lr}. "
-        f"Hypernetwork: task embedding {cfg.task_embed_dim}, trunk {','.join(map(str, cfg.trunk))}, "
-        f"{head} head, lr {cfg.hnet_lr}, beta {cfg.beta}, look-ahead {'on' if cfg.lookahead else 'off'}, "
-        f"regularised tasks per step: {cfg.reg_tasks or 'all'}. Online EWC: lambda {cfg.ewc_lambda}, "
-        f"gamma {cfg.ewc_gamma}.{replay}\n"
-        "BWT: backward transfer in points (mean of final minus just-trained accuracy over tasks 1..T-1; "
-        "negative = forgetting). Task inference: share of test inputs whose task the entropy rule finds. "
-        f"Parameters: what the method's optimizers trained over all tasks; params / separate: that over the "
-        f"{separate:,} parameters of separate networks per task (the compression ratio, below 1: compressive)."
-    )
-    methods: dict[str, dict[str, Any]] = {}
-    for s in cfg.scenarios:
-        table = Table(
-            [
-                Column("method"),
-                Column("final avg acc (%)", "final_avg", ".1f", scale=100),
-                Column("BWT (points)", "bwt", "+.1f", scale=100),
-                Column("just-trained acc (%)", "just_trained", ".1f", scale=100),
-                Column("task inference (%)", "task_inference", ".1f", scale=100),
-                Column("parameters", "params", ","),
-                Column("params / separate", "compression", ".2f"),
-                Column("time (s)", "time", ".0f"),
-            ]
-        )
-        mats = {}
-        for u in units:
-            if s in res["matrices"][u.key]:
-                method = u.key.split("/")[0]
-                mats[method] = matrix(res["matrices"][u.key][s])
-                per_stage = res["inference"][u.key].get(s)
-                entry = {**accuracy_summary(mats[method]), "task_inference": per_stage[-1] if per_stage else None}
-                label = f"{method}+ENT" if method in ("hnet", "separate") and s != "CL1" else method
-                params = res["params"].get(u.key, 0)
-                table.add(method=label, **entry, params=params, compression=params / separate, time=done.times[u.key])
-                entry.update(matrix=mats[method].tolist(), task_inference_per_stage=per_stage)
-                methods.setdefault(method, {})[s] = entry
-        rep.section(f"{s} ({SCENARIO_NAMES[s]})")
-        rep.table(table)
-        title = f"{stream.name} {s}: accuracy after each task"
-        rep.figure(heatmap_figure(mats, title), f"accuracy_{s}.png", "accuracy matrices")
-    metrics = {
-        "stream": stream.name,
-        "num_tasks": T,
-        "scenarios": list(cfg.scenarios),
-        "methods": methods,
-        "parameters": res["params"],
-        "separate_parameters": separate,
-        "compression": {k: v / separate for k, v in res["params"].items()},
-        "time_s": {k: round(v, 2) for k, v in done.times.items()},
-    }
-    return rep.outcome(metrics)
 
 
 # ====================================================================== the saved model and registration
