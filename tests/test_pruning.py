@@ -12,8 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hyperdnn.engine import Checkpointer, derive_seed, load_model, make_generator, run_command
+from hyperdnn.engine import derive_seed, load_model, make_generator, run_command
 from hyperdnn.recipes.pruning import PruningConfig, load_data
+from tests.helpers import interrupt_then_resume
 
 QUICK = ["--quick", "--progress", "false", "--threads", "1", "--checkpoint_every", "1"]
 
@@ -85,24 +86,9 @@ def test_training_the_full_network_is_a_plain_pytorch_loop(quick):
 # evolution's network (L1 pruning reads the full network back from the run folder)
 @pytest.mark.parametrize("stop_after", [2, 7])
 def test_resume_ends_with_the_same_results(tmp_path, monkeypatch, quick, stop_after):
-    out = tmp_path / "run"
-    original, saves = Checkpointer.save, []
-
-    def save_then_stop(self, tensors, state):
-        original(self, tensors, state)
-        saves.append(state["unit"])
-        if len(saves) == stop_after:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Checkpointer, "save", save_then_stop)
-    code, err = _run([*QUICK, "--out", str(out)])
-    assert code == 130 and "--resume" in err and not (out / "results.json").exists()
-    monkeypatch.setattr(Checkpointer, "save", original)
-    code, err = _run(["--out", str(out), "--resume", "--progress", "false"])
-    assert code == 0, err
-    resumed = json.loads((out / "results.json").read_text())
-    assert resumed["resumed"] is True
-    assert _without_times(resumed["metrics"]) == _without_times(quick[1]["metrics"])
+    resumed = interrupt_then_resume(monkeypatch, "pruning", QUICK, tmp_path / "run", stop_after)
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["resumed"] is True
+    assert _without_times(resumed) == _without_times(quick[1]["metrics"])
 
 
 @pytest.mark.parametrize(

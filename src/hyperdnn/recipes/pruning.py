@@ -14,7 +14,8 @@ layer narrowed by one factor), random search (as many candidates as the evolutio
 network followed by fine-tuning (:func:`~hyperdnn.baselines.l1_filter_prune`). The story: the
 config; the data (the MNIST subset, downsampled); the PruningNet and its evaluation from
 generated weights; the loop (the PruningNet, the searches, every network trained as a unit of
-:func:`~hyperdnn.engine.run_units`); the report.
+:func:`~hyperdnn.engine.run_units`); the report. The data, the training of the found networks and
+the report are in ``recipes/_pruning_train.py`` and ``recipes/_pruning_report.py``.
 
 Run::
 
@@ -36,7 +37,6 @@ for every method, the evolution's network within -0.2 to +1.5 points of uniform 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -47,18 +47,19 @@ from torch import nn
 
 from hyperdnn import MLP, Continuous, HyperNetwork, MultiHead, Target
 from hyperdnn.arch import PrunableCNN, crop_weights
-from hyperdnn.baselines import RandomSearch, l1_filter_prune
-from hyperdnn.data import DATASETS, load_dataset
+from hyperdnn.baselines import RandomSearch
+from hyperdnn.data import DATASETS
 from hyperdnn.engine.config import option
 from hyperdnn.engine.errors import CheckpointError, UsageError
-from hyperdnn.engine.loop import LoopResult, Unit, Work, resumable, run_units
+from hyperdnn.engine.loop import Unit, Work, resumable, run_units
 from hyperdnn.engine.model import load_model
 from hyperdnn.engine.registry import Recipe, register_recipe
-from hyperdnn.engine.report import Column, Report, Table, line_chart_figure
 from hyperdnn.engine.run import Outcome, RunContext
 from hyperdnn.methods.search import CandidateSearch, EvolutionarySearch
-from hyperdnn.metrics import accuracy, spearman
+from hyperdnn.metrics import accuracy
 from hyperdnn.optim import adam
+from hyperdnn.recipes._pruning_report import pct, report
+from hyperdnn.recipes._pruning_train import Data, TrainWork, load_data
 
 __all__ = ["PruningConfig", "build_pruningnet", "plan", "run_pruning", "build_model", "RECIPE"]
 
@@ -117,44 +118,6 @@ class PruningConfig:
     def cnn(self) -> PrunableCNN:
         """The full network."""
         return PrunableCNN(self.channels, self.strides, 1, self.image_size, 10)
-
-
-def pct(budget: float) -> str:
-    """``0.12`` -> ``"12%"``."""
-    return f"{100 * budget:g}%"
-
-
-# ====================================================================== the data
-@dataclass(frozen=True)
-class Data:
-    """Images ``(N, 1, S, S)`` and labels: training, validation (the search's) and test."""
-
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_val: torch.Tensor
-    y_val: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-
-
-def load_data(cfg: PruningConfig, seed: int) -> Data:
-    """The data set of ``cfg``, pooled to ``image_size``, with ``val_size`` training images held out."""
-    try:
-        split = load_dataset(cfg.data, seed, cfg.data_root)
-    except (ValueError, LookupError, FileNotFoundError, ImportError) as e:
-        raise UsageError(str(e)) from None
-
-    def images(x: torch.Tensor) -> torch.Tensor:
-        x = x.view(-1, *split.shape)
-        return F.adaptive_avg_pool2d(x.mean(1, keepdim=True), cfg.image_size)
-
-    n_train = cfg.train_size or len(split.x_train) - cfg.val_size
-    if n_train + cfg.val_size > len(split.x_train) or n_train < 1:
-        raise UsageError(f"--train_size/--val_size: {cfg.data} has {len(split.x_train)} training images, asked {n_train} + {cfg.val_size}")  # fmt: skip
-    x, y = images(split.x_train), split.y_train
-    n_test = cfg.test_size or len(split.x_test)
-    return Data(x[:n_train], y[:n_train], x[-cfg.val_size :], y[-cfg.val_size :],
-                images(split.x_test)[:n_test], split.y_test[:n_test])  # fmt: skip
 
 
 # ====================================================================== the PruningNet
@@ -322,64 +285,6 @@ class SearchWork(Work):
         self.search.load_state(tensors, meta)
 
 
-class TrainWork(Work):
-    """A network trained with SGD (momentum 0.9, cosine learning rate): from scratch at the
-    widths a method found, or (L1) the pruned trained full network, fine-tuned."""
-
-    def __init__(self, run: Run, key: str):
-        self.run, self.cfg, self.key = run, run.cfg, key
-        kind, _, budget = key.removeprefix("train ").partition(" ")
-        run.ctx.seed_everything("init", key)
-        if kind == "l1":
-            b = float(budget.rstrip("%")) / 100
-            self.net, self.lr = l1_filter_prune(self.cfg.cnn, run.model("full"), run.uniform(b)), self.cfg.finetune_lr
-        else:
-            self.net, self.lr = self.cfg.cnn.build(run.widths(key.removeprefix("train "))), self.cfg.lr
-        self.widths = tuple(m.out_channels for m in self.net if isinstance(m, nn.Conv2d))
-
-    def start_stage(self, stage: int, fresh: bool) -> torch.optim.Optimizer:
-        self.opt = torch.optim.SGD(self.net.parameters(), self.lr, 0.9, weight_decay=self.cfg.weight_decay)
-        return self.opt
-
-    def steps(self, stage: int) -> int:
-        return -(-len(self.run.data.x_train) // self.cfg.batch_size)
-
-    def train_epoch(self, stage: int, epoch: int, tick) -> dict[str, float]:
-        d, total = self.run.data, 0.0
-        for group in self.opt.param_groups:  # cosine from lr to 0 over the epochs, per epoch
-            group["lr"] = self.lr * 0.5 * (1 + math.cos(math.pi * epoch / self.cfg.retrain_epochs))
-        self.net.train()
-        for idx in torch.randperm(len(d.x_train), generator=self.run.ctx.generator("batches", "train", epoch)).split(
-            self.cfg.batch_size
-        ):
-            loss = F.cross_entropy(self.net(d.x_train[idx]), d.y_train[idx])
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
-            total += loss.item()
-            tick()
-        return {"loss": total / self.steps(stage)}
-
-    def end_stage(self, stage: int, results: dict[str, Any]) -> str:
-        self.net.eval()
-        with torch.no_grad():
-            acc = accuracy(self.net(self.run.data.x_test), self.run.data.y_test)
-        name = self.key.removeprefix("train ")
-        results["trained"][name] = {"widths": list(self.widths), "flops": self.cfg.cnn.flops(self.widths), "acc": acc}
-        return f"{list(self.widths)}: test {100 * acc:.1f}%"
-
-    def end_unit(self, results: dict[str, Any]) -> None:
-        if self.key == "train full":
-            self.run.models["full"] = self.net
-            self.run.ctx.save_model(self.net, "full")
-
-    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        return dict(self.net.state_dict()), {}
-
-    def load_state(self, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
-        self.net.load_state_dict(tensors)
-
-
 class Run:
     """What every unit of a run shares: config, data, the trained models (loaded from the run
     folder on resume), the results so far."""
@@ -431,61 +336,6 @@ def run_pruning(cfg: PruningConfig, ctx: RunContext) -> Outcome:
         run.results = ctx.resumed.state["results"]
     done = run_units(ctx, plan(cfg), run.build, run.results, checkpoint_every=cfg.checkpoint_every)
     return report(cfg, ctx, run, done)
-
-
-# ====================================================================== the report
-def report(cfg: PruningConfig, ctx: RunContext, run: Run, done: LoopResult) -> Outcome:
-    """summary.md: accuracy and FLOPs per method and budget, the correlation, search times."""
-    res, full = done.results, run.full_flops
-    methods = {"evolution": "PruningNet + evolution", "random": "PruningNet + random search",
-               "uniform": "uniform width", "l1": "L1 filter pruning + fine-tuning"}  # fmt: skip
-    table = Table([
-        Column("budget"), Column("method"), Column("widths"), Column("FLOPs (% of full)", "flops", ".1f", scale=100),
-        Column("acc. from generated weights (%)", "generated", ".1f", scale=100),
-        Column("test acc. after training (%)", "acc", ".2f", scale=100), Column("search time (s)", "search_s", ".1f"),
-    ])  # fmt: skip
-    rows = [("full", "full", "full network")] + [(pct(b), f"{k} {pct(b)}", label) for b in cfg.budgets for k, label in methods.items()]  # fmt: skip
-    for budget, name, label in rows:
-        t, search = res["trained"][name], name.split()[0] in ("evolution", "random")
-        table.add(budget=budget, method=label, widths=" ".join(map(str, t["widths"])), flops=t["flops"] / full,
-                  generated=res["generated"].get(name) if not name.startswith("l1") else None,
-                  acc=t["acc"], search_s=done.times[name] if search else None)  # fmt: skip
-    ranked = [n for _, n, _ in rows if not n.startswith("l1")]
-    rho = spearman([res["generated"][n] for n in ranked], [res["trained"][n]["acc"] for n in ranked])
-    small = f"{pct(min(cfg.budgets))}"
-    gain = res["trained"][f"evolution {small}"]["acc"] - res["trained"][f"uniform {small}"]["acc"]
-    lines = [
-        f"Spearman correlation between accuracy from generated weights and after retraining, over the "
-        f"{len(ranked)} retrained networks: {rho:.3f}",
-        f"at the smallest budget ({small}), evolution minus uniform width: {100 * gain:+.2f} points",
-        f"PruningNet training: {done.times['pruningnet']:.0f} s; each search evaluated "
-        f"{cfg.generations * cfg.population} candidates at most",
-    ]
-    for line in lines:
-        ctx.log(line)
-    rep = Report(ctx, f"pruning: PruningNet on {cfg.data} {cfg.image_size}x{cfg.image_size}, seed {ctx.seed}")
-    rep.text(
-        f"Full CNN: convolutions {list(cfg.channels)} (strides {list(cfg.strides)}), {full:,} FLOPs (multiply-"
-        f"accumulates) per image. Every network is trained {cfg.retrain_epochs} epochs with SGD (lr {cfg.lr}, "
-        f"L1 fine-tuning lr {cfg.finetune_lr}) on the same batches; the PruningNet {cfg.pruningnet_epochs} epochs. "
-        "Accuracy from generated weights: the PruningNet's weights, batch norms recalibrated, no training."
-    )
-    rep.table(table)
-    rep.text("\n".join(f"- {line}" for line in lines))
-    curves = {label: ([100 * res["trained"][f"{k} {pct(b)}"]["flops"] / full for b in cfg.budgets],
-                      [100 * res["trained"][f"{k} {pct(b)}"]["acc"] for b in cfg.budgets]) for k, label in methods.items()}  # fmt: skip
-    curves["full network"] = ([100.0], [100 * res["trained"]["full"]["acc"]])
-    rep.figure(line_chart_figure(curves, "test accuracy against FLOPs", "FLOPs (% of the full network)",
-                                 "test accuracy (%)"), "accuracy_vs_flops.png", "accuracy against FLOPs")  # fmt: skip
-    pairs = sorted((100 * res["generated"][n], 100 * res["trained"][n]["acc"]) for n in ranked)
-    scatter = {f"retrained networks (Spearman {rho:.2f})": ([p[0] for p in pairs], [p[1] for p in pairs])}
-    rep.figure(line_chart_figure(scatter, "accuracy from generated weights vs after retraining",
-                                 "from generated weights (%)", "after retraining (%)"),
-               "generated_vs_retrained.png", "generated vs retrained accuracy")  # fmt: skip
-    metrics = {"full_flops": full, "networks": table.records(), "spearman": rho, "smallest_budget_gain": gain,
-               "search_s": {k: done.times[k] for k in done.times if k.split()[0] in ("evolution", "random")},
-               "pruningnet_s": done.times["pruningnet"], "search": res["search"]}  # fmt: skip
-    return rep.outcome(metrics)
 
 
 # ====================================================================== checks, saved models, registration
