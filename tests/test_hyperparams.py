@@ -4,7 +4,6 @@ with resume."""
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import warnings
@@ -16,18 +15,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from hyperdnn import MLP, Target
-from hyperdnn.engine import Checkpointer, derive_seed, load_model, run_command
+from hyperdnn.engine import derive_seed, load_model
 from hyperdnn.methods.hyperparameter import HyperparameterNetwork, l2_penalty
 from hyperdnn.networks import mlp
 from hyperdnn.recipes.hyperparams import HyperparamsConfig, load_splits, plan, separate_values, sweep_values
+from tests.helpers import interrupt_then_resume, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _run(argv: list[str]) -> tuple[int, str]:
-    err = io.StringIO()
-    code = run_command(argv, stdout=io.StringIO(), stderr=err)
-    return code, err.getvalue()
 
 
 # ---------------------------------------------------------------------- the pieces
@@ -92,7 +86,7 @@ def test_a_separate_model_is_ordinary_training(tmp_path: Path) -> None:
     out = tmp_path / "run"
     argv = ["hyperparams", "--values", "2", "--steps", "30", "--hnet_steps", "10", "--sweep", "3", "--steps_per_epoch",
             "10", "--hidden", "16", "--trunk", "8,4", "--batch_size", "64", "--seed", "4", "--progress", "false"]  # fmt: skip
-    code, err = _run([*argv, "--out", str(out)])
+    code, err = run_cli([*argv, "--out", str(out)])
     assert code == 0, err
     cfg = HyperparamsConfig(values=2, steps=30, hidden=(16,), batch_size=64, steps_per_epoch=10)
     key = list(separate_values(cfg))[1]  # lambda = high = 1e-2
@@ -126,12 +120,12 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
     ]
     for argv, message in cases:
         out = tmp_path / "run"
-        code, err = _run(["hyperparams", *argv, "--out", str(out)])
+        code, err = run_cli(["hyperparams", *argv, "--out", str(out)])
         assert code == 2 and message in err, (argv, err)
         assert len(err.strip().splitlines()) == 1 and not out.exists()
 
 
-_QUICK = ["hyperparams", "--quick", "--progress", "false", "--checkpoint_every", "1"]
+_QUICK = ["--quick", "--progress", "false", "--checkpoint_every", "1"]
 
 
 def _numbers(metrics: dict) -> dict:
@@ -147,7 +141,7 @@ def _numbers(metrics: dict) -> dict:
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("hyperparams") / "quick"
-    code, err = _run([*_QUICK, "--out", str(out)])
+    code, err = run_cli(["hyperparams", *_QUICK, "--out", str(out)])
     assert code == 0, err
     return out, json.loads((out / "results.json").read_text())
 
@@ -179,20 +173,5 @@ def test_resume_ends_with_the_same_numbers(tmp_path: Path, monkeypatch, quick_ru
     """Stopped inside the hypernetwork (2) and inside the sweep (6), a resumed run ends with the
     numbers of an uninterrupted one; the model at the pick reads the pick from the checkpoint."""
     out = tmp_path / "run"
-    original, saves = Checkpointer.save, []
-
-    def save_then_stop(self, tensors, state):
-        original(self, tensors, state)
-        saves.append(1)
-        if len(saves) == stop_after:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Checkpointer, "save", save_then_stop)
-    code, err = _run([*_QUICK, "--out", str(out)])
-    assert code == 130 and "--resume" in err
-    monkeypatch.setattr(Checkpointer, "save", original)
-    code, err = _run(["hyperparams", "--out", str(out), "--resume", "--progress", "false"])
-    assert code == 0, err
-    resumed = json.loads((out / "results.json").read_text())
-    assert resumed["resumed"] is True
-    assert _numbers(resumed["metrics"]) == _numbers(quick_run[1]["metrics"])
+    resumed = interrupt_then_resume(monkeypatch, "hyperparams", _QUICK, out, stop_after)
+    assert _numbers(resumed) == _numbers(quick_run[1]["metrics"])

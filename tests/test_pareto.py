@@ -4,7 +4,6 @@ hypervolume, Multi-MNIST, and the pareto recipe end to end with resume."""
 from __future__ import annotations
 
 import copy
-import io
 import json
 import math
 from pathlib import Path
@@ -19,7 +18,7 @@ from hyperdnn import MLP, Target
 from hyperdnn.baselines.scalarized import ScalarizedNetwork
 from hyperdnn.data import get_dataset, list_datasets
 from hyperdnn.data.multimnist import digit_labels, load_multimnist_idx, overlay_pairs
-from hyperdnn.engine import Checkpointer, load_model, run_command
+from hyperdnn.engine import load_model
 from hyperdnn.methods.pareto import (
     ExactParetoOptimal,
     LinearScalarization,
@@ -33,14 +32,9 @@ from hyperdnn.methods.pareto import (
 )
 from hyperdnn.metrics.pareto import hypervolume, non_dominated
 from hyperdnn.optim import adam
+from tests.helpers import interrupt_then_resume, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _run(argv: list[str]) -> tuple[int, str]:
-    err = io.StringIO()
-    code = run_command(argv, stdout=io.StringIO(), stderr=err)
-    return code, err.getvalue()
 
 
 # ---------------------------------------------------------------------- the degenerate case
@@ -347,12 +341,12 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
     ]
     for argv, message in cases:
         out = tmp_path / "run"
-        code, err = _run(["pareto", *argv, "--out", str(out)])
+        code, err = run_cli(["pareto", *argv, "--out", str(out)])
         assert code == 2 and message in err, (argv, err)
         assert len(err.strip().splitlines()) == 1 and not out.exists()
 
 
-_QUICK = ["pareto", "--quick", "--progress", "false", "--checkpoint_every", "1"]
+_QUICK = ["--quick", "--progress", "false", "--checkpoint_every", "1"]
 
 
 def _numbers(metrics: dict) -> dict:
@@ -367,7 +361,7 @@ def _numbers(metrics: dict) -> dict:
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("pareto") / "quick"
-    code, err = _run([*_QUICK, "--out", str(out)])
+    code, err = run_cli(["pareto", *_QUICK, "--out", str(out)])
     assert code == 0, err
     return out, json.loads((out / "results.json").read_text())
 
@@ -392,20 +386,5 @@ def test_quick_run_reports_every_method(quick_run) -> None:
 @pytest.mark.parametrize("stop_after", [3, 12])
 def test_resume_ends_with_the_same_numbers(tmp_path: Path, monkeypatch, quick_run, stop_after: int) -> None:
     out = tmp_path / "run"
-    original, saves = Checkpointer.save, []
-
-    def save_then_stop(self, tensors, state):
-        original(self, tensors, state)
-        saves.append(1)
-        if len(saves) == stop_after:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Checkpointer, "save", save_then_stop)
-    code, err = _run([*_QUICK, "--out", str(out)])
-    assert code == 130 and "--resume" in err
-    monkeypatch.setattr(Checkpointer, "save", original)
-    code, err = _run(["pareto", "--out", str(out), "--resume", "--progress", "false"])
-    assert code == 0, err
-    resumed = json.loads((out / "results.json").read_text())
-    assert resumed["resumed"] is True
-    assert _numbers(resumed["metrics"]) == _numbers(quick_run[1]["metrics"])
+    resumed = interrupt_then_resume(monkeypatch, "pareto", _QUICK, out, stop_after)
+    assert _numbers(resumed) == _numbers(quick_run[1]["metrics"])

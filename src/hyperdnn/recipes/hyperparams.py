@@ -58,13 +58,14 @@ from hyperdnn import MLP, Target
 from hyperdnn.data import DATASETS, load_dataset
 from hyperdnn.engine.config import option
 from hyperdnn.engine.errors import CheckpointError, UsageError
-from hyperdnn.engine.loop import LoopResult, Unit, Work, resumable, run_units
+from hyperdnn.engine.loop import Unit, resumable, run_units
 from hyperdnn.engine.registry import Recipe, register_recipe
-from hyperdnn.engine.report import Column, Report, Table, curves_and_points_figure
 from hyperdnn.engine.run import Outcome, RunContext
 from hyperdnn.methods.hyperparameter import HyperparameterNetwork, l2_penalty
 from hyperdnn.networks import mlp
 from hyperdnn.optim import adam
+from hyperdnn.recipes._hyperparams_report import PICK, report
+from hyperdnn.recipes._timed_work import TimedWork
 
 __all__ = [
     "HyperparamsConfig",
@@ -78,7 +79,6 @@ __all__ = [
 ]
 
 QUICK = {"steps": 200, "hnet_steps": 200, "sweep": 21}
-PICK = "separate at the pick"
 
 
 # ====================================================================== the config
@@ -176,7 +176,7 @@ def plan(cfg: HyperparamsConfig) -> list[Unit]:
     )
 
 
-class FitWork(Work):
+class FitWork(TimedWork):
     """One unit: the hypernetwork (``values_per_step`` values per step) or a separate MLP at one
     value. Every unit starts from the same MLP weights and sees the same batches."""
 
@@ -273,13 +273,6 @@ class FitWork(Work):
             info = {"in_features": x.shape[1], "classes": self.model.target.module[-1].out_features}
             self.ctx.log(f"saved the hypernetwork: {self.ctx.save_model(self.model, 'model', info)}")
 
-    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        return dict(self.model.state_dict()), {"train_seconds": self.train_seconds, "wall_seconds": self.wall_seconds}
-
-    def load_state(self, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
-        self.model.load_state_dict(tensors)
-        self.train_seconds, self.wall_seconds = float(meta["train_seconds"]), float(meta["wall_seconds"])
-
 
 def run_hyperparams(cfg: HyperparamsConfig, ctx: RunContext) -> Outcome:
     """The ``hyperparams`` recipe: the hypernetwork, the sweep, the model at its pick, the report."""
@@ -295,85 +288,6 @@ def run_hyperparams(cfg: HyperparamsConfig, ctx: RunContext) -> Outcome:
         ctx, plan(cfg), lambda u: FitWork(ctx, cfg, data, u, results), results, checkpoint_every=cfg.checkpoint_every
     )
     return report(cfg, ctx, done)
-
-
-# ====================================================================== the report
-def report(cfg: HyperparamsConfig, ctx: RunContext, done: LoopResult) -> Outcome:
-    """summary.md (per value, the picks, the times, the plot) and the metrics."""
-    res, grid = done.results, cfg.grid
-    hn = res["hypernetwork"]
-    sep = [res["separate"][key] for key in separate_values(cfg)]
-    at = {v: hn["values"].index(v) for v in grid}
-    table = Table(
-        [
-            Column("lambda", "value", ".3g"),
-            Column("val loss, separate", "sep_loss", ".4f"),
-            Column("val loss, hypernetwork", "hn_loss", ".4f"),
-            Column("difference (%)", "diff", "+.1f", scale=100),
-            Column("val acc, separate (%)", "sep_acc", ".1f", scale=100),
-            Column("val acc, hypernetwork (%)", "hn_acc", ".1f", scale=100),
-        ]
-    )
-    for v, s in zip(grid, sep):
-        h_loss, h_acc = hn["val_loss"][at[v]], hn["val_acc"][at[v]]
-        table.add(value=v, sep_loss=s["val_loss"], hn_loss=h_loss, diff=h_loss / s["val_loss"] - 1, sep_acc=s["val_acc"], hn_acc=h_acc)  # fmt: skip
-    best_sep = min(sep, key=lambda s: s["val_loss"])
-    at_pick = res["separate"][PICK]
-    sweep_time = sum(s["train_seconds"] for s in sep)
-    picks = Table(
-        [
-            Column("method"),
-            Column("picks lambda", "pick", ".3g"),
-            Column("separate model's test acc at the pick (%)", "test_acc", ".1f", scale=100),
-            Column("its val acc (%)", "val_acc", ".1f", scale=100),
-            Column("training time (CPU s)", "time", ".1f"),
-            Column("wall (s)", "wall", ".1f"),
-            Column("CPU time vs the sweep (%)", "share", ".0f", scale=100),
-        ]
-    )
-    picks.add(method=f"sweep of {len(grid)} separate models", pick=best_sep["value"], test_acc=best_sep["test_acc"],
-              val_acc=best_sep["val_acc"], time=sweep_time, wall=sum(s["wall_seconds"] for s in sep), share=1.0)  # fmt: skip
-    picks.add(method="hypernetwork", pick=hn["pick"], test_acc=at_pick["test_acc"], val_acc=at_pick["val_acc"],
-              time=hn["train_seconds"], wall=hn["wall_seconds"], share=hn["train_seconds"] / sweep_time)  # fmt: skip
-    worst = max(r["diff"] for r in table.rows)
-    rep = Report(ctx, f"hyperparams: one hypernetwork for an L2-penalty sweep, seed {ctx.seed}")
-    rep.text(
-        f"{cfg.data}, {cfg.train_size} training and {cfg.val_size} validation images; MLP "
-        f"{'-'.join(map(str, cfg.hidden))}, loss = cross-entropy + lambda * (sum of squared weights, biases not "
-        f"penalised); Adam, {cfg.steps} steps per separate model, {cfg.hnet_steps} hypernetwork steps of "
-        f"{cfg.values_per_step} log-uniform values on one shared batch; batch "
-        f"{cfg.batch_size or 'the whole training set'}. Hypernetwork: trunk {','.join(map(str, cfg.trunk))}, one linear "
-        f"output layer, theta(lambda) = theta_0 + delta(lambda) with a learned theta_0, swept over "
-        f"{len(hn['values'])} values. Times are training only, in CPU seconds of the run's process (on a quiet "
-        "machine with one thread, its wall time) and in wall seconds."
-    )
-    rep.section("Validation loss and accuracy at the separate models' values")
-    rep.table(table)
-    rep.text(f"Largest excess of the hypernetwork's validation loss over the separate model's: {100 * worst:+.1f}%.")
-    rep.section("The value each picks (lowest validation loss), and what it is worth")
-    rep.table(picks)
-    panels = {
-        "validation loss": {"hypernetwork (swept)": (hn["values"], hn["val_loss"]),
-                            "separate models": (grid, [s["val_loss"] for s in sep])},
-        "validation accuracy (%)": {"hypernetwork (swept)": (hn["values"], [100 * a for a in hn["val_acc"]]),
-                                    "separate models": (grid, [100 * s["val_acc"] for s in sep])},
-    }  # fmt: skip
-    figure = curves_and_points_figure(
-        panels, f"L2 penalty on {cfg.data}: one hypernetwork vs {len(grid)} separate models", "lambda (L2 penalty)",
-        ["cross-entropy", "accuracy (%)"], points=["separate models"], logx=True,
-    )  # fmt: skip
-    rep.figure(figure, "hyperparams.png", "validation loss and accuracy against lambda")
-    metrics = {
-        "per_value": table.records(),
-        "picks": picks.records(),
-        "hypernetwork": hn,
-        "separate": res["separate"],
-        "max_loss_excess": worst,
-        "pick_accuracy_gap": best_sep["test_acc"] - at_pick["test_acc"],
-        "time_share": hn["train_seconds"] / sweep_time,
-        "time_s": {k: round(v, 2) for k, v in done.times.items()},
-    }
-    return rep.outcome(metrics)
 
 
 # ====================================================================== checks, the saved model and registration
