@@ -17,6 +17,8 @@
 * :mod:`~hyperdnn.engine.model` - trained models saved by a run, :func:`load_model`.
 * :mod:`~hyperdnn.engine.progress` - progress bars, log lines, optional TensorBoard.
 * :mod:`~hyperdnn.engine.seeding` - derived seeds, devices, threads, memory.
+* :mod:`~hyperdnn.engine.distributed` - data-parallel runs under torchrun (:class:`World`,
+  each process's share of a minibatch, DistributedDataParallel around the trained modules).
 * :mod:`~hyperdnn.engine.cli` - ``hyperdnn run`` (:func:`run_command`).
 """
 

@@ -133,10 +133,12 @@ def _sha256(data: bytes) -> str:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A loaded checkpoint: name -> tensor (on CPU) and the JSON training state."""
+    """A loaded checkpoint: name -> tensor (on CPU), the JSON training state, and the number
+    of processes of the run that wrote it (a data-parallel run resumes with as many)."""
 
     tensors: dict[str, torch.Tensor]
     state: dict[str, Any]
+    world_size: int = 1
 
 
 class Checkpointer:
@@ -144,13 +146,17 @@ class Checkpointer:
 
     Args:
         folder: where checkpoints live (created on the first save).
+        world_size: the processes of the run (written into every checkpoint, in the tensor
+            file's safetensors metadata, which its SHA-256 covers; a checkpoint without it was
+            written by one process).
 
     One process at a time may save into a folder (the run engine holds a lock on the run
-    folder for the whole run).
+    folder for the whole run; in a data-parallel run only rank 0 saves).
     """
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, world_size: int = 1):
         self.folder = Path(folder)
+        self.world_size = world_size
         self._counter: int | None = None
 
     @property
@@ -181,7 +187,10 @@ class Checkpointer:
         except (TypeError, ValueError) as e:
             raise TypeError(f"Checkpointer.save: the state must be JSON-serialisable (no NaN): {e}") from None
         self.folder.mkdir(parents=True, exist_ok=True)
-        blob = st_save({k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()})
+        blob = st_save(
+            {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()},
+            metadata={"world_size": str(self.world_size)},
+        )
         previous = self._current_file()
         counter = self._next_counter()
         name = f"ckpt-{counter:06d}.safetensors"
@@ -248,7 +257,10 @@ class Checkpointer:
             raise CheckpointError(f"corrupt checkpoint in {where!r}: {name} is not safetensors ({e})") from None
         if not isinstance(state, dict):
             raise CheckpointError(f"corrupt checkpoint in {where!r}: the state is not a mapping")
-        return Checkpoint(dict(tensors), state)
+        world_size = _metadata(blob).get("world_size", "1")
+        if not world_size.isdigit() or int(world_size) < 1:
+            raise CheckpointError(f"corrupt checkpoint in {where!r}: {name} names world size {world_size!r}")
+        return Checkpoint(dict(tensors), state, int(world_size))
 
     def clean(self) -> list[Path]:
         """Remove what a crash can leave behind: temporary files, and tensor files other than
@@ -284,6 +296,14 @@ class Checkpointer:
             self._counter = max(found, default=0)
         self._counter += 1
         return self._counter
+
+
+def _metadata(blob: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file held in ``blob`` (already loaded once, so
+    its header is valid: an 8-byte little-endian length, then that many bytes of JSON)."""
+    size = int.from_bytes(blob[:8], "little")
+    meta = json.loads(blob[8 : 8 + size].decode("utf-8")).get("__metadata__") or {}
+    return {str(k): str(v) for k, v in meta.items()}
 
 
 # ---------------------------------------------------------------------- state schemas

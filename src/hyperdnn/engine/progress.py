@@ -70,15 +70,19 @@ class RunLogger:
     """Writes compact log lines to a stream and ``log_file``; optionally TensorBoard scalars.
 
     Args:
-        log_file: appended to (created if needed).
+        log_file: appended to (created if needed); ``None``: no file (the processes other
+            than rank 0 of a data-parallel run).
         stream: where lines are echoed (default stdout); ``None`` for none.
         tensorboard_dir: write TensorBoard event files there (``None``: no TensorBoard).
     """
 
     def __init__(
-        self, log_file: str | Path, stream: TextIO | None = sys.stdout, tensorboard_dir: str | Path | None = None
+        self,
+        log_file: str | Path | None,
+        stream: TextIO | None = sys.stdout,
+        tensorboard_dir: str | Path | None = None,
     ):
-        self.log_file = Path(log_file)
+        self.log_file = None if log_file is None else Path(log_file)
         self.stream = stream
         self._start = time.perf_counter()
         self._writer: Any = None
@@ -95,8 +99,9 @@ class RunLogger:
         line = f"[{int(elapsed) // 60:3d}:{int(elapsed) % 60:02d}] {message}"
         if self.stream is not None:
             print(line, file=self.stream, flush=True)
-        with self.log_file.open("a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
+        if self.log_file is not None:
+            with self.log_file.open("a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         """Record a scalar for TensorBoard (no-op without it)."""

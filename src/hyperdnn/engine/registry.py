@@ -74,6 +74,12 @@ class Recipe:
             that the recipe saved under ``name`` with
             :meth:`~hyperdnn.engine.run.RunContext.save_model` (``info``: what it saved
             alongside); :func:`~hyperdnn.engine.model.load_model` loads the weights into it.
+        data_parallel: ``True`` for a recipe that passes its trained modules through
+            :meth:`~hyperdnn.engine.run.RunContext.prepare` and its minibatches through
+            :meth:`~hyperdnn.engine.run.RunContext.shard`: it trains data-parallel under
+            ``torchrun`` and compiled with ``--compile``. Otherwise ``False`` or one line
+            saying why not (``"its training is RL rollouts, not minibatches of a data set"``),
+            which the refusal of ``torchrun`` with several processes and of ``--compile`` shows.
     """
 
     name: str
@@ -87,6 +93,7 @@ class Recipe:
     build_model: Callable[[Any, str, dict[str, Any]], nn.Module] | None = None
     threads: int = 0
     requires: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    data_parallel: bool | str = False
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
@@ -95,6 +102,10 @@ class Recipe:
             raise TypeError(f"Recipe {self.name!r}: config must be a dataclass type, got {self.config!r}")
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
             raise ValueError(f"Recipe {self.name!r}: threads must be an int >= 0, got {self.threads!r}")
+        if not isinstance(self.data_parallel, (bool, str)) or self.data_parallel == "":
+            raise TypeError(
+                f"Recipe {self.name!r}: data_parallel must be a bool or a non-empty reason, got {self.data_parallel!r}"
+            )
         if not self.description:
             doc = getattr(sys.modules.get(getattr(self.run, "__module__", "")), "__doc__", None) or ""
             object.__setattr__(self, "description", doc.split("Run::")[-1].strip("\n") if "Run::" in doc else "")

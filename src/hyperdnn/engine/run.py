@@ -13,6 +13,12 @@ A run folder holds::
     *.png             the recipe's plots
     tensorboard/      only with --tensorboard
 
+Under ``torchrun`` with several processes (see :mod:`hyperdnn.engine.distributed`) only rank
+0 checks, locks and writes the folder; it sends the others the outcome of its checks (and
+the checkpoint to resume from), so every process refuses bad input with the same message, and
+the others write nothing. A checkpoint records the number of processes that wrote it; a
+resumed run must have as many.
+
 A new run refuses a folder that already holds files; ``--resume`` continues the run in the
 folder from its last checkpoint with the config saved there, or starts it again from the
 beginning (with that config) when it stopped before its first checkpoint. Every check (config,
@@ -44,6 +50,7 @@ from torch import nn
 
 from hyperdnn.engine.checkpoint import TEMP_FILE, Checkpoint, Checkpointer, atomic_write_text, validate_state
 from hyperdnn.engine.config import build_config, config_to_dict, option
+from hyperdnn.engine.distributed import Share, World, close_world, init_world, world_from_env, wrap
 from hyperdnn.engine.errors import CheckpointError, ConfigError, UsageError
 from hyperdnn.engine.model import save_model
 from hyperdnn.engine.progress import ProgressBar, RunLogger, tensorboard_available
@@ -79,6 +86,10 @@ class RunOptions:
     threads: int = option(0, "CPU threads for torch (0: torch's default)")
     progress: bool = option(True, "show progress bars (needs tqdm)")
     tensorboard: bool = option(False, "also write TensorBoard scalars to <out>/tensorboard (needs tensorboard)")
+    compile: bool = option(False, "compile the trained modules with torch.compile (recipes that train minibatches)")
+    compile_backend: str = option(
+        "inductor", "the torch.compile backend of --compile", choices=("inductor", "aot_eager", "eager")
+    )
 
     def __post_init__(self) -> None:
         check_seed(self.seed)
@@ -135,6 +146,10 @@ class RunContext:
         options: the :class:`RunOptions`.
         resumed: the checkpoint to continue from, or ``None`` for a fresh run.
         config: the resolved config (what config.yaml holds).
+        world: the run's processes (:class:`~hyperdnn.engine.distributed.World`; one
+            without torchrun).
+        is_main: whether this process is rank 0, the one that logs, shows progress and
+            writes the run folder; on the others every write below does nothing.
     """
 
     def __init__(
@@ -146,6 +161,7 @@ class RunContext:
         logger: RunLogger,
         resumed: Checkpoint | None,
         config: Mapping[str, Any] | None = None,
+        world: World | None = None,
     ):
         self.recipe = recipe
         self.out = out
@@ -155,7 +171,10 @@ class RunContext:
         self.resumed = resumed
         self.config = dict(config or {})
         self._logger = logger
-        self._checkpointer = Checkpointer(out / "checkpoints")
+        self.world = world or World()
+        self.is_main = self.world.is_main
+        self._share = Share(self.world)
+        self._checkpointer = Checkpointer(out / "checkpoints", world_size=self.world.size)
         #: whether the run has saved a checkpoint or a model (from then on it is under way)
         self.saved = False
 
@@ -169,8 +188,59 @@ class RunContext:
         self._logger.scalar(tag, value, step)
 
     def progress(self, total: int, desc: str) -> ProgressBar:
-        """A progress bar over ``total`` steps (silent with ``--progress false``)."""
-        return ProgressBar(total, desc, enabled=self.options.progress)
+        """A progress bar over ``total`` steps (silent with ``--progress false``, and on every
+        process but rank 0)."""
+        return ProgressBar(total, desc, enabled=self.options.progress and self.is_main)
+
+    # -------------------------------------------------------------- data-parallel training
+    def prepare(self, module: nn.Module, find_unused: bool = False) -> nn.Module:
+        """The module to call in training steps: ``module`` compiled with ``--compile``
+        (in place; a :class:`~hyperdnn.HyperModel` through its own
+        :meth:`~hyperdnn.HyperModel.compile`), inside ``DistributedDataParallel`` under
+        torchrun with several processes, else ``module`` itself.
+
+        Build ``module`` alike on every process (same seed) and on :attr:`device`; train its
+        own parameters (the optimizer, ``state_dict`` and evaluation keep using ``module``),
+        call the returned module on :meth:`shard` rows, and use a loss that is a mean over
+        them.
+
+        Args:
+            module: the trained module.
+            find_unused: some trained parameters get no gradient in a step (DDP's
+                ``find_unused_parameters``).
+
+        Returns:
+            The module to call in training steps.
+        """
+        if self.options.compile:
+            module.compile(backend=self.options.compile_backend)  # HyperModel.compile: fullgraph
+        return wrap(module, self._share, self.device, find_unused)
+
+    def shard(self, index: torch.Tensor) -> torch.Tensor:
+        """This process's rows of a global minibatch: ``index`` itself in a run of one
+        process; under torchrun with ``N`` processes a contiguous ``1/N`` of it, and the
+        gradients of the :meth:`prepare` d modules are weighted by it, so a step equals a
+        single-process step on the whole of ``index`` (see
+        :class:`~hyperdnn.engine.distributed.Share`).
+
+        Args:
+            index: the global minibatch's row indices, a 1-D integer tensor (the same on
+                every process: draw it from :meth:`generator`).
+
+        Returns:
+            The row indices to train on here.
+
+        Raises:
+            ValueError: ``index`` is not a 1-D integer tensor.
+        """
+        return self._share.rows(index)
+
+    def barrier(self) -> None:
+        """Wait until every process of the run gets here (nothing in a run of one process)."""
+        if self.world.parallel:
+            import torch.distributed as dist
+
+            dist.barrier()
 
     # -------------------------------------------------------------- randomness
     def derive_seed(self, *keys: object) -> int:
@@ -188,8 +258,9 @@ class RunContext:
 
     # -------------------------------------------------------------- files
     def save_checkpoint(self, tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any]) -> None:
-        """Atomically replace the run's checkpoint (see :class:`Checkpointer`)."""
-        self._checkpointer.save(tensors, state)
+        """Atomically replace the run's checkpoint (see :class:`Checkpointer`; rank 0 only)."""
+        if self.is_main:
+            self._checkpointer.save(tensors, state)
         self.saved = True
 
     def save_model(self, module: nn.Module, name: str = "model", info: Mapping[str, Any] | None = None) -> Path:
@@ -205,12 +276,13 @@ class RunContext:
             info: JSON-serialisable sizes or choices ``build_model`` needs besides the config.
 
         Returns:
-            The file written.
+            The file written (by rank 0 only).
         """
         if not name or not name.replace("-", "").replace("_", "").isalnum():
             raise ValueError(f"save_model: name must be letters, digits, - and _, got {name!r}")
         path = self.path(f"{name}.safetensors")
-        save_model(path, module, self.recipe, self.config, info)
+        if self.is_main:
+            save_model(path, module, self.recipe, self.config, info)
         self.saved = True
         return path
 
@@ -219,17 +291,21 @@ class RunContext:
         return self.out / name
 
     def write_text(self, name: str, text: str) -> Path:
-        """Write a text file in the run folder atomically."""
+        """Write a text file in the run folder atomically (rank 0 only)."""
         p = self.path(name)
-        atomic_write_text(p, text)
+        if self.is_main:
+            atomic_write_text(p, text)
         return p
 
     def save_figure(self, figure: Any, name: str) -> Path:
-        """Save a matplotlib figure as PNG in the run folder (atomically) and close it."""
+        """Save a matplotlib figure as PNG in the run folder (atomically, rank 0 only) and close it."""
         import io
 
         import matplotlib.pyplot as plt
 
+        if not self.is_main:
+            plt.close(figure)
+            return self.path(name)
         buf = io.BytesIO()
         figure.savefig(buf, format="png", dpi=120, bbox_inches="tight")
         plt.close(figure)
@@ -333,13 +409,23 @@ def _check_resume_folder(out: Path) -> None:
         _require_writable(out / "log.txt", "log file")
 
 
-def _load_resume_checkpoint(recipe: Recipe, config: Any, out: Path) -> Checkpoint | None:
-    """The checkpoint to resume from, checked against the recipe's schema and config; ``None``
-    when the run stopped before its first checkpoint."""
+def _load_resume_checkpoint(recipe: Recipe, config: Any, out: Path, world: World) -> Checkpoint | None:
+    """The checkpoint to resume from, checked against the run's processes, the recipe's schema
+    and config; ``None`` when the run stopped before its first checkpoint."""
     checkpointer = Checkpointer(out / "checkpoints")
     if not checkpointer.exists():
         return None
     checkpoint = checkpointer.load()
+    if checkpoint.world_size != world.size:
+        how = (
+            "as one process, without torchrun"
+            if checkpoint.world_size == 1
+            else f"under torchrun --nproc_per_node={checkpoint.world_size} (in all, {checkpoint.world_size} processes)"
+        )
+        raise CheckpointError(
+            f"--resume: the checkpoint in {str(checkpointer.folder)!r} was written by a run of "
+            f"{checkpoint.world_size} process(es), this run has {world.size}; resume it {how}"
+        )
     where = f"the state of the checkpoint in {str(checkpointer.folder)!r}"
     if recipe.state_schema is not None:
         validate_state(checkpoint.state, recipe.state_schema, where)
@@ -409,6 +495,11 @@ def resolved_config(recipe: Recipe, config: Any, options: RunOptions) -> dict[st
 def execute(recipe: Recipe, config: Any, options: RunOptions, stream: TextIO | None = sys.stdout) -> dict[str, Any]:
     """Run ``recipe`` with ``config``: prepare the folder, resume if asked, write the results.
 
+    Started by ``torchrun`` (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK`` set) with several
+    processes, every process calls it: it joins the process group (gloo on the CPU, NCCL on
+    CUDA), rank 0 alone writes the folder, and the group is ended when the run ends, also on
+    an error.
+
     Args:
         recipe: the :class:`Recipe`.
         config: an instance of ``recipe.config``.
@@ -425,7 +516,11 @@ def execute(recipe: Recipe, config: Any, options: RunOptions, stream: TextIO | N
             checkpoint that is corrupt, tampered with or does not fit (``recipe.state_schema``,
             ``recipe.check_state``). All are found before anything is written; a
             :class:`UsageError` the recipe raises before its first checkpoint or model undoes
-            what the engine wrote (new files, lines added to log.txt).
+            what the engine wrote (new files, lines added to log.txt). Also: a run started by
+            torchrun with several processes, or with ``--compile``, for a recipe that does not
+            declare ``data_parallel``; a resume with another number of processes than the
+            checkpoint's; processes that cannot join each other. Under torchrun rank 0 checks
+            the folder and every process raises its refusal alike.
         ConfigError: ``config`` or ``options`` fail the checks the command line applies
             (types, choices, finite floats, ranges).
     """
@@ -438,18 +533,53 @@ def execute(recipe: Recipe, config: Any, options: RunOptions, stream: TextIO | N
     build_config(recipe.config, config_to_dict(config))  # the command line's checks, for a config built in code
     if recipe.check is not None:
         recipe.check(config)
-    device = resolve_device(options.device)
+    world = world_from_env()
+    _check_parallel(recipe, world, options)
+    device = _process_device(resolve_device(options.device), world)
     if options.tensorboard and not tensorboard_available():
         raise UsageError("--tensorboard needs the tensorboard package: pip install 'hyperdnn[tensorboard]'")
     out = Path(options.out or f"runs/{recipe.name}")
     resolved = resolved_config(recipe, config, options)
+    created_group = init_world(world, device)
+    try:
+        if world.is_main:
+            try:
+                folder = _prepare_folder(recipe, config, options, out, world)
+            except BaseException as e:
+                _tell_others(world, (e, None))
+                raise
+            _tell_others(world, (None, folder.resumed))
+        else:
+            folder = _Folder(None, _hear_from_main(), None, {})
+        results = _run(recipe, config, options, out, resolved, folder, device, world, stream)
+        if world.parallel:
+            import torch.distributed as dist
+
+            dist.barrier()  # rank 0 has written the results
+        return results
+    finally:
+        close_world(created_group)
+
+
+@dataclass
+class _Folder:
+    """The run folder as rank 0 found and locked it."""
+
+    lock: int | None
+    resumed: Checkpoint | None
+    created: Path | None
+    before: dict[str, int]
+
+
+def _prepare_folder(recipe: Recipe, config: Any, options: RunOptions, out: Path, world: World) -> _Folder:
+    """Check, lock (and for a new run create) the run folder; load the checkpoint to resume."""
     resumed: Checkpoint | None = None
     created: Path | None = None
     if options.resume:
         lock = lock_folder(out, create=False) if out.is_dir() else None
         try:
             _check_resume_folder(out)
-            resumed = _load_resume_checkpoint(recipe, config, out)
+            resumed = _load_resume_checkpoint(recipe, config, out, world)
             before = _snapshot(out)
             if lock is None:
                 lock = lock_folder(out)
@@ -471,22 +601,71 @@ def execute(recipe: Recipe, config: Any, options: RunOptions, stream: TextIO | N
         if _foreign_entries(out):  # another run started here between the check and the lock
             _unlock(lock)
             raise UsageError(f"output folder {str(out)!r} already holds files; choose another --out")
+    return _Folder(lock, resumed, created, before)
+
+
+def _tell_others(world: World, payload: tuple[BaseException | None, Checkpoint | None]) -> None:
+    """Rank 0 sends the others the outcome of its folder checks: an error to raise alike, or
+    the checkpoint to resume from."""
+    if not world.parallel:
+        return
+    import torch.distributed as dist
+
+    error, resumed = payload
+    message = None if error is None else (type(error).__name__, " ".join(str(error).split()))
+    dist.broadcast_object_list([message, resumed], src=0)
+
+
+def _hear_from_main() -> Checkpoint | None:
+    """What :func:`_tell_others` sent: the checkpoint, or the error rank 0 raised."""
+    import torch.distributed as dist
+
+    box: list[Any] = [None, None]
+    dist.broadcast_object_list(box, src=0)
+    message, resumed = box
+    if message is not None:
+        kind, text = message
+        errors = {"UsageError": UsageError, "ConfigError": ConfigError, "CheckpointError": CheckpointError}
+        raise errors.get(kind, RuntimeError)(text if kind in errors else f"rank 0 failed: {kind}: {text}")
+    return resumed
+
+
+def _run(
+    recipe: Recipe,
+    config: Any,
+    options: RunOptions,
+    out: Path,
+    resolved: dict[str, Any],
+    folder: _Folder,
+    device: torch.device,
+    world: World,
+    stream: TextIO | None,
+) -> dict[str, Any]:
+    """Run the recipe in the prepared folder and write its results (rank 0 writes)."""
+    main, resumed = world.is_main, folder.resumed
     logger: RunLogger | None = None
     ctx: RunContext | None = None
     threads = torch.get_num_threads()
     try:
         set_threads(options.threads or min(recipe.threads, max_threads()))
-        stale, stale_bytes = _clean_stale(out) if options.resume else (0, 0)
-        if not options.resume:
+        stale, stale_bytes = _clean_stale(out) if options.resume and main else (0, 0)
+        if main and not options.resume:
             import yaml
 
             atomic_write_text(out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
-        (out / "checkpoints").mkdir(exist_ok=True)
-        logger = RunLogger(
-            out / "log.txt", stream=stream, tensorboard_dir=out / "tensorboard" if options.tensorboard else None
-        )
-        ctx = RunContext(recipe.name, out, options, device, logger, resumed, resolved)
+        if main:
+            (out / "checkpoints").mkdir(exist_ok=True)
+            logger = RunLogger(
+                out / "log.txt", stream=stream, tensorboard_dir=out / "tensorboard" if options.tensorboard else None
+            )
+        else:
+            logger = RunLogger(None, stream=None)
+        ctx = RunContext(recipe.name, out, options, device, logger, resumed, resolved, world)
         setup = f"seed {options.seed}, device {device}, {torch.get_num_threads()} threads"
+        if world.parallel:
+            setup += f", {world.size} processes (torchrun)"
+        if options.compile:
+            setup += f", compiled ({options.compile_backend})"
         if resumed is not None:
             ctx.log(f"resuming {recipe.name} in {out} ({setup})")
         elif options.resume:
@@ -509,6 +688,7 @@ def execute(recipe: Recipe, config: Any, options: RunOptions, stream: TextIO | N
             "resumed": resumed is not None,
             "wall_time_s": round(time.perf_counter() - start, 2),
             "threads": torch.get_num_threads(),
+            "world_size": world.size,
             "versions": {
                 "hyperdnn": _version(),
                 "torch": torch.__version__,
@@ -517,22 +697,55 @@ def execute(recipe: Recipe, config: Any, options: RunOptions, stream: TextIO | N
             "metrics": dict(outcome.metrics),
         }
         results = _jsonable(results)
-        atomic_write_text(out / "summary.md", outcome.summary)
-        atomic_write_text(out / "results.json", json.dumps(results, indent=1, allow_nan=False))
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)  # a finished run cannot be resumed
+        if main:
+            atomic_write_text(out / "summary.md", outcome.summary)
+            atomic_write_text(out / "results.json", json.dumps(results, indent=1, allow_nan=False))
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)  # a finished run cannot be resumed
         ctx.log(f"done in {results['wall_time_s']:.1f}s: {out / 'results.json'}, {out / 'summary.md'}")
         return results
     except UsageError:
-        if ctx is None or not ctx.saved:  # refused before the run got under way: leave the folder as it was
+        if main and (ctx is None or not ctx.saved):  # refused before the run got under way: leave the folder as it was
             if logger is not None:
                 logger.close()
-            _undo(out, before, created)
+            _undo(out, folder.before, folder.created)
         raise
     finally:
         if logger is not None:
             logger.close()
-        _unlock(lock)
+        _unlock(folder.lock)
         torch.set_num_threads(threads)  # the caller's thread count again
+
+
+def _check_parallel(recipe: Recipe, world: World, options: RunOptions) -> None:
+    """Refuse torchrun with several processes, and ``--compile``, for a recipe that does not
+    train through :meth:`RunContext.prepare` and :meth:`RunContext.shard`."""
+    if recipe.data_parallel is True:
+        return
+    why = recipe.data_parallel or "it does not train through RunContext.prepare and RunContext.shard"
+    if world.parallel:
+        raise UsageError(
+            f"recipe {recipe.name!r} does not train data-parallel ({why}); run it as one process, "
+            f"without torchrun (given {world.size} processes)"
+        )
+    if options.compile:
+        raise UsageError(
+            f"--compile: recipe {recipe.name!r} has no compiled training ({why}); run it without --compile"
+        )
+
+
+def _process_device(device: torch.device, world: World) -> torch.device:
+    """The device of this process: under torchrun with several processes, ``--device cuda``
+    means ``cuda:LOCAL_RANK``."""
+    if not world.parallel or device.type != "cuda":
+        return device
+    if device.index is not None:
+        raise UsageError(f"--device {device}: under torchrun every process uses cuda:LOCAL_RANK; pass --device cuda")
+    if world.local_rank >= torch.cuda.device_count():
+        raise UsageError(
+            f"torchrun: process with LOCAL_RANK {world.local_rank} has no GPU "
+            f"(only {torch.cuda.device_count()} here); use --nproc_per_node <= {torch.cuda.device_count()}"
+        )
+    return torch.device("cuda", world.local_rank)
 
 
 def _checked_options(options: RunOptions) -> RunOptions:

@@ -114,11 +114,12 @@ class ModelRun(Work):
     The seed fixes the initialisation and the batch order (its generator travels in the
     checkpoint, so a resumed run draws the same batches)."""
 
-    def __init__(self, cfg: DemoConfig, data: Split, key: str, seed: int):
+    def __init__(self, cfg: DemoConfig, data: Split, key: str, seed: int, ctx: RunContext):
         torch.manual_seed(seed)
-        self.cfg, self.data, self.key = cfg, data, key
+        self.cfg, self.data, self.key, self.ctx = cfg, data, key, ctx
         self.name = key.rpartition(", run ")[0]
         self.model = MODELS[self.name](cfg)
+        self.net = ctx.prepare(self.model)  # compiled with --compile, data-parallel under torchrun
         self.order = torch.Generator().manual_seed(seed)
         self.curve: list[float] = []
 
@@ -133,8 +134,8 @@ class ModelRun(Work):
         x, y, n = self.data.x_train, self.data.y_train, len(self.data.x_train)
         perm, total = torch.randperm(n, generator=self.order), 0.0
         for i in range(0, n, self.cfg.batch_size):
-            idx = perm[i : i + self.cfg.batch_size]
-            loss = nn.functional.cross_entropy(self.model(x[idx]), y[idx])
+            idx = self.ctx.shard(perm[i : i + self.cfg.batch_size])  # this process's rows
+            loss = nn.functional.cross_entropy(self.net(x[idx]), y[idx])
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -173,7 +174,7 @@ def run_demo(cfg: DemoConfig, ctx: RunContext) -> Outcome:
 
     def build(unit: Unit) -> ModelRun:
         run = int(unit.key.rpartition(", run ")[2])
-        return ModelRun(cfg, data, unit.key, ctx.seed + run - 1)
+        return ModelRun(cfg, data, unit.key, ctx.seed + run - 1, ctx)
 
     results: dict[str, Any] = {"runs": {}, "trainable": {}, "summaries": {}}
     done = run_units(ctx, units, build, results, checkpoint_every=cfg.checkpoint_every)
@@ -257,5 +258,6 @@ RECIPE = register_recipe(
         threads=1,  # tiny matrices: more threads only add overhead
         requires={"sklearn": "apps", "matplotlib": "apps"},  # the digits, the plots
         **resumable(plan, DemoResults, _CurveState),
+        data_parallel=True,
     )
 )
