@@ -27,6 +27,10 @@ class Config:
         quick: smaller W5 sizes (the run's other settings come from the command line).
         peers: build the hypnettorch and HyperLight variants (when installed).
         seed: seed for data and initialisation.
+        compile_backend: ``torch.compile`` backend of the compiled variants (``"inductor"``;
+            ``"aot_eager"`` for a fast smoke run); ``None``: no compiled variants.
+        compile_mode: ``torch.compile`` mode (``None``: the backend's default; on CUDA the run
+            uses ``"reduce-overhead"``, CUDA graphs).
     """
 
     device: torch.device
@@ -34,10 +38,17 @@ class Config:
     quick: bool = False
     peers: bool = True
     seed: int = 0
+    compile_backend: str | None = None
+    compile_mode: str | None = None
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"Config: optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the workloads add compiled variants."""
+        return self.compile_backend is not None
 
 
 def adam(params: Iterable[torch.Tensor], cfg: Config) -> torch.optim.Optimizer:
@@ -64,6 +75,26 @@ def train_step(opt: torch.optim.Optimizer, loss: Callable[[], torch.Tensor]) -> 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
         loss().backward()
+        opt.step()
+
+    return step
+
+
+def compiled_train_step(
+    cfg: Config, opt: torch.optim.Optimizer, loss: Callable[..., torch.Tensor], inputs: Callable[[], tuple] = tuple
+) -> Callable[[], None]:
+    """:func:`train_step` with ``loss(*inputs())`` (forward and loss) under
+    ``torch.compile(fullgraph=True)`` with the run's backend and mode; AOTAutograd compiles the
+    backward with it. The optimizer step stays the eager (fused) one, as in every variant.
+    Compilation happens in the first calls (the warm-up)."""
+    kwargs = {"backend": cfg.compile_backend, "fullgraph": True}
+    if cfg.compile_mode is not None:
+        kwargs["mode"] = cfg.compile_mode
+    fn = torch.compile(loss, **kwargs)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        fn(*inputs()).backward()
         opt.step()
 
     return step

@@ -1,7 +1,8 @@
 """Timing and memory: every variant of a workload interleaved with its static baseline.
 
 A *step* is one training step: ``zero_grad`` + forward + loss + backward + optimizer step.
-:func:`measure` warms every variant up, then runs ``rounds`` rounds; each round times a block
+:func:`measure` warms every variant up (recording the wall time of its first step, which for a
+compiled variant includes the compilation), then runs ``rounds`` rounds; each round times a block
 of ``steps`` steps of every variant, in an order rotated from round to round, so that a
 disturbance (another process, frequency scaling) hits all variants alike. Per variant it
 reports the median step time over all timed steps and, for the ratios, the median over rounds
@@ -51,6 +52,8 @@ class Variant:
         error: why the variant is unavailable (missing peer, failed import or build, no
             support for the workload); such a variant is reported, never dropped.
         documented: for a peer, whether this is the way its documentation says to do it.
+        compiled: the step runs under ``torch.compile`` (compared with the compiled
+            hand-written variants; its first steps compile).
     """
 
     name: str
@@ -61,6 +64,7 @@ class Variant:
     note: str = ""
     error: str | None = None
     documented: bool = False
+    compiled: bool = False
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -79,6 +83,7 @@ class Measurement:
     params: int
     note: str
     documented: bool
+    compiled: bool = False
     status: str = "ok"  # "ok", "unavailable", "failed"
     error: str | None = None
     median_ms: float | None = None
@@ -90,6 +95,7 @@ class Measurement:
     peak_mb: float | None = None
     step_mb: float | None = None
     block_ms: list[float] = field(default_factory=list)
+    first_step_s: float | None = None  # wall seconds of the first warm-up step (compilation included)
 
     def as_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -132,7 +138,9 @@ def measure(
         raise ValueError(f"measure: clock must be one of {tuple(CLOCKS)}, got {clock!r}")
     now = CLOCKS[clock]
     sync = sync_fn(device)
-    results = {v.name: Measurement(v.name, v.library, v.role, v.params, v.note, v.documented) for v in variants}
+    results = {
+        v.name: Measurement(v.name, v.library, v.role, v.params, v.note, v.documented, v.compiled) for v in variants
+    }
     live: list[Variant] = []
     for v in variants:
         m = results[v.name]
@@ -140,7 +148,11 @@ def measure(
             m.status, m.error = "unavailable", v.error
             continue
         try:
-            for _ in range(warmup):
+            t0 = time.perf_counter()
+            v.step()
+            sync()
+            m.first_step_s = time.perf_counter() - t0
+            for _ in range(warmup - 1):
                 v.step()
             sync()
         except Exception as exc:  # a peer that breaks is reported, not hidden

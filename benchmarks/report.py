@@ -12,9 +12,15 @@ REFERENCE_BAR = {"W1": 1.05, "W2": 1.05, "W4": 1.05, "W6": 1.05}
 W3_REFERENCE_BAR = 1.1
 W3_PEER_SPEEDUP = 5.0
 W5_SLOPE_BAR = 1.05  # log-log slope; 1 is linear, the margin absorbs timing noise
+#: compiled hyperdnn / compiled hand-written, per device
+COMPILED_BAR = {"cpu": 1.1, "cuda": 1.2}
 
 
-def _ok(ms: list[Measurement], role: str | None = None, library: str | None = None) -> list[Measurement]:
+def _ok(
+    ms: list[Measurement], role: str | None = None, library: str | None = None, compiled: bool | None = False
+) -> list[Measurement]:
+    """Timed measurements of ``role`` and ``library``; eager ones only unless ``compiled`` says
+    otherwise (``True``: compiled ones only, ``None``: both)."""
     return [
         m
         for m in ms
@@ -22,6 +28,7 @@ def _ok(ms: list[Measurement], role: str | None = None, library: str | None = No
         and m.median_ms is not None
         and (role is None or m.role == role)
         and (library is None or m.library == library)
+        and (compiled is None or m.compiled == compiled)
     ]
 
 
@@ -30,16 +37,22 @@ def _best(ms: list[Measurement]) -> Measurement | None:
 
 
 def fill_ratios(ms: list[Measurement], baseline: str) -> dict[str, str | None]:
-    """Set each measurement's ratio to the static baseline and to the best hand-written variant."""
+    """Set each measurement's ratio to the (eager) static baseline and to the best hand-written
+    variant: an eager variant's to the best eager one, a compiled variant's to the best compiled one."""
     by = {m.name: m for m in ms}
     static = by.get(baseline)
     ref = _best(_ok(ms, "reference"))
+    ref_c = _best(_ok(ms, "reference", compiled=True))
     for m in ms:
         if static is not None:
             m.ratio_static = paired_ratio(m, static)
-        if ref is not None:
-            m.ratio_reference = paired_ratio(m, ref)
-    return {"static": baseline if static else None, "reference": ref.name if ref else None}
+        r = ref_c if m.compiled else ref
+        if r is not None:
+            m.ratio_reference = paired_ratio(m, r)
+    used: dict[str, str | None] = {"static": baseline if static else None, "reference": ref.name if ref else None}
+    if ref_c is not None:
+        used["compiled_reference"] = ref_c.name
+    return used
 
 
 def _check(what: str, value: float | None, bar: float, op: str, detail: str) -> dict[str, Any]:
@@ -49,8 +62,48 @@ def _check(what: str, value: float | None, bar: float, op: str, detail: str) -> 
     return {"check": what, "value": round(value, 3), "bar": f"{op} {bar:g}", "holds": holds, "detail": detail}
 
 
-def checks(key: str, ms: list[Measurement], peer_status: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """The issue's targets for one workload (W5 is checked across sizes by :func:`scaling`)."""
+def compiled_checks(key: str, ms: list[Measurement], device: str) -> list[dict[str, Any]]:
+    """Compiled hyperdnn against the compiled hand-written references (bar :data:`COMPILED_BAR`
+    of the device), and on CUDA for W3 each peer's documented eager way against compiled hyperdnn."""
+    ours = _best(_ok(ms, "ours", compiled=True))
+    if ours is None:
+        return []
+    bar = COMPILED_BAR.get(device, COMPILED_BAR["cpu"])
+    out = []
+    refs = _ok(ms, "reference", compiled=True)
+    ref = _best(refs)
+    r = paired_ratio(ours, ref) if ref else None
+    detail = f"{ours.name} vs {ref.name if ref else '-'}"
+    out.append(_check("compiled hyperdnn / compiled hand-written", r, bar, "<=", detail))
+    same = _best([m for m in refs if m.name.endswith("-hyperfan-compiled")])
+    if same is not None:
+        out.append(
+            _check(
+                "compiled hyperdnn / compiled hand-written with the hyperfan scale",
+                paired_ratio(ours, same),
+                bar,
+                "<=",
+                f"{ours.name} vs {same.name}: the same math by hand",
+            )
+        )
+    if key == "W3" and device == "cuda":
+        for lib in sorted({m.library for m in ms if m.role == "peer"}):
+            doc = [m for m in ms if m.library == lib and m.documented and m.status == "ok"]
+            value = paired_ratio(doc[0], ours) if doc else None
+            why = doc[0].note if doc else "not run: no documented variant timed"
+            out.append(_check(f"{lib} documented way (eager) / compiled hyperdnn", value, W3_PEER_SPEEDUP, ">=", why))
+    return out
+
+
+def checks(
+    key: str, ms: list[Measurement], peer_status: dict[str, dict[str, Any]], device: str = "cpu"
+) -> list[dict[str, Any]]:
+    """The issue's targets for one workload (W5 is checked across sizes by :func:`scaling`),
+    the compiled ones (:func:`compiled_checks`) after the eager ones."""
+    return _eager_checks(key, ms, peer_status) + compiled_checks(key, ms, device)
+
+
+def _eager_checks(key: str, ms: list[Measurement], peer_status: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     ours = _best(_ok(ms, "ours"))
     ref = _best(_ok(ms, "reference"))
@@ -249,6 +302,55 @@ def ratio_of_medians(variant: dict[str, Any], baseline: dict[str, Any] | None) -
     return variant["median_ms"] / baseline["median_ms"]
 
 
+def _best_row(variants: list[dict[str, Any]], role: str, compiled: bool) -> dict[str, Any] | None:
+    rows = [
+        m
+        for m in variants
+        if m["role"] == role and bool(m.get("compiled")) == compiled and m["status"] == "ok" and m.get("median_ms")
+    ]
+    return min(rows, key=lambda m: m["median_ms"]) if rows else None
+
+
+def compiled_summary(result: dict[str, Any]) -> list[str]:
+    """Markdown lines: per workload, the fastest eager and compiled hyperdnn and hand-written
+    variants side by side (empty when no variant was compiled)."""
+    rows = []
+    for key, w in result["workloads"].items():
+        vs = w["variants"]
+        if not any(m.get("compiled") for m in vs):
+            continue
+        role = "static" if key == "W0" else None
+        ours_e, ours_c = (_best_row(vs, role or "ours", c) for c in (False, True))
+        ref_e, ref_c = (None, None) if role else (_best_row(vs, "reference", c) for c in (False, True))
+        ratio_c = ours_c.get("ratio_reference") if ours_c and not role else None
+        ratio_e = ours_e.get("ratio_reference") if ours_e and not role else None
+        speedup = ours_e["median_ms"] / ours_c["median_ms"] if ours_e and ours_c else None
+
+        def cell(m: dict[str, Any] | None) -> str:
+            return f"{_fmt(m['median_ms'])} ({m['name']})" if m else "-"
+
+        first = _fmt(ours_c.get("first_step_s"), ".1f") if ours_c else "-"
+        rows.append(
+            f"| {key} | {cell(ours_e)} | {cell(ours_c)} | {_fmt(speedup, '.2f', 'x')} | {cell(ref_e)} | {cell(ref_c)} "
+            f"| {_fmt(ratio_e, '.3f')} | {_fmt(ratio_c, '.3f')} | {first} |"
+        )
+    if not rows:
+        return []
+    return [
+        "",
+        "## Compiled against eager",
+        "",
+        "Fastest hyperdnn (W0: the static target) and fastest hand-written variant of each workload, eager and",
+        "compiled; ratios paired per round, each against the hand-written variant of its own kind. The first",
+        "step of a compiled variant includes its compilation (not part of the step times).",
+        "",
+        "| workload | hyperdnn eager ms | hyperdnn compiled ms | compiled speed-up | hand-written eager ms "
+        "| hand-written compiled ms | eager x hand-written | compiled x compiled hand-written | first compiled step s |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *rows,
+    ]
+
+
 def markdown(result: dict[str, Any]) -> str:
     meta = result["meta"]
     dev = meta["device"]
@@ -262,6 +364,12 @@ def markdown(result: dict[str, Any]) -> str:
         f"- load average before / after: {meta.get('load_before')} / {meta.get('load_after')}",
         f"- optimizer: Adam ({meta['optimizer']}); warm-up {meta['warmup']}, {meta['repeats']} interleaved rounds of "
         f"{meta['steps']} steps{' (quick)' if meta['quick'] else ''}; clock: {meta.get('clock', 'wall')}",
+        "- compiled variants: "
+        + (
+            f"torch.compile(fullgraph=True), backend {meta['compiled']['backend']}, mode {meta['compiled']['mode']}"
+            if meta.get("compiled")
+            else "none (run with --compiled)"
+        ),
         "- peers: "
         + ", ".join(
             f"{n} {s['version']}" if s["available"] else f"{n}: {s['error']}" for n, s in meta["peers"].items()
@@ -295,8 +403,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"## {key}: {w['title']}",
             "",
             "| variant | library | how | trainable params | median ms [IQR] | x static (paired) | x static (medians) "
-            f"| x hand-written (paired) | {mem_label} |",
-            "|---|---|---|---|---|---|---|---|---|",
+            f"| x hand-written (paired) | {mem_label} | first step s |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         static = next(
             (m for m in w["variants"] if m["name"] == (w.get("baseline") or {}).get("static") and m["status"] == "ok"),
@@ -304,7 +412,9 @@ def markdown(result: dict[str, Any]) -> str:
         )
         for m in w["variants"]:
             if m["status"] != "ok":
-                lines.append(f"| {m['name']} | {m['library']} | {m['status']}: {m['error']} | - | - | - | - | - | - |")
+                lines.append(
+                    f"| {m['name']} | {m['library']} | {m['status']}: {m['error']} | - | - | - | - | - | - | - |"
+                )
                 continue
             doc = " (documented way)" if m["documented"] else ""
             lines.append(
@@ -312,11 +422,12 @@ def markdown(result: dict[str, Any]) -> str:
                 f"| {_fmt(m['median_ms'])} [{_fmt(m['q1_ms'])}-{_fmt(m['q3_ms'])}] "
                 f"| {_fmt(m['ratio_static'], '.2f', 'x')} | {_fmt(ratio_of_medians(m, static), '.2f', 'x')} "
                 f"| {_fmt(m['ratio_reference'], '.2f', 'x')} "
-                f"| {_fmt(m['peak_mb'], '.0f')} (+{_fmt(m['step_mb'], '.0f')}) |"
+                f"| {_fmt(m['peak_mb'], '.0f')} (+{_fmt(m['step_mb'], '.0f')}) | {_fmt(m.get('first_step_s'), '.1f')} |"
             )
         if w.get("extra"):
             lines += ["", "Weight generation alone (forward, no grad):", ""]
             lines += [f"- {k}: {_fmt(v, '.4g') if isinstance(v, float) else v}" for k, v in w["extra"].items()]
+    lines += compiled_summary(result)
     sc = result.get("scaling")
     if sc:
         lines += [

@@ -6,6 +6,7 @@ Usage::
     python benchmarks/run.py --quick              # smoke run, under 2 minutes (make bench-quick)
     python benchmarks/run.py --device cuda        # GPU (benchmarks/gpu.sh wraps it)
     python benchmarks/run.py --workloads W1,W3 --repeats 15
+    python benchmarks/run.py --compiled           # eager and torch.compile'd variants side by side
 
 Writes ``<out>/<date>-<device>[-quick][-<tag>].json`` and ``.md`` (and ``-w5.png`` when W5 ran);
 ``<out>`` is ``benchmarks/results`` (tracked: the published tables), or for ``--quick``
@@ -65,6 +66,14 @@ class BenchOptions:
         choices=("wall", "cpu"),
     )
     threads: int | None = option(None, "torch CPU threads (default torch's)", low=1)
+    compiled: bool = option(
+        False, "also time torch.compile'd hyperdnn and hand-written variants (CUDA: mode reduce-overhead)"
+    )
+    compile_backend: str = option(
+        "inductor",
+        "torch.compile backend of --compiled (aot_eager: a fast smoke run)",
+        choices=("inductor", "aot_eager"),
+    )
     no_peers: bool = option(False, "do not build hypnettorch / HyperLight variants")
     no_memory: bool = option(False, "skip the peak-memory pass")
     seed: int = option(0, "seed for data and initialisation")
@@ -124,7 +133,18 @@ def run(args: BenchOptions, log=print) -> dict[str, Any]:
     warmup = args.warmup or preset["warmup"]
     repeats = args.repeats or preset["repeats"]
     steps = args.steps or preset["steps"]
-    cfg = Config(device=device, optimizer=args.optimizer, quick=args.quick, peers=not args.no_peers, seed=args.seed)
+    compile_mode = (
+        "reduce-overhead" if args.compiled and device.type == "cuda" and args.compile_backend == "inductor" else None
+    )
+    cfg = Config(
+        device=device,
+        optimizer=args.optimizer,
+        quick=args.quick,
+        peers=not args.no_peers,
+        seed=args.seed,
+        compile_backend=args.compile_backend if args.compiled else None,
+        compile_mode=compile_mode,
+    )
     started = time.time()
     date = _dt.date.today().isoformat()
     result: dict[str, Any] = {
@@ -134,6 +154,7 @@ def run(args: BenchOptions, log=print) -> dict[str, Any]:
             "quick": args.quick,
             "optimizer": args.optimizer,
             "clock": args.clock,
+            "compiled": {"backend": cfg.compile_backend, "mode": compile_mode} if args.compiled else None,
             "warmup": warmup,
             "repeats": repeats,
             "steps": steps,
@@ -179,7 +200,7 @@ def run(args: BenchOptions, log=print) -> dict[str, Any]:
                 "info": built.info,
                 "baseline": used,
                 "variants": [m.as_dict() for m in ms],
-                "checks": report.checks(key, ms, result["meta"]["peers"]),
+                "checks": report.checks(key, ms, result["meta"]["peers"], device.type),
             }
             if built.extra is not None:
                 entry["extra"] = built.extra()
@@ -193,6 +214,8 @@ def run(args: BenchOptions, log=print) -> dict[str, Any]:
                         f"    {m.name:<28} {m.median_ms:9.2f} ms  x static {report._fmt(m.ratio_static)} paired"
                         f" ({report._fmt(medians)} from the medians)  x hand-written {report._fmt(m.ratio_reference)}"
                     )
+                    if m.compiled:
+                        log(f"    {'':<28} first step (compilation included) {report._fmt(m.first_step_s, '.1f')} s")
                 else:
                     log(f"    {m.name:<28} {m.status}: {m.error}")
             for c in entry["checks"]:

@@ -41,6 +41,7 @@ from benchmarks.common import (
     PlainChunked,
     adam,
     classification_data,
+    compiled_train_step,
     count,
     cycle,
     hyperfan_scale,
@@ -111,6 +112,25 @@ def _static_mlp(cfg: Config, x, y, sizes, name: str = "static") -> Variant:
     return Variant(name, "torch", "static", step, count(net.parameters()), f"MLP {'-'.join(map(str, sizes))}")
 
 
+def _compiled(
+    cfg: Config,
+    name: str,
+    library: str,
+    role: str,
+    opt: torch.optim.Optimizer,
+    loss: Callable[..., torch.Tensor],
+    params: int | list[torch.Tensor],
+    note: str,
+    inputs: Callable[[], tuple] = lambda: (0,),
+) -> Variant:
+    """The compiled twin ``<name>-compiled`` of a variant: ``loss(*inputs())`` under
+    ``torch.compile(fullgraph=True)`` (:func:`compiled_train_step`), on its own fresh model."""
+    n = params if isinstance(params, int) else count(params)
+    mode = f", mode={cfg.compile_mode!r}" if cfg.compile_mode else ""
+    step = compiled_train_step(cfg, opt, loss, inputs)
+    return Variant(f"{name}-compiled", library, role, step, n, f"{note}; torch.compile{mode}", compiled=True)
+
+
 def _seeded(cfg: Config) -> None:
     torch.manual_seed(cfg.seed)
 
@@ -121,7 +141,15 @@ def _seeded(cfg: Config) -> None:
 def build_w0(cfg: Config) -> Built:
     x, y = classification_data(cfg, 128, 784)
     _seeded(cfg)
-    return Built([_static_mlp(cfg, x, y, W0_SIZES)])
+    variants = [_static_mlp(cfg, x, y, W0_SIZES)]
+    if cfg.compiled:
+        net = mlp(W0_SIZES).to(cfg.device)
+        loss = lambda: F.cross_entropy(net(x), y)  # noqa: E731
+        opt = adam(net.parameters(), cfg)
+        variants.append(
+            _compiled(cfg, "static", "torch", "static", opt, loss, list(net.parameters()), "MLP", inputs=tuple)
+        )
+    return Built(variants)
 
 
 # ----------------------------------------------------------------------------- W1 / W2
@@ -131,36 +159,70 @@ def _task_variants(cfg: Config, chunked: bool) -> Built:
     x, y = classification_data(cfg, 128, 784)
     numel = mlp_numel(W0_SIZES)
     shapes = mlp_shapes(W0_SIZES)
+    scale = hyperfan_scale(shapes, cfg.device)
     _seeded(cfg)
     variants = [_static_mlp(cfg, x, y, W0_SIZES)]
 
-    # hand-written: task table -> MLP -> every number (W1) or chunk generator (W2)
-    table = nn.Parameter(torch.randn(NUM_TASKS, TASK_EMB, device=cfg.device))
-    if chunked:
-        gen = PlainChunked(TASK_EMB, numel, CHUNK, CHUNK_EMB, HIDDEN).to(cfg.device)
-    else:
-        gen = plain_once(TASK_EMB, HIDDEN, numel).to(cfg.device)
-    params = [table, *gen.parameters()]
-    task = cycle(NUM_TASKS)
+    # hand-written: task table -> MLP -> every number (W1) or chunk generator (W2); W2 also
+    # times the hyperfan scale (the same math as hyperdnn)
+    def reference(scaled: bool) -> tuple[list[nn.Parameter], Callable[[int], torch.Tensor]]:
+        table = nn.Parameter(torch.randn(NUM_TASKS, TASK_EMB, device=cfg.device))
+        if chunked:
+            gen = PlainChunked(TASK_EMB, numel, CHUNK, CHUNK_EMB, HIDDEN).to(cfg.device)
+        else:
+            gen = plain_once(TASK_EMB, HIDDEN, numel).to(cfg.device)
 
-    def ref_loss():
-        ws = split(gen(table[task()].unsqueeze(0))[0], shapes)
-        return F.cross_entropy(mlp_forward(x, ws), y)
+        def loss(t: int) -> torch.Tensor:
+            flat = gen(table[t].unsqueeze(0))[0]
+            return F.cross_entropy(mlp_forward(x, split(flat * scale if scaled else flat, shapes)), y)
+
+        return [table, *gen.parameters()], loss
 
     how = f"{-(-numel // CHUNK)} chunks, split first layer" if chunked else "one Linear to every number"
-    variants.append(Variant("torch", "torch", "reference", train_step(adam(params, cfg), ref_loss), count(params), how))
+    for suffix, scaled in (("", False), ("-hyperfan", True)) if chunked else (("", False),):
+        params, loss = reference(scaled)
+        task = cycle(NUM_TASKS)
+        step = train_step(adam(params, cfg), lambda loss=loss, task=task: loss(task()))
+        note = how + (", times the hyperfan scale" if scaled else "")
+        variants.append(Variant("torch" + suffix, "torch", "reference", step, count(params), note))
 
     # hyperdnn
-    target = Target(mlp(W0_SIZES)).to(cfg.device)
-    if chunked:
-        hnet = HyperNetwork(target, TaskEmbedding(NUM_TASKS, TASK_EMB), MLP(()), Chunked(CHUNK, CHUNK_EMB, HIDDEN))
-    else:
-        hnet = HyperNetwork(target, TaskEmbedding(NUM_TASKS, TASK_EMB), MLP(HIDDEN), Once())
-    model = HyperModel(hnet, target).to(cfg.device)
+    def ours() -> HyperModel:
+        target = Target(mlp(W0_SIZES)).to(cfg.device)
+        if chunked:
+            hnet = HyperNetwork(target, TaskEmbedding(NUM_TASKS, TASK_EMB), MLP(()), Chunked(CHUNK, CHUNK_EMB, HIDDEN))
+        else:
+            hnet = HyperNetwork(target, TaskEmbedding(NUM_TASKS, TASK_EMB), MLP(HIDDEN), Once())
+        return HyperModel(hnet, target).to(cfg.device)
+
+    model = ours()
     task2 = cycle(NUM_TASKS)
     step = train_step(_ours_adam(model, cfg), lambda: F.cross_entropy(model(x, task2()), y))
     note = "TaskEmbedding -> " + ("MLP(()) -> Chunked" if chunked else "MLP -> Once") + "; Target.shared"
     variants.append(Variant("hyperdnn", "hyperdnn", "ours", step, model.parameter_counts()["trainable"], note))
+
+    if cfg.compiled:
+        # one task id for every step: TaskEmbedding keeps a parameter per task, and a compiled
+        # graph is specialised on the parameter it reads (ten tasks would be ten graphs)
+        for suffix, scaled in (("", False), ("-hyperfan", True)) if chunked else (("", False),):
+            params, loss = reference(scaled)
+            ref_note = how + (", times the hyperfan scale" if scaled else "") + "; task 0 every step"
+            variants.append(
+                _compiled(cfg, "torch" + suffix, "torch", "reference", adam(params, cfg), loss, params, ref_note)
+            )
+        model_c = ours()
+        variants.append(
+            _compiled(
+                cfg,
+                "hyperdnn",
+                "hyperdnn",
+                "ours",
+                _ours_adam(model_c, cfg),
+                lambda t: F.cross_entropy(model_c(x, t), y),
+                model_c.parameter_counts()["trainable"],
+                note + "; task 0 every step",
+            )
+        )
 
     chunk = CHUNK if chunked else None
     variants.append(
@@ -195,19 +257,32 @@ def build_w3(cfg: Config) -> Built:
     # hand-written, batched matmul: sample b runs with weight set b; also with the hyperfan
     # scale that hyperdnn applies to every generated number (the same math, by hand)
     scale = hyperfan_scale(shapes, cfg.device)
-    for suffix, scaled in (("", False), ("-hyperfan", True)):
+
+    def baddbmm(scaled: bool) -> tuple[nn.Module, Callable[[], torch.Tensor]]:
         gen = plain_once(64, hidden, numel).to(cfg.device)
 
-        def baddbmm_loss(gen=gen, scaled=scaled):
+        def loss() -> torch.Tensor:
             flat = gen(x) * scale if scaled else gen(x)
             w1, b1, w2, b2 = split(flat, shapes)
             h = torch.relu(torch.baddbmm(b1.unsqueeze(1), x.unsqueeze(1), w1.transpose(1, 2)))
             out = torch.baddbmm(b2.unsqueeze(1), h, w2.transpose(1, 2)).squeeze(1)
             return F.cross_entropy(out, y)
 
-        step = train_step(adam(gen.parameters(), cfg), baddbmm_loss)
+        return gen, loss
+
+    compiled: list[Variant] = []
+    for suffix, scaled in (("", False), ("-hyperfan", True)):
+        gen, loss = baddbmm(scaled)
+        step = train_step(adam(gen.parameters(), cfg), loss)
         note = "torch.baddbmm per layer" + (", times the hyperfan scale" if scaled else "")
         variants.append(Variant("torch-baddbmm" + suffix, "torch", "reference", step, count(gen.parameters()), note))
+        if cfg.compiled:
+            gen, loss = baddbmm(scaled)
+            opt = adam(gen.parameters(), cfg)
+            params = list(gen.parameters())
+            compiled.append(
+                _compiled(cfg, "torch-baddbmm" + suffix, "torch", "reference", opt, loss, params, note, tuple)
+            )
 
     # hand-written, the target module under vmap(functional_call)
     gen2 = plain_once(64, hidden, numel).to(cfg.device)
@@ -224,17 +299,26 @@ def build_w3(cfg: Config) -> Built:
     )
 
     # hyperdnn: the grouped fast path, and the whole target under vmap
-    for mode in ("auto", "vmap"):
+    def ours(mode: str) -> HyperModel:
         target = Target(mlp(W3_SIZES), per_sample=mode).to(cfg.device)
         # built on CPU, moved afterwards: the calibration example lives where the hypernet is built
         hnet = HyperNetwork(target, DataEncoder(nn.Identity(), 64, example_input=x.cpu()), MLP(hidden), Once())
-        model = HyperModel(hnet, target).to(cfg.device)
+        return HyperModel(hnet, target).to(cfg.device)
+
+    for mode in ("auto", "vmap"):
+        model = ours(mode)
         step = train_step(_ours_adam(model, cfg), lambda model=model: F.cross_entropy(model(x), y))
         name = "hyperdnn" if mode == "auto" else "hyperdnn-vmap"
         note = "DataEncoder -> MLP -> Once; Target.per_sample " + (
             "(grouped baddbmm path)" if mode == "auto" else "(per_sample='vmap')"
         )
         variants.append(Variant(name, "hyperdnn", "ours", step, model.parameter_counts()["trainable"], note))
+        if cfg.compiled and mode == "auto":
+            model_c = ours(mode)
+            loss = lambda model_c=model_c: F.cross_entropy(model_c(x), y)  # noqa: E731
+            n = model_c.parameter_counts()["trainable"]
+            compiled.append(_compiled(cfg, name, "hyperdnn", "ours", _ours_adam(model_c, cfg), loss, n, note, tuple))
+    variants += compiled
 
     variants += peers.hypnettorch_per_sample(cfg, x, y, W3_SIZES, hidden=hidden)
     variants += peers.hyperlight_per_sample(cfg, x, y, W3_SIZES, hidden=hidden)
@@ -255,36 +339,60 @@ def build_w4(cfg: Config) -> Built:
         step = train_step(adam(net.parameters(), cfg), lambda net=net, xx=xx: F.cross_entropy(net(xx), y))
         variants.append(Variant("static" + layout, "torch", "static", step, count(net.parameters()), "LeNet"))
     scale = hyperfan_scale(LeNet.SHAPES, cfg.device)
+
+    def reference(xx: torch.Tensor, scaled: bool) -> tuple[list[nn.Parameter], Callable[[int], torch.Tensor]]:
+        table = nn.Parameter(torch.randn(NUM_TASKS, TASK_EMB, device=cfg.device))
+        gen = PlainChunked(TASK_EMB, numel, CHUNK, CHUNK_EMB, HIDDEN).to(cfg.device)
+
+        def loss(t: int) -> torch.Tensor:
+            flat = gen(table[t].unsqueeze(0))[0]
+            ws = split(flat * scale if scaled else flat, LeNet.SHAPES)
+            return F.cross_entropy(lenet_forward(xx, ws), y)
+
+        return [table, *gen.parameters()], loss
+
+    compiled: list[Variant] = []
+    chunks = -(-numel // CHUNK)
     for layout, xx, scaled in (
         ("", x, False),
         ("-channels-last", x_cl, False),
         ("-channels-last-hyperfan", x_cl, True),
     ):
-        table = nn.Parameter(torch.randn(NUM_TASKS, TASK_EMB, device=cfg.device))
-        gen = PlainChunked(TASK_EMB, numel, CHUNK, CHUNK_EMB, HIDDEN).to(cfg.device)
-        params = [table, *gen.parameters()]
+        params, loss = reference(xx, scaled)
         task = cycle(NUM_TASKS)
-
-        def loss(gen=gen, table=table, task=task, xx=xx, scaled=scaled):
-            flat = gen(table[task()].unsqueeze(0))[0]
-            ws = split(flat * scale if scaled else flat, LeNet.SHAPES)
-            return F.cross_entropy(lenet_forward(xx, ws), y)
-
-        note = f"{gen.embeddings.shape[0]} chunks; " + ("channels-last input" if xx is x_cl else "NCHW input")
+        note = f"{chunks} chunks; " + ("channels-last input" if xx is x_cl else "NCHW input")
         note += ", times the hyperfan scale" if scaled else ""
-        variants.append(
-            Variant("torch" + layout, "torch", "reference", train_step(adam(params, cfg), loss), count(params), note)
-        )
-    for layout in ("", "-channels-last"):
-        target = Target(LeNet(), channels_last=bool(layout)).to(cfg.device)
+        step = train_step(adam(params, cfg), lambda loss=loss, task=task: loss(task()))
+        variants.append(Variant("torch" + layout, "torch", "reference", step, count(params), note))
+        if cfg.compiled and xx is x_cl:  # compiled: the channels-last variants only
+            params, loss = reference(xx, scaled)
+            note += "; task 0 every step"
+            compiled.append(
+                _compiled(cfg, "torch" + layout, "torch", "reference", adam(params, cfg), loss, params, note)
+            )
+
+    def ours(channels_last: bool) -> HyperModel:
+        target = Target(LeNet(), channels_last=channels_last).to(cfg.device)
         hnet = HyperNetwork(target, TaskEmbedding(NUM_TASKS, TASK_EMB), MLP(()), Chunked(CHUNK, CHUNK_EMB, HIDDEN))
-        model = HyperModel(hnet, target).to(cfg.device)
+        return HyperModel(hnet, target).to(cfg.device)
+
+    for layout in ("", "-channels-last"):
+        model = ours(bool(layout))
         task = cycle(NUM_TASKS)
         step = train_step(_ours_adam(model, cfg), lambda model=model, task=task: F.cross_entropy(model(x, task()), y))
         note = "Chunked; NCHW input" + (", Target(channels_last=True)" if layout else "")
         variants.append(
             Variant("hyperdnn" + layout, "hyperdnn", "ours", step, model.parameter_counts()["trainable"], note)
         )
+        if cfg.compiled and layout:
+            model_c = ours(True)
+            loss = lambda t, model_c=model_c: F.cross_entropy(model_c(x, t), y)  # noqa: E731
+            n = model_c.parameter_counts()["trainable"]
+            note += "; task 0 every step"
+            compiled.append(
+                _compiled(cfg, "hyperdnn" + layout, "hyperdnn", "ours", _ours_adam(model_c, cfg), loss, n, note)
+            )
+    variants += compiled
     variants.append(peers.hypnettorch_lenet(cfg, x, y, num_tasks=NUM_TASKS, emb=TASK_EMB, hidden=HIDDEN, chunk=CHUNK))
     variants.append(peers.unsupported("hyperlight", "hyperlight", peers.NO_CHUNKING))
     return Built(variants, info={"generated": numel})
@@ -313,48 +421,56 @@ def build_w5(cfg: Config, n: int) -> Built:
     x, y = classification_data(cfg, 128, 784)
     _seeded(cfg)
     variants = [_static_mlp(cfg, x, y, sizes)]
-    table = nn.Parameter(torch.randn(NUM_TASKS, TASK_EMB, device=cfg.device))
-    gen = PlainChunked(TASK_EMB, numel, CHUNK, CHUNK_EMB, HIDDEN).to(cfg.device)
-    params = [table, *gen.parameters()]
-    task = cycle(NUM_TASKS)
-
-    def ref_loss():
-        return F.cross_entropy(mlp_forward(x, split(gen(table[task()].unsqueeze(0))[0], shapes)), y)
-
-    chunks = -(-numel // CHUNK)
-    variants.append(
-        Variant(
-            "torch", "torch", "reference", train_step(adam(params, cfg), ref_loss), count(params), f"{chunks} chunks"
-        )
-    )
     scale = hyperfan_scale(shapes, cfg.device)
-    table2 = nn.Parameter(torch.randn(NUM_TASKS, TASK_EMB, device=cfg.device))
-    gen2 = PlainChunked(TASK_EMB, numel, CHUNK, CHUNK_EMB, HIDDEN).to(cfg.device)
-    params2 = [table2, *gen2.parameters()]
-    task3 = cycle(NUM_TASKS)
+    chunks = -(-numel // CHUNK)
 
-    def hyperfan_loss():
-        flat = gen2(table2[task3()].unsqueeze(0))[0] * scale
-        return F.cross_entropy(mlp_forward(x, split(flat, shapes)), y)
+    def reference(scaled: bool):
+        table = nn.Parameter(torch.randn(NUM_TASKS, TASK_EMB, device=cfg.device))
+        gen = PlainChunked(TASK_EMB, numel, CHUNK, CHUNK_EMB, HIDDEN).to(cfg.device)
 
-    variants.append(
-        Variant(
-            "torch-hyperfan",
-            "torch",
-            "reference",
-            train_step(adam(params2, cfg), hyperfan_loss),
-            count(params2),
-            f"{chunks} chunks, times the hyperfan scale",
-        )
-    )
-    target = Target(mlp(sizes)).to(cfg.device)
-    hnet = HyperNetwork(target, TaskEmbedding(NUM_TASKS, TASK_EMB), MLP(()), Chunked(CHUNK, CHUNK_EMB, HIDDEN))
-    model = HyperModel(hnet, target).to(cfg.device)
+        def loss(t: int) -> torch.Tensor:
+            flat = gen(table[t].unsqueeze(0))[0]
+            return F.cross_entropy(mlp_forward(x, split(flat * scale if scaled else flat, shapes)), y)
+
+        return table, gen, loss
+
+    def ours() -> HyperModel:
+        target = Target(mlp(sizes)).to(cfg.device)
+        hnet = HyperNetwork(target, TaskEmbedding(NUM_TASKS, TASK_EMB), MLP(()), Chunked(CHUNK, CHUNK_EMB, HIDDEN))
+        return HyperModel(hnet, target).to(cfg.device)
+
+    compiled: list[Variant] = []
+    kept = None  # the plain reference's generator and table, for the weight-generation timing
+    for suffix, scaled in (("", False), ("-hyperfan", True)):
+        table, gen, loss = reference(scaled)
+        kept = kept or (gen, table)
+        params = [table, *gen.parameters()]
+        task = cycle(NUM_TASKS)
+        note = f"{chunks} chunks" + (", times the hyperfan scale" if scaled else "")
+        step = train_step(adam(params, cfg), lambda loss=loss, task=task: loss(task()))
+        variants.append(Variant("torch" + suffix, "torch", "reference", step, count(params), note))
+        if cfg.compiled:
+            table, gen, loss = reference(scaled)
+            params = [table, *gen.parameters()]
+            note += "; task 0 every step"
+            compiled.append(
+                _compiled(cfg, "torch" + suffix, "torch", "reference", adam(params, cfg), loss, params, note)
+            )
+    model = ours()
+    hnet = model.hypernet
     task2 = cycle(NUM_TASKS)
     step = train_step(_ours_adam(model, cfg), lambda: F.cross_entropy(model(x, task2()), y))
     variants.append(
         Variant("hyperdnn", "hyperdnn", "ours", step, model.parameter_counts()["trainable"], f"{chunks} chunks")
     )
+    if cfg.compiled:
+        model_c = ours()
+        loss = lambda t: F.cross_entropy(model_c(x, t), y)  # noqa: E731
+        n_c = model_c.parameter_counts()["trainable"]
+        note = f"{chunks} chunks; task 0 every step"
+        compiled.append(_compiled(cfg, "hyperdnn", "hyperdnn", "ours", _ours_adam(model_c, cfg), loss, n_c, note))
+    variants += compiled
+    gen, table = kept
     matmul = cfg.device.type == "cuda" and n == max(w5_sizes(cfg))
     extra = lambda: generation(cfg, hnet, gen, table, chunks, matmul)  # noqa: E731
     return Built(variants, info={"size": n, "generated": numel, "width": h, "chunks": chunks}, extra=extra)
@@ -420,11 +536,15 @@ def build_w6(cfg: Config) -> Built:
 
     # hand-written: the shared input meets all K first-layer weights in one GEMM, then bmm
     scale = hyperfan_scale(shapes, dev)
-    for suffix, scaled in (("", False), ("-hyperfan", True)):
+
+    def noise() -> tuple[torch.Tensor]:
+        return (torch.randn(k, NOISE, device=dev),)
+
+    def gemm(scaled: bool) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
         gen = PlainChunked(NOISE, numel, CHUNK, CHUNK_EMB, HIDDEN).to(dev)
 
-        def gemm_loss(gen=gen, scaled=scaled):
-            flat = gen(torch.randn(k, NOISE, device=dev))
+        def loss(z: torch.Tensor) -> torch.Tensor:
+            flat = gen(z)
             w1, b1, w2, b2, w3, b3 = split(flat * scale if scaled else flat, shapes)
             h = F.linear(x, w1.reshape(-1, w1.shape[-1])).view(n, k, -1).transpose(0, 1)  # (K, N, 100)
             h = torch.relu(h + b1.unsqueeze(1))
@@ -432,9 +552,19 @@ def build_w6(cfg: Config) -> Built:
             out = torch.baddbmm(b3.unsqueeze(1), h, w3.transpose(1, 2))
             return F.cross_entropy(out.reshape(k * n, -1), yk)
 
-        step = train_step(adam(gen.parameters(), cfg), gemm_loss)
+        return gen, loss
+
+    compiled: list[Variant] = []
+    for suffix, scaled in (("", False), ("-hyperfan", True)):
+        gen, loss = gemm(scaled)
+        step = train_step(adam(gen.parameters(), cfg), lambda loss=loss: loss(*noise()))
         note = "first layer one GEMM, then baddbmm" + (", times the hyperfan scale" if scaled else "")
         variants.append(Variant("torch-gemm" + suffix, "torch", "reference", step, count(gen.parameters()), note))
+        if cfg.compiled:
+            gen, loss = gemm(scaled)
+            params = list(gen.parameters())
+            opt = adam(params, cfg)
+            compiled.append(_compiled(cfg, "torch-gemm" + suffix, "torch", "reference", opt, loss, params, note, noise))
 
     gen2 = PlainChunked(NOISE, numel, CHUNK, CHUNK_EMB, HIDDEN).to(dev)
 
@@ -452,25 +582,28 @@ def build_w6(cfg: Config) -> Built:
         Variant("torch-baddbmm", "torch", "reference", step, count(gen2.parameters()), "expanded input, baddbmm")
     )
 
-    target = Target(mlp(W0_SIZES)).to(dev)
-    hnet = HyperNetwork(target, Noise(NOISE), MLP(()), Chunked(CHUNK, CHUNK_EMB, HIDDEN))
-    model = HyperModel(hnet, target).to(dev)
+    def ours() -> tuple[HyperModel, Callable[[torch.Tensor], torch.Tensor]]:
+        target = Target(mlp(W0_SIZES)).to(dev)
+        hnet = HyperNetwork(target, Noise(NOISE), MLP(()), Chunked(CHUNK, CHUNK_EMB, HIDDEN))
+        model = HyperModel(hnet, target).to(dev)
 
-    def ours_loss():
-        out = model(x, torch.randn(k, NOISE, device=dev))  # (K, N, 10): Target.ensemble
-        return F.cross_entropy(out.reshape(k * n, -1), yk)
+        def loss(z: torch.Tensor) -> torch.Tensor:
+            out = model(x, z)  # (K, N, 10): Target.ensemble
+            return F.cross_entropy(out.reshape(k * n, -1), yk)
 
-    step = train_step(_ours_adam(model, cfg), ours_loss)
-    variants.append(
-        Variant(
-            "hyperdnn",
-            "hyperdnn",
-            "ours",
-            step,
-            model.parameter_counts()["trainable"],
-            "Noise -> Chunked; Target.ensemble",
+        return model, loss
+
+    model, loss = ours()
+    step = train_step(_ours_adam(model, cfg), lambda: loss(*noise()))
+    note = "Noise -> Chunked; Target.ensemble"
+    variants.append(Variant("hyperdnn", "hyperdnn", "ours", step, model.parameter_counts()["trainable"], note))
+    if cfg.compiled:
+        model_c, loss = ours()
+        n_c = model_c.parameter_counts()["trainable"]
+        compiled.append(
+            _compiled(cfg, "hyperdnn", "hyperdnn", "ours", _ours_adam(model_c, cfg), loss, n_c, note, noise)
         )
-    )
+    variants += compiled
     variants += peers.hypnettorch_ensemble(cfg, x, y, W0_SIZES, k=k, noise=NOISE, hidden=HIDDEN, chunk=CHUNK)
     variants.append(peers.unsupported("hyperlight", "hyperlight", peers.NO_CHUNKING))
     return Built(variants, info={"k": k, "generated_per_member": numel})

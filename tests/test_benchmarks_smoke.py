@@ -28,6 +28,31 @@ def test_one_workload_runs_and_writes_results(tmp_path):
     assert "## W2" in (tmp_path / files[1]).read_text()
 
 
+def test_compiled_variants_sit_beside_the_eager_ones(tmp_path):
+    # aot_eager: the same tracing (dynamo, fullgraph, AOTAutograd) as inductor, without its code
+    # generation, so the smoke run stays short
+    args = bench.parse_options(
+        ["--workloads", "W6", "--repeats", "1", "--steps", "1", "--warmup", "2", "--no-peers", "--no-memory"]
+        + ["--compiled", "--compile_backend", "aot_eager", "--out", str(tmp_path)]
+    )
+    result = bench.run(args, log=lambda s: None)
+    assert result["meta"]["compiled"] == {"backend": "aot_eager", "mode": None}
+    w6 = {v["name"]: v for v in result["workloads"]["W6"]["variants"]}
+    for name in ("torch-gemm", "torch-gemm-hyperfan", "hyperdnn"):
+        eager, compiled = w6[name], w6[name + "-compiled"]
+        assert eager["status"] == compiled["status"] == "ok", compiled["error"]
+        assert not eager["compiled"] and compiled["compiled"] and compiled["first_step_s"] > 0
+        assert compiled["role"] == eager["role"] and compiled["params"] == eager["params"]
+    # compiled rows are compared with the compiled hand-written variants, eager rows with eager ones
+    assert result["workloads"]["W6"]["baseline"]["reference"] in ("torch-gemm", "torch-gemm-hyperfan", "torch-baddbmm")
+    assert result["workloads"]["W6"]["baseline"]["compiled_reference"].endswith("-compiled")
+    checks = [c["check"] for c in result["workloads"]["W6"]["checks"]]
+    assert "compiled hyperdnn / compiled hand-written" in checks
+    assert "compiled hyperdnn / compiled hand-written with the hyperfan scale" in checks
+    text = next(tmp_path.glob("*.md")).read_text()
+    assert "## Compiled against eager" in text and "| W6 |" in text and "backend aot_eager" in text
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -37,6 +62,7 @@ def test_one_workload_runs_and_writes_results(tmp_path):
         (["--device", "tpu"], "--device: expected one of {cpu, cuda}, got 'tpu'"),
         (["--tag", "a/b"], "--tag: expected letters, digits, '-' and '_', got 'a/b'"),
         (["--repaets", "3"], "unknown option --repaets; did you mean --repeats?"),
+        (["--compile_backend", "tvm"], "--compile_backend: expected one of {inductor, aot_eager}, got 'tvm'"),
         (["--device", "cuda", "--clock", "cpu"], "--clock cpu measures host CPU time"),
     ],
 )
