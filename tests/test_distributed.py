@@ -61,14 +61,16 @@ class TinyWork(Work):
     def __init__(self, cfg: TinyConfig, kind: str, ctx: Any):
         torch.manual_seed(ctx.derive_seed(kind))
         self.cfg, self.kind, self.ctx = cfg, kind, ctx
-        self.model = _model(kind)
-        self.net = ctx.prepare(self.model)
+        self.model = _model("plain" if kind == "plain" else "hyper")
+        self.net = self.model if kind == "stepped" else ctx.prepare(self.model)
         self.order = torch.Generator().manual_seed(ctx.derive_seed("order", kind))
         self.x, self.y = _data(cfg)
 
     def start_stage(self, stage, fresh):
         params = self.model.trainable_parameters() if isinstance(self.model, HyperModel) else self.model.parameters()
         self.opt = torch.optim.Adam(params, lr=0.05)
+        if self.kind == "stepped":  # gradients combined by the optimizer, not DDP
+            self.opt = self.ctx.prepare_optimizer(self.opt)
         return self.opt
 
     def steps(self, stage):
@@ -100,8 +102,11 @@ class TinyWork(Work):
         self.model.load_state_dict({k: v for k, v in tensors.items() if k != "order"})
 
 
+KINDS = ("hyper", "plain", "stepped")
+
+
 def run_tiny(cfg: TinyConfig, ctx: Any) -> Outcome:
-    units = [Unit(kind, ("",), cfg.epochs) for kind in ("hyper", "plain")]
+    units = [Unit(kind, ("",), cfg.epochs) for kind in KINDS]
     run_units(ctx, units, lambda unit: TinyWork(cfg, unit.key, ctx), {}, checkpoint_every=1)
     return Outcome({"rank": ctx.world.rank}, "tiny\n")
 
@@ -132,7 +137,7 @@ def weights(out: Path, name: str) -> dict[str, torch.Tensor]:
 
 
 def assert_same_weights(a: Path, b: Path) -> None:
-    for name in ("hyper", "plain"):
+    for name in KINDS:
         wa, wb = weights(a, name), weights(b, name)
         assert wa.keys() == wb.keys()
         for k in wa:

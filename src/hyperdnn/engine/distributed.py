@@ -11,7 +11,8 @@ of size 1 and no process group: everything below is then the identity.
 Every process trains on the same *global* minibatch as a single process would: the recipe
 takes its rows with :meth:`Share.rows` (a contiguous slice of about ``batch / N`` of them), and
 the gradients of the modules prepared with :func:`wrap` are summed across processes with each
-one weighted by its share of the rows (a DDP communication hook). For a loss that is a mean
+one weighted by its share of the rows (a DDP communication hook; or, for training that does not run through one module's
+forward, an optimizer hook: :func:`reduce_on_step`). For a loss that is a mean
 over the rows this is exactly the gradient of the mean over the global batch, also where the
 batch does not split evenly; so the weights after a data-parallel run equal a single-process
 run with the same global batch, up to float rounding.
@@ -38,7 +39,17 @@ from torch import nn
 
 from hyperdnn.engine.errors import UsageError
 
-__all__ = ["TORCHRUN_ENV", "World", "Share", "world_from_env", "backend_for", "init_world", "close_world", "wrap"]
+__all__ = [
+    "TORCHRUN_ENV",
+    "World",
+    "Share",
+    "world_from_env",
+    "backend_for",
+    "init_world",
+    "close_world",
+    "wrap",
+    "reduce_on_step",
+]
 
 #: the variables torchrun sets for every process it starts (all or none must be present)
 TORCHRUN_ENV = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
@@ -248,3 +259,47 @@ def wrap(module: nn.Module, share: Share, device: torch.device, find_unused: boo
     ddp = DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused)
     ddp.register_comm_hook(share, _weighted_sum_hook)
     return ddp
+
+
+def _reduce_gradients(share: Share, optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
+    """Optimizer step pre-hook: every parameter's gradient times this process's share, summed
+    over all processes (one collective over the flattened gradients)."""
+    import torch.distributed as dist
+
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if not params:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.detach().reshape(-1).float() for g in grads]).mul_(share.weight)
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    offset = 0
+    for p in params:
+        n = p.numel()
+        if p.grad is not None:  # the same parameters have gradients on every process
+            p.grad.copy_(flat[offset : offset + n].view_as(p))
+        offset += n
+
+
+def reduce_on_step(optimizer: torch.optim.Optimizer, share: Share) -> torch.optim.Optimizer:
+    """Make ``optimizer`` sum its parameters' gradients across the processes of ``share``'s
+    world, each weighted by its share of the rows, right before every step (an optimizer step
+    pre-hook; nothing in a world of one).
+
+    For training steps that do not run through one module's forward (a learner's own
+    ``train_step``, a hypernetwork called several times per step); where they do, :func:`wrap`
+    overlaps the exchange with the backward pass instead. Use one or the other for a set of
+    parameters, and change no gradient between the backward pass and the step (clipping
+    there would see this process's gradients only).
+
+    Args:
+        optimizer: the optimizer over the trained parameters.
+        share: the run's :class:`Share`.
+
+    Returns:
+        ``optimizer`` itself.
+    """
+    if share.world.parallel:
+        import functools
+
+        optimizer.register_step_pre_hook(functools.partial(_reduce_gradients, share))
+    return optimizer

@@ -75,9 +75,10 @@ class Recipe:
             :meth:`~hyperdnn.engine.run.RunContext.save_model` (``info``: what it saved
             alongside); :func:`~hyperdnn.engine.model.load_model` loads the weights into it.
         data_parallel: ``True`` for a recipe that passes its trained modules through
-            :meth:`~hyperdnn.engine.run.RunContext.prepare` and its minibatches through
+            :meth:`~hyperdnn.engine.run.RunContext.prepare` (or its optimizers through
+            :meth:`~hyperdnn.engine.run.RunContext.prepare_optimizer`) and its minibatches through
             :meth:`~hyperdnn.engine.run.RunContext.shard`: it trains data-parallel under
-            ``torchrun`` and compiled with ``--compile``. Otherwise ``False`` or one line
+            ``torchrun`` (and, through ``prepare``, compiled with ``--compile``). Otherwise ``False`` or one line
             saying why not (``"its training is RL rollouts, not minibatches of a data set"``),
             which the refusal of ``torchrun`` with several processes and of ``--compile`` shows.
     """

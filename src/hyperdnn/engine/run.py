@@ -50,7 +50,7 @@ from torch import nn
 
 from hyperdnn.engine.checkpoint import TEMP_FILE, Checkpoint, Checkpointer, atomic_write_text, validate_state
 from hyperdnn.engine.config import build_config, config_to_dict, option
-from hyperdnn.engine.distributed import Share, World, close_world, init_world, world_from_env, wrap
+from hyperdnn.engine.distributed import Share, World, close_world, init_world, reduce_on_step, world_from_env, wrap
 from hyperdnn.engine.errors import CheckpointError, ConfigError, UsageError
 from hyperdnn.engine.model import save_model
 from hyperdnn.engine.progress import ProgressBar, RunLogger, tensorboard_available
@@ -215,6 +215,27 @@ class RunContext:
         if self.options.compile:
             module.compile(backend=self.options.compile_backend)  # HyperModel.compile: fullgraph
         return wrap(module, self._share, self.device, find_unused)
+
+    def prepare_optimizer(self, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+        """``optimizer``, made to combine the gradients of every process (weighted by their
+        :meth:`shard` rows) right before each step, under torchrun with several processes.
+
+        For training steps that do not run through one module's forward (a learner's own
+        ``train_step``, a hypernetwork called several times per step); otherwise prefer
+        :meth:`prepare`. Change no gradient between the backward pass and the step.
+
+        Returns:
+            ``optimizer`` itself.
+
+        Raises:
+            UsageError: ``--compile`` (there is no one module to compile).
+        """
+        if self.options.compile:
+            raise UsageError(
+                f"--compile: recipe {self.recipe!r} trains through its optimizer, not one module's forward; "
+                "there is nothing to compile: run it without --compile"
+            )
+        return reduce_on_step(optimizer, self._share)
 
     def shard(self, index: torch.Tensor) -> torch.Tensor:
         """This process's rows of a global minibatch: ``index`` itself in a run of one
