@@ -385,5 +385,6 @@ RECIPE = register_recipe(
         threads=1,
         requires={"spellchecker": "nlp", "matplotlib": "apps"},
         **resumable(plan),
+        data_parallel="its loss is a mean over tokens, not over rows",
     )
 )

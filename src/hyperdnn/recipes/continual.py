@@ -265,7 +265,7 @@ class TaskWork(Work):
         if fresh:
             self.ctx.seed_everything("init", "task", "joint" if self.joint else t)
             self.learner.begin_task(t)
-        self.optimizer = self._optimizer(t)
+        self.optimizer = self.ctx.prepare_optimizer(self._optimizer(t))  # data-parallel under torchrun
         return self.optimizer
 
     def _optimizer(self, t: int) -> torch.optim.Optimizer:
@@ -297,7 +297,7 @@ class TaskWork(Work):
         self.ctx.seed_everything("dropout", name, epoch)
         step_gen = self.ctx.generator(self.key, "steps", t, epoch)
         sums: dict[str, float] = {}
-        for idx in order.split(self.cfg.batch_size):
+        for idx in map(self.ctx.shard, order.split(self.cfg.batch_size)):  # this process's rows
             x, y, ids = (v.to(self.ctx.device) for v in self._batch(t, idx))
             for k, v in self.learner.train_step(t, x, y, ids, self.optimizer, step_gen).items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -394,5 +394,6 @@ RECIPE = register_recipe(
         check_state=check_state,
         build_model=build_model,
         requires={"matplotlib": "apps"},  # the heat maps; the data's own extra is checked by check_config
+        data_parallel=True,  # through RunContext.prepare_optimizer and RunContext.shard
     )
 )

@@ -227,7 +227,7 @@ class FoldWork(Work):
             params = self.module.trainable_parameters()
         else:
             params = list(self.module.parameters())
-        self.optimizer = adam(params, lr=self.cfg.lr)
+        self.optimizer = self.ctx.prepare_optimizer(adam(params, lr=self.cfg.lr))  # data-parallel under torchrun
         return self.optimizer
 
     def steps(self, stage: int) -> int:
@@ -237,6 +237,7 @@ class FoldWork(Work):
         self.module.train()
         total = 0.0
         for d, rows, support in self._batches(stage, epoch):
+            rows = self.ctx.shard(rows)  # this process's rows
             loss = F.cross_entropy(self.logits(self.data.x_train[rows], d, stage, support), self.data.y_train[rows])
             self.optimizer.zero_grad()
             loss.backward()
@@ -380,5 +381,6 @@ RECIPE = register_recipe(
         threads=1,
         requires={"mlxtend": "apps", "matplotlib": "apps"},
         **resumable(plan),
+        data_parallel=True,  # through RunContext.prepare_optimizer and RunContext.shard
     )
 )

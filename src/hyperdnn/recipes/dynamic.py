@@ -329,5 +329,6 @@ RECIPE = register_recipe(
         **resumable(plan, DynamicResults, _WorkState),
         requires={"sklearn": "apps", "matplotlib": "apps"},
         threads=1,
+        data_parallel="it clips the gradient between the backward pass and the step",
     )
 )

@@ -315,5 +315,6 @@ RECIPE = register_recipe(
         build_model=build_model,
         requires={"matplotlib": "apps", "PIL": "apps"},
         **resumable(plan),
+        data_parallel="its training is episodes of meta-learning, not minibatches of a data set",
     )
 )

@@ -381,5 +381,6 @@ RECIPE = register_recipe(
         requires={"matplotlib": "apps"},  # the plots; the data's own extra is checked by check
         check=check,
         **resumable(plan),
+        data_parallel="it fits one image at a time, not minibatches of a data set",
     )
 )

@@ -394,5 +394,6 @@ RECIPE = register_recipe(
         threads=1,
         requires={"matplotlib": "apps", "scipy": "arch"},
         **resumable(plan),
+        data_parallel="it clips the gradient between the backward pass and the step",
     )
 )

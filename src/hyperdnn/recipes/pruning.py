@@ -378,5 +378,6 @@ RECIPE = register_recipe(
         threads=1,
         requires={"matplotlib": "apps", "scipy": "arch"},
         **resumable(plan),
+        data_parallel="its networks normalise with BatchNorm over each minibatch",
     )
 )

@@ -390,5 +390,6 @@ RECIPE = register_recipe(
         build_model=build_model,
         requires={"gymnasium": "rl", "torchrl": "rl", "matplotlib": "apps"},
         threads=1,
+        data_parallel="its training is RL rollouts and policy updates, not minibatches of a data set",
     )
 )

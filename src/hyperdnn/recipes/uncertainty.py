@@ -223,6 +223,7 @@ class MethodWork(Work):
 
     def start_stage(self, stage: int, fresh: bool) -> torch.optim.Optimizer:
         self.optimizer = adam(self.model.trainable_parameters(), lr=self.cfg.lr if self.classify else self.cfg.reg_lr)
+        self.ctx.prepare_optimizer(self.optimizer)  # data-parallel under torchrun
         return self.optimizer
 
     def steps(self, stage: int) -> int:
@@ -234,7 +235,7 @@ class MethodWork(Work):
         noise = self.ctx.generator(self.key, "noise", epoch)
         self.model.train()
         sums: dict[str, float] = {}
-        for idx in order.split(self.cfg.batch_size):
+        for idx in map(self.ctx.shard, order.split(self.cfg.batch_size)):  # this process's rows
             x, y = self.x[idx].to(self.ctx.device), self.y[idx].to(self.ctx.device)
             loss, logs = self.model.loss(x, y, self.likelihood, len(self.x), noise)
             self.optimizer.zero_grad(set_to_none=True)
@@ -377,5 +378,6 @@ RECIPE = register_recipe(
         threads=1,  # small matrices: more threads only add overhead
         requires={"matplotlib": "apps", "torchmetrics": "uncertainty"},
         **resumable(plan, UncertaintyResults, dict[str, Any]),
+        data_parallel=True,  # through RunContext.prepare_optimizer and RunContext.shard
     )
 )

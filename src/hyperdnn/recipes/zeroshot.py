@@ -188,6 +188,9 @@ class SeenClassesWork(LearnerWork):
         self.label[torch.tensor(split.unseen)] = torch.arange(len(split.unseen))
         self.curve: list[float] = []
 
+    def start_stage(self, stage: int, fresh: bool) -> torch.optim.Optimizer:
+        return self.ctx.prepare_optimizer(super().start_stage(stage, fresh))  # data-parallel under torchrun
+
     def steps(self, stage: int) -> int:
         return -(-len(self.split.train) // self.cfg.batch_size)
 
@@ -195,7 +198,7 @@ class SeenClassesWork(LearnerWork):
         order = self.split.train[torch.randperm(len(self.split.train), generator=self.ctx.generator("batches", epoch))]
         self.learner.train()
         total = 0.0
-        for rows in order.split(self.cfg.batch_size):
+        for rows in map(self.ctx.shard, order.split(self.cfg.batch_size)):  # this process's rows
             x, y = self.data.x[rows].to(self.ctx.device), self.label[self.data.y[rows]].to(self.ctx.device)
             total += self.learner.train_step(x, y, self.seen_descriptions, self.optimizer)["loss"]
             tick()
@@ -315,5 +318,6 @@ RECIPE = register_recipe(
         build_model=build_model,
         requires={"matplotlib": "apps", "PIL": "apps"},
         **resumable(plan),
+        data_parallel=True,  # through RunContext.prepare_optimizer and RunContext.shard
     )
 )
