@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# The GPU benchmark set in one call, within 8 minutes on one H100 or H200.
+# The GPU benchmark set in one call, within 10 minutes on one H100 or H200: two runs.
+#   1. eager: W0-W6 with W5 up to 1e8 generated parameters, and weight generation at 1e8 as a
+#      fraction of the measured fp32 and TF32 matmul throughput (-eager.md/.json, -w5.png);
+#   2. compiled: W0-W4 and W6, every hyperdnn and hand-written variant also under
+#      torch.compile(fullgraph=True, mode="reduce-overhead") (CUDA graphs), eager rows beside
+#      them (-compiled.md/.json). Each run has its own time limit, so a slow compilation cannot
+#      cost the eager tables.
 #
-#   bash benchmarks/gpu.sh                     # results (JSON, markdown, W5 plot, log) under $OUT
-#   BENCH_DEVICE=cpu bash benchmarks/gpu.sh    # dry run of this very script on CPU (quick settings)
+#   bash benchmarks/gpu.sh                     # results (JSON, markdown, W5 plot, logs) under $OUT
+#   BENCH_DEVICE=cpu bash benchmarks/gpu.sh    # dry run of this very script on CPU (quick settings;
+#                                              # compiled with aot_eager unless BENCH_COMPILE_BACKEND=inductor)
+#   BENCH_WORKLOADS=W0,W3 bash benchmarks/gpu.sh   # a subset of the workloads for both runs
 #
 # Runs with the machine's own python3 and torch (a GPU machine without network access cannot
 # install anything); this checkout's src/ goes on PYTHONPATH, so hyperdnn need not be installed.
@@ -15,7 +23,8 @@ cd "$(dirname "$0")/.."
 OUT="${OUT:-benchmarks/results}"
 DEVICE="${BENCH_DEVICE:-cuda}"
 PY="${PYTHON:-python3}"
-LIMIT="${BENCH_LIMIT_S:-450}"  # the benchmark itself; leaves room for start-up inside 8 minutes
+LIMIT_EAGER="${BENCH_LIMIT_EAGER_S:-200}"        # the eager run
+LIMIT_COMPILED="${BENCH_LIMIT_COMPILED_S:-330}"  # the compiled run (compilation included)
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
@@ -45,12 +54,23 @@ EOF
 
 if [ "$DEVICE" = cpu ]; then
     args=(--device cpu --quick)
+    compiled=(--compiled --compile_backend "${BENCH_COMPILE_BACKEND:-aot_eager}" --workloads W0,W1,W2,W3,W4,W6)
 else
     # GPU steps are short and host-bound: more steps per round, more warm-up (cuBLAS/cuDNN
-    # heuristics, allocator), W5 up to 1e8 parameters with the matmul-throughput fraction.
+    # heuristics, allocator; CUDA graphs record after a few calls), W5 up to 1e8 parameters
+    # with the matmul-throughput fractions.
     args=(--device cuda --repeats 7 --steps 10 --warmup 5)
+    compiled=(--compiled --compile_backend "${BENCH_COMPILE_BACKEND:-inductor}" --workloads W0,W1,W2,W3,W4,W6)
 fi
-timeout "$LIMIT" "$PY" benchmarks/run.py "${args[@]}" --out "$OUT" 2>&1 | tee "$OUT/gpu-log.txt"
-status=${PIPESTATUS[0]}
+if [ -n "${BENCH_WORKLOADS:-}" ]; then  # a subset for both runs (e.g. the smoke test: W0)
+    args+=(--workloads "$BENCH_WORKLOADS")
+    compiled=("${compiled[@]:0:3}")
+fi
+status=0
+timeout "$LIMIT_EAGER" "$PY" benchmarks/run.py "${args[@]}" --tag eager --out "$OUT" 2>&1 | tee "$OUT/gpu-log-eager.txt"
+status=$(( status | PIPESTATUS[0] ))
+timeout "$LIMIT_COMPILED" "$PY" benchmarks/run.py "${args[@]}" "${compiled[@]}" --tag compiled --out "$OUT" 2>&1 \
+    | tee "$OUT/gpu-log-compiled.txt"
+status=$(( status | PIPESTATUS[0] ))
 ls -l "$OUT"
 exit "$status"

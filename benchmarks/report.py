@@ -12,6 +12,8 @@ REFERENCE_BAR = {"W1": 1.05, "W2": 1.05, "W4": 1.05, "W6": 1.05}
 W3_REFERENCE_BAR = 1.1
 W3_PEER_SPEEDUP = 5.0
 W5_SLOPE_BAR = 1.05  # log-log slope; 1 is linear, the margin absorbs timing noise
+#: weight generation at the largest W5 size (GPU) as a fraction of the measured matmul throughput
+W5_MATMUL_FRACTION_BAR = 0.5
 #: compiled hyperdnn / compiled hand-written, per device
 COMPILED_BAR = {"cpu": 1.1, "cuda": 1.2}
 
@@ -245,6 +247,24 @@ def scaling(parts: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "the hypernet alone, without the target",
         ),
     ]
+    fractions = [
+        (p["info"]["generated"], p["extra"])
+        for p in parts.values()
+        if p.get("extra") and "hyperdnn_fraction_of_matmul_fp32" in p["extra"]
+    ]
+    if fractions:
+        n, extra = max(fractions, key=lambda f: f[0])
+        for label in ("fp32", "tf32"):
+            out_checks.append(
+                _check(
+                    f"hyperdnn weight generation / {label} matmul throughput (largest size)",
+                    extra.get(f"hyperdnn_fraction_of_matmul_{label}"),
+                    W5_MATMUL_FRACTION_BAR,
+                    ">=",
+                    f"{n:,} generated numbers; matmul {_fmt(extra.get(f'matmul_{label}_tflops'), '.1f')} TFLOP/s "
+                    f"({extra.get('matmul_size')}x{extra.get('matmul_size')})",
+                )
+            )
     static = series.get("static", {})
     if static.get("time_slope_top") is not None:
         out_checks[0]["detail"] += f"; the static target alone: {static['time_slope_top']:.3f}"

@@ -491,7 +491,8 @@ def _timed(fn: Callable[[], Any], sync: Callable[[], None], reps: int) -> float:
 
 def generation(cfg: Config, hnet: HyperNetwork, gen: PlainChunked, table, chunks: int, matmul: bool) -> dict[str, Any]:
     """Weight generation alone (forward, no grad; best of 3 blocks), and with ``matmul`` the
-    fraction of the device's measured fp32 matmul throughput it reaches."""
+    fraction of the device's measured matmul throughput it reaches: in fp32 (TF32 off) and
+    with TF32 matmuls allowed (each against a square matmul of the same precision)."""
     sync = sync_fn(cfg.device)
     reps = 10 if cfg.device.type == "cuda" else 3
     h1, h2 = HIDDEN
@@ -508,16 +509,27 @@ def generation(cfg: Config, hnet: HyperNetwork, gen: PlainChunked, table, chunks
     if matmul:
         m = 8192
         mats = [torch.randn(m, m, device=cfg.device) for _ in range(2)]
-        t_mm = _timed(lambda: mats[0] @ mats[1], sync, 5)
-        mats.clear()
-        mm_tflops = 2 * m**3 / t_mm / 1e12
-        out.update(
-            matmul_fp32_tflops=mm_tflops,
-            matmul_size=m,
-            tf32=torch.backends.cuda.matmul.allow_tf32,
-            hyperdnn_fraction_of_matmul=flops / t_ours / 1e12 / mm_tflops,
-            torch_fraction_of_matmul=flops / t_ref / 1e12 / mm_tflops,
-        )
+        before = torch.backends.cuda.matmul.allow_tf32
+        try:
+            for label, tf32 in (("fp32", False), ("tf32", True)):
+                torch.backends.cuda.matmul.allow_tf32 = tf32
+                t_mm = _timed(lambda: mats[0] @ mats[1], sync, 5)
+                with torch.no_grad():
+                    t_gen = _timed(lambda: hnet(0), sync, reps)
+                    t_gen_ref = _timed(lambda: gen(table[:1]), sync, reps)
+                mm_tflops = 2 * m**3 / t_mm / 1e12
+                out.update(
+                    {
+                        f"matmul_{label}_tflops": mm_tflops,
+                        f"hyperdnn_generation_{label}_ms": t_gen * 1e3,
+                        f"hyperdnn_fraction_of_matmul_{label}": flops / t_gen / 1e12 / mm_tflops,
+                        f"torch_fraction_of_matmul_{label}": flops / t_gen_ref / 1e12 / mm_tflops,
+                    }
+                )
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = before
+            mats.clear()
+        out["matmul_size"] = m
     return out
 
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from benchmarks import run as bench
@@ -78,3 +82,24 @@ def test_the_options_are_typed_and_listed(capsys):
     assert bench.main(["--help"]) == 0
     text = capsys.readouterr().out
     assert "--no_peers BOOL" in text and "--repeats INT|NONE" in text and "(>= 1)" in text
+
+
+def test_the_gpu_script_dry_runs_on_cpu(tmp_path):
+    # benchmarks/gpu.sh on CPU, one workload: both runs (eager, compiled) write their tables
+    root = Path(__file__).resolve().parent.parent
+    env = {
+        **os.environ,
+        "BENCH_DEVICE": "cpu",
+        "BENCH_WORKLOADS": "W0",
+        "OUT": str(tmp_path),
+        "PYTHON": sys.executable,
+    }
+    done = subprocess.run(
+        ["bash", "benchmarks/gpu.sh"], cwd=root, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    eager = next(tmp_path.glob("*-cpu-quick-eager.md")).read_text()
+    compiled = next(tmp_path.glob("*-cpu-quick-compiled.md")).read_text()
+    assert "| static |" in eager and "static-compiled" not in eager
+    assert "| static-compiled |" in compiled and "## Compiled against eager" in compiled
+    assert (tmp_path / "gpu-env.txt").exists() and (tmp_path / "gpu-log-compiled.txt").exists()
