@@ -80,3 +80,41 @@ def test_a_quick_run_writes_to_an_ignored_folder_by_default():
     if ignored.returncode == 128:  # not a git checkout (e.g. an unpacked sdist): nothing to check
         return
     assert ignored.returncode == 0, "benchmarks/results/quick/ must be in .gitignore"
+
+
+def _m(name: str, role: str, blocks: list[float], compiled: bool = False, library: str = "torch", documented=False):
+    from benchmarks.harness import Measurement
+
+    m = Measurement(name, library, role, 10, "", documented, compiled)
+    m.block_ms, m.median_ms = blocks, sorted(blocks)[len(blocks) // 2]
+    return m
+
+
+def test_compiled_rows_are_compared_with_compiled_references_and_the_bar_follows_the_device():
+    ms = [
+        _m("static", "static", [1.0, 1.0, 1.0]),
+        _m("torch", "reference", [2.0, 2.0, 2.0]),
+        _m("hyperdnn", "ours", [2.2, 2.2, 2.2], library="hyperdnn"),
+        _m("torch-compiled", "reference", [1.0, 1.0, 1.0], compiled=True),
+        _m("torch-hyperfan-compiled", "reference", [1.1, 1.1, 1.1], compiled=True),
+        _m("hyperdnn-compiled", "ours", [1.15, 1.15, 1.15], compiled=True, library="hyperdnn"),
+        _m("peer-loop", "peer", [12.0, 12.0, 12.0], library="peer", documented=True),
+    ]
+    used = report.fill_ratios(ms, "static")
+    assert used["reference"] == "torch" and used["compiled_reference"] == "torch-compiled"
+    by = {m.name: m for m in ms}
+    assert by["hyperdnn"].ratio_reference == 1.1  # eager against eager
+    assert abs(by["hyperdnn-compiled"].ratio_reference - 1.15) < 1e-9  # compiled against compiled
+    # the eager checks never pick a compiled reference
+    eager = report.checks("W2", ms, {}, "cpu")
+    first = next(c for c in eager if c["check"] == "best hyperdnn / best hand-written")
+    assert first["value"] == 1.1 and first["detail"] == "hyperdnn vs torch"
+    cpu = {c["check"]: c for c in report.compiled_checks("W3", ms, "cpu")}
+    assert cpu["compiled hyperdnn / compiled hand-written"]["holds"] is False  # 1.15 > 1.1
+    assert cpu["compiled hyperdnn / compiled hand-written with the hyperfan scale"]["value"] == round(1.15 / 1.1, 3)
+    assert not any("peer" in k for k in cpu)  # the peer speed-up is a GPU target
+    cuda = {c["check"]: c for c in report.compiled_checks("W3", ms, "cuda")}
+    assert cuda["compiled hyperdnn / compiled hand-written"]["holds"] is True  # bar 1.2 on CUDA
+    peer = cuda["peer documented way (eager) / compiled hyperdnn"]
+    assert peer["bar"] == ">= 5" and peer["holds"] is True and abs(peer["value"] - 12 / 1.15) < 1e-3
+    assert report.compiled_checks("W3", ms[:3], "cpu") == []  # nothing compiled: no rows
