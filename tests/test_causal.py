@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import econml.data.dgps as econml_dgps
 import numpy as np
 import pytest
 import torch
+from torch.nn.utils import parametrize
 
 from hyperdnn.baselines.econml_learners import EconMLLearner
 from hyperdnn.baselines.meta_learners import DRLearner, SLearner, TARNet, TLearner
@@ -23,6 +25,7 @@ from hyperdnn.methods.hyperite import HyperDRLearner, HypernetOptions, HyperSLea
 from hyperdnn.methods.treatment_effect import TrainOptions, TreatmentEffectEstimator, check_treatment_data, with_arms
 from hyperdnn.metrics.causal import ate_error, mean_se, paired_win_rate, sqrt_pehe
 from hyperdnn.networks import mlp
+from hyperdnn.recipes.causal import PAIRS, CausalConfig, make_estimator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -311,6 +314,39 @@ def test_econml_learners_behind_the_same_api() -> None:
         EconMLLearner("q")
     with pytest.raises(ValueError, match="X, T and Y must have one length"):
         EconMLLearner("t").fit(data.x, data.t[:10], data.y)
+
+
+def test_weight_decay_shrinks_the_hypernetwork() -> None:
+    """Adam's weight decay reaches every parameter of a hypernetwork learner's hypernetwork."""
+    data = _linear_effect_data(200)
+    norms = {}
+    for wd in (0.0, 0.1):
+        options = TrainOptions(lr=1e-2, weight_decay=wd, max_epochs=60, val_fraction=0.0, seed=2)
+        est = HyperTLearner((8,), SMALL, options).fit(data.x, data.t, data.y)
+        norms[wd] = {name: float(p.detach().norm()) for name, p in est.model_.hypernet.named_parameters()}
+    assert norms[0.0].keys() == norms[0.1].keys()
+    for name, norm in norms[0.1].items():
+        assert norm < norms[0.0][name], name
+
+
+def test_spectral_norm_reaches_every_trunk_layer_when_asked() -> None:
+    data = _linear_effect_data(120)
+    options = TrainOptions(max_epochs=3, seed=1)
+    for on in (False, True):
+        est = HyperTLearner((8,), replace(SMALL, spectral_norm=on), options).fit(data.x, data.t, data.y)
+        layers = [m for m in est.model_.hypernet.trunk.modules() if isinstance(m, torch.nn.Linear)]
+        assert layers and all(parametrize.is_parametrized(m, "weight") == on for m in layers)
+
+
+def test_the_recipe_gives_the_hypernetwork_weight_decay_to_the_hypernetwork_learners_only() -> None:
+    """The plain counterparts keep --weight_decay (0 by default, as before); the four
+    hypernetwork learners train with --hnet_weight_decay."""
+    assert CausalConfig().weight_decay == 0.0 and CausalConfig().hnet_weight_decay > 0
+    cfg = CausalConfig(weight_decay=0.25, hnet_weight_decay=0.5, hnet_lr=0.125)
+    for hyper, plain in PAIRS.items():
+        h, p = make_estimator(cfg, hyper, 3).training, make_estimator(cfg, plain, 3).training
+        assert (h.weight_decay, h.lr, p.weight_decay, p.lr) == (0.5, 0.125, 0.25, cfg.lr), hyper
+        assert replace(h, weight_decay=0.25, lr=cfg.lr) == p  # nothing else differs
 
 
 # ---------------------------------------------------------------------- metrics

@@ -119,7 +119,8 @@ class CausalConfig:
     # training (every neural learner the same)
     lr: float = option(3e-3, "Adam learning rate of the plain networks", above=0)
     hnet_lr: float = option(3e-3, "Adam learning rate of the hypernetwork learners", above=0)
-    weight_decay: float = option(0.0, "Adam weight decay", low=0)
+    weight_decay: float = option(0.0, "Adam weight decay of the plain networks", low=0)
+    hnet_weight_decay: float = option(1e-3, "Adam weight decay of the hypernetwork learners (every parameter they train)", low=0)  # fmt: skip
     max_epochs: int = option(1000, "most epochs (full-batch steps) per network", low=1)
     patience: int = option(100, "epochs without a better validation loss before stopping", low=1)
     val_fraction: float = option(0.2, "share of each arm's training units for early stopping", above=0, below=1)
@@ -169,7 +170,7 @@ def make_estimator(cfg: CausalConfig, method: str, seed: int) -> Any:
     if method.startswith("econml_") or method == "linear_t":
         return EconMLLearner(method.removeprefix("econml_"), seed)
     plain = TrainOptions(cfg.lr, cfg.weight_decay, cfg.max_epochs, 0, cfg.val_fraction, cfg.patience, seed)
-    hyper = replace(plain, lr=cfg.hnet_lr)
+    hyper = replace(plain, lr=cfg.hnet_lr, weight_decay=cfg.hnet_weight_decay)
     hnet = HypernetOptions(
         embed_dim=cfg.embed_dim, hidden=cfg.hnet_hidden, dropout=cfg.hnet_dropout, head=cfg.head,
         chunk_size=cfg.chunk_size, shared_base=cfg.shared_base, spectral_norm=cfg.spectral_norm,
@@ -270,7 +271,7 @@ def report(cfg: CausalConfig, ctx: RunContext, done: LoopResult) -> Outcome:
         f"learners generate exactly these networks from arm embeddings of {cfg.embed_dim} (trunk "
         f"{'-'.join(map(str, cfg.hnet_hidden))}, dropout {cfg.hnet_dropout}, {cfg.head} head, shared base "
         f"{cfg.shared_base}, spectral norm {'on' if cfg.spectral_norm else 'off'}). Full-batch Adam (lr {cfg.lr}, "
-        f"hypernetworks {cfg.hnet_lr}, weight decay {cfg.weight_decay}), early stopping on {cfg.val_fraction:.0%} of "
+        f"hypernetworks {cfg.hnet_lr}; weight decay {cfg.weight_decay}, hypernetworks {cfg.hnet_weight_decay}), early stopping on {cfg.val_fraction:.0%} of "
         f"each arm's training units (patience {cfg.patience}, at most {cfg.max_epochs} epochs); DR-learners "
         f"{cfg.dr_folds}-fold cross-fitted, propensities clipped at {cfg.dr_clip}. EconML learners: scikit-learn "
         "gradient boosting (100 trees, depth 3) for outcomes and effects, EconML's logistic propensity models.",
