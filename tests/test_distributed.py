@@ -26,10 +26,22 @@ import torch
 from torch import nn
 
 from hyperdnn import MLP, HyperModel, HyperNetwork, LearnedLatent, Target
-from hyperdnn.engine import Outcome, Recipe, RunOptions, Unit, Work, execute, option, register_recipe, run_units
+from hyperdnn.engine import (
+    Checkpointer,
+    Outcome,
+    Recipe,
+    RunOptions,
+    Unit,
+    Work,
+    execute,
+    option,
+    register_recipe,
+    run_units,
+)
 from hyperdnn.engine.distributed import Share, World, world_from_env
 from hyperdnn.engine.errors import CheckpointError, UsageError
 from hyperdnn.engine.model import read_model_info
+from hyperdnn.engine.run import _load_resume_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -231,6 +243,20 @@ def test_share_rows_and_weights():
         a.rows(index > 2)
     with pytest.raises(ValueError, match="got a list"):
         a.rows([0, 1])  # type: ignore[arg-type]
+
+
+def test_checkpoints_record_their_world_size(tmp_path):
+    Checkpointer(tmp_path / "two", world_size=2).save({"w": torch.ones(2)}, {"epoch": 1})
+    assert Checkpointer(tmp_path / "two").load().world_size == 2
+    Checkpointer(tmp_path / "one").save({"w": torch.ones(2)}, {"epoch": 1})
+    assert Checkpointer(tmp_path / "one").load().world_size == 1
+    # a checkpoint of one process refuses a resume under torchrun with 2, before anything is written
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    Checkpointer(tmp_path / "run" / "checkpoints").save({}, {"epoch": 1})
+    with pytest.raises(
+        CheckpointError, match="of 1 process\\(es\\), this run has 2; resume it as one process, without"
+    ):
+        _load_resume_checkpoint(RECIPE, TinyConfig(), tmp_path / "run", World(0, 2, 0))
 
 
 def test_recipe_without_data_parallel_refuses_torchrun_and_compile(tmp_path, monkeypatch):
