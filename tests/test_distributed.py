@@ -232,6 +232,12 @@ def test_world_from_env():
         world_from_env({"WORLD_SIZE": "2", "RANK": "2", "LOCAL_RANK": "0"})
 
 
+def test_docstring_examples_run():
+    from tests.helpers import run_doctests
+
+    run_doctests("hyperdnn.engine.distributed")
+
+
 def test_share_rows_and_weights():
     index = torch.arange(5)
     a, b = Share(World(0, 2, 0)), Share(World(1, 2, 1))
