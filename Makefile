@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==$(TORCH_VERSION)
-	$(PY) -m pip install -q -e ".[apps,causal,uncertainty,arch,nlp,pareto,rl,docs,dev]"
+	$(PY) -m pip install -q -e ".[apps,causal,uncertainty,arch,nlp,pareto,rl,federated,docs,dev]"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -29,6 +29,8 @@ spellchecker    pyspellchecker  the word lists of 12 languages (``hyperdnn.data.
 transformers    transformers    only the tests: adapters on a Transformers model (nlp)
 ``pymoo``       pymoo           the hypervolume (``hyperdnn.metrics.pareto``),
                                 ``hyperdnn run pareto`` (pareto)
+``flwr``, ray   flwr            Flower and its Ray simulation engine,
+                                ``hyperdnn run federated`` (federated)
 ==============  ==============  ===================================================
 
 ``data`` is the two data sets alone; ``apps`` is everything ``hyperdnn demo`` and
@@ -53,7 +55,7 @@ from types import ModuleType
 __all__ = ["EXTRAS", "PIP_NAMES", "check_requires", "missing_modules", "requirement_message", "import_optional"]
 
 #: the optional-dependency groups of pyproject.toml
-EXTRAS = ("data", "apps", "tensorboard", "peers", "uncertainty", "arch", "rl", "causal", "nlp", "pareto", "docs", "dev")
+EXTRAS = ("data", "apps", "tensorboard", "peers", "uncertainty", "arch", "rl", "causal", "nlp", "pareto", "federated", "docs", "dev")
 
 #: importable module -> the name ``pip install`` knows it by, where the two differ
 PIP_NAMES = {"sklearn": "scikit-learn", "yaml": "pyyaml"}
