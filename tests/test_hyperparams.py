@@ -79,6 +79,17 @@ def test_sweep_values_are_log_spaced_with_exact_ends() -> None:
     assert [round(math.log10(x), 9) for x in v] == [-6, -5, -4, -3, -2]
 
 
+def test_the_default_hypernetwork_trains_on_under_a_third_of_the_sweeps_work() -> None:
+    """By default the hypernetwork's (step, value) pairs are well under a third of the sweep's
+    steps (a hypernetwork step costs more than a separate model's: it also generates the
+    weights), and one value per step gives one network's outputs."""
+    cfg = HyperparamsConfig()
+    assert cfg.hnet_steps * cfg.values_per_step * 3 <= cfg.steps * cfg.values / 2
+    net = HyperparameterNetwork(Target(mlp(8, (16,), 3)), cfg.low, cfg.high, MLP(cfg.trunk))
+    values = net.sample(cfg.values_per_step, torch.Generator().manual_seed(0))
+    assert net(torch.randn(5, 8), values).shape == (cfg.values_per_step, 5, 3)
+
+
 # ---------------------------------------------------------------------- the degenerate case
 def test_a_separate_model_is_ordinary_training(tmp_path: Path) -> None:
     """A separate model of the sweep is a plain PyTorch loop: the same initial weights, Adam,
