@@ -85,16 +85,17 @@ def test_a_separate_model_with_one_objective_is_ordinary_training() -> None:
 def test_the_default_phn_trains_on_the_pairs_of_one_separate_model() -> None:
     """The paper's budget: a PHN learns the whole front in about the training of one model.
     By default a hypernetwork step sees as many (image, ray) pairs as a separate model's step,
-    for as many steps and epochs, so its work is that of one separate model (plus generating
-    the weights), not of the 5."""
+    for as many steps per epoch and epochs, so its work is that of one separate model (plus
+    generating the weights), not of the 5."""
     from hyperdnn.recipes.pareto import ParetoConfig
 
     cfg = ParetoConfig()
-    assert cfg.rays_per_step * (cfg.batch_size // cfg.rays_per_step) == cfg.batch_size
-    assert cfg.phn_epochs == cfg.epochs
-    phn_pairs = cfg.phn_epochs * cfg.batch_size  # per step-slot: (image, ray) pairs
-    separate_pairs = len(cfg.rays) * cfg.epochs * cfg.batch_size
-    assert phn_pairs * 5 <= separate_pairs
+    n = 12_000  # multimnist5k's training images
+    images = cfg.batch_size // cfg.rays_per_step
+    assert cfg.rays_per_step * images == cfg.batch_size
+    phn_steps, separate_steps = cfg.phn_epochs * -(-n // images), cfg.epochs * -(-n // cfg.batch_size)
+    assert phn_steps == separate_steps
+    assert phn_steps * cfg.batch_size * len(cfg.rays) <= separate_steps * cfg.batch_size * 5
 
 
 # ---------------------------------------------------------------------- hypervolume
