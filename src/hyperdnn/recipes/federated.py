@@ -25,7 +25,9 @@ Run::
 Writes summary.md (accuracy per client and method, means, bytes per round), results.json and
 clients.png (accuracy per client).
 
-Expected (2 CPU cores, one thread; docs/federated.md has both seeds): see docs/federated.md.
+Expected (2 CPU cores, one thread; docs/federated.md has both seeds): 3.6 to 3.8 minutes of CPU
+time with Ray's processes (4.6 to 5.1 minutes wall); on seed 0 a mean personalised accuracy of
+97.8% for pFedHN and pFedHN-PC, 28.3% for FedAvg (82.3% fine-tuned) and 97.2% for local training.
 """
 
 from __future__ import annotations
