@@ -237,3 +237,22 @@ def test_hypermodel_compile_compiles_the_forward_in_place_with_fullgraph():
     shared.compile(backend="aot_eager", fullgraph=False)
     assert shared(x, torch.tensor([0, 1, 0, 1])).shape == (N, 3)
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("mode", ["shared", "per_sample_data", "ensemble_noise"])
+def test_a_compiled_model_compiles_once(mode):
+    # nothing the first call leaves behind (the per-thread frame stack, the grouped plan) may
+    # fail the graph's guards: the second and later calls reuse the first graph
+    model, x, ctx = make(mode, "chunked")
+    graphs = []
+
+    def counting(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend=counting, fullgraph=True)
+    for _ in range(3):
+        compiled(x, ctx).square().mean().backward()
+    assert len(graphs) == 1
+    torch._dynamo.reset()

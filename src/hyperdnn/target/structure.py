@@ -140,6 +140,10 @@ class Structure:
     def plan(self) -> list[PlanEntry]:
         """The grouped plan (built on first use: shared calls never need it)."""
         if self._plan is None:
-            names = tuple(self.own)
-            self._plan = build_plan(self.module, names, self._vmap_all)
+            plan = build_plan(self.module, tuple(self.own), self._vmap_all)
+            if torch.compiler.is_compiling():
+                # traced: not cached, so the next call finds the state this one found (a cache
+                # filled while tracing fails the graph's guard and compiles the step again)
+                return plan
+            self._plan = plan
         return self._plan

@@ -34,14 +34,22 @@ from hyperdnn.target.vmap import Dims, bypassing, run_vmapped
 __all__ = ["Frame", "Active", "hooked"]
 
 _MISSING = object()
-_LOCAL = threading.local()  # .frames: the running calls of this thread, innermost last
+
+
+class _Local(threading.local):
+    """Per thread: ``frames``, the running calls of this thread, innermost last. Set when a
+    thread first reads it (never absent): a compiled call guards on what it read, and an
+    attribute that appeared after the first call would make the second call compile again."""
+
+    def __init__(self) -> None:
+        self.frames: list = []
+
+
+_LOCAL = _Local()
 
 
 def _running_frames() -> list:
-    frames = getattr(_LOCAL, "frames", None)
-    if frames is None:
-        frames = _LOCAL.frames = []
-    return frames
+    return _LOCAL.frames
 
 
 class _Switch:
