@@ -14,12 +14,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from hyperdnn.baselines import FirstOrderMAML, PretrainedFineTuning, ProtoNet
+from hyperdnn.baselines.pretrained_finetune import fit_linear_head
 from hyperdnn.data import ClassData, EpisodeSampler
 from hyperdnn.data.episodes import Episode
 from hyperdnn.engine import load_model
 from hyperdnn.methods import HypernetFewShot, evaluate_episodes
 from hyperdnn.methods.fewshot import MetricScorer
-from hyperdnn.recipes.fewshot import EpisodeWork, FewShotConfig, load_classes, plan
+from hyperdnn.recipes.fewshot import METHODS, EpisodeWork, FewShotConfig, load_classes, plan
 from tests.helpers import assert_refused, interrupt_then_resume, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -144,6 +145,22 @@ def test_fine_tuning_fits_a_new_linear_classifier_on_frozen_features() -> None:
         learner.loss(Episode(ep.support, ep.query, ep.query_labels, torch.tensor([9, 5, 11])))
 
 
+def test_the_hand_written_head_fit_is_adam_on_a_linear_layer_bit_for_bit() -> None:
+    g = torch.Generator().manual_seed(3)
+    for ways, shots, features in ((5, 1, 32), (5, 5, 32), (3, 4, 7)):
+        x = torch.randn(ways * shots, features, generator=g)
+        y = torch.arange(ways).repeat_interleave(shots)  # balanced: the bias gradient is rounding only
+        head = nn.Linear(features, ways)
+        nn.init.zeros_(head.weight), nn.init.zeros_(head.bias)
+        opt = torch.optim.Adam(head.parameters(), lr=0.01)
+        for _ in range(100):
+            opt.zero_grad()
+            F.cross_entropy(head(x), y).backward()
+            opt.step()
+        weight, bias = fit_linear_head(x, y, ways, 100, 0.01)
+        assert torch.equal(weight, head.weight.detach()) and torch.equal(bias, head.bias.detach())
+
+
 def test_a_support_set_that_does_not_fit_is_one_clear_error() -> None:
     learner = HypernetFewShot(_net(), 6, SHAPE, ways=3, trunk=(16,))
     ep = _episode(ways=4)
@@ -182,6 +199,16 @@ def test_training_episodes_never_show_a_test_class() -> None:
         g = torch.Generator().manual_seed(1)
         seen = {int(c) for _ in range(50) for c in work.train_sampler.sample(g).classes}
         assert seen <= set(train), unit.key
+
+
+def test_the_default_keeps_its_time_budget() -> None:
+    # measured on 2 CPU cores (docs/fewshot.md): 400 training episodes per method, the full test
+    # protocol, fit in 10 minutes of one-thread CPU time; 1,000 episodes did not (12-14 minutes)
+    cfg = FewShotConfig()
+    assert (cfg.epochs, cfg.episodes) == (8, 50)
+    assert (cfg.test_episodes, cfg.shots, cfg.ways, cfg.queries) == (600, (1, 5), 5, 15)
+    assert (cfg.maml_steps, cfg.maml_test_steps, cfg.finetune_steps, cfg.channels) == (5, 10, 100, 32)
+    assert cfg.methods == tuple(METHODS)
 
 
 @pytest.fixture(scope="module")
