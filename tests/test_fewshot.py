@@ -202,13 +202,15 @@ def test_training_episodes_never_show_a_test_class() -> None:
 
 
 def test_the_default_keeps_its_time_budget() -> None:
-    # measured on 2 CPU cores (docs/fewshot.md): 400 training episodes per method, the full test
-    # protocol, fit in 10 minutes of one-thread CPU time; 1,000 episodes did not (12-14 minutes)
+    # measured on 2 CPU cores (docs/fewshot.md): 400 training episodes per method and setting,
+    # the full test protocol, fit in 10 minutes of one-thread CPU time; 1,000 did not (12-14 min)
     cfg = FewShotConfig()
     assert (cfg.epochs, cfg.episodes) == (8, 50)
     assert (cfg.test_episodes, cfg.shots, cfg.ways, cfg.queries) == (600, (1, 5), 5, 15)
     assert (cfg.maml_steps, cfg.maml_test_steps, cfg.finetune_steps, cfg.channels) == (5, 10, 100, 32)
     assert cfg.methods == tuple(METHODS)
+    # every method trains on as many episodes in total: fine-tuning's one model on both settings'
+    assert [(u.key, u.epochs) for u in plan(cfg)][-2:] == [("maml/5-shot", 8), ("finetune", 16)]
 
 
 @pytest.fixture(scope="module")
