@@ -35,9 +35,9 @@ accuracy.png, training_loss.png, episode.png and the trained hypernetworks (hnet
 .safetensors; hyperdnn.engine.load_model(out, "hnet-1shot")).
 
 Expected (docs/fewshot.md has the tables of two seeds): with one thread the default run (400
-training episodes per method and setting, 800 steps of fine-tuning's one model) took 8.5 minutes
-of CPU time on seed 0 (about 9.7 estimated on seed 1; 8.5 minutes of wall time with a core to
-itself, about twice that on a loaded 2-core machine); the hypernetwork is within 1.3 points of
+training episodes per method and setting, 800 steps of fine-tuning's one model) took 8.0-8.5
+minutes of CPU time (as much wall time with a core to itself, about twice that on a loaded
+2-core machine); the hypernetwork is within 1.3 points of
 ProtoNet (91.5-92.9% at 1-shot, 96.7-97.1% at 5-shot), 4.8-6.4 points above first-order MAML at
 1-shot and level with it at 5-shot; fine-tuning a pretrained feature extractor is the best
 method (95.7-96.1%, 98.9%).
