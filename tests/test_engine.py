@@ -516,3 +516,25 @@ def test_docstring_examples_run(module: str) -> None:
 
     result = doctest.testmod(importlib.import_module(f"hyperdnn.{module}"), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_apply_preset_keeps_given_options_or_overrides_them():
+    from dataclasses import dataclass
+
+    from hyperdnn.engine.config import apply_preset
+
+    @dataclass
+    class Cfg:
+        epochs: int = 10
+        width: int = 64
+
+    given = Cfg(width=32)
+    apply_preset(given, {"epochs": 2, "width": 8})
+    assert (given.epochs, given.width) == (2, 32)  # the option given keeps its value
+    forced = Cfg(width=32)
+    apply_preset(forced, {"epochs": 2, "width": 8}, keep_given=False)
+    assert (forced.epochs, forced.width) == (2, 8)
+    untouched = Cfg()
+    with pytest.raises(KeyError, match="depth"):
+        apply_preset(untouched, {"epochs": 2, "depth": 3})
+    assert untouched.epochs == 10  # a name that is not a field is refused before anything is set

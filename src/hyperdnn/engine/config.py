@@ -40,6 +40,7 @@ from hyperdnn.engine.errors import ConfigError
 
 __all__ = [
     "option",
+    "apply_preset",
     "Bounds",
     "FieldInfo",
     "describe",
@@ -113,6 +114,27 @@ def option(
             "distinct": bool(distinct),
         },
     )
+
+
+def apply_preset(config: Any, preset: Mapping[str, Any], *, keep_given: bool = True) -> None:
+    """Set a preset's values (a recipe's ``--quick``) on a config dataclass, in place.
+
+    Args:
+        config: the config, a dataclass instance (called from its ``__post_init__``).
+        preset: option name -> value.
+        keep_given: set only the options still at their defaults, so an option given on the
+            command line keeps its value; ``False``: every preset value wins.
+
+    Raises:
+        KeyError: a preset name that is not a field of the config.
+    """
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    unknown = [key for key in preset if key not in defaults]
+    if unknown:  # checked first: nothing is set
+        raise KeyError(f"{type(config).__name__}: expected field names in the preset, got {unknown}")
+    for key, value in preset.items():
+        if not keep_given or getattr(config, key) == defaults[key]:
+            setattr(config, key, value)
 
 
 def _number(x: float) -> str:

@@ -45,7 +45,6 @@ the hypernetwork's new embedding alone 3.743. The hypernetwork misses the issue'
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -58,7 +57,7 @@ from hyperdnn import MLP, HyperModel, HyperNetwork, LowRank, Target, TaskEmbeddi
 from hyperdnn.baselines.weight_table import WeightTable
 from hyperdnn.charlm import CharLM
 from hyperdnn.data.words import SPELLCHECKER_LANGUAGES, find_word_file
-from hyperdnn.engine.config import option
+from hyperdnn.engine.config import apply_preset, option
 from hyperdnn.engine.errors import CheckpointError, UsageError
 from hyperdnn.engine.loop import Unit, Work, resumable, run_units
 from hyperdnn.engine.model import load_model
@@ -115,10 +114,7 @@ class AdaptersConfig:
 
     def __post_init__(self) -> None:
         if self.quick:  # the preset's values where the option keeps its default
-            defaults = {f.name: f.default for f in dataclasses.fields(self)}
-            for k, v in QUICK.items():
-                if getattr(self, k) == defaults[k]:
-                    setattr(self, k, v)
+            apply_preset(self, QUICK)
         if self.width % self.heads:
             raise ValueError(f"--width: expected a multiple of --heads ({self.heads}), got {self.width}")
         if self.new_language in self.languages:

@@ -60,7 +60,7 @@ from hyperdnn.baselines.econml_learners import ECONML_LEARNERS, EconMLLearner
 from hyperdnn.baselines.meta_learners import DRLearner, SLearner, TARNet, TLearner
 from hyperdnn.data.causal import CausalSample, get_benchmark, list_benchmarks, split_units
 from hyperdnn.data.ihdp import IHDP, load_ihdp_npz
-from hyperdnn.engine.config import option
+from hyperdnn.engine.config import apply_preset, option
 from hyperdnn.engine.errors import CheckpointError, UsageError
 from hyperdnn.engine.loop import LoopResult, Unit, Work, resumable, run_units
 from hyperdnn.engine.registry import Recipe, register_recipe
@@ -130,9 +130,8 @@ class CausalConfig:
     quick: bool = option(False, f"a smoke run: {', '.join(f'{k} {v}' for k, v in QUICK.items())}")
 
     def __post_init__(self) -> None:
-        if self.quick:
-            for k, v in QUICK.items():
-                setattr(self, k, v)
+        if self.quick:  # the preset's values win over the command line
+            apply_preset(self, QUICK, keep_given=False)
         if self.sweep_replications and self.sweep_data not in list_benchmarks():
             raise ValueError(f"--sweep_data: expected a benchmark, one of {list_benchmarks()}, got {self.sweep_data!r}")
 

@@ -59,7 +59,7 @@ from hyperdnn import MLP, Chunked, HyperModel, HyperNetwork, Once, Target, TaskE
 from hyperdnn.baselines import EWC, FineTuning, JointTraining, SeparateNetworks, scenario_outputs
 from hyperdnn.data import DATASETS
 from hyperdnn.data.streams import BENCHMARKS, DEFAULT_TASKS, TaskStream, make_stream
-from hyperdnn.engine.config import option
+from hyperdnn.engine.config import apply_preset, option
 from hyperdnn.engine.errors import CheckpointError, UsageError
 from hyperdnn.engine.loop import LoopState, Unit, Work, run_units
 from hyperdnn.engine.registry import Recipe, register_recipe
@@ -144,9 +144,8 @@ class ContinualConfig:
     quick: bool = option(False, f"a smoke run: {', '.join(f'{k} {v}' for k, v in QUICK.items())}")
 
     def __post_init__(self) -> None:
-        if self.quick:
-            for k, v in QUICK.items():
-                setattr(self, k, v)
+        if self.quick:  # the preset's values win over the command line
+            apply_preset(self, QUICK, keep_given=False)
         if self.data not in DATASETS:
             raise ValueError(f"--data: expected a registered data set, one of {DATASETS.list()}, got {self.data!r}")
 

@@ -39,7 +39,6 @@ per-domain models (nearest angle) above both (84.4%).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -51,7 +50,7 @@ from torch import nn
 from hyperdnn import MLP, Chunked, Conditioner, Continuous, HyperModel, HyperNetwork, SetEncoder, Target
 from hyperdnn.data import DATASETS, get_dataset
 from hyperdnn.data.domains import DEFAULT_ANGLES, Domains, rotated_domains
-from hyperdnn.engine.config import option
+from hyperdnn.engine.config import apply_preset, option
 from hyperdnn.engine.errors import CheckpointError, UsageError
 from hyperdnn.engine.loop import Unit, Work, resumable, run_units
 from hyperdnn.engine.registry import Recipe, register_recipe
@@ -109,10 +108,7 @@ class DomainsConfig:
 
     def __post_init__(self) -> None:
         if self.quick:  # the preset's values where the option keeps its default
-            defaults = {f.name: f.default for f in dataclasses.fields(self)}
-            for k, v in QUICK.items():
-                if getattr(self, k) == defaults[k]:
-                    setattr(self, k, v)
+            apply_preset(self, QUICK)
         if self.data not in DATASETS:
             raise ValueError(f"--data: expected a registered data set, one of {DATASETS.list()}, got {self.data!r}")
         if len(self.angles) < 2:

@@ -33,7 +33,6 @@ time with Ray's processes (4.6 to 5.1 minutes wall); on seed 0 a mean personalis
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import os
 from collections.abc import Mapping
@@ -43,7 +42,7 @@ from typing import Any
 import torch
 
 from hyperdnn.data import get_dataset
-from hyperdnn.engine.config import option
+from hyperdnn.engine.config import apply_preset, option
 from hyperdnn.engine.errors import UsageError
 from hyperdnn.engine.loop import Unit, Work, resumable, run_units
 from hyperdnn.engine.registry import Recipe, register_recipe
@@ -85,10 +84,7 @@ class FederatedConfig:
 
     def __post_init__(self) -> None:
         if self.quick:  # the preset's values where the option keeps its default
-            defaults = {f.name: f.default for f in dataclasses.fields(self)}
-            for k, v in QUICK.items():
-                if getattr(self, k) == defaults[k]:
-                    setattr(self, k, v)
+            apply_preset(self, QUICK)
         if self.per_round > self.clients:
             raise ValueError(f"--per-round: expected at most --clients ({self.clients}), got {self.per_round}")
         if self.superlink:

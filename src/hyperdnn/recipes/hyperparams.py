@@ -56,7 +56,7 @@ from torch import nn
 
 from hyperdnn import MLP, Target
 from hyperdnn.data import DATASETS, load_dataset
-from hyperdnn.engine.config import option
+from hyperdnn.engine.config import apply_preset, option
 from hyperdnn.engine.errors import CheckpointError, UsageError
 from hyperdnn.engine.loop import Unit, resumable, run_units
 from hyperdnn.engine.registry import Recipe, register_recipe
@@ -108,9 +108,8 @@ class HyperparamsConfig:
     quick: bool = option(False, f"a smoke run: {', '.join(f'{k} {v}' for k, v in QUICK.items())}")
 
     def __post_init__(self) -> None:
-        if self.quick:
-            for k, v in QUICK.items():
-                setattr(self, k, v)
+        if self.quick:  # the preset's values win over the command line
+            apply_preset(self, QUICK, keep_given=False)
         if self.data not in DATASETS:
             raise ValueError(f"--data: expected a registered data set, one of {DATASETS.list()}, got {self.data!r}")
         if not self.low < self.high:

@@ -38,7 +38,6 @@ steps from the meta-learned initialisation reach about 18.6 dB.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Mapping
@@ -50,7 +49,7 @@ import torch
 from hyperdnn import MLP, DataEncoder, HyperModel, HyperNetwork, Once, Target
 from hyperdnn.baselines.modulation import shift_modulation
 from hyperdnn.data import DATASETS
-from hyperdnn.engine.config import option
+from hyperdnn.engine.config import apply_preset, option
 from hyperdnn.engine.errors import CheckpointError, UsageError
 from hyperdnn.engine.loop import LoopResult, Unit, Work, resumable, run_units
 from hyperdnn.engine.registry import Recipe, register_recipe
@@ -114,10 +113,7 @@ class InrConfig:
 
     def __post_init__(self) -> None:
         if self.quick:  # the preset's values where the option keeps its default
-            defaults = {f.name: f.default for f in dataclasses.fields(self)}
-            for k, v in QUICK.items():
-                if getattr(self, k) == defaults[k]:
-                    setattr(self, k, v)
+            apply_preset(self, QUICK)
         if self.data not in DATASETS:
             raise ValueError(f"--data: expected a registered data set, one of {DATASETS.list()}, got {self.data!r}")
         if self.show > self.test_images:

@@ -61,7 +61,7 @@ import torch
 from hyperdnn.baselines.context_policy import ConcatPolicy, PlainPolicy
 from hyperdnn.baselines.controllers import make_expert, nearest_tasks
 from hyperdnn.data.control import SPLITS, Family, get_family
-from hyperdnn.engine.config import option
+from hyperdnn.engine.config import apply_preset, option
 from hyperdnn.engine.errors import CheckpointError
 from hyperdnn.engine.loop import Unit, Work, resumable, run_units
 from hyperdnn.engine.registry import Recipe, register_recipe
@@ -130,9 +130,8 @@ class RLConfig:
     quick: bool = option(False, f"a smoke run: {', '.join(f'{k} {v}' for k, v in QUICK.items())}")
 
     def __post_init__(self) -> None:
-        if self.quick:
-            for k, v in QUICK.items():
-                setattr(self, k, v)
+        if self.quick:  # the preset's values win over the command line
+            apply_preset(self, QUICK, keep_given=False)
 
 
 # ====================================================================== the tasks
