@@ -17,7 +17,7 @@ from hyperdnn.engine.loop import Unit
 from hyperdnn.methods.generative_replay import HypernetReplay, ReplayLearner, VAEReplay, vae_loss
 from hyperdnn.networks import mlp
 from hyperdnn.optim import adam
-from hyperdnn.recipes.continual import ContinualConfig, count_parameters, make_learner, plan
+from hyperdnn.recipes.continual import ContinualConfig, count_parameters, make_learner, make_optimizer, plan
 from tests.helpers import interrupt_then_resume
 
 SMALL = {
@@ -144,9 +144,13 @@ def test_the_vae_loss_by_hand() -> None:
     assert torch.allclose(loss, (recon + kl) / 24, atol=1e-5)
 
 
-@pytest.mark.parametrize("methods", [("hnet+r", "dgr"), ("hnet", "finetune", "hnet+r")])
-def test_parameter_counts_of_the_replay_methods(methods) -> None:
-    cfg = ContinualConfig(**{**SMALL, "scenarios": ("CL1", "CL2", "CL3"), "methods": methods})
+@pytest.mark.parametrize(
+    ("methods", "generator"), [(("hnet+r", "dgr"), 0), (("hnet", "finetune", "hnet+r"), 0), (("hnet", "hnet+r"), 24)]
+)
+def test_parameter_counts_of_the_replay_methods(methods, generator) -> None:
+    cfg = ContinualConfig(
+        **{**SMALL, "scenarios": ("CL1", "CL2", "CL3"), "methods": methods, "replay_chunk_hidden": generator}
+    )
     stream = make_stream(cfg.benchmark, cfg.data, cfg.tasks)
     built = {}
     for unit in plan(cfg, cfg.tasks):
@@ -156,6 +160,25 @@ def test_parameter_counts_of_the_replay_methods(methods) -> None:
         built[unit.key] = learner.num_parameters()
     assert count_parameters(cfg) == built
     assert not any(k.endswith("/CL1") for k in built if k.split("/")[0] in ("hnet+r", "dgr"))
+
+
+def test_hnet_r_has_its_own_chunk_generator_and_learning_rate() -> None:
+    learner, _ = _learner("hnet+r", replay_chunk_hidden=24, replay_lr=0.01, lr=0.002)
+    replay = learner.replay
+    assert isinstance(replay, HypernetReplay)
+    assert replay.hnet.head.generator.hidden == (24,)  # the classifier hypernetwork's is --chunk_hidden, 16
+    learner.begin_task(0)
+    cfg = ContinualConfig(**{**SMALL, "replay_lr": 0.01, "lr": 0.002})
+    opt = make_optimizer(cfg, "hnet+r/CL3", learner, 0)
+    (classifier, vae) = opt.param_groups
+    assert classifier["lr"] == 0.002 and vae["lr"] == 0.01
+    assert {id(p) for p in classifier["params"]} == {id(p) for p in learner.model.parameters()}
+    assert {id(p) for p in vae["params"]} == {id(p) for p in replay.parameters_for(0)}
+    default = make_optimizer(ContinualConfig(**{**SMALL, "lr": 0.002}), "hnet+r/CL3", learner, 0)
+    assert len(default.param_groups) == 1 and default.param_groups[0]["lr"] == 0.002  # --replay_lr 0: --lr
+    dgr, _ = _learner("dgr")
+    dgr.begin_task(0)
+    assert [g["lr"] for g in make_optimizer(cfg, "dgr/CL3", dgr, 0).param_groups] == [0.002]  # DGR: --lr
 
 
 def test_bad_input() -> None:
@@ -171,6 +194,7 @@ def test_bad_input() -> None:
 
 # ---------------------------------------------------------------------- a run, and its resume
 _RESUME = TINY + ["--num_tasks", "2", "--scenarios", "CL2,CL3", "--methods", "hnet+r,dgr", "--checkpoint_every", "1"]
+_RESUME += ["--replay_lr", "0.002", "--replay_chunk_hidden", "24"]  # HNET+R's optimizer of two parameter groups
 
 
 @pytest.fixture(scope="module")

@@ -70,15 +70,17 @@ def _scenario(key: str) -> str | None:
     return key.split("/")[1] if "/" in key else None
 
 
-def _hnet_parameters(cfg: ContinualConfig, target: int) -> int:
-    """A task-conditioned hypernetwork of ``cfg`` generating ``target`` numbers, after all tasks."""
+def _hnet_parameters(cfg: ContinualConfig, target: int, generator: tuple[int, ...] | None = None) -> int:
+    """A task-conditioned hypernetwork of ``cfg`` generating ``target`` numbers, after all tasks
+    (its chunk generator's hidden widths ``generator``, default ``cfg.chunk_hidden``)."""
+    hidden = cfg.chunk_hidden if generator is None else generator
     n = cfg.tasks * cfg.task_embed_dim + mlp_parameters(cfg.task_embed_dim, cfg.trunk[:-1], cfg.trunk[-1])
     code = cfg.trunk[-1]
     if cfg.head == "once":
         return n + code * target + target
     chunks = -(-target // cfg.chunk_size)
-    n += chunks * cfg.chunk_embed_dim + cfg.chunk_embed_dim * cfg.chunk_hidden[0]
-    return n + mlp_parameters(code, cfg.chunk_hidden, cfg.chunk_size)
+    n += chunks * cfg.chunk_embed_dim + cfg.chunk_embed_dim * hidden[0]
+    return n + mlp_parameters(code, hidden, cfg.chunk_size)
 
 
 def _decoder_parameters(cfg: ContinualConfig, features: int) -> int:
@@ -108,7 +110,7 @@ def count_parameters(cfg: ContinualConfig) -> dict[str, int]:
         if method in ("hnet+r", "dgr"):  # the classifier, the VAE's encoder and its decoder or hypernetwork
             counts[key] += mlp_parameters(F, cfg.vae_hidden, 2 * cfg.vae_latent)
             decoder = _decoder_parameters(cfg, F)
-            counts[key] += decoder if method == "dgr" else _hnet_parameters(cfg, decoder)
+            counts[key] += decoder if method == "dgr" else _hnet_parameters(cfg, decoder, cfg.replay_generator)
     return counts
 
 

@@ -72,7 +72,10 @@ def report(
     if any(m in REPLAY for m in cfg.methods) and set(cfg.scenarios) - {"CL1"}:
         replay = (
             f" Replay (hnet+r, dgr): VAE encoder {','.join(map(str, cfg.vae_hidden))}, latent {cfg.vae_latent}, "
-            f"Adam lr {cfg.lr}; HNET+R's decoder hypernetwork: the options above, beta {cfg.replay_beta}."
+            f"Adam lr {cfg.lr}; HNET+R's decoder hypernetwork: the options above, beta {cfg.replay_beta}"
+            + (f", chunk generator {cfg.replay_chunk_hidden}" if cfg.replay_chunk_hidden else "")
+            + (f", Adam lr {cfg.replay_lr} for its VAE" if cfg.replay_lr else "")
+            + "."
         )
     head = (
         "generate-once"
