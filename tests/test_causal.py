@@ -21,7 +21,14 @@ from hyperdnn.data.causal import CausalSample, get_benchmark, split_units
 from hyperdnn.data.ihdp import IHDP, ihdp_covariates, ihdp_surface_b, load_ihdp_npz
 from hyperdnn.data.nie_wager import nie_wager
 from hyperdnn.engine import Checkpointer, run_command
-from hyperdnn.methods.hyperite import HyperDRLearner, HypernetOptions, HyperSLearner, HyperTARNet, HyperTLearner
+from hyperdnn.methods.hyperite import (
+    HyperDRLearner,
+    HypernetOptions,
+    HyperSLearner,
+    HyperTARNet,
+    HyperTLearner,
+    arm_spread,
+)
 from hyperdnn.methods.treatment_effect import TrainOptions, TreatmentEffectEstimator, check_treatment_data, with_arms
 from hyperdnn.metrics.causal import ate_error, mean_se, paired_win_rate, sqrt_pehe
 from hyperdnn.networks import mlp
@@ -329,6 +336,26 @@ def test_weight_decay_shrinks_the_hypernetwork() -> None:
         assert norm < norms[0.0][name], name
 
 
+def test_the_arm_prior_pulls_the_arms_generated_networks_together(tmp_path: Path) -> None:
+    """arm_prior > 0 adds lambda / n * sum_k ||theta_k - mean theta||^2 to the training loss:
+    the arms' generated networks end closer together; the prior is saved and loaded."""
+    data = _linear_effect_data(200)
+    options = TrainOptions(lr=1e-2, max_epochs=60, val_fraction=0.0, seed=2)
+    spread = {}
+    for prior in (0.0, 50.0):
+        for est in (HyperTLearner((8,), SMALL, options, prior), HyperTARNet((8,), (8,), SMALL, options, prior)):
+            est.fit(data.x, data.t, data.y)
+            net = est.model_["heads"] if isinstance(est, HyperTARNet) else est.model_
+            with torch.no_grad():
+                spread[type(est).__name__, prior] = float(arm_spread(net, 2))
+    for name in ("HyperTLearner", "HyperTARNet"):
+        assert spread[name, 50.0] < 0.5 * spread[name, 0.0], (name, spread)
+    loaded = TreatmentEffectEstimator.load(est.save(tmp_path / "est.pt"))
+    assert loaded.arm_prior == 50.0 and loaded.config() == est.config()
+    with pytest.raises(ValueError, match="arm_prior must be a finite number >= 0"):
+        HyperTLearner(arm_prior=-1.0)
+
+
 def test_spectral_norm_reaches_every_trunk_layer_when_asked() -> None:
     data = _linear_effect_data(120)
     options = TrainOptions(max_epochs=3, seed=1)
@@ -347,6 +374,9 @@ def test_the_recipe_gives_the_hypernetwork_weight_decay_to_the_hypernetwork_lear
         h, p = make_estimator(cfg, hyper, 3).training, make_estimator(cfg, plain, 3).training
         assert (h.weight_decay, h.lr, p.weight_decay, p.lr) == (0.5, 0.125, 0.25, cfg.lr), hyper
         assert replace(h, weight_decay=0.25, lr=cfg.lr) == p  # nothing else differs
+    assert CausalConfig().arm_prior == 0.0  # the default: no prior on the arms' spread
+    cfg = CausalConfig(arm_prior=0.3)
+    assert make_estimator(cfg, "hyper_t", 3).arm_prior == make_estimator(cfg, "hyper_tarnet", 3).arm_prior == 0.3
 
 
 # ---------------------------------------------------------------------- metrics

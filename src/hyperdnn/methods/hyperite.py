@@ -18,7 +18,10 @@ the generated weights (the paper's "hypernet dropout").
   ``[x, onehot(t)]``. With one arm embedding its function class is the plain
   :class:`~hyperdnn.baselines.meta_learners.SLearner`'s.
 * :class:`HyperTLearner` - one embedding per arm generates that arm's outcome network; all arms
-  run as one ensemble call of the target.
+  run as one ensemble call of the target. ``arm_prior`` (HyperT, HyperTARNet; 0 by default)
+  adds a Gaussian prior that pulls the arms' generated networks toward their mean
+  (:func:`arm_spread`), weighted ``1 / n`` in the loss averaged over ``n`` training units as a
+  MAP prior is: strong sharing on few units, fading as the units grow.
 * :class:`HyperTARNet` - a shared representation (plain) and per-arm heads generated from the
   arm embeddings.
 * :class:`HyperDRLearner` - the DR-learner (Kennedy, 2020) with a hypernetwork in its first
@@ -45,7 +48,7 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -70,6 +73,7 @@ __all__ = [
     "HEADS",
     "HypernetOptions",
     "arm_hypernetwork",
+    "arm_spread",
     "HyperSLearner",
     "HyperTLearner",
     "HyperTARNet",
@@ -163,6 +167,21 @@ def arm_hypernetwork(target: nn.Module, contexts: int, options: HypernetOptions)
     return HyperModel(hnet, tgt)
 
 
+def arm_spread(model: HyperModel, contexts: int) -> torch.Tensor:
+    """``sum_k ||theta_k - mean_j theta_j||^2`` over the networks ``model`` generates for
+    contexts ``0 .. contexts-1``: minus twice the log-density (up to a constant) of a unit
+    Gaussian prior that centres every arm's weights on the arms' mean."""
+    flat, _ = model.hypernet.generate_flat(torch.arange(contexts))
+    return (flat - flat.mean(0)).pow(2).sum()
+
+
+def _check_prior(where: str, value: float) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+    if not ok:
+        raise ValueError(f"{where}: arm_prior must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
 def _ensemble(model: HyperModel, x: torch.Tensor, contexts: int) -> torch.Tensor:
     """Every context's network on ``x (N, F)``: ``(contexts, N)`` (their first output)."""
     return model(x, torch.arange(contexts), mode="ensemble")[..., 0]
@@ -205,9 +224,13 @@ class HyperTLearner(OutcomeLearner):
             :class:`~hyperdnn.baselines.meta_learners.TLearner`).
         hypernet: the :class:`HypernetOptions`.
         training: the :class:`~hyperdnn.methods.treatment_effect.TrainOptions`.
+        arm_prior: ``lambda >= 0``: every training step adds ``lambda / n * arm_spread``
+            (:func:`arm_spread`, ``n`` training units): a Gaussian prior of variance
+            ``sigma^2 / lambda`` (``sigma^2`` the noise of the standardised outcome) on each
+            arm's generated weights around the arms' mean; ``0`` (the default): no such prior.
     """
 
-    config_keys = ("hidden", "hypernet")
+    config_keys = ("hidden", "hypernet", "arm_prior")
     option_types = {"hypernet": HypernetOptions}
 
     def __init__(
@@ -215,16 +238,23 @@ class HyperTLearner(OutcomeLearner):
         hidden: Sequence[int] = (64, 64),
         hypernet: HypernetOptions | None = None,
         training: TrainOptions | None = None,
+        arm_prior: float = 0.0,
     ):
         super().__init__(training)
         self.hidden = check_widths(type(self).__name__, "hidden", hidden)
         self.hypernet = _options(hypernet, "HyperTLearner")
+        self.arm_prior = _check_prior("HyperTLearner", arm_prior)
 
     def _build(self, features: int, arms: int) -> nn.Module:
         return arm_hypernetwork(mlp(features, self.hidden, 1), arms, self.hypernet)
 
     def _outcomes(self, x: torch.Tensor) -> torch.Tensor:
         return _ensemble(self.model_, x, self.arms_)  # type: ignore[arg-type]
+
+    def _penalty(self) -> Callable[[int], torch.Tensor] | None:
+        if not self.arm_prior:
+            return None
+        return lambda n: self.arm_prior / n * arm_spread(self.model_, self.arms_)  # type: ignore[arg-type]
 
 
 class HyperTARNet(OutcomeLearner):
@@ -234,9 +264,10 @@ class HyperTARNet(OutcomeLearner):
         representation, heads: the widths (as :class:`~hyperdnn.baselines.meta_learners.TARNet`).
         hypernet: the :class:`HypernetOptions`.
         training: the :class:`~hyperdnn.methods.treatment_effect.TrainOptions`.
+        arm_prior: the prior on the generated heads around their mean (as :class:`HyperTLearner`'s).
     """
 
-    config_keys = ("representation", "heads", "hypernet")
+    config_keys = ("representation", "heads", "hypernet", "arm_prior")
     option_types = {"hypernet": HypernetOptions}
 
     def __init__(
@@ -245,10 +276,12 @@ class HyperTARNet(OutcomeLearner):
         heads: Sequence[int] = (64,),
         hypernet: HypernetOptions | None = None,
         training: TrainOptions | None = None,
+        arm_prior: float = 0.0,
     ):
         super().__init__(training)
         self.representation, self.heads = tuple(representation), tuple(heads)
         self.hypernet = _options(hypernet, "HyperTARNet")
+        self.arm_prior = _check_prior("HyperTARNet", arm_prior)
         if not self.representation:
             raise ValueError("HyperTARNet: representation needs at least one width, got ()")
         check_widths(type(self).__name__, "representation", self.representation)
@@ -261,6 +294,11 @@ class HyperTARNet(OutcomeLearner):
 
     def _outcomes(self, x: torch.Tensor) -> torch.Tensor:
         return _ensemble(self.model_["heads"], self.model_["representation"](x), self.arms_)  # type: ignore[index]
+
+    def _penalty(self) -> Callable[[int], torch.Tensor] | None:
+        if not self.arm_prior:
+            return None
+        return lambda n: self.arm_prior / n * arm_spread(self.model_["heads"], self.arms_)  # type: ignore[index]
 
 
 class HyperDRLearner(DoublyRobustLearner):

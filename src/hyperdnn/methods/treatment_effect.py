@@ -243,6 +243,7 @@ def train_network(
     t: torch.Tensor,
     options: TrainOptions,
     step: Callable[[], None] | None = None,
+    penalty: Callable[[int], torch.Tensor] | None = None,
 ) -> int:
     """Train ``module`` on ``loss`` with Adam, stopping early on a validation share of each arm.
 
@@ -253,6 +254,9 @@ def train_network(
         options: the :class:`TrainOptions`; its seed draws the split and the batch order
             (initialisation and dropout come from the global generator, seeded by the caller).
         step: called after every optimizer step (a progress bar's tick).
+        penalty: ``penalty(n) -> scalar``, added to the loss of every training step (not to
+            the validation loss), ``n`` the number of training units (a prior's weight in a
+            loss averaged over the units is ``1 / n`` of its weight in the summed loss).
 
     Returns:
         The number of epochs trained. ``module`` ends in eval mode with the weights of the
@@ -273,6 +277,8 @@ def train_network(
         idx = train_idx if batch >= len(train_idx) else train_idx[torch.randperm(len(train_idx), generator=order)]
         for part in idx.split(batch):
             value = loss(part)
+            if penalty is not None:
+                value = value + penalty(len(train_idx))
             opt.zero_grad(set_to_none=True)
             value.backward()
             opt.step()
@@ -544,7 +550,11 @@ class OutcomeLearner(TreatmentEffectEstimator):
             mu = self._outcomes(x[idx])  # (K, n)
             return (mu.gather(0, t[idx].unsqueeze(0)).squeeze(0) - y[idx]).pow(2).mean()
 
-        return train_network(self.model_, loss, t, self.training, step)  # type: ignore[arg-type]
+        return train_network(self.model_, loss, t, self.training, step, self._penalty())  # type: ignore[arg-type]
+
+    def _penalty(self) -> Callable[[int], torch.Tensor] | None:
+        """A prior's term for :func:`train_network` (``penalty(n)``), or ``None`` (the default)."""
+        return None
 
     def _effect(self, x: torch.Tensor, t0: int, t1: int) -> torch.Tensor:
         mu = self._outcomes(x)

@@ -43,7 +43,10 @@ minutes of CPU time (14-22 minutes of wall time under load); on IHDP the HyperT-
 hypernetwork trains with weight decay 1e-3 (``--hnet_weight_decay``), beats the plain T-learner
 (sqrt(PEHE) 1.18 against 1.31 on seed 0, 1.26 against 1.57 on seed 1; 65% and 100% of the
 replications won), a T-learner with the same weight decay less clearly (1.25, 1.38); on the
-Nie-Wager sweep its gain over the T-learner is larger at n = 2000 than at n = 250.
+Nie-Wager sweep its gain over the T-learner is larger at n = 2000 than at n = 250 (the issue's
+criterion asks the opposite and is not met). ``--arm_prior 0.3`` (a prior that pulls the arms'
+generated networks together, weight 1/n) reverses that order on both seeds (+35% against +26%
+on seed 0) but costs HyperT its IHDP lead (1.25 against 1.31 on seed 0), so it is off by default.
 """
 
 from __future__ import annotations
@@ -117,6 +120,7 @@ class CausalConfig:
     chunk_size: int = option(256, "numbers per chunk of the chunked head", low=1)
     shared_base: float = option(0.0, "0: weights fully generated; s > 0: a learned base shared by the arms + s * generated", low=0)  # fmt: skip
     spectral_norm: bool = option(False, "spectral normalisation in the hypernetwork's trunk")
+    arm_prior: float = option(0.0, "HyperT, HyperTARNet: a Gaussian prior pulling the arms' generated networks to their mean, weight arm_prior / n (0: none)", low=0)  # fmt: skip
     # training (every neural learner the same)
     lr: float = option(3e-3, "Adam learning rate of the plain networks", above=0)
     hnet_lr: float = option(3e-3, "Adam learning rate of the hypernetwork learners", above=0)
@@ -178,8 +182,8 @@ def make_estimator(cfg: CausalConfig, method: str, seed: int) -> Any:
     hidden, tarnet = cfg.hidden, (cfg.representation, cfg.heads)
     return {
         "hyper_s": lambda: HyperSLearner(hidden, hnet, hyper),
-        "hyper_t": lambda: HyperTLearner(hidden, hnet, hyper),
-        "hyper_tarnet": lambda: HyperTARNet(*tarnet, hnet, hyper),
+        "hyper_t": lambda: HyperTLearner(hidden, hnet, hyper, cfg.arm_prior),
+        "hyper_tarnet": lambda: HyperTARNet(*tarnet, hnet, hyper, cfg.arm_prior),
         "hyper_dr": lambda: HyperDRLearner(hidden, hnet, cfg.dr_folds, cfg.dr_clip, hyper),
         "s_learner": lambda: SLearner(hidden, plain),
         "t_learner": lambda: TLearner(hidden, plain),
@@ -270,7 +274,7 @@ def report(cfg: CausalConfig, ctx: RunContext, done: LoopResult) -> Outcome:
         f"{'-'.join(map(str, cfg.representation))}, heads {'-'.join(map(str, cfg.heads)) or 'linear'}; the hypernetwork "
         f"learners generate exactly these networks from arm embeddings of {cfg.embed_dim} (trunk "
         f"{'-'.join(map(str, cfg.hnet_hidden))}, dropout {cfg.hnet_dropout}, {cfg.head} head, shared base "
-        f"{cfg.shared_base}, spectral norm {'on' if cfg.spectral_norm else 'off'}). Full-batch Adam (lr {cfg.lr}, "
+        f"{cfg.shared_base}, spectral norm {'on' if cfg.spectral_norm else 'off'}, arm prior {cfg.arm_prior}). Full-batch Adam (lr {cfg.lr}, "
         f"hypernetworks {cfg.hnet_lr}; weight decay {cfg.weight_decay}, hypernetworks {cfg.hnet_weight_decay}), early stopping on {cfg.val_fraction:.0%} of "
         f"each arm's training units (patience {cfg.patience}, at most {cfg.max_epochs} epochs); DR-learners "
         f"{cfg.dr_folds}-fold cross-fitted, propensities clipped at {cfg.dr_clip}. EconML learners: scikit-learn "
@@ -307,7 +311,8 @@ def report(cfg: CausalConfig, ctx: RunContext, done: LoopResult) -> Outcome:
         rep.text(f"IHDP: HyperT's mean sqrt(PEHE) is {ratio:.2f} times the plain T-learner's; it wins "
                  f"{ihdp['hyper_t']['win']:.0%} of the paired replications.")  # fmt: skip
     bars = {m: {"sqrt(PEHE)": ihdp[m]["pehe"][0]} for m in cfg.methods}
-    errs = {m: {"sqrt(PEHE)": ihdp[m]["pehe"][1]} for m in cfg.methods}
+    se = {m: float(np.nan_to_num(ihdp[m]["pehe"][1])) for m in cfg.methods}  # one replication: no s.e., 0
+    errs = {m: {"sqrt(PEHE)": v} for m, v in se.items()}
     rep.figure(bar_chart_figure(bars, "IHDP: sqrt(PEHE) per method (± s.e.)", "sqrt(PEHE)", errs), "ihdp.png", "IHDP")
     sweep = [s for s in reps if s != "ihdp"]
     if sweep:
