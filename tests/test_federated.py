@@ -54,6 +54,21 @@ def test_client_splits_deal_classes_without_sharing_images():
     assert [c.classes for c in client_splits(data, 10, 2, seed=1)] == [c.classes for c in clients]
 
 
+def test_client_splits_deal_a_share_with_skewed_sizes():
+    data = toy_split(2000)  # 150 training images a class
+    full, part = client_splits(data, 10, 2, seed=1, skew=1.0), client_splits(data, 10, 2, seed=1, skew=1.0, share=0.4)
+    assert [c.classes for c in part] == [c.classes for c in full]
+    assert all(torch.equal(a.x_train, b.x_train) for a, b in zip(full, client_splits(data, 10, 2, 1, 1.0, 1.0)))
+    assert sum(len(c.y_train) for c in part) == 10 * 60  # 40% of each class's 150
+    sizes = [len(c.y_train) for c in part]
+    assert max(sizes) > 1.5 * min(sizes) and min(sizes) >= 2 * 5  # skewed, at least 5 a class
+    assert all(torch.equal(a.x_test, b.x_test) for a, b in zip(full, part))  # the same test images
+    tiny = client_splits(data, 10, 2, seed=1, share=0.01)  # below the floor: 5 a client and class
+    assert [len(c.y_train) for c in tiny] == [10] * 10
+    with pytest.raises(ValueError, match="share"):
+        client_splits(data, 10, 2, seed=1, share=0.0)
+
+
 def test_client_splits_refuse_what_cannot_be_split():
     with pytest.raises(ValueError, match="at most 45 clients"):  # 45 images a class, 5 at least each
         client_splits(toy_split(), 46, 2, seed=0)
@@ -126,6 +141,7 @@ def test_resume_gives_the_same_results(quick_run, monkeypatch, tmp_path):
 @needs_flwr
 def test_bad_input_is_refused(tmp_path):
     assert_refused(tmp_path, ["federated", "--clients", "2000"], "cannot be split")
+    assert_refused(tmp_path, ["federated", "--share", "1.5"], "--share")
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -5,7 +5,8 @@
 ``classes_per_client`` classes, every class is held by about as many clients, and the
 training images of a class are shared among its clients in proportions drawn per client
 (log-normal sizes, ``skew`` its standard deviation), so some clients hold several times more
-images than others. No training image is on two clients. Each client's test set is the test
+images than others; ``share`` below 1 deals only that share of each class's training images
+(clients with little data), the same way. No training image is on two clients. Each client's test set is the test
 images of its own classes (its personal distribution); clients that hold the same class
 share those test images.
 
@@ -62,7 +63,8 @@ def _assign_classes(clients: int, per_client: int, num_classes: int, g: torch.Ge
     return [tuple((i * per_client + j) % num_classes for j in range(per_client)) for i in range(clients)]
 
 
-def client_splits(data: Split, num_clients: int, classes_per_client: int, seed: int, skew: float = 0.7) -> list[ClientData]:  # fmt: skip
+def client_splits(data: Split, num_clients: int, classes_per_client: int, seed: int, skew: float = 0.7,
+                  share: float = 1.0) -> list[ClientData]:  # fmt: skip
     """Deal ``data`` to ``num_clients`` clients of ``classes_per_client`` classes each.
 
     Args:
@@ -72,6 +74,9 @@ def client_splits(data: Split, num_clients: int, classes_per_client: int, seed: 
         seed: draws the classes and the shares.
         skew: the standard deviation of the clients' log sizes (0: every client of a class holds
             the same share).
+        share: the share of each class's training images dealt, in ``(0, 1]`` (the first ones of
+            a seeded shuffle; 1: all of them), but never fewer than
+            :data:`MIN_IMAGES_PER_CLASS` per client that holds the class.
 
     Returns:
         One :class:`ClientData` per client, in client order.
@@ -88,6 +93,8 @@ def client_splits(data: Split, num_clients: int, classes_per_client: int, seed: 
         raise ValueError(f"client_splits: classes_per_client must be in [1, {C}], got {classes_per_client!r}")
     if skew < 0:
         raise ValueError(f"client_splits: skew must be >= 0, got {skew!r}")
+    if not 0 < share <= 1:
+        raise ValueError(f"client_splits: share must be in (0, 1], got {share!r}")
     counts = torch.bincount(data.y_train, minlength=C)
     holders = -(-num_clients * classes_per_client // C)  # the most clients one class is dealt to
     if int(counts.min()) < holders * MIN_IMAGES_PER_CLASS:
@@ -107,9 +114,10 @@ def client_splits(data: Split, num_clients: int, classes_per_client: int, seed: 
             continue
         idx = (data.y_train == c).nonzero().squeeze(1)
         idx = idx[torch.randperm(len(idx), generator=g)]
+        idx = idx[: max(MIN_IMAGES_PER_CLASS * len(owners), round(share * len(idx)))]  # share 1: all
         spare = len(idx) - MIN_IMAGES_PER_CLASS * len(owners)
-        share = size[owners] / size[owners].sum()
-        extra = (share * spare).floor().long()
+        part = size[owners] / size[owners].sum()
+        extra = (part * spare).floor().long()
         extra[0] += spare - int(extra.sum())
         bounds = torch.cumsum(extra + MIN_IMAGES_PER_CLASS, 0).tolist()
         for i, lo, hi in zip(owners, [0, *bounds[:-1]], bounds):

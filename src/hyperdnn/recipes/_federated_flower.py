@@ -63,14 +63,14 @@ def decode_spec(text: str) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=4)
-def _clients(data: str, seed: int, total: int, classes: int, skew: float) -> tuple[ClientData, ...]:
-    return tuple(client_splits(load_dataset(data, seed), total, classes, seed, skew))
+def _clients(data: str, seed: int, total: int, classes: int, skew: float, share: float) -> tuple[ClientData, ...]:
+    return tuple(client_splits(load_dataset(data, seed), total, classes, seed, skew, share))
 
 
 def client_data(spec: Mapping[str, Any], client: int) -> ClientData:
     """Client ``client``'s part of the split ``spec`` describes (trained and new clients)."""
     total = spec["clients"] + spec["new_clients"]
-    return _clients(spec["data"], spec["seed"], total, spec["classes"], spec["skew"])[client]
+    return _clients(spec["data"], spec["seed"], total, spec["classes"], spec["skew"], spec.get("share", 1.0))[client]
 
 
 def build_target(spec: Mapping[str, Any], init_seed: int) -> torch.nn.Module:

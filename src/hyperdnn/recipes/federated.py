@@ -65,6 +65,7 @@ class FederatedConfig:
     classes: int = option(2, "classes each client holds", low=1)
     new_clients: int = option(5, "clients that join after training (only their embedding is learned)", low=0)
     skew: float = option(0.7, "spread of client sizes: standard deviation of their log sizes", low=0)
+    share: float = option(1.0, "share of each class's training images dealt to the clients (at least 5 per client and class)", above=0, high=1)  # fmt: skip
     methods: tuple[str, ...] = option(METHODS, "methods to run", choices=METHODS, nonempty=True, distinct=True)
     rounds: int = option(100, "federated rounds (every federated method)", low=1)
     per_round: int = option(5, "clients trained per round", low=1)
@@ -100,7 +101,7 @@ def spec_of(cfg: FederatedConfig, seed: int) -> dict[str, Any]:
     """The settings every Flower app of the run reads (JSON)."""
     ds = get_dataset(cfg.data)
     return {"data": cfg.data, "seed": seed, "clients": cfg.clients, "new_clients": cfg.new_clients,
-            "classes": cfg.classes, "skew": cfg.skew, "features": ds.features, "num_classes": ds.num_classes,
+            "classes": cfg.classes, "skew": cfg.skew, "share": cfg.share, "features": ds.features, "num_classes": ds.num_classes,
             "hidden": list(cfg.hidden), "steps": cfg.steps, "lr": cfg.lr, "batch_size": cfg.batch_size,
             "embed_dim": cfg.embed_dim, "hnet_hidden": list(cfg.hnet_hidden), "hnet_lr": cfg.hnet_lr,
             "embed_lr": cfg.embed_lr, "rounds": cfg.rounds, "new_rounds": cfg.new_rounds,
@@ -271,7 +272,7 @@ def check_config(cfg: FederatedConfig) -> None:
     if cfg.classes > data.num_classes:
         raise UsageError(f"--classes: expected at most {data.num_classes} ({cfg.data}'s classes), got {cfg.classes}")
     try:
-        client_splits(load_dataset(cfg.data, 0), cfg.clients + cfg.new_clients, cfg.classes, 0, cfg.skew)
+        client_splits(load_dataset(cfg.data, 0), cfg.clients + cfg.new_clients, cfg.classes, 0, cfg.skew, cfg.share)
     except ValueError as e:
         raise UsageError(f"--clients {cfg.clients} --new-clients {cfg.new_clients}: {cfg.data} cannot be split: {e}") from None  # fmt: skip
     if cfg.superlink:
