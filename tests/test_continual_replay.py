@@ -162,6 +162,19 @@ def test_parameter_counts_of_the_replay_methods(methods, generator) -> None:
     assert not any(k.endswith("/CL1") for k in built if k.split("/")[0] in ("hnet+r", "dgr"))
 
 
+def test_hnet_r_defaults_to_its_best_measured_replay_hypernetwork() -> None:
+    cfg = ContinualConfig()
+    assert (cfg.replay_lr, cfg.replay_beta, cfg.replay_chunk_hidden, cfg.replay_generator) == (3e-3, 0.01, 300, (300,))
+    learner, _ = _learner("hnet+r")  # SMALL's --chunk_hidden 16 is the classifier hypernetwork's only
+    replay = learner.replay
+    assert isinstance(replay, HypernetReplay) and replay.hnet.head.generator.hidden == (300,)
+    assert replay.regularizer.beta == 0.01
+    old = ContinualConfig(replay_lr=0.0, replay_beta=0.003, replay_chunk_hidden=0)  # the earlier defaults
+    assert (old.replay_lr, old.replay_beta, old.replay_generator) == (0.0, 0.003, old.chunk_hidden)
+    quick = ContinualConfig(quick=True)  # the smoke run keeps a small generator
+    assert quick.replay_generator == (32,) and quick.replay_generator == quick.chunk_hidden
+
+
 def test_hnet_r_has_its_own_chunk_generator_and_learning_rate() -> None:
     learner, _ = _learner("hnet+r", replay_chunk_hidden=24, replay_lr=0.01, lr=0.002)
     replay = learner.replay
@@ -175,7 +188,9 @@ def test_hnet_r_has_its_own_chunk_generator_and_learning_rate() -> None:
     assert {id(p) for p in classifier["params"]} == {id(p) for p in learner.model.parameters()}
     assert {id(p) for p in vae["params"]} == {id(p) for p in replay.parameters_for(0)}
     default = make_optimizer(ContinualConfig(**{**SMALL, "lr": 0.002}), "hnet+r/CL3", learner, 0)
-    assert len(default.param_groups) == 1 and default.param_groups[0]["lr"] == 0.002  # --replay_lr 0: --lr
+    assert [g["lr"] for g in default.param_groups] == [0.002, 3e-3]  # the default --replay_lr 3e-3
+    same = make_optimizer(ContinualConfig(**{**SMALL, "lr": 0.002, "replay_lr": 0.0}), "hnet+r/CL3", learner, 0)
+    assert len(same.param_groups) == 1 and same.param_groups[0]["lr"] == 0.002  # --replay_lr 0: --lr
     dgr, _ = _learner("dgr")
     dgr.begin_task(0)
     assert [g["lr"] for g in make_optimizer(cfg, "dgr/CL3", dgr, 0).param_groups] == [0.002]  # DGR: --lr
