@@ -256,3 +256,37 @@ def test_a_compiled_model_compiles_once(mode):
         compiled(x, ctx).square().mean().backward()
     assert len(graphs) == 1
     torch._dynamo.reset()
+
+
+def test_each_task_id_compiles_its_own_graph_and_more_tasks_need_a_higher_recompile_limit():
+    # TaskEmbedding's docstring: an int task id reads one parameter, so each id is a graph;
+    # past torch._dynamo's recompile limit a fullgraph model raises, below it every task runs
+    torch.manual_seed(0)
+    tasks = 10
+    target = Target(nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)))
+    model = HyperModel(HyperNetwork(target, TaskEmbedding(tasks, 5), MLP((16,)), Once()), target)
+    x = torch.randn(N, 6)
+    eager = [model(x, t).detach() for t in range(tasks)]
+    graphs = []
+
+    def counting(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    with torch._dynamo.config.patch(recompile_limit=4):
+        torch._dynamo.reset()
+        compiled = torch.compile(model, backend=counting, fullgraph=True)
+        for t in range(4):
+            compiled(x, t)
+        with pytest.raises(torch._dynamo.exc.FailOnRecompileLimitHit):
+            compiled(x, 4)
+    with torch._dynamo.config.patch(recompile_limit=tasks):
+        torch._dynamo.reset()
+        graphs.clear()
+        compiled = torch.compile(model, backend=counting, fullgraph=True)
+        for t in range(tasks):
+            torch.testing.assert_close(compiled(x, t), eager[t])
+        for t in range(tasks):  # a second pass reuses every task's graph
+            compiled(x, t)
+    assert len(graphs) == tasks
+    torch._dynamo.reset()

@@ -198,6 +198,12 @@ class TaskEmbedding(Conditioner):
     :meth:`add_tasks` grows the table and keeps existing embeddings exactly; an optimizer built
     before that call does not see the new embeddings unless it is passed as ``optimizer=``.
 
+    Under ``torch.compile`` an ``int`` task id reads one of these parameters, so each task id
+    compiles a graph of its own (the price of giving other tasks no gradient). ``torch._dynamo``
+    recompiles a function at most ``torch._dynamo.config.recompile_limit`` times (8 by default;
+    with ``fullgraph=True`` the next task raises, otherwise it runs eagerly): with more tasks,
+    raise that limit to the number of tasks before the first call.
+
     Example::
 
         >>> import torch
