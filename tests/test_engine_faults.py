@@ -467,3 +467,17 @@ def test_the_run_saves_its_model_and_load_model_rebuilds_it(tmp_path: Path, monk
     (tmp_path / "bad.safetensors").write_bytes(b"not a model")
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
         load_model(tmp_path / "bad.safetensors")
+
+
+def test_a_saved_models_info_sizes_are_ints_of_at_least_one() -> None:
+    from hyperdnn.engine.model import info_sizes
+    from hyperdnn.recipes.continual import ContinualConfig, build_model
+
+    assert info_sizes({"features": 3, "arms": 2, "other": "x"}, "features", "arms") == {"features": 3, "arms": 2}
+    for info, got in (({"features": 3}, "'arms': None"), ({"features": True, "arms": 2}, "'features': True"),
+                      ({"features": 3, "arms": 0}, "'arms': 0"), ({"features": 2.0, "arms": 2}, "'features': 2.0")):  # fmt: skip
+        with pytest.raises(CheckpointError, match=rf"needs features and arms \(ints >= 1\), got \{{{got}\}}"):
+            info_sizes(info, "features", "arms")
+    # a recipe's build_model refuses a model file whose info does not fit, naming the keys
+    with pytest.raises(CheckpointError, match="needs in_features and classes_per_task and num_tasks"):
+        build_model(ContinualConfig(), "model", {"in_features": 64, "classes_per_task": 2})

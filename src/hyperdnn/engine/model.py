@@ -35,7 +35,7 @@ from torch import nn
 from hyperdnn.engine.checkpoint import atomic_write_bytes
 from hyperdnn.engine.errors import CheckpointError
 
-__all__ = ["MODEL_FORMAT", "save_model", "read_model_info", "load_model"]
+__all__ = ["MODEL_FORMAT", "save_model", "read_model_info", "load_model", "info_sizes"]
 
 #: the ``format`` entry of a model file's metadata
 MODEL_FORMAT = "hyperdnn-model/1"
@@ -113,6 +113,25 @@ def read_model_info(path: str | Path) -> dict[str, Any]:
     if not isinstance(config, dict) or not isinstance(info, dict):
         raise CheckpointError(f"{str(p)!r}: the model's config and info must be mappings")
     return {"recipe": meta.get("recipe", ""), "config": config, "info": info}
+
+
+def info_sizes(info: Mapping[str, Any], *keys: str) -> dict[str, int]:
+    """The sizes ``keys`` of a saved model's ``info`` (what a recipe's ``build_model`` reads), each
+    an int >= 1.
+
+    Raises:
+        CheckpointError: a key missing or not an int >= 1 (naming the keys and what was given).
+
+    Example::
+
+        >>> info_sizes({"features": 3, "arms": 2}, "features", "arms")
+        {'features': 3, 'arms': 2}
+    """
+    sizes = {k: info.get(k) for k in keys}
+    bad = {k: v for k, v in sizes.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1}
+    if bad:
+        raise CheckpointError(f"the model's info needs {' and '.join(keys)} (ints >= 1), got {bad}")
+    return sizes  # type: ignore[return-value]
 
 
 def load_model(source: str | Path, name: str = "model", map_location: str | torch.device = "cpu") -> nn.Module:

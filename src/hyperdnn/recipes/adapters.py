@@ -60,7 +60,7 @@ from hyperdnn.data.words import SPELLCHECKER_LANGUAGES, find_word_file
 from hyperdnn.engine.config import apply_preset, option
 from hyperdnn.engine.errors import CheckpointError, UsageError
 from hyperdnn.engine.loop import Unit, Work, resumable, run_units
-from hyperdnn.engine.model import load_model
+from hyperdnn.engine.model import info_sizes, load_model
 from hyperdnn.engine.registry import Recipe, register_recipe
 from hyperdnn.engine.run import Outcome, RunContext
 from hyperdnn.metrics.language import next_token_nll
@@ -343,9 +343,7 @@ def build_model(cfg: AdaptersConfig, name: str, info: Mapping[str, Any]) -> nn.M
     ``info``: ``vocab_size`` and ``languages`` of the run. Load the trained one with
     :func:`hyperdnn.engine.load_model` (``load_model(out)``: ``model(ids, lang)`` -> logits).
     """
-    sizes = {k: info.get(k) for k in ("vocab_size", "languages")}
-    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in sizes.values()):
-        raise CheckpointError(f"the model's info needs vocab_size and languages (ints >= 1), got {sizes}")
+    sizes = info_sizes(info, "vocab_size", "languages")
     if name == "shared":
         return shared_model(cfg, sizes["vocab_size"])
     target = adapted(cfg, shared_model(cfg, sizes["vocab_size"]))

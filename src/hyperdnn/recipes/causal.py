@@ -66,6 +66,7 @@ from hyperdnn.data.ihdp import IHDP, load_ihdp_npz
 from hyperdnn.engine.config import apply_preset, option
 from hyperdnn.engine.errors import CheckpointError, UsageError
 from hyperdnn.engine.loop import LoopResult, Unit, Work, resumable, run_units
+from hyperdnn.engine.model import info_sizes
 from hyperdnn.engine.registry import Recipe, register_recipe
 from hyperdnn.engine.report import Column, Report, Table, bar_chart_figure, line_chart_figure
 from hyperdnn.engine.run import Outcome, RunContext
@@ -353,9 +354,7 @@ def build_model(cfg: CausalConfig, name: str, info: Mapping[str, Any]) -> torch.
     (``x_mean``, ``x_std``, ``y_mean``, ``y_std``) that maps covariates and outcomes."""
     if name != "model":
         raise CheckpointError(f"the causal recipe saves one model, 'model'; got {name!r}")
-    sizes = {k: info.get(k) for k in ("features", "arms")}
-    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in sizes.values()):
-        raise CheckpointError(f"the model's info needs features and arms (ints >= 1), got {sizes}")
+    sizes = info_sizes(info, "features", "arms")
     est = make_estimator(cfg, "hyper_t", 0)
     return est._build(sizes["features"], sizes["arms"])
 

@@ -58,6 +58,7 @@ from hyperdnn.data.toy import gap_regression
 from hyperdnn.engine.config import option
 from hyperdnn.engine.errors import CheckpointError, UsageError
 from hyperdnn.engine.loop import LoopResult, Unit, Work, resumable, run_units
+from hyperdnn.engine.model import info_sizes
 from hyperdnn.engine.registry import Recipe, register_recipe
 from hyperdnn.engine.report import Report
 from hyperdnn.engine.run import Outcome, RunContext
@@ -351,10 +352,7 @@ def build_model(cfg: UncertaintyConfig, name: str, info: Mapping[str, Any]) -> U
     if task not in TASKS or method not in HYPERNETS:
         saved = [f"{t}-{m}" for t in TASKS for m in HYPERNETS]
         raise CheckpointError(f"the uncertainty recipe saves the models {saved}; got {name!r}")
-    sizes = {key: info.get(key) for key in ("in_features", "out_features")}
-    bad = {k: v for k, v in sizes.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1}
-    if bad:
-        raise CheckpointError(f"the model's info needs in_features and out_features (ints >= 1), got {bad}")
+    sizes = info_sizes(info, "in_features", "out_features")
     return make_model(cfg, method, task, sizes["in_features"], sizes["out_features"])
 
 
