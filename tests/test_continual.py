@@ -259,6 +259,21 @@ def test_split_and_permuted_streams() -> None:
         make_stream("rotated", "digits")
 
 
+def test_joint_batch_equals_each_tasks_rows_in_task_order() -> None:
+    perm = permuted_stream(_toy_split(), 3, seed=1)  # 40 training rows per task
+    assert perm.num_train == sum(t.num_train for t in perm) == 120
+    idx = torch.tensor([85, 3, 41, 119, 0, 40])  # tasks 2, 0, 1, 2, 0, 1
+    x, y, ids = perm.joint_batch(idx)
+    want = [(t, perm[t].train_batch(torch.tensor(rows))) for t, rows in ((0, [3, 0]), (1, [1, 0]), (2, [5, 39]))]
+    assert torch.equal(x, torch.cat([xb for _, (xb, _) in want]))
+    assert torch.equal(y, torch.cat([yb for _, (_, yb) in want]))
+    assert ids.tolist() == [0, 0, 1, 1, 2, 2]
+    for bad, got in ((torch.tensor([120]), "got rows 120 to 120"), (torch.tensor([-1, 2]), "got rows -1 to 2"),
+                     (torch.tensor([], dtype=torch.long), "got no rows")):  # fmt: skip
+        with pytest.raises(ValueError, match=rf"expected rows in \[0, 119\], {got}"):
+            perm.joint_batch(bad)
+
+
 def _write_idx(path: Path, array: np.ndarray, compress: bool = False) -> None:
     codes = {np.dtype(np.uint8): 0x08}
     header = bytes([0, 0, codes[array.dtype], array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)

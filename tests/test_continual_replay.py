@@ -194,6 +194,8 @@ def test_hnet_r_has_its_own_chunk_generator_and_learning_rate() -> None:
     dgr, _ = _learner("dgr")
     dgr.begin_task(0)
     assert [g["lr"] for g in make_optimizer(cfg, "dgr/CL3", dgr, 0).param_groups] == [0.002]  # DGR: --lr
+    with pytest.raises(ValueError, match="replay_lr must be >= 0, got -0.1"):
+        learner.param_groups(0, 0.002, -0.1)
 
 
 def test_bad_input() -> None:

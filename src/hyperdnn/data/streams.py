@@ -22,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -140,6 +141,35 @@ class TaskStream:
     def global_label(self, task: int, local: torch.Tensor) -> torch.Tensor:
         """Class-incremental label of ``local`` labels of ``task``: ``task * classes_per_task + local``."""
         return local + task * self.classes_per_task
+
+    @functools.cached_property
+    def _train_offsets(self) -> torch.Tensor:
+        return torch.tensor([0] + [task.num_train for task in self.tasks]).cumsum(0)
+
+    @property
+    def num_train(self) -> int:
+        """Training rows of all tasks together: the rows :meth:`joint_batch` indexes."""
+        return int(self._train_offsets[-1])
+
+    def joint_batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Training inputs ``(B, F)``, local labels and task ids ``(B,)`` of rows ``idx`` of all
+        tasks' training rows, task 0's first (joint training over the stream). The rows come
+        back grouped by task, in task order.
+
+        Raises:
+            ValueError: no rows, or a row outside ``[0, num_train - 1]``.
+        """
+        if not idx.numel() or int(idx.min()) < 0 or int(idx.max()) >= self.num_train:
+            got = f"rows {int(idx.min())} to {int(idx.max())}" if idx.numel() else "no rows"
+            raise ValueError(f"TaskStream.joint_batch: expected rows in [0, {self.num_train - 1}], got {got}")
+        offsets = self._train_offsets
+        which = torch.bucketize(idx, offsets[1:], right=True)
+        parts = []
+        for j in which.unique().tolist():
+            x, y = self.tasks[j].train_batch(idx[which == j] - offsets[j])
+            parts.append((x, y, torch.full_like(y, j)))
+        x, y, ids = (torch.cat(p) for p in zip(*parts))
+        return x, y, ids
 
 
 def split_stream(

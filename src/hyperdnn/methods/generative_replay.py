@@ -305,6 +305,23 @@ class ReplayLearner(SharedNetworkLearner):
     def parameters_for(self, t: int) -> list[nn.Parameter]:
         return list(self.model.parameters()) + self.replay.parameters_for(t)
 
+    def param_groups(self, t: int, lr: float, replay_lr: float = 0.0) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups on task ``t``: the classifier at ``lr`` and the
+        replay model at ``replay_lr`` (two groups); ``replay_lr = 0``: one group of
+        :meth:`parameters_for` at ``lr``.
+
+        Raises:
+            ValueError: a negative ``replay_lr``.
+        """
+        if replay_lr < 0:
+            raise ValueError(f"ReplayLearner.param_groups: replay_lr must be >= 0, got {replay_lr!r}")
+        if not replay_lr:
+            return [{"params": self.parameters_for(t), "lr": lr}]
+        return [
+            {"params": list(self.model.parameters()), "lr": lr},
+            {"params": self.replay.parameters_for(t), "lr": replay_lr},
+        ]
+
     def train_step(self, t, x, y, task_ids, optimizer, generator) -> dict[str, float]:
         self.check_one_task(t, task_ids)
         replayed = None

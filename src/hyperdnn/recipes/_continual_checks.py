@@ -28,6 +28,7 @@ from hyperdnn.data.streams import max_tasks
 from hyperdnn.engine import Checkpoint, CheckpointError, UsageError, check_loop_state
 from hyperdnn.engine.seeding import format_bytes, memory_limit
 from hyperdnn.networks import mlp_parameters
+from hyperdnn.recipes._continual_units import plan, unit_keys
 
 if TYPE_CHECKING:
     from hyperdnn.engine.loop import Unit
@@ -94,8 +95,6 @@ def count_parameters(cfg: ContinualConfig) -> dict[str, int]:
     Returns:
         Unit key (``hnet``, ``separate``, ``finetune/CL1`` ...) -> parameter count.
     """
-    from hyperdnn.recipes.continual import unit_keys
-
     F, k, T = get_dataset(cfg.data).features, _classes_per_task(cfg), cfg.tasks
     target = mlp_parameters(F, cfg.hidden, k)
     counts = {}
@@ -129,8 +128,6 @@ def estimate_memory(cfg: ContinualConfig) -> dict[str, int]:
     Returns:
         Part description (naming the options that drive it) -> bytes.
     """
-    from hyperdnn.recipes.continual import unit_keys
-
     data = get_dataset(cfg.data)
     F, k, T = data.features, _classes_per_task(cfg), cfg.tasks
     target = mlp_parameters(F, cfg.hidden, k)
@@ -223,8 +220,6 @@ def check_config(cfg: ContinualConfig) -> None:
     Raises:
         UsageError: naming the option, what was expected and what was given.
     """
-    from hyperdnn.recipes.continual import unit_keys
-
     if not unit_keys(cfg):
         raise UsageError(
             f"--methods {','.join(cfg.methods)} train in CL2 and CL3 only (replay needs no task identity); "
@@ -257,8 +252,6 @@ def check_state(cfg: ContinualConfig, checkpoint: Checkpoint) -> None:
     Raises:
         CheckpointError: listing what does not fit.
     """
-    from hyperdnn.recipes.continual import plan
-
     units, state = plan(cfg, cfg.tasks), checkpoint.state
     problems = check_loop_state(units, state, results=ContinualResults, work=dict[str, int])
     if not problems:

@@ -22,6 +22,7 @@ from hyperdnn.engine.report import Column, Report, Table, heatmap_figure
 from hyperdnn.engine.run import Outcome, RunContext
 from hyperdnn.metrics import accuracy_summary
 from hyperdnn.networks import mlp_parameters
+from hyperdnn.recipes._continual_units import REPLAY, scenarios_of
 
 if TYPE_CHECKING:
     from hyperdnn.recipes.continual import ContinualConfig
@@ -38,8 +39,6 @@ SCENARIO_NAMES = {
 def empty_results(cfg: ContinualConfig, units: Sequence[Unit], T: int) -> dict[str, Any]:
     """The results the loop fills for ``T`` tasks: per unit and scenario an accuracy matrix and
     the task inference per stage (``None``: not measured yet), and the trained parameters."""
-    from hyperdnn.recipes.continual import scenarios_of
-
     nothing = [[None] * T for _ in range(T)]
     results: dict[str, Any] = {"matrices": {}, "inference": {}, "params": {}}
     for u in units:
@@ -63,8 +62,6 @@ def report(
     cfg: ContinualConfig, ctx: RunContext, stream: TaskStream, units: Sequence[Unit], done: LoopResult
 ) -> Outcome:
     """summary.md (a table and a heat map per scenario) and results.json's metrics."""
-    from hyperdnn.recipes.continual import REPLAY
-
     T, res = len(stream), done.results
     separate = separate_parameters(cfg, stream)
     rep = Report(ctx, f"continual: {stream.name}, {T} tasks, seed {ctx.seed}")

@@ -22,8 +22,8 @@ of the task's classes), CL3 class-incremental (no task id, a head over every cla
 
 The story below: the config; the data (a task stream); the methods (one learner per unit);
 the loop (each learner task by task through the engine's :func:`~hyperdnn.engine.run_units`:
-progress, checkpoints, resume); the report (a table and a heat map per scenario) lives in
-:mod:`hyperdnn.recipes._continual_report`.
+progress, checkpoints, resume; its units from :mod:`hyperdnn.recipes._continual_units`); the
+report (a table and a heat map per scenario) lives in :mod:`hyperdnn.recipes._continual_report`.
 
 Run::
 
@@ -44,11 +44,8 @@ accuracy on both seeds (backward transfer +0.0 and -0.4 points), separate networ
 92.6%, fine-tuning at 72.1% and 68.7% (-22.8 and -26.5 points). Every table gives each method's
 trained parameters (from its optimizers) and their ratio to the separate networks'. SplitMNIST
 CL3 (``--benchmark split --scenarios CL1,CL2,CL3``, 164 and 165 s of CPU time): HNET+R 85.8%
-and 85.7%, HNET+ENT 44.1% and 30.9%, DGR 87.4% and 87.1%, so HNET+R is still below DGR. HNET+R's
-replay hypernetwork has its own chunk generator, learning rate and regulariser weight; the
-defaults, ``--replay_chunk_hidden 300 --replay_lr 3e-3 --replay_beta 0.01``, are the best
-measured (1,749,662 parameters in CL3); the earlier ``--replay_chunk_hidden 0 --replay_lr 0
---replay_beta 0.003`` (the classifier hypernetwork's generator and ``--lr``) gave 77.1% and 71.4%.
+and 85.7% (its replay hypernetwork's own ``--replay_chunk_hidden``, ``--replay_lr`` and
+``--replay_beta``), HNET+ENT 44.1% and 30.9%, DGR 87.4% and 87.1%: HNET+R is still below DGR.
 """
 
 from __future__ import annotations
@@ -66,6 +63,7 @@ from hyperdnn.data.streams import BENCHMARKS, DEFAULT_TASKS, TaskStream, make_st
 from hyperdnn.engine.config import apply_preset, option
 from hyperdnn.engine.errors import CheckpointError, UsageError
 from hyperdnn.engine.loop import LoopState, Unit, Work, run_units
+from hyperdnn.engine.model import info_sizes
 from hyperdnn.engine.registry import Recipe, register_recipe
 from hyperdnn.engine.run import Outcome, RunContext
 from hyperdnn.methods import SCENARIOS, ContinualLearner, HypernetLearner
@@ -75,6 +73,7 @@ from hyperdnn.networks import mlp
 from hyperdnn.optim import adam
 from hyperdnn.recipes._continual_checks import check_config, check_state, count_parameters, estimate_memory
 from hyperdnn.recipes._continual_report import empty_results, report
+from hyperdnn.recipes._continual_units import REPLAY, plan, scenarios_of, unit_keys
 
 __all__ = [
     "ContinualConfig",
@@ -90,8 +89,6 @@ __all__ = [
 __all__ += ["count_parameters", "estimate_memory", "check_config", "check_state"]
 
 METHODS = ("hnet", "finetune", "ewc", "separate", "joint", "hnet+r", "dgr")
-#: methods with generative replay: trained in CL2 and CL3 only (CL1 gives the task)
-REPLAY = ("hnet+r", "dgr")
 #: epochs per task when --epochs is 0 (SplitMNIST tasks have a fifth of the images)
 DEFAULT_EPOCHS = {"permuted": 10, "split": 20}
 #: what --quick sets: a smoke run of every method in well under a minute (scikit-learn's digits)
@@ -187,12 +184,17 @@ def load_stream(cfg: ContinualConfig, seed: int) -> TaskStream:
 
 
 # ====================================================================== the methods
+def _task_hypernet(cfg: ContinualConfig, target: Target, generator: tuple[int, ...]) -> HyperNetwork:
+    """A task-conditioned hypernetwork of ``cfg`` for ``target`` (one task embedding to start),
+    its chunk generator of hidden widths ``generator``."""
+    head = Chunked(cfg.chunk_size, cfg.chunk_embed_dim, hidden=generator) if cfg.head == "chunked" else Once()
+    return HyperNetwork(target, TaskEmbedding(1, cfg.task_embed_dim), MLP(cfg.trunk), head)
+
+
 def build_hypernet(cfg: ContinualConfig, in_features: int, classes_per_task: int) -> tuple[HyperNetwork, Target]:
     """The task-conditioned hypernetwork of ``cfg`` and its target MLP (one task embedding to start)."""
     target = Target(mlp(in_features, cfg.hidden, classes_per_task, cfg.dropout))
-    head = Chunked(cfg.chunk_size, cfg.chunk_embed_dim, hidden=cfg.chunk_hidden) if cfg.head == "chunked" else Once()
-    hnet = HyperNetwork(target, TaskEmbedding(1, cfg.task_embed_dim), MLP(cfg.trunk), head)
-    return hnet, target
+    return _task_hypernet(cfg, target, cfg.chunk_hidden), target
 
 
 def build_replay(cfg: ContinualConfig, method: str, in_features: int) -> HypernetReplay | VAEReplay:
@@ -204,10 +206,7 @@ def build_replay(cfg: ContinualConfig, method: str, in_features: int) -> Hyperne
     if method == "dgr":
         return VAEReplay(encoder, decoder, cfg.vae_latent)
     target = Target(decoder)
-    head = (
-        Chunked(cfg.chunk_size, cfg.chunk_embed_dim, hidden=cfg.replay_generator) if cfg.head == "chunked" else Once()
-    )
-    hnet = HyperNetwork(target, TaskEmbedding(1, cfg.task_embed_dim), MLP(cfg.trunk), head)
+    hnet = _task_hypernet(cfg, target, cfg.replay_generator)
     return HypernetReplay(encoder, hnet, target, cfg.vae_latent, cfg.replay_beta)
 
 
@@ -234,46 +233,12 @@ def make_optimizer(cfg: ContinualConfig, key: str, learner: ContinualLearner, t:
     VAE (its encoder, decoder hypernetwork and task embedding) is a parameter group of its own at
     that rate."""
     lr = cfg.hnet_lr if key == "hnet" else cfg.lr
-    if cfg.replay_lr and isinstance(learner, ReplayLearner) and isinstance(learner.replay, HypernetReplay):
-        groups = [
-            {"params": list(learner.model.parameters()), "lr": lr},
-            {"params": learner.replay.parameters_for(t), "lr": cfg.replay_lr},
-        ]
-        return adam(groups, lr=lr)
+    if isinstance(learner, ReplayLearner) and isinstance(learner.replay, HypernetReplay):
+        return adam(learner.param_groups(t, lr, cfg.replay_lr), lr=lr)
     return adam(learner.parameters_for(t), lr=lr)
 
 
 # ====================================================================== the loop
-def unit_keys(cfg: ContinualConfig) -> list[str]:
-    """The models a run trains: the hypernetwork and separate networks once (every scenario is
-    measured on the same model), each other method once per scenario (``"ewc/CL2"``); the
-    replay methods (``hnet+r``, ``dgr``) in CL2 and CL3 only."""
-    keys = []
-    for m in cfg.methods:
-        if m in ("hnet", "separate"):
-            keys.append(m)
-        else:
-            keys += [f"{m}/{s}" for s in cfg.scenarios if not (m in REPLAY and s == "CL1")]
-    return keys
-
-
-def scenarios_of(key: str, cfg: ContinualConfig) -> tuple[str, ...]:
-    """The scenarios a unit is measured in: its own (``"ewc/CL2"``), or all of the run's."""
-    return (key.split("/")[1],) if "/" in key else cfg.scenarios
-
-
-def plan(cfg: ContinualConfig, num_tasks: int) -> list[Unit]:
-    """The units of a run (:func:`unit_keys`): a task per stage, joint training one stage over
-    all tasks."""
-    tasks = tuple(f"task {t + 1:>2}/{num_tasks}" for t in range(num_tasks))
-    joint = (f"all {num_tasks} tasks",)
-    epochs = {"joint": cfg.joint_epochs or cfg.task_epochs}
-    return [
-        Unit(k, joint if k.startswith("joint/") else tasks, epochs.get(k.split("/")[0], cfg.task_epochs))
-        for k in unit_keys(cfg)
-    ]
-
-
 class TaskWork(Work):
     """One learner through the stream: a task per stage (all tasks at once for joint training).
 
@@ -287,7 +252,6 @@ class TaskWork(Work):
         self.ctx, self.cfg, self.stream, self.key = ctx, cfg, stream, unit.key
         self.joint = unit.key.startswith("joint/")
         self.scenarios = scenarios_of(unit.key, cfg)
-        self.tasks = list(stream) if self.joint else None
         self.num_stages = len(unit.stages)
 
     def _task(self, stage: int) -> int:
@@ -304,27 +268,22 @@ class TaskWork(Work):
     def _optimizer(self, t: int) -> torch.optim.Optimizer:
         return make_optimizer(self.cfg, self.key, self.learner, t)
 
+    def _rows(self, stage: int) -> int:
+        return self.stream.num_train if self.joint else self.stream[stage].num_train
+
     def steps(self, stage: int) -> int:
-        sizes = [task.num_train for task in self.tasks] if self.joint else [self.stream[stage].num_train]
-        return -(-sum(sizes) // self.cfg.batch_size)
+        return -(-self._rows(stage) // self.cfg.batch_size)
 
     def _batch(self, t: int, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Inputs, task-local labels and task ids of rows ``idx`` (of all tasks' rows, joint)."""
-        if not self.joint:
-            x, y = self.stream[t].train_batch(idx)
-            return x, y, torch.full_like(y, t)
-        which = torch.bucketize(idx, self.offsets[1:], right=True)
-        parts = []
-        for j in which.unique().tolist():
-            x, y = self.tasks[j].train_batch(idx[which == j] - self.offsets[j])
-            parts.append((x, y, torch.full_like(y, j)))
-        return tuple(torch.cat(p) for p in zip(*parts))  # type: ignore[return-value]
+        if self.joint:
+            return self.stream.joint_batch(idx)
+        x, y = self.stream[t].train_batch(idx)
+        return x, y, torch.full_like(y, t)
 
     def train_epoch(self, stage: int, epoch: int, tick) -> dict[str, float]:
         t, name = self._task(stage), "joint" if self.joint else self._task(stage)
-        sizes = [task.num_train for task in self.tasks] if self.joint else [self.stream[t].num_train]
-        self.offsets = torch.tensor([0] + sizes).cumsum(0)
-        order = torch.randperm(int(self.offsets[-1]), generator=self.ctx.generator("batches", name, epoch))
+        order = torch.randperm(self._rows(stage), generator=self.ctx.generator("batches", name, epoch))
         self.ctx.seed_everything("dropout", name, epoch)
         step_gen = self.ctx.generator(self.key, "steps", t, epoch)
         sums: dict[str, float] = {}
@@ -404,10 +363,7 @@ def build_model(cfg: ContinualConfig, name: str, info: Mapping[str, Any]) -> Hyp
     """
     if name != "model":
         raise CheckpointError(f"the continual recipe saves one model, 'model'; got {name!r}")
-    sizes = {key: info.get(key) for key in ("in_features", "classes_per_task", "num_tasks")}
-    bad = {k: v for k, v in sizes.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1}
-    if bad:
-        raise CheckpointError(f"the model's info needs in_features, classes_per_task and num_tasks (ints >= 1), got {bad}")  # fmt: skip
+    sizes = info_sizes(info, "in_features", "classes_per_task", "num_tasks")
     hnet, target = build_hypernet(cfg, sizes["in_features"], sizes["classes_per_task"])
     if sizes["num_tasks"] > 1:
         hnet.conditioner.add_tasks(sizes["num_tasks"] - 1)  # type: ignore[operator]
