@@ -28,6 +28,7 @@ from hyperdnn.methods.hyperite import (
     HyperTARNet,
     HyperTLearner,
     arm_spread,
+    noise_variance,
 )
 from hyperdnn.methods.treatment_effect import TrainOptions, TreatmentEffectEstimator, check_treatment_data, with_arms
 from hyperdnn.metrics.causal import ate_error, mean_se, paired_win_rate, sqrt_pehe
@@ -356,6 +357,67 @@ def test_the_arm_prior_pulls_the_arms_generated_networks_together(tmp_path: Path
         HyperTLearner(arm_prior=-1.0)
 
 
+def test_noise_variance_recovers_a_known_noise() -> None:
+    """Per-arm kernel ridge regression's leave-one-out error is the noise's variance on linear
+    arms (each arm its own slope); on a curved outcome the Gaussian kernels take much of the
+    misfit a linear regression leaves, and what is left counts as noise (the estimate errs high)."""
+    gen = torch.Generator().manual_seed(0)
+    x, t = torch.randn(800, 5, generator=gen), torch.randint(0, 2, (800,), generator=gen)
+    mean = x @ torch.tensor([1.0, -2.0, 0.5, 0.0, 0.0]) + t * (1 + 3 * x[:, 0])
+    eps = torch.randn(800, generator=gen)
+    for sigma in (0.1, 0.5, 1.0, 3.0):
+        assert noise_variance(x, t, mean + sigma * eps) == pytest.approx(sigma**2, rel=0.12), sigma
+    assert noise_variance(x, t, mean) < 1e-3  # noise-free: the ridge of the smallest penalty fits
+    curved = (x[:, 0] ** 2 + torch.sin(3 * x[:, 1])) + 0.5 * eps
+    kernel, linear = noise_variance(x, t, curved), noise_variance(x, t, curved, gammas=())
+    assert 0.25 < kernel < 0.5 * linear, (kernel, linear)
+    with pytest.raises(ValueError, match="expected x \\(N, F\\), t \\(N,\\), y \\(N,\\)"):
+        noise_variance(x, t[:10], mean)
+    with pytest.raises(ValueError, match="alphas must be at least one of finite numbers > 0, got \\(0.0,\\)"):
+        noise_variance(x, t, mean, alphas=(0.0,))
+    with pytest.raises(ValueError, match="alphas must be at least one of finite numbers > 0, got \\(\\)"):
+        noise_variance(x, t, mean, alphas=())
+    with pytest.raises(ValueError, match="gammas must be finite numbers > 0, got \\(-1.0,\\)"):
+        noise_variance(x, t, mean, gammas=(-1.0,))
+    with pytest.raises(ValueError, match="max_units must be an int >= 2, got 1"):
+        noise_variance(x, t, mean, max_units=1)
+    assert noise_variance(x, t, mean + eps, max_units=200) == pytest.approx(1.0, rel=0.25)  # 200 units per arm
+    with pytest.raises(ValueError, match="an arm with at least two units"):
+        noise_variance(x[:1], t[:1], mean[:1])
+
+
+def test_the_noise_scaled_arm_prior_weighs_the_spread_by_the_noise(tmp_path: Path) -> None:
+    """arm_prior_noise: the prior's weight is lambda * s2 / n, s2 the noise_variance of the
+    training units' standardised outcome (not the validation units'); it grows with the noise,
+    is 1 without the option, and the option is saved and loaded."""
+    options = TrainOptions(lr=1e-2, max_epochs=20, val_fraction=0.25, seed=3)
+    scales = {}
+    for noise in (0.1, 1.0):
+        data = _linear_effect_data(300, seed=1)
+        y = np.where(data.t == 1, data.mu1, data.mu0) + noise * np.random.default_rng(2).normal(size=300)
+        for cls in (HyperTLearner, HyperTARNet):
+            args = ((8,), SMALL) if cls is HyperTLearner else ((8,), (8,), SMALL)
+            est = cls(*args, options, 2.0, True).fit(data.x, data.t, y)
+            train = split_units(data.t, 0.25, 3)[0]
+            ys, xs = (y - y.mean()) / y.std(), (data.x - data.x.mean(0)) / data.x.std(0)
+            want = noise_variance(*(torch.as_tensor(a[train]) for a in (xs, data.t, ys)))
+            assert est.prior_scale_ == pytest.approx(want, rel=1e-4), cls
+            with torch.no_grad():
+                spread = arm_spread(est._generated(), 2)
+                assert float(est._penalty()(100)) == pytest.approx(2.0 * want / 100 * float(spread), rel=1e-5)
+            scales[cls.__name__, noise] = est.prior_scale_
+    for name in ("HyperTLearner", "HyperTARNet"):
+        assert scales[name, 1.0] > 5 * scales[name, 0.1], scales
+    plain = HyperTLearner((8,), SMALL, options, 2.0).fit(data.x, data.t, y)
+    assert plain.prior_scale_ == 1.0 and not plain.arm_prior_noise
+    assert HyperTLearner((8,), SMALL, options, 0.0, True).fit(data.x, data.t, y)._penalty() is None
+    loaded = TreatmentEffectEstimator.load(est.save(tmp_path / "est.pt"))
+    assert loaded.arm_prior_noise is True and loaded.config() == est.config()
+    for cls in (HyperTLearner, HyperTARNet):
+        with pytest.raises(ValueError, match="arm_prior_noise must be a bool, got 'yes'"):
+            cls(arm_prior=1.0, arm_prior_noise="yes")
+
+
 def test_spectral_norm_reaches_every_trunk_layer_when_asked() -> None:
     data = _linear_effect_data(120)
     options = TrainOptions(max_epochs=3, seed=1)
@@ -377,6 +439,8 @@ def test_the_recipe_gives_the_hypernetwork_weight_decay_to_the_hypernetwork_lear
     assert CausalConfig().arm_prior == 0.0  # the default: no prior on the arms' spread
     cfg = CausalConfig(arm_prior=0.3)
     assert make_estimator(cfg, "hyper_t", 3).arm_prior == make_estimator(cfg, "hyper_tarnet", 3).arm_prior == 0.3
+    cfg = CausalConfig(arm_prior=0.3, arm_prior_noise=True)
+    assert make_estimator(cfg, "hyper_t", 3).arm_prior_noise and make_estimator(cfg, "hyper_tarnet", 3).arm_prior_noise
 
 
 # ---------------------------------------------------------------------- metrics
@@ -462,6 +526,8 @@ def test_resume_after_an_interruption_gives_the_same_results(quick_run, tmp_path
         ),
         (["--ihdp_file", "none.npz"], "no IHDP file"),
         (["--test_fraction", "1.5"], "--test_fraction"),
+        (["--arm_prior", "-0.5"], "--arm_prior"),
+        (["--arm_prior_noise", "maybe"], "--arm_prior_noise"),
     ],
 )
 def test_bad_options_are_one_line_and_write_nothing(tmp_path: Path, argv: list[str], message: str) -> None:

@@ -21,7 +21,9 @@ the generated weights (the paper's "hypernet dropout").
   run as one ensemble call of the target. ``arm_prior`` (HyperT, HyperTARNet; 0 by default)
   adds a Gaussian prior that pulls the arms' generated networks toward their mean
   (:func:`arm_spread`), weighted ``1 / n`` in the loss averaged over ``n`` training units as a
-  MAP prior is: strong sharing on few units, fading as the units grow.
+  MAP prior is: strong sharing on few units, fading as the units grow. ``arm_prior_noise``
+  scales that weight by the outcome noise :func:`noise_variance` estimates before training
+  (``lambda * s2 / n``, as a MAP prior's weight is in a Gaussian likelihood of variance ``s2``).
 * :class:`HyperTARNet` - a shared representation (plain) and per-arm heads generated from the
   arm embeddings.
 * :class:`HyperDRLearner` - the DR-learner (Kennedy, 2020) with a hypernetwork in its first
@@ -56,6 +58,7 @@ from torch import nn
 
 from hyperdnn._checks import check_widths
 from hyperdnn.conditioners import TaskEmbedding
+from hyperdnn.data.causal import split_units
 from hyperdnn.heads import Chunked, Once
 from hyperdnn.hypernet import HyperModel, HyperNetwork
 from hyperdnn.methods.treatment_effect import (
@@ -74,6 +77,7 @@ __all__ = [
     "HypernetOptions",
     "arm_hypernetwork",
     "arm_spread",
+    "noise_variance",
     "HyperSLearner",
     "HyperTLearner",
     "HyperTARNet",
@@ -82,6 +86,10 @@ __all__ = [
 
 #: the output strategies of :class:`HypernetOptions`
 HEADS = ("once", "chunked")
+#: the ridge penalties :func:`noise_variance` chooses from (times an arm's units)
+RIDGE_ALPHAS = (1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0)
+#: the Gaussian kernels' inverse widths :func:`noise_variance` chooses from (per covariate)
+RBF_GAMMAS = (0.3, 1.0, 3.0)
 
 
 @dataclass(frozen=True)
@@ -175,11 +183,102 @@ def arm_spread(model: HyperModel, contexts: int) -> torch.Tensor:
     return (flat - flat.mean(0)).pow(2).sum()
 
 
-def _check_prior(where: str, value: float) -> float:
+def noise_variance(
+    x: torch.Tensor,
+    t: torch.Tensor,
+    y: torch.Tensor,
+    alphas: Sequence[float] = RIDGE_ALPHAS,
+    gammas: Sequence[float] = RBF_GAMMAS,
+    max_units: int = 1000,
+) -> float:
+    """The outcome noise's variance, estimated from each arm's kernel ridge regression: the mean
+    over all units of the squared leave-one-out residuals of each arm's best regression, chosen
+    by that same leave-one-out error among a linear kernel and Gaussian kernels
+    ``exp(-gamma ||x - x'||^2 / F)``, each at the penalties ``alphas`` times the arm's units
+    (intercept unpenalised). The residuals ``r_i / (1 - h_ii)`` are exact, from one
+    eigendecomposition per arm and kernel; misfit the best regression leaves counts as noise,
+    so the estimate errs high on outcomes none of the kernels fits.
+
+    Args:
+        x: covariates ``(N, F)``; t: integer arms ``(N,)``; y: outcomes ``(N,)``.
+        alphas: ridge penalties relative to an arm's number of units, each ``> 0``.
+        gammas: the Gaussian kernels' inverse widths (per covariate), each ``> 0`` (``()``: the
+            linear kernel only, ridge regression).
+        max_units: an arm with more units is estimated on ``max_units`` of them, evenly spaced.
+
+    Returns:
+        The estimated variance, in ``y``'s squared units (arms of one unit contribute nothing).
+
+    Raises:
+        ValueError: arrays of other shapes, no arm with two units, a bad penalty, width or
+            ``max_units``.
+    """
+    if x.ndim != 2 or t.shape != (x.shape[0],) or y.shape != (x.shape[0],):
+        raise ValueError(f"noise_variance: expected x (N, F), t (N,), y (N,), got {tuple(x.shape)}, {tuple(t.shape)}, {tuple(y.shape)}")  # fmt: skip
+    for name, values, least in (("alphas", alphas, 1), ("gammas", gammas, 0)):
+        if len(values) < least or not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in values):
+            raise ValueError(f"noise_variance: {name} must be {'at least one of ' if least else ''}finite numbers > 0, got {values!r}")  # fmt: skip
+    if isinstance(max_units, bool) or not isinstance(max_units, int) or max_units < 2:
+        raise ValueError(f"noise_variance: max_units must be an int >= 2, got {max_units!r}")
+    total, units = 0.0, 0
+    for arm in torch.unique(t):
+        xa, ya = x[t == arm].double(), y[t == arm].double()
+        if len(ya) > max_units:
+            keep = torch.linspace(0, len(ya) - 1, max_units).long()
+            xa, ya = xa[keep], ya[keep]
+        n = len(ya)
+        if n < 2:
+            continue
+        center = torch.eye(n, dtype=xa.dtype) - 1 / n  # kernels of centred features: an unpenalised intercept
+        sq = torch.cdist(xa, xa).pow(2) / xa.shape[1]
+        kernels = [xa @ xa.T] + [torch.exp(-g * sq) for g in gammas]
+        ya, best = ya - ya.mean(), math.inf
+        for k in kernels:
+            w, v = torch.linalg.eigh(center @ k @ center)
+            w, vy = w.clamp_min(0), v.T @ ya
+            for a in alphas:
+                shrink = w / (w + a * n)
+                hat = 1 / n + v.pow(2) @ shrink  # the diagonal of the hat matrix
+                loo = (ya - v @ (shrink * vy)) / (1 - hat).clamp_min(1e-9)
+                best = min(best, float(loo.pow(2).mean()))
+        total, units = total + best * n, units + n
+    if not units:
+        raise ValueError("noise_variance: needs an arm with at least two units")
+    return total / units
+
+
+def _check_prior(where: str, value: float, noise: bool) -> tuple[float, bool]:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
     if not ok:
         raise ValueError(f"{where}: arm_prior must be a finite number >= 0, got {value!r}")
-    return float(value)
+    if not isinstance(noise, bool):
+        raise ValueError(f"{where}: arm_prior_noise must be a bool, got {noise!r}")
+    return float(value), noise
+
+
+class _ArmPrior(OutcomeLearner):
+    """The arm prior of HyperT and HyperTARNet: ``arm_prior * scale / n * arm_spread``, ``scale``
+    the :func:`noise_variance` of the training units' standardised outcome with
+    ``arm_prior_noise`` (set by :meth:`_fit` as ``prior_scale_``), else 1."""
+
+    arm_prior: float
+    arm_prior_noise: bool
+
+    def _generated(self) -> HyperModel:
+        raise NotImplementedError
+
+    def _fit(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, step: Callable[[], None] | None) -> int:
+        self.prior_scale_ = 1.0
+        if self.arm_prior and self.arm_prior_noise:  # the units train_network trains on
+            share = self.training.val_fraction
+            train = torch.as_tensor(split_units(t.numpy(), share, self.training.seed)[0]) if share > 0 else slice(None)
+            self.prior_scale_ = noise_variance(x[train], t[train], y[train])
+        return super()._fit(x, t, y, step)
+
+    def _penalty(self) -> Callable[[int], torch.Tensor] | None:
+        if not self.arm_prior:
+            return None
+        return lambda n: self.arm_prior * self.prior_scale_ / n * arm_spread(self._generated(), self.arms_)
 
 
 def _ensemble(model: HyperModel, x: torch.Tensor, contexts: int) -> torch.Tensor:
@@ -216,7 +315,7 @@ class HyperSLearner(OutcomeLearner):
         return self.model_(with_arms(x, self.arms_), 0).view(self.arms_, x.shape[0])  # type: ignore[misc]
 
 
-class HyperTLearner(OutcomeLearner):
+class HyperTLearner(_ArmPrior):
     """HyperITE's T-learner: arm ``k``'s outcome network is generated from embedding ``e_k``.
 
     Args:
@@ -228,9 +327,13 @@ class HyperTLearner(OutcomeLearner):
             (:func:`arm_spread`, ``n`` training units): a Gaussian prior of variance
             ``sigma^2 / lambda`` (``sigma^2`` the noise of the standardised outcome) on each
             arm's generated weights around the arms' mean; ``0`` (the default): no such prior.
+        arm_prior_noise: scale the prior's weight by the noise variance ``s2`` of the training
+            units' standardised outcome, estimated by :func:`noise_variance` before training
+            (``lambda * s2 / n``): the prior's weight relative to the likelihood's grows with
+            the noise, as it does in a Gaussian likelihood of variance ``s2``.
     """
 
-    config_keys = ("hidden", "hypernet", "arm_prior")
+    config_keys = ("hidden", "hypernet", "arm_prior", "arm_prior_noise")
     option_types = {"hypernet": HypernetOptions}
 
     def __init__(
@@ -239,11 +342,12 @@ class HyperTLearner(OutcomeLearner):
         hypernet: HypernetOptions | None = None,
         training: TrainOptions | None = None,
         arm_prior: float = 0.0,
+        arm_prior_noise: bool = False,
     ):
         super().__init__(training)
         self.hidden = check_widths(type(self).__name__, "hidden", hidden)
         self.hypernet = _options(hypernet, "HyperTLearner")
-        self.arm_prior = _check_prior("HyperTLearner", arm_prior)
+        self.arm_prior, self.arm_prior_noise = _check_prior("HyperTLearner", arm_prior, arm_prior_noise)
 
     def _build(self, features: int, arms: int) -> nn.Module:
         return arm_hypernetwork(mlp(features, self.hidden, 1), arms, self.hypernet)
@@ -251,23 +355,22 @@ class HyperTLearner(OutcomeLearner):
     def _outcomes(self, x: torch.Tensor) -> torch.Tensor:
         return _ensemble(self.model_, x, self.arms_)  # type: ignore[arg-type]
 
-    def _penalty(self) -> Callable[[int], torch.Tensor] | None:
-        if not self.arm_prior:
-            return None
-        return lambda n: self.arm_prior / n * arm_spread(self.model_, self.arms_)  # type: ignore[arg-type]
+    def _generated(self) -> HyperModel:
+        return self.model_  # type: ignore[return-value]
 
 
-class HyperTARNet(OutcomeLearner):
+class HyperTARNet(_ArmPrior):
     """HyperITE's TARNet: a shared representation; arm ``k``'s head is generated from ``e_k``.
 
     Args:
         representation, heads: the widths (as :class:`~hyperdnn.baselines.meta_learners.TARNet`).
         hypernet: the :class:`HypernetOptions`.
         training: the :class:`~hyperdnn.methods.treatment_effect.TrainOptions`.
-        arm_prior: the prior on the generated heads around their mean (as :class:`HyperTLearner`'s).
+        arm_prior, arm_prior_noise: the prior on the generated heads around their mean (as
+            :class:`HyperTLearner`'s).
     """
 
-    config_keys = ("representation", "heads", "hypernet", "arm_prior")
+    config_keys = ("representation", "heads", "hypernet", "arm_prior", "arm_prior_noise")
     option_types = {"hypernet": HypernetOptions}
 
     def __init__(
@@ -277,11 +380,12 @@ class HyperTARNet(OutcomeLearner):
         hypernet: HypernetOptions | None = None,
         training: TrainOptions | None = None,
         arm_prior: float = 0.0,
+        arm_prior_noise: bool = False,
     ):
         super().__init__(training)
         self.representation, self.heads = tuple(representation), tuple(heads)
         self.hypernet = _options(hypernet, "HyperTARNet")
-        self.arm_prior = _check_prior("HyperTARNet", arm_prior)
+        self.arm_prior, self.arm_prior_noise = _check_prior("HyperTARNet", arm_prior, arm_prior_noise)
         if not self.representation:
             raise ValueError("HyperTARNet: representation needs at least one width, got ()")
         check_widths(type(self).__name__, "representation", self.representation)
@@ -295,10 +399,8 @@ class HyperTARNet(OutcomeLearner):
     def _outcomes(self, x: torch.Tensor) -> torch.Tensor:
         return _ensemble(self.model_["heads"], self.model_["representation"](x), self.arms_)  # type: ignore[index]
 
-    def _penalty(self) -> Callable[[int], torch.Tensor] | None:
-        if not self.arm_prior:
-            return None
-        return lambda n: self.arm_prior / n * arm_spread(self.model_["heads"], self.arms_)  # type: ignore[index]
+    def _generated(self) -> HyperModel:
+        return self.model_["heads"]  # type: ignore[index]
 
 
 class HyperDRLearner(DoublyRobustLearner):
