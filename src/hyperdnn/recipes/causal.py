@@ -38,10 +38,10 @@ Run::
     hyperdnn run causal --ihdp_file ihdp_npci_1-100.train.npz   # IHDP replications of Shalit et al.
 
 Needs ``pip install 'hyperdnn[apps,causal]'`` (EconML). Expected (one thread on a shared 2-core
-machine; docs/causal.md has the tables of seeds 0 and 1): the default run takes about 7.5
-minutes of CPU time (14-22 minutes of wall time under load); on IHDP the HyperT-learner, whose
+machine; docs/causal.md has the tables of seeds 0 and 1): the default run takes 4.5-7.5
+minutes of CPU time (5-22 minutes of wall time, by the load); on IHDP the HyperT-learner, whose
 hypernetwork trains with weight decay 1e-3 (``--hnet_weight_decay``), beats the plain T-learner
-(sqrt(PEHE) 1.18 against 1.31 on seed 0, 1.26 against 1.57 on seed 1; 65% and 100% of the
+(sqrt(PEHE) 1.18 against 1.31 on seed 0, 1.26 against 1.57 on seed 1; 75% and 100% of the
 replications won), a T-learner with the same weight decay less clearly (1.25, 1.38); on the
 Nie-Wager sweep its gain over the T-learner is larger at n = 2000 than at n = 250 (the issue's
 criterion asks the opposite and is not met). ``--arm_prior 0.3`` (a prior that pulls the arms'
