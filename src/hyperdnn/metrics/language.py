@@ -47,4 +47,4 @@ def bits_per_character(logits: torch.Tensor, ids: torch.Tensor, pad: int = 0) ->
         pad: the padding id.
     """
     nll, count = next_token_nll(logits, ids, pad)
-    return float(nll.sum()) / (int(count.sum()) * math.log(2))
+    return float(nll.detach().sum()) / (int(count.sum()) * math.log(2))
