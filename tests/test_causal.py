@@ -30,7 +30,13 @@ from hyperdnn.methods.hyperite import (
     arm_spread,
     noise_variance,
 )
-from hyperdnn.methods.treatment_effect import TrainOptions, TreatmentEffectEstimator, check_treatment_data, with_arms
+from hyperdnn.methods.treatment_effect import (
+    TrainOptions,
+    TreatmentEffectEstimator,
+    check_treatment_data,
+    training_units,
+    with_arms,
+)
 from hyperdnn.metrics.causal import ate_error, mean_se, paired_win_rate, sqrt_pehe
 from hyperdnn.networks import mlp
 from hyperdnn.recipes.causal import PAIRS, CausalConfig, make_estimator
@@ -129,6 +135,15 @@ def test_split_units_is_stratified_and_disjoint() -> None:
     train, test = split_units(t, 0.25, seed=0)
     assert len(set(train) & set(test)) == 0 and len(train) + len(test) == 100
     assert (t[test] == 1).sum() == 5 and (t[test] == 0).sum() == 20
+
+
+def test_training_units_are_the_per_arm_split_or_every_unit() -> None:
+    t = torch.tensor([0] * 80 + [1] * 20)
+    train, val = training_units(t, TrainOptions(val_fraction=0.25, seed=4))
+    want_train, want_val = split_units(t.numpy(), 0.25, seed=4)
+    assert train.tolist() == list(want_train) and val is not None and val.tolist() == list(want_val)
+    train, val = training_units(t, TrainOptions(val_fraction=0.0))
+    assert train.tolist() == list(range(100)) and val is None
 
 
 def test_split_units_splits_every_arm_of_a_categorical_treatment() -> None:

@@ -58,7 +58,6 @@ from torch import nn
 
 from hyperdnn._checks import check_widths
 from hyperdnn.conditioners import TaskEmbedding
-from hyperdnn.data.causal import split_units
 from hyperdnn.heads import Chunked, Once
 from hyperdnn.hypernet import HyperModel, HyperNetwork
 from hyperdnn.methods.treatment_effect import (
@@ -66,6 +65,7 @@ from hyperdnn.methods.treatment_effect import (
     OutcomeLearner,
     TrainOptions,
     representation,
+    training_units,
     with_arms,
 )
 from hyperdnn.networks import mlp
@@ -235,10 +235,10 @@ def noise_variance(
         ya, best = ya - ya.mean(), math.inf
         for k in kernels:
             w, v = torch.linalg.eigh(center @ k @ center)
-            w, vy = w.clamp_min(0), v.T @ ya
+            w, vy, v2 = w.clamp_min(0), v.T @ ya, v.pow(2)
             for a in alphas:
                 shrink = w / (w + a * n)
-                hat = 1 / n + v.pow(2) @ shrink  # the diagonal of the hat matrix
+                hat = 1 / n + v2 @ shrink  # the diagonal of the hat matrix
                 loo = (ya - v @ (shrink * vy)) / (1 - hat).clamp_min(1e-9)
                 best = min(best, float(loo.pow(2).mean()))
         total, units = total + best * n, units + n
@@ -269,9 +269,8 @@ class _ArmPrior(OutcomeLearner):
 
     def _fit(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, step: Callable[[], None] | None) -> int:
         self.prior_scale_ = 1.0
-        if self.arm_prior and self.arm_prior_noise:  # the units train_network trains on
-            share = self.training.val_fraction
-            train = torch.as_tensor(split_units(t.numpy(), share, self.training.seed)[0]) if share > 0 else slice(None)
+        if self.arm_prior and self.arm_prior_noise:
+            train = training_units(t, self.training)[0]
             self.prior_scale_ = noise_variance(x[train], t[train], y[train])
         return super()._fit(x, t, y, step)
 

@@ -66,6 +66,7 @@ __all__ = [
     "check_treatment_data",
     "check_covariates",
     "train_network",
+    "training_units",
     "with_arms",
     "representation",
     "ESTIMATORS",
@@ -237,6 +238,24 @@ def representation(features: int, widths: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(mlp(features, tuple(widths[:-1]), widths[-1]), nn.ReLU())
 
 
+def training_units(t: torch.Tensor, options: TrainOptions) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The units :func:`train_network` trains and validates on: ``options.val_fraction`` of
+    each arm drawn with ``options.seed`` for validation, the rest for training; every unit
+    trains (and the validation is ``None``) when the fraction is 0.
+
+    Args:
+        t: the arm of every unit ``(N,)``.
+        options: the :class:`TrainOptions`.
+
+    Returns:
+        ``(train, val)``: int64 unit indices.
+    """
+    if options.val_fraction > 0:
+        train, val = split_units(t.numpy(), options.val_fraction, options.seed)
+        return torch.as_tensor(train), torch.as_tensor(val)
+    return torch.arange(t.shape[0]), None
+
+
 def train_network(
     module: nn.Module,
     loss: Callable[[torch.Tensor], torch.Tensor],
@@ -262,11 +281,7 @@ def train_network(
         The number of epochs trained. ``module`` ends in eval mode with the weights of the
         epoch with the lowest validation loss (the last epoch's without validation).
     """
-    n = t.shape[0]
-    if options.val_fraction > 0:
-        train_idx, val_idx = (torch.as_tensor(i) for i in split_units(t.numpy(), options.val_fraction, options.seed))
-    else:
-        train_idx, val_idx = torch.arange(n), None
+    train_idx, val_idx = training_units(t, options)
     batch = options.batch_size or len(train_idx)
     order = torch.Generator().manual_seed(options.seed)
     opt = adam(module.parameters(), lr=options.lr, weight_decay=options.weight_decay)
