@@ -290,3 +290,65 @@ def test_each_task_id_compiles_its_own_graph_and_more_tasks_need_a_higher_recomp
             compiled(x, t)
     assert len(graphs) == tasks
     torch._dynamo.reset()
+
+
+# ------------------------------------------------------------------ compile_settings
+
+
+def _saved_bool_masks(compile_model: Callable[[HyperModel, Callable], None]) -> tuple[int, torch.Tensor]:
+    """Compile an ensemble of MLPs (``compile_model(model, backend)``), run one step and count
+    the boolean tensors the partitioned forward saves for the backward; and the loss. The
+    backend partitions as inductor does (its decompositions, the min-cut partitioner) without
+    generating code."""
+    from functorch.compile import make_boxed_func, min_cut_rematerialization_partition
+    from torch._dynamo.backends.common import aot_autograd
+    from torch._inductor.decomposition import select_decomp_table
+
+    saved: list[torch.dtype] = []
+
+    def forward_compiler(gm, example_inputs):
+        out = next(n for n in gm.graph.nodes if n.op == "output")
+        saved.extend(a.meta["val"].dtype for a in out.args[0] if hasattr(a, "meta") and "val" in a.meta)
+        return make_boxed_func(gm.forward)
+
+    backend = aot_autograd(
+        fw_compiler=forward_compiler,
+        bw_compiler=lambda gm, _: make_boxed_func(gm.forward),
+        partition_fn=min_cut_rematerialization_partition,
+        decompositions=select_decomp_table(),
+    )
+    torch.manual_seed(0)
+    target = Target(nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3)))
+    model = HyperModel(HyperNetwork(target, Noise(5), MLP((16,)), Chunked(16, 4)), target)
+    x, z = torch.randn(N, 6), torch.randn(3, 5)
+    torch._dynamo.reset()
+    call = compile_model(model, backend)
+    loss = call(x, z).square().mean()
+    loss.backward()
+    torch._dynamo.reset()
+    return sum(d == torch.bool for d in saved), loss.detach()
+
+
+def test_compile_settings_recompute_views_and_restore_the_config():
+    from torch._functorch import config as functorch_config
+
+    import hyperdnn
+
+    before = functorch_config.recompute_views
+    with hyperdnn.compile_settings():
+        assert functorch_config.recompute_views is True
+    assert functorch_config.recompute_views == before
+    with pytest.raises(RuntimeError, match="inside"), hyperdnn.compile_settings():
+        raise RuntimeError("an error inside")
+    assert functorch_config.recompute_views == before
+
+
+def test_hypermodel_compile_saves_no_relu_masks_where_a_plain_compile_does():
+    # ReLU -> view -> batched matmul: without the setting the partitioner saves the ReLU's
+    # output behind the view and a boolean mask of it (slow to write in inductor's CPU code);
+    # HyperModel.compile partitions with hyperdnn.compile_settings and saves no mask
+    plain, plain_loss = _saved_bool_masks(lambda m, backend: torch.compile(m, backend=backend, fullgraph=True))
+    ours, ours_loss = _saved_bool_masks(lambda m, backend: m.compile(backend=backend))
+    assert plain == 2, plain  # one per generated layer's ReLU
+    assert ours == 0, ours
+    torch.testing.assert_close(ours_loss, plain_loss)

@@ -34,7 +34,7 @@ from hyperdnn.heads import (
     list_heads,
     register_head,
 )
-from hyperdnn.hypernet import HyperModel, HyperNetwork
+from hyperdnn.hypernet import HyperModel, HyperNetwork, compile_settings
 from hyperdnn.layers import HyperLSTM, HyperLSTMCell
 from hyperdnn.norm_stats import NormStats
 from hyperdnn.spec import Role, TensorSpec, WeightSpec
@@ -94,6 +94,7 @@ __all__ = [
     "Trunk",
     "TrunkModule",
     "WeightSpec",
+    "compile_settings",
     "create_conditioner",
     "create_head",
     "create_trunk",
