@@ -338,3 +338,69 @@ def test_hypernet_under_torch_func_transforms():
     for k, p in hnet.named_parameters():
         if p.grad is not None:
             torch.testing.assert_close(g[k], p.grad)
+
+
+def _once_weights_and_grads(hnet: HyperNetwork, context: torch.Tensor, folded: bool):
+    """Flat weights and parameter gradients, through ``hnet`` (``folded``) or through the
+    unfolded reference ``theta_scale * head(trunk(c))``."""
+    hnet.zero_grad()
+    if folded:
+        flat = hnet.generate_flat(context)[0]
+    else:
+        flat = hnet.theta_scale * hnet.head(hnet.trunk(hnet.conditioner(context).c))
+    (flat * torch.linspace(-1, 1, flat.numel()).reshape(flat.shape)).sum().backward()
+    return flat.detach(), {n: p.grad.clone() for n, p in hnet.named_parameters()}
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_generate_once_folds_the_hyperfan_scale_for_many_contexts_with_the_same_weights_and_gradients(bias):
+    # more contexts (16) than features (8): the scale goes into the head's weight (8 x 62
+    # numbers) instead of the output (16 x 62); the same math, so the same weights and gradients
+    from hyperdnn.conditioners import Continuous
+
+    torch.manual_seed(0)
+    target = Target(nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 8 if bias else 2)))
+    hnet = HyperNetwork(target, Continuous(3), MLP((8,)))
+    if not bias:
+        hnet.head.linear.bias = None
+    c = torch.rand(16, 3)
+    calls = []
+    original = torch.nn.functional.linear
+
+    def spy(x, w, b=None):
+        calls.append(tuple(w.shape))
+        return original(x, w, b)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.nn.functional, "linear", spy)
+        got, got_grads = _once_weights_and_grads(hnet, c, folded=True)
+    assert (hnet.spec.numel, 8) in calls  # the folded call: F.linear with the scaled weight
+    want, want_grads = _once_weights_and_grads(hnet, c, folded=False)
+    torch.testing.assert_close(got, want)
+    assert got_grads.keys() == want_grads.keys()
+    for name in want_grads:
+        torch.testing.assert_close(got_grads[name], want_grads[name], msg=name)
+
+
+def test_generate_once_does_not_fold_for_few_contexts_a_mean_or_hooks():
+    from hyperdnn.conditioners import Continuous
+
+    torch.manual_seed(0)
+    target = Target(nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2)))
+    hnet = HyperNetwork(target, Continuous(3), MLP((8,)))
+    h = hnet.trunk(hnet.conditioner(torch.rand(16, 3)).c)
+    assert hnet._folded_once(h) is not None
+    assert hnet._folded_once(h[:8]) is None  # no more contexts than features: nothing to save
+    seen = []
+    handle = hnet.head.linear.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    assert hnet._folded_once(h) is None
+    hnet.generate_flat(torch.rand(16, 3))
+    assert seen == [(16, hnet.spec.numel)]  # the hook ran
+    handle.remove()
+    with torch.no_grad():
+        hnet.theta_mean.fill_(0.25)
+    assert hnet._folded_once(h) is None  # a mean: the affine as before
+    torch.testing.assert_close(
+        hnet.generate_flat(torch.zeros(16, 3))[0],
+        0.25 + hnet.theta_scale * hnet.head(hnet.trunk(hnet.conditioner(torch.zeros(16, 3)).c)),
+    )

@@ -28,13 +28,14 @@ from torch.utils import _pytree as pytree
 
 from hyperdnn._checks import check_bool, check_choice, check_float, check_int
 from hyperdnn.conditioners import Conditioner, Execution, check_conditioner
-from hyperdnn.heads import Head, Once
+from hyperdnn.heads import Head, Once, OnceModule
 from hyperdnn.init import calibrate as calibrate_last_layers
 from hyperdnn.init import check_init_mode, element_stats, residual_base
 from hyperdnn.norm_stats import NormStats, resolve_norm_stats
 from hyperdnn.optim import adam
 from hyperdnn.spec import WeightSpec
 from hyperdnn.target import Target
+from hyperdnn.target.swap import hooked
 from hyperdnn.trunks import MLP, Trunk, build_trunk
 
 __all__ = ["HyperNetwork", "HyperModel", "compile_settings"]
@@ -267,8 +268,35 @@ class HyperNetwork(nn.Module):
     def generate_flat(self, context: Any = None) -> tuple[torch.Tensor, bool]:
         """Flat weights ``(B, numel)`` and whether the context was batched."""
         cond = self.conditioner(context)
-        raw = self.head(self.trunk(cond.c))
+        h = self.trunk(cond.c)
+        folded = self._folded_once(h)
+        if folded is not None:
+            return folded, cond.batched
+        raw = self.head(h)
         return self._affine(raw), cond.batched
+
+    def _folded_once(self, h: torch.Tensor) -> torch.Tensor | None:
+        """``theta_scale * head(h)`` with the scale folded into the generate-once head's one
+        linear layer, ``h @ (scale * W)^T + scale * b``, when that passes over fewer numbers:
+        more contexts than features (per-sample weights for a batch), a zero mean, eager mode,
+        no hooks on the head. The same math; ``None`` where it does not apply."""
+        head = self.head
+        if (
+            not isinstance(head, OnceModule)
+            or head.linear is None
+            or h.dim() != 2
+            or h.shape[0] <= h.shape[1]
+            or torch.compiler.is_compiling()
+            or hooked(head)
+            or hooked(head.linear)
+            or not self._mean_is_zero()
+        ):
+            return None
+        lin, scale = head.linear, self.theta_scale
+        if scale.dim() != 1 or lin.weight.shape[0] != scale.shape[0]:
+            return None
+        bias = None if lin.bias is None else lin.bias * scale
+        return torch.nn.functional.linear(h, lin.weight * scale.unsqueeze(1), bias)
 
     def _affine(self, raw: torch.Tensor) -> torch.Tensor:
         """``theta_mean + theta_scale * raw`` in the fewest passes over the generated numbers."""
