@@ -51,7 +51,7 @@ def compile_settings() -> Iterator[None]:
     batched matmul; without it the partitioner saves each ReLU's output behind such a view *and*
     a boolean mask of it, and inductor's CPU kernels write those masks slowly (an ensemble of 16
     MLPs 784-100-100-10 on a batch of 128: 1.20x the hand-written step compiled the same way,
-    1.01x with it). The math is the same; only what is saved and recomputed changes.
+    1.01-1.03x with it). The math is the same; only what is saved and recomputed changes.
     :meth:`HyperModel.compile` applies it; a step compiled by hand needs it around the calls
     that compile (the first ones, and any that recompile)::
 
