@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -41,8 +41,30 @@ from hyperdnn.trunks import MLP, Trunk, build_trunk
 __all__ = ["HyperNetwork", "HyperModel", "compile_settings"]
 
 
-@contextlib.contextmanager
-def compile_settings() -> Iterator[None]:
+try:  # the partitioner's options; absent from other torch versions
+    from torch._functorch import config as _functorch_config
+except ImportError:  # pragma: no cover - other torch versions
+    _functorch_config = None
+_RECOMPUTE_VIEWS = _functorch_config is not None and hasattr(_functorch_config, "recompute_views")
+
+
+class _CompileSettings:
+    """The context :func:`compile_settings` returns (a plain class: entered on every call of a
+    compiled model, so it costs a few attribute writes, not a config patch)."""
+
+    __slots__ = ("_saved",)
+
+    def __enter__(self) -> None:
+        if _RECOMPUTE_VIEWS:
+            self._saved = _functorch_config.recompute_views
+            _functorch_config.recompute_views = True
+
+    def __exit__(self, *exc: object) -> None:
+        if _RECOMPUTE_VIEWS:
+            _functorch_config.recompute_views = self._saved
+
+
+def compile_settings() -> contextlib.AbstractContextManager[None]:
     """The compiler settings hyperdnn's traced steps are made for; compile inside this context.
 
     AOTAutograd's partitioner, which decides what the forward saves for the backward, is told to
@@ -59,16 +81,10 @@ def compile_settings() -> Iterator[None]:
         with hyperdnn.compile_settings():
             step(x).backward()
 
-    A torch without the setting gets a no-op context.
+    The previous settings are restored on exit, also after an error. A torch without the
+    setting gets a no-op context.
     """
-    try:
-        from torch._functorch import config as functorch_config
-
-        patch = functorch_config.patch(recompute_views=True)
-    except (ImportError, AttributeError, KeyError):  # pragma: no cover - other torch versions
-        patch = contextlib.nullcontext()
-    with patch:
-        yield
+    return _CompileSettings()
 
 
 def _with_compile_settings(fn: Callable[..., Any]) -> Callable[..., Any]:
