@@ -54,11 +54,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hyperdnn._checks import check_choice, check_int, check_optional_int, check_widths, set_frozen
 from hyperdnn._factories import factory_registry
 from hyperdnn.spec import WeightSpec
+from hyperdnn.target.swap import hooked
 from hyperdnn.trunks import ACTIVATIONS, TokenMixer, TokenReadout, Trunk, make_activation
 
 __all__ = [
@@ -377,6 +379,24 @@ class OnceModule(HeadModule):
         if self.linear is not None:
             return self.linear(h)
         return self.generator(h)[:, 0]
+
+    def scaled(self, h: torch.Tensor, scale: torch.Tensor) -> torch.Tensor | None:
+        """``scale * self(h)`` with ``scale (numel,)`` folded into the one linear layer,
+        ``h @ (scale * W)^T + scale * b``, where that passes over fewer numbers: more rows of
+        ``h`` than features (weights for a batch of contexts). The same math; ``None`` where
+        it does not apply (a generator instead of one layer, few rows, hooks, another scale
+        shape)."""
+        lin = self.linear
+        if (
+            lin is None
+            or h.dim() != 2
+            or h.shape[0] <= h.shape[1]
+            or scale.shape != (lin.out_features,)
+            or hooked(self)
+            or hooked(lin)
+        ):
+            return None
+        return F.linear(h, lin.weight * scale.unsqueeze(1), None if lin.bias is None else lin.bias * scale)
 
     def calibration_groups(self):
         finals = [self.linear] if self.linear is not None else self.generator.final_layers()

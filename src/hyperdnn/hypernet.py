@@ -35,7 +35,6 @@ from hyperdnn.norm_stats import NormStats, resolve_norm_stats
 from hyperdnn.optim import adam
 from hyperdnn.spec import WeightSpec
 from hyperdnn.target import Target
-from hyperdnn.target.swap import hooked
 from hyperdnn.trunks import MLP, Trunk, build_trunk
 
 __all__ = ["HyperNetwork", "HyperModel", "compile_settings"]
@@ -292,27 +291,11 @@ class HyperNetwork(nn.Module):
         return self._affine(raw), cond.batched
 
     def _folded_once(self, h: torch.Tensor) -> torch.Tensor | None:
-        """``theta_scale * head(h)`` with the scale folded into the generate-once head's one
-        linear layer, ``h @ (scale * W)^T + scale * b``, when that passes over fewer numbers:
-        more contexts than features (per-sample weights for a batch), a zero mean, eager mode,
-        no hooks on the head. The same math; ``None`` where it does not apply."""
-        head = self.head
-        if (
-            not isinstance(head, OnceModule)
-            or head.linear is None
-            or h.dim() != 2
-            or h.shape[0] <= h.shape[1]
-            or torch.compiler.is_compiling()
-            or hooked(head)
-            or hooked(head.linear)
-            or not self._mean_is_zero()
-        ):
+        """``theta_scale * head(h)`` from :meth:`OnceModule.scaled` (the scale folded into the
+        generate-once head's linear layer) in eager mode with a zero mean; ``None`` elsewhere."""
+        if not isinstance(self.head, OnceModule) or torch.compiler.is_compiling() or not self._mean_is_zero():
             return None
-        lin, scale = head.linear, self.theta_scale
-        if scale.dim() != 1 or lin.weight.shape[0] != scale.shape[0]:
-            return None
-        bias = None if lin.bias is None else lin.bias * scale
-        return torch.nn.functional.linear(h, lin.weight * scale.unsqueeze(1), bias)
+        return self.head.scaled(h, self.theta_scale)
 
     def _affine(self, raw: torch.Tensor) -> torch.Tensor:
         """``theta_mean + theta_scale * raw`` in the fewest passes over the generated numbers."""
