@@ -205,15 +205,19 @@ class TokenEncoder(nn.Module):
     def forward(self, h: torch.Tensor, embeddings: torch.Tensor | None = None) -> torch.Tensor:
         """``h (B, d)``, optional ``embeddings (n, embed_dim)`` -> ``(B, n, width)``."""
         z = self.proj_h(h).unsqueeze(1)
-        if self.proj_e is not None:
-            e = self.embeddings if embeddings is None else embeddings
-            if e is None:
-                raise ValueError("TokenEncoder: this encoder holds no embeddings; pass embeddings (n, embed_dim)")
-            if e.dim() != 2 or e.shape[1] != self.embed_dim:
-                raise ValueError(
-                    f"TokenEncoder: expected embeddings of shape (n, {self.embed_dim}), got {tuple(e.shape)}"
-                )
-            z = z + self.proj_e(e).unsqueeze(0)
+        proj_e = self.proj_e
+        if proj_e is not None:
+            if embeddings is None:
+                e = self.embeddings  # its own: (num_tokens, embed_dim) by construction
+                if e is None:
+                    raise ValueError("TokenEncoder: this encoder holds no embeddings; pass embeddings (n, embed_dim)")
+            else:
+                e = embeddings
+                if e.dim() != 2 or e.shape[1] != self.embed_dim:
+                    raise ValueError(
+                        f"TokenEncoder: expected embeddings of shape (n, {self.embed_dim}), got {tuple(e.shape)}"
+                    )
+            z = z + proj_e(e).unsqueeze(0)
         return z if self.mixer is None else self.mixer(z)
 
 
@@ -493,7 +497,7 @@ class ChunkedModule(HeadModule):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         out = self.generator(h)  # (B, n, chunk)
-        return out.reshape(h.shape[0], -1)[:, : self.spec.numel]
+        return out.reshape(h.shape[0], -1)[:, : self.spec._numel]
 
     def calibration_groups(self):
         return [(self.generator.final_layers(), list(self.spec.names))]

@@ -423,12 +423,14 @@ class HyperModel(nn.Module):
         Returns:
             The module's output: per sample for a batched context, ``(K, N, ...)`` in ensemble mode.
         """
-        check_choice("HyperModel", "mode", mode, ("auto", "shared", "per_sample", "ensemble"))
-        cond = self.hypernet.conditioner
+        if mode != "auto":
+            check_choice("HyperModel", "mode", mode, ("auto", "shared", "per_sample", "ensemble"))
+        hypernet = self.hypernet
+        cond = hypernet.conditioner
         if context is None and cond.reads_input:
             context = x
-        flat, batched = self.hypernet.generate_flat(context)
-        weights = self.hypernet.unflatten(flat, batched)
+        flat, batched = hypernet.generate_flat(context)
+        weights = hypernet.unflatten(flat, batched)
         args = (x,)
         execution = self._execution(mode, batched, flat.shape[0], args, kwargs)
         norm = self.norm_stats
@@ -468,13 +470,13 @@ class HyperModel(nn.Module):
                     "conditioner whose execution is ENSEMBLE (Noise, Continuous(..., execution='ensemble')) or "
                     "pass mode='ensemble'"
                 )
-        return execution.value
+        return execution._value_  # the plain string (the enum's value property costs a descriptor call)
 
     def _run(self, execution: str, weights: dict[str, torch.Tensor], args: tuple, kwargs: dict) -> Any:
         # The weights come from a hypernet of the target's own spec (checked at construction):
         # the trusted path skips re-validating them on every call (the batch dims are still
         # checked against the mode).
-        return self.target.run(weights, *args, mode=execution, validate=False, **kwargs)
+        return self.target._run_trusted(weights, args, kwargs, execution)
 
     def _run_per_task(
         self, ids: torch.Tensor, keys: list[int], weights: dict[str, torch.Tensor], execution: str, args: tuple, kwargs

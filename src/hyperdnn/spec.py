@@ -213,6 +213,7 @@ class WeightSpec(Sequence[TensorSpec]):
             offsets.append(o)
             o += t.numel
         self._offsets = tuple(offsets)
+        self._sizes = [t.numel for t in self._tensors]  # split sizes of the flat layout
         self._numel = o
         self._index = {t.name: i for i, t in enumerate(self._tensors)}
 
@@ -339,7 +340,7 @@ class WeightSpec(Sequence[TensorSpec]):
                 f"WeightSpec.unflatten: expected a tensor of shape (*batch, {self._numel}), got {tuple(flat.shape)}"
             )
         batch = flat.shape[:-1]
-        parts = torch.split(flat, [t.numel for t in self._tensors], dim=-1)
+        parts = torch.split(flat, self._sizes, dim=-1)
         return {t.name: p.reshape(*batch, *t.shape) for t, p in zip(self._tensors, parts, strict=False)}
 
     def batch_shape(self, weights: Mapping[str, torch.Tensor]) -> torch.Size:

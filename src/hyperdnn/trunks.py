@@ -366,7 +366,8 @@ class ContextEncoder(TrunkModule):
         self.out_features = width
 
     def forward(self, c: torch.Tensor) -> torch.Tensor:
-        return self.net(c)
+        # no layers (``MLP(())``): the context itself, without a call to the empty Sequential
+        return self.net(c) if self.net._modules else c
 
 
 class ModuleEncoder(TrunkModule):

@@ -339,14 +339,27 @@ class Target(nn.Module):
             raise ValueError(f"Target.run: mode must be {expected}, got {mode_given!r}")
         if not isinstance(validate, bool):
             raise TypeError(f"Target.run: validate must be a bool, got {validate!r} ({type(validate).__name__})")
+        if not validate:
+            return self._run_trusted(weights, args, kwargs, mode)
         where = "Target" if mode == "auto" else f"Target.{mode}"
         structure = self._current()
-        if validate:
-            batch = self._spec.check(weights, where=where, like=structure.own)
-        else:  # trusted: names, shapes, dtypes and devices are the spec's; the batch is read off one tensor
-            first = self._spec[0]
-            w = weights[first.name]
-            batch = w.shape[: w.dim() - len(first.shape)]
+        batch = self._spec.check(weights, where=where, like=structure.own)
+        return self._dispatch(structure, weights, batch, args, kwargs, mode, where)
+
+    def _run_trusted(self, weights, args: tuple, kwargs: dict, mode: str) -> Any:
+        """:meth:`run` with ``validate=False`` and ``mode`` one of :data:`MODES` (a plain
+        string, as :class:`~hyperdnn.hypernet.HyperModel` passes): names, shapes, dtypes and
+        devices are the spec's; the batch is read off one tensor."""
+        structure = self._current()
+        first = self._spec._tensors[0]
+        w = weights[first.name]
+        batch = w.shape[: w.dim() - len(first.shape)]
+        if mode == "shared" and not batch:
+            return self._shared(structure, weights, args, kwargs)
+        where = "Target" if mode == "auto" else f"Target.{mode}"
+        return self._dispatch(structure, weights, batch, args, kwargs, mode, where)
+
+    def _dispatch(self, structure: Structure, weights, batch, args: tuple, kwargs: dict, mode: str, where: str) -> Any:
         if mode == "auto":
             if len(batch) > 1:
                 raise ValueError(f"Target: weights may have at most one batch dim, got batch shape {tuple(batch)}")
