@@ -111,7 +111,9 @@ def test_a_separate_model_is_ordinary_training(tmp_path: Path) -> None:
         g = torch.Generator().manual_seed(derive_seed(4, "batches", epoch))
         for _ in range(10):
             idx = torch.randperm(len(x), generator=g)[:64]
-            loss = F.cross_entropy(net(x[idx]), y[idx]) + 1e-2 * (net[0].weight.pow(2).sum() + net[2].weight.pow(2).sum())
+            loss = F.cross_entropy(net(x[idx]), y[idx]) + 1e-2 * (
+                net[0].weight.pow(2).sum() + net[2].weight.pow(2).sum()
+            )
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -122,7 +122,7 @@ def test_hypervolume_of_the_known_toy_front_is_its_integral() -> None:
     """The dense front's hypervolume approaches the area under the staircase, computed here by
     numerical integration of the front as a curve."""
     s = torch.linspace(1.0, -1.0, 200_001, dtype=torch.float64)
-    f1, f2 = 1 - torch.exp(-(1 - s) ** 2), 1 - torch.exp(-(1 + s) ** 2)
+    f1, f2 = 1 - torch.exp(-((1 - s) ** 2)), 1 - torch.exp(-((1 + s) ** 2))
     # f1 rises as f2 falls: between consecutive points the best f2 so far bounds the strip; ref (1, 1)
     area = float(((f1[1:] - f1[:-1]) * (1 - f2[:-1])).sum() + (1 - f1[-1]) * (1 - f2[-1]))
     assert hypervolume(toy_front(20001), (1.0, 1.0)) == pytest.approx(area, rel=2e-4)
@@ -239,7 +239,9 @@ def test_epo_loss_sends_the_weighted_gradient_into_the_hypernetwork() -> None:
     grads = torch.autograd.grad(loss, list(phn.parameters()), retain_graph=True, allow_unused=True)
     # the reference: beta from the same Gram matrices, then a plain weighted loss
     theta = weights["weight"]
-    G = torch.stack([torch.autograd.grad(losses[:, j].sum(), theta, retain_graph=True)[0].flatten(1) for j in range(2)], 1)
+    G = torch.stack(
+        [torch.autograd.grad(losses[:, j].sum(), theta, retain_graph=True)[0].flatten(1) for j in range(2)], 1
+    )
     beta = torch.stack([epo_coefficients(losses[k].detach(), G[k] @ G[k].T, rays[k]) for k in range(3)]).float()
     reference = (2 * beta * losses).sum(1).mean()
     assert float(loss) == pytest.approx(float(reference), rel=1e-6)
@@ -348,7 +350,10 @@ def test_multimnist_from_full_mnist_files(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------- the recipe
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
     cases = [
-        (["--baseline_rays", "0.9,0.2"], "--baseline_rays: each preference ray must have entries >= 0 that sum to 1; ray 0 sums to 1.1"),  # fmt: skip
+        (
+            ["--baseline_rays", "0.9,0.2"],
+            "--baseline_rays: each preference ray must have entries >= 0 that sum to 1; ray 0 sums to 1.1",
+        ),  # fmt: skip
         (["--baseline_rays", "1.2,-0.2"], "ray 0 has a negative entry"),
         (["--baseline_rays", "0.5,0.5,1.0"], "an even count of numbers"),
         (["--problems", "toys"], "--problems"),

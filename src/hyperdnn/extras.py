@@ -55,7 +55,21 @@ from types import ModuleType
 __all__ = ["EXTRAS", "PIP_NAMES", "check_requires", "missing_modules", "requirement_message", "import_optional"]
 
 #: the optional-dependency groups of pyproject.toml
-EXTRAS = ("data", "apps", "tensorboard", "peers", "uncertainty", "arch", "rl", "causal", "nlp", "pareto", "federated", "docs", "dev")
+EXTRAS = (
+    "data",
+    "apps",
+    "tensorboard",
+    "peers",
+    "uncertainty",
+    "arch",
+    "rl",
+    "causal",
+    "nlp",
+    "pareto",
+    "federated",
+    "docs",
+    "dev",
+)
 
 #: importable module -> the name ``pip install`` knows it by, where the two differ
 PIP_NAMES = {"sklearn": "scikit-learn", "yaml": "pyyaml"}

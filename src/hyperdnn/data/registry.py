@@ -89,7 +89,9 @@ class Dataset:
                 raise ValueError(f"Dataset {self.name!r}: {field} must be an int >= 1, got {value!r}")
         object.__setattr__(self, "requires", MappingProxyType(check_requires(self.requires, f"Dataset {self.name!r}")))
         if self.classes is not None and not callable(self.classes):
-            raise TypeError(f"Dataset {self.name!r}: classes must be callable or None, got {type(self.classes).__name__}")
+            raise TypeError(
+                f"Dataset {self.name!r}: classes must be callable or None, got {type(self.classes).__name__}"
+            )
 
     @property
     def features(self) -> int:

@@ -874,7 +874,9 @@ def curves_and_points_figure(
     if not panels:
         raise ValueError("curves_and_points_figure: expected at least one panel, got none")
     if len(ylabels) != len(panels):
-        raise ValueError(f"curves_and_points_figure: expected {len(panels)} y labels (one per panel), got {len(ylabels)}")
+        raise ValueError(
+            f"curves_and_points_figure: expected {len(panels)} y labels (one per panel), got {len(ylabels)}"
+        )
     problems = []
     for name, series in panels.items():
         if not series:

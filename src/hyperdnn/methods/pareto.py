@@ -210,9 +210,7 @@ class ParetoSolver(ABC):
     name: str = ""
 
     @abstractmethod
-    def loss(
-        self, losses: torch.Tensor, rays: Any, weights: Mapping[str, torch.Tensor] | None = None
-    ) -> torch.Tensor:
+    def loss(self, losses: torch.Tensor, rays: Any, weights: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
         """The training loss of one step.
 
         Args:
@@ -235,16 +233,12 @@ class LinearScalarization(ParetoSolver):
 
     name = "LS"
 
-    def loss(
-        self, losses: torch.Tensor, rays: Any, weights: Mapping[str, torch.Tensor] | None = None
-    ) -> torch.Tensor:
+    def loss(self, losses: torch.Tensor, rays: Any, weights: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
         losses, r = _check_losses("LinearScalarization.loss", losses, rays)
         return (r * losses).sum(1).mean()
 
 
-def epo_coefficients(
-    losses: torch.Tensor, gram: torch.Tensor, ray: torch.Tensor, eps: float = 1e-4
-) -> torch.Tensor:
+def epo_coefficients(losses: torch.Tensor, gram: torch.Tensor, ray: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     """The EPO search direction's weights ``beta`` (the step is ``-sum_j beta_j grad l_j``), exactly,
     for one or two objectives.
 
@@ -370,9 +364,7 @@ class ExactParetoOptimal(ParetoSolver):
             raise ValueError(f"ExactParetoOptimal: eps must be a number >= 0, got {eps!r}")
         self.eps = float(eps)
 
-    def loss(
-        self, losses: torch.Tensor, rays: Any, weights: Mapping[str, torch.Tensor] | None = None
-    ) -> torch.Tensor:
+    def loss(self, losses: torch.Tensor, rays: Any, weights: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
         losses, r = _check_losses("ExactParetoOptimal.loss", losses, rays)
         K, m = losses.shape
         if m > 2:
@@ -507,4 +499,4 @@ def toy_front(n: int) -> torch.Tensor:
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise ValueError(f"toy_front: n must be an int >= 2, got {n!r}")
     s = torch.linspace(1.0, -1.0, n, dtype=torch.float64)
-    return torch.stack([1 - torch.exp(-(1 - s) ** 2), 1 - torch.exp(-(1 + s) ** 2)], 1)
+    return torch.stack([1 - torch.exp(-((1 - s) ** 2)), 1 - torch.exp(-((1 + s) ** 2))], 1)
