@@ -404,3 +404,34 @@ def test_generate_once_does_not_fold_for_few_contexts_a_mean_or_hooks():
         hnet.generate_flat(torch.zeros(16, 3))[0],
         0.25 + hnet.theta_scale * hnet.head(hnet.trunk(hnet.conditioner(torch.zeros(16, 3)).c)),
     )
+
+
+def test_empty_mlp_trunk_passes_the_context_through_and_keeps_its_hooks():
+    torch.manual_seed(0)
+    target = Target(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)))
+    hnet = HyperNetwork(target, TaskEmbedding(2, 5), MLP(()), Chunked(16, 4))
+    c = torch.randn(3, 5)
+    assert hnet.trunk(c) is c
+    seen = []
+    handle = hnet.trunk.register_forward_hook(lambda m, args, out: seen.append(out))
+    flat, _ = hnet.generate_flat(1)
+    handle.remove()
+    assert len(seen) == 1 and torch.equal(seen[0], hnet.conditioner(1).c)
+    # the same weights as a hypernet whose trunk runs an (empty) Sequential
+    assert torch.equal(flat, hnet.head(hnet.trunk.net(hnet.conditioner(1).c)) * hnet.theta_scale)
+
+
+def test_token_encoder_checks_the_embeddings_it_is_given():
+    from hyperdnn.heads import TokenEncoder
+
+    enc = TokenEncoder(in_features=6, num_tokens=3, embed_dim=4, width=5)
+    h = torch.randn(2, 6)
+    assert enc(h).shape == (2, 3, 5)
+    assert enc(h, torch.randn(7, 4)).shape == (2, 7, 5)
+    with pytest.raises(ValueError, match=r"expected embeddings of shape \(n, 4\), got \(7, 3\)"):
+        enc(h, torch.randn(7, 3))
+    with pytest.raises(ValueError, match=r"expected embeddings of shape \(n, 4\), got \(4,\)"):
+        enc(h, torch.randn(4))
+    external = TokenEncoder(in_features=6, num_tokens=None, embed_dim=4, width=5)
+    with pytest.raises(ValueError, match="holds no embeddings"):
+        external(h)
