@@ -48,6 +48,21 @@ def test_the_hypernetwork_writes_classifiers_that_run_like_plain_layers() -> Non
         torch.testing.assert_close(learner.scores(x, [TEXTS[1]])[:, 0], scores[:, 1])
 
 
+def test_trunk_dropout_acts_in_training_only() -> None:
+    torch.manual_seed(0)
+    plain = HypernetZeroShot(_net(), 6, SHAPE, WORDS, embed_dim=8, trunk=(16,))
+    torch.manual_seed(0)
+    dropped = HypernetZeroShot(_net(), 6, SHAPE, WORDS, embed_dim=8, trunk=(16,), dropout=0.5)
+    assert sum(isinstance(m, nn.Dropout) for m in dropped.modules()) == 1
+    assert dropped.state_dict().keys() == plain.state_dict().keys()
+    x = torch.rand(5, *SHAPE)
+    with torch.no_grad():
+        # in eval mode the same parameters give the same scores with or without dropout
+        torch.testing.assert_close(dropped.eval().scores(x, TEXTS), plain.eval().scores(x, TEXTS))
+        dropped.train()
+        assert not torch.equal(dropped.classifiers(TEXTS)["weight"], dropped.classifiers(TEXTS)["weight"])
+
+
 def test_devise_is_linear_in_the_description() -> None:
     torch.manual_seed(0)
     model = DeViSE(_net(), 6, SHAPE, WORDS)
@@ -159,6 +174,7 @@ def test_resume_ends_with_the_same_results(tmp_path: Path, monkeypatch, quick_ru
         ),  # fmt: skip
         (["--pooling", "attention", "--heads", "3"], "--heads: expected a divisor of --embed_dim 64, got 3"),
         (["--unseen", "1.5"], "--unseen"),
+        (["--dropout", "1"], "--dropout"),
         (["--methods", "sje"], "--methods"),
     ],
 )

@@ -96,6 +96,8 @@ class HypernetZeroShot(ZeroShotLearner):
         pooling: how it pools a description's words: ``"mean"`` or ``"attention"``.
         trunk: the hidden widths of the hypernetwork's MLP trunk.
         heads: attention heads (pooling ``"attention"``).
+        dropout: dropout after each hidden layer of the trunk (training only; the classes of
+            a batch each draw their own mask).
 
     ``hypernet`` is the :class:`~hyperdnn.hypernet.HyperNetwork` (conditioner a
     :class:`~hyperdnn.conditioners.DescriptionEncoder`), ``target`` the
@@ -112,6 +114,7 @@ class HypernetZeroShot(ZeroShotLearner):
         pooling: str = "mean",
         trunk: Sequence[int] = (256,),
         heads: int = 1,
+        dropout: float = 0.0,
     ):
         super().__init__()
         where = "HypernetZeroShot"
@@ -123,7 +126,7 @@ class HypernetZeroShot(ZeroShotLearner):
         self.backbone = backbone
         self.target = Target(nn.Linear(features, 1))
         encoder = DescriptionEncoder(vocabulary, embed_dim, pooling=pooling, heads=heads, execution="ensemble")
-        self.hypernet = HyperNetwork(self.target, encoder, MLP(trunk))
+        self.hypernet = HyperNetwork(self.target, encoder, MLP(trunk, dropout=dropout))
 
     def classifiers(self, descriptions: Sequence[str]) -> dict[str, torch.Tensor]:
         """The generated scorers of the described classes: name -> ``(C, *shape)``."""

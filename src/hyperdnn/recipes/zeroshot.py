@@ -30,6 +30,7 @@ Run::
     hyperdnn run zeroshot                                 # glyphs: hypernetwork, DeViSE, DAP
     hyperdnn run zeroshot --quick                         # a smoke run in well under a minute
     hyperdnn run zeroshot --pooling attention --unseen 0.2
+    hyperdnn run zeroshot --pooling attention --dropout 0.2   # dropout in the hypernetwork's trunk
     hyperdnn run zeroshot --data awa2 --data-root ~/data/Animals_with_Attributes2
 
 Each run writes summary.md (top-1 accuracy on the unseen and on the seen classes), results.json,
@@ -104,6 +105,7 @@ class ZeroShotConfig:
     pooling: str = option("mean", "how the description encoder pools a description's words", choices=("mean", "attention"))  # fmt: skip
     heads: int = option(4, "attention heads of the description encoder (--pooling attention)", low=1)
     trunk: tuple[int, ...] = option((256,), "hidden widths of the hypernetwork's MLP trunk", low=1, nonempty=True)
+    dropout: float = option(0.0, "dropout after each hidden layer of the hypernetwork's trunk, in training", low=0, below=1)  # fmt: skip
     checkpoint_every: int = option(1, "also checkpoint every N epochs inside a unit (0: only between units)", low=0)
     quick: bool = option(False, f"a smoke run (options left at their defaults): {', '.join(f'{k} {v}' for k, v in QUICK.items())}")  # fmt: skip
 
@@ -155,7 +157,9 @@ def make_learner(method: str, cfg: ZeroShotConfig, shape: tuple[int, ...], vocab
     """The learner of ``method`` on examples of ``shape``, describing classes in ``vocabulary``."""
     net, features = embedding_net(shape, cfg.channels)
     if method == "hnet":
-        return HypernetZeroShot(net, features, shape, vocabulary, cfg.embed_dim, cfg.pooling, cfg.trunk, cfg.heads)
+        return HypernetZeroShot(
+            net, features, shape, vocabulary, cfg.embed_dim, cfg.pooling, cfg.trunk, cfg.heads, cfg.dropout
+        )
     if method == "devise":
         return DeViSE(net, features, shape, vocabulary)
     return DirectAttributePrediction(net, features, shape, vocabulary)
@@ -252,7 +256,7 @@ def report(cfg: ZeroShotConfig, ctx: RunContext, data: ClassData, split: Split, 
         f"{len(data.vocabulary)} words. Every method embeds with the same initial backbone ({cfg.channels} channels) "
         f"and trains {cfg.epochs} epochs on the seen classes' images (batch {cfg.batch_size}, Adam lr {cfg.lr}). "
         f"Hypernetwork: description encoder of width {cfg.embed_dim} ({cfg.pooling} pooling), trunk "
-        f"{','.join(map(str, cfg.trunk))}.\n"
+        f"{','.join(map(str, cfg.trunk))}{f', dropout {cfg.dropout}' if cfg.dropout else ''}.\n"
         "Unseen: top-1 accuracy on the unseen classes' images, among the unseen classes; seen: on held-out images "
         "of the seen classes, among the seen classes; both averaged over classes."
     )
