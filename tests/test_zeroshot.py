@@ -172,7 +172,11 @@ def test_resume_ends_with_the_same_results(tmp_path: Path, monkeypatch, quick_ru
             ["--scripts", "armenian", "--unseen", "0.01"],
             "--unseen: 0.01 of the 75 classes of armenian holds out fewer than 2",
         ),  # fmt: skip
-        (["--pooling", "attention", "--heads", "3"], "--heads: expected a divisor of --embed_dim 64, got 3"),
+        (["--heads", "5"], "--heads: expected a divisor of --embed_dim 384, got 5"),
+        (
+            ["--pooling", "attention", "--embed_dim", "64", "--heads", "3"],
+            "--heads: expected a divisor of --embed_dim 64, got 3",
+        ),
         (["--unseen", "1.5"], "--unseen"),
         (["--dropout", "1"], "--dropout"),
         (["--methods", "sje"], "--methods"),
