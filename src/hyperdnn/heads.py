@@ -497,7 +497,7 @@ class ChunkedModule(HeadModule):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         out = self.generator(h)  # (B, n, chunk)
-        return out.reshape(h.shape[0], -1)[:, : self.spec._numel]
+        return out.reshape(h.shape[0], -1)[:, : self.spec.numel]
 
     def calibration_groups(self):
         return [(self.generator.final_layers(), list(self.spec.names))]

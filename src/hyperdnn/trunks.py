@@ -367,7 +367,7 @@ class ContextEncoder(TrunkModule):
 
     def forward(self, c: torch.Tensor) -> torch.Tensor:
         # no layers (``MLP(())``): the context itself, without a call to the empty Sequential
-        return self.net(c) if self.net._modules else c
+        return self.net(c) if len(self.net) else c
 
 
 class ModuleEncoder(TrunkModule):

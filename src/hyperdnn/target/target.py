@@ -28,6 +28,12 @@ MODES = ("auto", "shared", "per_sample", "ensemble")
 """Values of ``Target.run(..., mode=...)``."""
 _MODES = {m: m for m in MODES}
 
+
+def _where(mode: str) -> str:
+    """The entry point named in error messages of a call in ``mode``."""
+    return "Target" if mode == "auto" else f"Target.{mode}"
+
+
 _FROM_SPEC = object()  # Target built from an explicit spec, not from a selection
 
 
@@ -341,10 +347,9 @@ class Target(nn.Module):
             raise TypeError(f"Target.run: validate must be a bool, got {validate!r} ({type(validate).__name__})")
         if not validate:
             return self._run_trusted(weights, args, kwargs, mode)
-        where = "Target" if mode == "auto" else f"Target.{mode}"
         structure = self._current()
-        batch = self._spec.check(weights, where=where, like=structure.own)
-        return self._dispatch(structure, weights, batch, args, kwargs, mode, where)
+        batch = self._spec.check(weights, where=_where(mode), like=structure.own)
+        return self._dispatch(structure, weights, batch, args, kwargs, mode)
 
     def _run_trusted(self, weights, args: tuple, kwargs: dict, mode: str) -> Any:
         """:meth:`run` with ``validate=False`` and ``mode`` one of :data:`MODES` (a plain
@@ -354,12 +359,12 @@ class Target(nn.Module):
         first = self._spec._tensors[0]
         w = weights[first.name]
         batch = w.shape[: w.dim() - len(first.shape)]
-        if mode == "shared" and not batch:
-            return self._shared(structure, weights, args, kwargs)
-        where = "Target" if mode == "auto" else f"Target.{mode}"
-        return self._dispatch(structure, weights, batch, args, kwargs, mode, where)
+        return self._dispatch(structure, weights, batch, args, kwargs, mode)
 
-    def _dispatch(self, structure: Structure, weights, batch, args: tuple, kwargs: dict, mode: str, where: str) -> Any:
+    def _dispatch(self, structure: Structure, weights, batch, args: tuple, kwargs: dict, mode: str) -> Any:
+        """Run in ``mode`` (one of :data:`MODES`) after checking the weights' batch dims ``batch``
+        against it."""
+        where = _where(mode)
         if mode == "auto":
             if len(batch) > 1:
                 raise ValueError(f"Target: weights may have at most one batch dim, got batch shape {tuple(batch)}")
