@@ -39,10 +39,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def plain_siren(x: torch.Tensor, w: dict[str, torch.Tensor], omega: float = 30.0) -> torch.Tensor:
-    """A 2-layer-hidden SIREN written out in plain PyTorch: sin(omega (x W^T + b)) twice, then linear."""
-    h = torch.sin(omega * F.linear(x, w["0.weight"], w["0.bias"]))
-    h = torch.sin(omega * F.linear(h, w["2.weight"], w["2.bias"]))
-    return F.linear(h, w["4.weight"], w["4.bias"])
+    """A SIREN written out in plain PyTorch: sin(omega (h W^T + b)) per hidden layer, then linear."""
+    layers = [(w[f"{i}.weight"], w[f"{i}.bias"]) for i in range(0, 2 * len(w), 2) if f"{i}.weight" in w]
+    h = x
+    for weight, bias in layers[:-1]:
+        h = torch.sin(omega * F.linear(h, weight, bias))
+    return F.linear(h, *layers[-1])
 
 
 # ---------------------------------------------------------------------- SIREN and its statistics
@@ -121,6 +123,28 @@ def test_a_siren_with_generated_weights_equals_one_with_the_same_weights_loaded(
         with torch.no_grad():
             torch.testing.assert_close(out[b], loaded(grid[b]))
             torch.testing.assert_close(out[b], plain_siren(grid[b], one_set(weights, b)))
+
+
+def test_generating_the_first_layer_and_the_biases_shares_and_trains_the_other_weights() -> None:
+    torch.manual_seed(0)
+    cfg = InrConfig(hidden=(16, 12, 8), encoder=(32,), features=16, trunk=(16,), generate="first")
+    images = Images(torch.rand(64, 64), torch.rand(4, 64), (1, 8, 8))
+    model = build_hypernetwork(cfg, images)
+    assert model.target.spec.names == ("0.weight", "0.bias", "2.bias", "4.bias", "6.bias")
+    assert model.parameter_counts()["trainable"] == hypernetwork_parameters(cfg, 64, 1)
+    x, grid = images.test, coordinate_grid(8, 8).expand(4, -1, -1)
+    out = model(grid, x)
+    weights = model.hypernet(x)
+    shared = {k: v for k, v in model.target.module.named_parameters() if k not in weights}
+    assert sorted(shared) == ["2.weight", "4.weight", "6.weight"]
+    for b in range(len(x)):  # image b's SIREN: its own first layer and biases, the shared hidden weights
+        torch.testing.assert_close(out[b], plain_siren(grid[b], {**shared, **one_set(weights, b)}))
+    out.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in shared.values())  # trained, not frozen
+    assert all(p.grad is None for k, p in model.target.module.named_parameters() if k in weights)
+    mod = build_modulation(cfg, images)  # the modulation keeps the depth and matches the count
+    assert len(mod.target.module) == len(model.target.module)
+    assert abs(mod.parameter_counts()["trainable"] - hypernetwork_parameters(cfg, 64, 1)) < 0.02 * hypernetwork_parameters(cfg, 64, 1)  # fmt: skip
 
 
 def test_shift_modulation_is_a_shared_siren_with_shifted_hidden_biases() -> None:
