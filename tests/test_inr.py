@@ -28,6 +28,7 @@ from hyperdnn.recipes.inr import (
     Images,
     InrConfig,
     build_hypernetwork,
+    build_model,
     build_modulation,
     hypernetwork_parameters,
     modulation_parameters,
@@ -142,6 +143,8 @@ def test_generating_the_first_layer_and_the_biases_shares_and_trains_the_other_w
     out.sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in shared.values())  # trained, not frozen
     assert all(p.grad is None for k, p in model.target.module.named_parameters() if k in weights)
+    rebuilt = build_model(cfg, "hypernetwork", {"features": 64, "shape": [1, 8, 8]})  # what load_model builds
+    assert rebuilt.target.spec.names == model.target.spec.names
     mod = build_modulation(cfg, images)  # the modulation keeps the depth and matches the count
     assert len(mod.target.module) == len(model.target.module)
     assert abs(mod.parameter_counts()["trainable"] - hypernetwork_parameters(cfg, 64, 1)) < 0.02 * hypernetwork_parameters(cfg, 64, 1)  # fmt: skip
