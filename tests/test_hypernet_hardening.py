@@ -438,3 +438,30 @@ def test_materialize_with_batch_statistics_and_bad_contexts():
     data_model = HyperModel(HyperNetwork(target, enc, MLP((8,))), target)
     with pytest.raises(ValueError, match="DataEncoder generates weights from each input"):
         data_model.materialize(x)
+
+
+def test_a_scalar_parameter_is_generated_for_one_context_and_for_a_batch():
+    class Tempered(nn.Module):  # a learnable temperature: a 0-d parameter
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 2)
+            self.temperature = nn.Parameter(torch.tensor(1.0))
+
+        def forward(self, x):
+            return self.lin(x) / self.temperature
+
+    torch.manual_seed(0)
+    target = Target(Tempered())
+    assert target.spec.shapes["temperature"] == ()
+    model = HyperModel(HyperNetwork(target, TaskEmbedding(3, 4), MLP((8,)), Once()), target)
+    x = torch.randn(5, 3)
+    w = model.hypernet(1)  # one context: unbatched weights, the scalar as a 0-d tensor
+    assert w["temperature"].shape == ()
+    expected = F.linear(x, w["lin.weight"], w["lin.bias"]) / w["temperature"]
+    torch.testing.assert_close(model(x, 1), expected)
+    torch.testing.assert_close(model.materialize(1)(x), expected)
+    ids = [0, 2, 1, 1, 0]  # a batch of contexts: (B,) scalars, one per sample
+    wb = model.hypernet(ids)
+    assert wb["temperature"].shape == (5,)
+    rows = [F.linear(x[b], wb["lin.weight"][b], wb["lin.bias"][b]) / wb["temperature"][b] for b in range(5)]
+    torch.testing.assert_close(model(x, ids), torch.stack(rows))

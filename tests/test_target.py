@@ -124,6 +124,27 @@ def test_flatten_unflatten_roundtrip_with_batch_dims():
         assert torch.equal(back[k], w[k])
 
 
+def test_unflatten_gives_views_of_every_rank_with_and_without_batch_dims():
+    class Mixed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 3, 2)  # 4-D weight, 1-D bias
+            self.scale = nn.Parameter(torch.tensor(1.5))  # 0-d
+            self.lin = nn.Linear(3, 2)
+
+    spec = WeightSpec.from_module(Mixed())
+    for batch in ((), (4,), (2, 3)):
+        flat = torch.randn(*batch, spec.numel)
+        got = spec.unflatten(flat)
+        offset = 0
+        for t in spec:  # by hand: the next t.numel numbers, reshaped
+            expected = flat[..., offset : offset + t.numel].reshape((*batch, *t.shape))
+            offset += t.numel
+            assert got[t.name].shape == (*batch, *t.shape) and torch.equal(got[t.name], expected)
+            assert got[t.name].untyped_storage().data_ptr() == flat.untyped_storage().data_ptr()  # a view
+        assert list(got) == list(spec.names)
+
+
 # ------------------------------------------------------------------ bad input
 
 

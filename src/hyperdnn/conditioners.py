@@ -327,8 +327,9 @@ class TaskEmbedding(Conditioner):
         return ids, batched
 
     def forward(self, context: int | Sequence[int] | torch.Tensor) -> Conditioned:
-        if type(context) is int and 0 <= context < self.num_tasks:  # one task: a direct lookup
-            return Conditioned(self.embeddings[context].unsqueeze(0), False)
+        embeddings = self.embeddings
+        if type(context) is int and 0 <= context < len(embeddings):  # one task: a direct lookup
+            return Conditioned(embeddings[context].unsqueeze(0), False)
         ids, batched = self.task_ids(context)
         # Stack only the tasks in use: unused embeddings get no gradient at all (not a zero
         # one), so optimizer momentum never moves the embeddings of other tasks.

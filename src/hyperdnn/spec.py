@@ -214,6 +214,10 @@ class WeightSpec(Sequence[TensorSpec]):
             o += t.numel
         self._offsets = tuple(offsets)
         self._sizes = [t.numel for t in self._tensors]  # split sizes of the flat layout
+        # what unflatten does to each part of an unbatched flat: None when the part, a 1-D
+        # view, already has the tensor's shape (biases), else the shape to view it as
+        self._views = [None if len(t.shape) == 1 else tuple(t.shape) for t in self._tensors]
+        self._names = [t.name for t in self._tensors]
         self._numel = o
         self._index = {t.name: i for i, t in enumerate(self._tensors)}
 
@@ -340,8 +344,10 @@ class WeightSpec(Sequence[TensorSpec]):
                 f"WeightSpec.unflatten: expected a tensor of shape (*batch, {self._numel}), got {tuple(flat.shape)}"
             )
         batch = flat.shape[:-1]
-        parts = torch.split(flat, self._sizes, dim=-1)
-        return {t.name: p.reshape(*batch, *t.shape) for t, p in zip(self._tensors, parts, strict=False)}
+        parts = flat.split_with_sizes(self._sizes, -1)
+        if batch:
+            return {t.name: p.reshape(batch + t.shape) for t, p in zip(self._tensors, parts, strict=False)}
+        return {n: p if v is None else p.reshape(v) for n, p, v in zip(self._names, parts, self._views, strict=False)}
 
     def batch_shape(self, weights: Mapping[str, torch.Tensor]) -> torch.Size:
         """Leading batch dims shared by all tensors in ``weights`` (checked)."""
