@@ -131,7 +131,8 @@ def _encoder(cfg: InrConfig, images: Images) -> DataEncoder:
 
 
 def build_hypernetwork(cfg: InrConfig, images: Images) -> HyperModel:
-    """The hypernetwork: image -> encoder -> trunk -> one linear head -> every SIREN weight."""
+    """The hypernetwork: image -> encoder -> trunk -> one linear head -> the SIREN's weights
+    (every one; with ``generate="first"`` the first layer and every bias, the others shared)."""
     target = Target(siren(2, cfg.hidden, images.shape[0], cfg.omega, cfg.omega), _selection(cfg))
     hnet = HyperNetwork(
         target, _encoder(cfg, images), MLP(cfg.trunk), Once(),
