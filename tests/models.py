@@ -62,11 +62,12 @@ class SeqModel(nn.Module):
 
 
 class RNNModel(nn.Module):
-    def __init__(self, kind: str = "lstm", bidirectional: bool = False, batch_first: bool = True):
+    def __init__(self, kind: str = "lstm", bidirectional: bool = False, batch_first: bool = True, proj_size: int = 0):
         super().__init__()
         cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[kind]
-        self.rnn = cls(4, 5, num_layers=2, batch_first=batch_first, bidirectional=bidirectional)
-        self.fc = nn.Linear(5 * (2 if bidirectional else 1), 2)
+        extra = {"proj_size": proj_size} if proj_size else {}
+        self.rnn = cls(4, 5, num_layers=2, batch_first=batch_first, bidirectional=bidirectional, **extra)
+        self.fc = nn.Linear((proj_size or 5) * (2 if bidirectional else 1), 2)
         self.batch_first = batch_first
 
     def forward(self, x):
@@ -125,6 +126,8 @@ def cases():
         "attention_seq_first": (lambda: SeqModel(batch_first=False), lambda b: torch.randint(0, 11, (b, 5))),
         "lstm": (lambda: RNNModel("lstm"), lambda b: torch.randn(b, 6, 4)),
         "lstm_bidir_seq_first": (lambda: RNNModel("lstm", True, False), lambda b: torch.randn(b, 6, 4)),
+        "lstm_proj": (lambda: RNNModel("lstm", proj_size=3), lambda b: torch.randn(b, 6, 4)),
+        "lstm_proj_bidir_seq_first": (lambda: RNNModel("lstm", True, False, 3), lambda b: torch.randn(b, 6, 4)),
         "gru": (lambda: RNNModel("gru", True), lambda b: torch.randn(b, 6, 4)),
         "rnn_tanh": (lambda: RNNModel("rnn"), lambda b: torch.randn(b, 6, 4)),
         "tied": (Tied, lambda b: torch.randint(0, 7, (b, 4))),

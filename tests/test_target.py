@@ -24,7 +24,14 @@ def test_shared_equals_plain_module(name):
 @pytest.mark.parametrize("name", list(CASES))
 @pytest.mark.parametrize("path", ["auto", "vmap"])
 def test_per_sample_equals_loop(name, path):
-    if path == "vmap" and name in ("lstm", "lstm_bidir_seq_first", "gru", "rnn_tanh"):
+    if path == "vmap" and name in (
+        "lstm",
+        "lstm_bidir_seq_first",
+        "lstm_proj",
+        "lstm_proj_bidir_seq_first",
+        "gru",
+        "rnn_tanh",
+    ):
         pytest.skip("torch has no vmap batching rule for cuDNN-style RNN ops; the auto path covers them")
     module, target, data = build_case(name, per_sample=path)
     B = 64
@@ -49,7 +56,9 @@ def test_ensemble_equals_loop(name):
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["mlp", "conv2d_bn", "embedding_attention", "lstm", "tied", "custom_param"])
+@pytest.mark.parametrize(
+    "name", ["mlp", "conv2d_bn", "embedding_attention", "lstm", "lstm_proj", "tied", "custom_param"]
+)
 def test_gradients_reach_weights_not_module_copies(name):
     module, target, data = build_case(name)
     B = 4

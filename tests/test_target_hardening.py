@@ -559,6 +559,25 @@ def test_rnn_flat_weights_point_at_own_parameters_after_a_call(batched):
     assert probe() is None
 
 
+def test_lstm_with_projections_per_sample_from_a_given_state_equals_a_loop():
+    torch.manual_seed(0)
+    module = nn.LSTM(4, 5, num_layers=2, proj_size=3, bidirectional=True, batch_first=True)
+    target = Target(module)
+    assert "weight_hr_l1_reverse" in target.spec.names
+    B = 3
+    w = random_weights(target.spec, B)
+    x, h0, c0 = torch.randn(B, 6, 4), torch.randn(4, B, 3), torch.randn(4, B, 5)  # h of width proj_size
+    out, (hn, cn) = target(w, x, (h0, c0))
+    assert out.shape == (B, 6, 6) and hn.shape == (4, B, 3) and cn.shape == (4, B, 5)
+    for b in range(B):
+        o, (h, c) = torch.func.functional_call(
+            module, one_set(w, b), (x[b : b + 1], (h0[:, b : b + 1], c0[:, b : b + 1]))
+        )
+        torch.testing.assert_close(out[b : b + 1], o)
+        torch.testing.assert_close(hn[:, b : b + 1], h)
+        torch.testing.assert_close(cn[:, b : b + 1], c)
+
+
 # ------------------------------------------------------------------ bad input
 
 

@@ -413,16 +413,15 @@ def rnn(call: GroupedCall, input: torch.Tensor, hx: Any = None) -> Any:
     m, G = call.module, call.groups
     if isinstance(input, nn.utils.rnn.PackedSequence):
         raise TypeError("Target: PackedSequence inputs are not supported with batched weights; pad the batch instead")
-    if getattr(m, "proj_size", 0):
-        raise ValueError("Target: LSTM with proj_size > 0 is not supported with batched weights")
     mode = m.mode
     H, L = m.hidden_size, m.num_layers
+    P = getattr(m, "proj_size", 0)  # LSTM with projections: h = W_hr (o * tanh(c)), of width P
     dirs = 2 if m.bidirectional else 1
     unbatched = input.dim() == 2
     x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if m.batch_first else input)
     T, B = x.shape[0], x.shape[1]
     if hx is None:
-        h0 = x.new_zeros(L * dirs, B, H)
+        h0 = x.new_zeros(L * dirs, B, P or H)
         c0 = x.new_zeros(L * dirs, B, H) if mode == "LSTM" else None
     elif mode == "LSTM":
         h0, c0 = hx
@@ -439,6 +438,7 @@ def rnn(call: GroupedCall, input: torch.Tensor, hx: Any = None) -> Any:
             w_ih, w_hh = call.get("weight_ih" + sfx), call.get("weight_hh" + sfx)
             b_ih = call.get("bias_ih" + sfx) if m.bias else None
             b_hh = call.get("bias_hh" + sfx) if m.bias else None
+            w_hr = call.get("weight_hr" + sfx) if P else None
             # input projection for all time steps at once: (B, T, I) @ W_ih^T
             xt = layer_in.transpose(0, 1)  # (B, T, I)
             if w_ih.dim() == 2:
@@ -459,6 +459,8 @@ def rnn(call: GroupedCall, input: torch.Tensor, hx: Any = None) -> Any:
                     i, f, g, o = (gi + gh).chunk(4, dim=-1)
                     c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
                     h = torch.sigmoid(o) * torch.tanh(c)
+                    if w_hr is not None:
+                        h = _grouped_matmul(h, w_hr, G)
                 elif mode == "GRU":
                     ir, iz, in_ = gi.chunk(3, dim=-1)
                     hr, hz, hn_ = gh.chunk(3, dim=-1)
