@@ -578,6 +578,50 @@ def test_lstm_with_projections_per_sample_from_a_given_state_equals_a_loop():
         torch.testing.assert_close(cn[:, b : b + 1], c)
 
 
+class PackedRNN(nn.Module):
+    """Pads in, packs inside: the usual way to run variable-length sequences through an RNN."""
+
+    def __init__(self, kind: str, bidirectional: bool, proj_size: int = 0):
+        super().__init__()
+        cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[kind]
+        extra = {"proj_size": proj_size} if proj_size else {}
+        self.rnn = cls(4, 5, num_layers=2, batch_first=True, bidirectional=bidirectional, **extra)
+
+    def forward(self, x, lengths):
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, h = self.rnn(packed)
+        padded, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        hn, cn = h if isinstance(h, tuple) else (h, h)  # the cell state of an LSTM
+        return padded, hn.transpose(0, 1), cn.transpose(0, 1)
+
+
+@pytest.mark.parametrize(("kind", "bidirectional", "proj_size"), [("lstm", True, 0), ("lstm", False, 3), ("gru", True, 0), ("rnn", False, 0)])  # fmt: skip
+def test_packed_sequences_per_sample_equal_a_loop(kind, bidirectional, proj_size):
+    torch.manual_seed(0)
+    module = PackedRNN(kind, bidirectional, proj_size)
+    target = Target(module)
+    B = 4
+    w = {k: v.requires_grad_(True) for k, v in random_weights(target.spec, B).items()}
+    x, lengths = torch.randn(B, 6, 4), torch.tensor([3, 6, 1, 4])  # unsorted: packing sorts them
+    out, hn, cn = target(w, x, lengths)
+    refs = [torch.func.functional_call(module, one_set(w, b), (x[b : b + 1], lengths[b : b + 1])) for b in range(B)]
+    torch.testing.assert_close(out, torch.cat([r[0] for r in refs]))
+    torch.testing.assert_close(hn, torch.cat([r[1] for r in refs]))
+    torch.testing.assert_close(cn, torch.cat([r[2] for r in refs]))
+    assert out[0, 3:].abs().max() == 0 and out[2, 1:].abs().max() == 0  # nothing past a sequence's end
+    g = torch.randn_like(out)
+    got = torch.autograd.grad((out * g).sum() + hn.sum(), list(w.values()))
+    want = torch.autograd.grad(sum((r[0] * g[b : b + 1]).sum() + r[1].sum() for b, r in enumerate(refs)), list(w.values()))  # fmt: skip
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)
+    ensemble = target.ensemble({k: v[:2] for k, v in w.items()}, x, lengths)  # 2 weight sets, one batch
+    for k in range(2):
+        for got_k, want_k in zip(
+            ensemble, torch.func.functional_call(module, one_set(w, k), (x, lengths)), strict=True
+        ):
+            torch.testing.assert_close(got_k[k], want_k)
+
+
 # ------------------------------------------------------------------ bad input
 
 

@@ -409,16 +409,26 @@ def _grouped_bias(b: torch.Tensor | None, G: int, n: int) -> torch.Tensor | floa
 
 def rnn(call: GroupedCall, input: torch.Tensor, hx: Any = None) -> Any:
     """``RNN``/``GRU``/``LSTM``: all time steps' input projections in one ``bmm``, then a
-    loop over time (not samples) with a ``bmm`` per step."""
+    loop over time (not samples) with a ``bmm`` per step. A ``PackedSequence`` is padded back
+    in the batch's order, each sample's state is held past its own length, and the output is
+    packed as the input was."""
     m, G = call.module, call.groups
-    if isinstance(input, nn.utils.rnn.PackedSequence):
-        raise TypeError("Target: PackedSequence inputs are not supported with batched weights; pad the batch instead")
+    packed = input if isinstance(input, nn.utils.rnn.PackedSequence) else None
+    lengths = None
+    if packed is not None:
+        # padded back in the batch's own order (the order of the weight sets); each sample's
+        # state stops at its own length (and the reverse direction starts there)
+        input, lengths = nn.utils.rnn.pad_packed_sequence(packed)
+        lengths = lengths.to(input.device)
     mode = m.mode
     H, L = m.hidden_size, m.num_layers
     P = getattr(m, "proj_size", 0)  # LSTM with projections: h = W_hr (o * tanh(c)), of width P
     dirs = 2 if m.bidirectional else 1
     unbatched = input.dim() == 2
-    x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if m.batch_first else input)
+    if packed is not None:
+        x = input  # (T, B, I): a packed sequence is time-first whatever batch_first says
+    else:
+        x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if m.batch_first else input)
     T, B = x.shape[0], x.shape[1]
     if hx is None:
         h0 = x.new_zeros(L * dirs, B, P or H)
@@ -455,6 +465,7 @@ def rnn(call: GroupedCall, input: torch.Tensor, hx: Any = None) -> Any:
             for t in steps:
                 gh = _grouped_matmul(h, w_hh, G) + bhh
                 gi = xi[:, t]
+                h_prev, c_prev = h, c
                 if mode == "LSTM":
                     i, f, g, o = (gi + gh).chunk(4, dim=-1)
                     c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
@@ -472,7 +483,12 @@ def rnn(call: GroupedCall, input: torch.Tensor, hx: Any = None) -> Any:
                     h = torch.tanh(gi + gh)
                 else:
                     h = torch.relu(gi + gh)
-                out_d[t] = h
+                out_d[t] = h  # past a sample's end: never read (repacking drops those steps)
+                if lengths is not None:  # a sample past its end keeps its state
+                    live = (t < lengths).unsqueeze(-1)
+                    h = torch.where(live, h, h_prev)
+                    if c is not None:
+                        c = torch.where(live, c, c_prev)
             outs.append(torch.stack(out_d, 0))
             hn.append(h)
             if c is not None:
@@ -482,7 +498,9 @@ def rnn(call: GroupedCall, input: torch.Tensor, hx: Any = None) -> Any:
             layer_in = F.dropout(layer_in, m.dropout, True)
     out = layer_in
     h_n = torch.stack(hn, 0)
-    if unbatched:
+    if packed is not None:
+        out = _repack(out, packed)
+    elif unbatched:
         out, h_n = out.squeeze(1), h_n.squeeze(1)
     elif m.batch_first:
         out = out.transpose(0, 1)
@@ -490,6 +508,18 @@ def rnn(call: GroupedCall, input: torch.Tensor, hx: Any = None) -> Any:
         c_n = torch.stack(cn, 0)
         return out, (h_n, c_n.squeeze(1) if unbatched else c_n)
     return out, h_n
+
+
+def _repack(out: torch.Tensor, like: nn.utils.rnn.PackedSequence) -> nn.utils.rnn.PackedSequence:
+    """``out (T, B, F)``, in the batch's own order, packed as ``like`` is: step ``t`` holds the
+    first ``batch_sizes[t]`` samples of ``like``'s sorted order."""
+    sizes = like.batch_sizes
+    steps = torch.repeat_interleave(torch.arange(len(sizes)), sizes)
+    starts = torch.cumsum(sizes, 0) - sizes
+    pos = torch.arange(int(sizes.sum())) - starts[steps]
+    rows = pos if like.sorted_indices is None else like.sorted_indices.cpu()[pos]
+    data = out[steps.to(out.device), rows.to(out.device)]
+    return nn.utils.rnn.PackedSequence(data, sizes, like.sorted_indices, like.unsorted_indices)
 
 
 def _gproj(x: torch.Tensor, w: torch.Tensor, b, G: int) -> torch.Tensor:
