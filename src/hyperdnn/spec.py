@@ -215,9 +215,9 @@ class WeightSpec(Sequence[TensorSpec]):
         self._offsets = tuple(offsets)
         self._sizes = [t.numel for t in self._tensors]  # split sizes of the flat layout
         # what unflatten does to each part of an unbatched flat: None when the part, a 1-D
-        # view, already has the tensor's shape (biases), else the shape to view it as
+        # view, already has the tensor's shape (biases), else the shape to reshape it to
         self._views = [None if len(t.shape) == 1 else tuple(t.shape) for t in self._tensors]
-        self._names = [t.name for t in self._tensors]
+        self._names = tuple(t.name for t in self._tensors)
         self._numel = o
         self._index = {t.name: i for i, t in enumerate(self._tensors)}
 
@@ -300,7 +300,7 @@ class WeightSpec(Sequence[TensorSpec]):
     @property
     def names(self) -> tuple[str, ...]:
         """Tensor names in order."""
-        return tuple(t.name for t in self._tensors)
+        return self._names
 
     @property
     def shapes(self) -> dict[str, tuple[int, ...]]:

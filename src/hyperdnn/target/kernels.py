@@ -419,7 +419,6 @@ def rnn(call: GroupedCall, input: torch.Tensor, hx: Any = None) -> Any:
         # padded back in the batch's own order (the order of the weight sets); each sample's
         # state stops at its own length (and the reverse direction starts there)
         input, lengths = nn.utils.rnn.pad_packed_sequence(packed)
-        lengths = lengths.to(input.device)
     mode = m.mode
     H, L = m.hidden_size, m.num_layers
     P = getattr(m, "proj_size", 0)  # LSTM with projections: h = W_hr (o * tanh(c)), of width P
@@ -430,6 +429,8 @@ def rnn(call: GroupedCall, input: torch.Tensor, hx: Any = None) -> Any:
     else:
         x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if m.batch_first else input)
     T, B = x.shape[0], x.shape[1]
+    # (T, B, 1): whether step t is inside sample b's sequence (packed input only)
+    live = None if lengths is None else (torch.arange(T).unsqueeze(1) < lengths).unsqueeze(-1).to(x.device)
     if hx is None:
         h0 = x.new_zeros(L * dirs, B, P or H)
         c0 = x.new_zeros(L * dirs, B, H) if mode == "LSTM" else None
@@ -484,11 +485,10 @@ def rnn(call: GroupedCall, input: torch.Tensor, hx: Any = None) -> Any:
                 else:
                     h = torch.relu(gi + gh)
                 out_d[t] = h  # past a sample's end: never read (repacking drops those steps)
-                if lengths is not None:  # a sample past its end keeps its state
-                    live = (t < lengths).unsqueeze(-1)
-                    h = torch.where(live, h, h_prev)
+                if live is not None:  # a sample past its end keeps its state
+                    h = torch.where(live[t], h, h_prev)
                     if c is not None:
-                        c = torch.where(live, c, c_prev)
+                        c = torch.where(live[t], c, c_prev)
             outs.append(torch.stack(out_d, 0))
             hn.append(h)
             if c is not None:

@@ -363,20 +363,20 @@ class Target(nn.Module):
 
     def _dispatch(self, structure: Structure, weights, batch, args: tuple, kwargs: dict, mode: str) -> Any:
         """Run in ``mode`` (one of :data:`MODES`) after checking the weights' batch dims ``batch``
-        against it."""
-        where = _where(mode)
+        against it. (An ``"auto"`` call never fails these checks, so the messages name ``mode``
+        as given; the name is built only for a message, off the hot path.)"""
         if mode == "auto":
             if len(batch) > 1:
                 raise ValueError(f"Target: weights may have at most one batch dim, got batch shape {tuple(batch)}")
             mode = "per_sample" if len(batch) else "shared"
         if mode == "shared":
             if len(batch):
-                raise ValueError(f"{where}: expected weights without batch dims, got batch shape {tuple(batch)}")
+                raise ValueError(f"{_where(mode)}: expected weights without batch dims, got batch shape {tuple(batch)}")
             return self._shared(structure, weights, args, kwargs)
         if len(batch) != 1:
             dim = "B" if mode == "per_sample" else "K"
             raise ValueError(
-                f"{where}: expected weights with one batch dim ({dim}, ...), got batch shape {tuple(batch)}"
+                f"{_where(mode)}: expected weights with one batch dim ({dim}, ...), got batch shape {tuple(batch)}"
             )
         if mode == "per_sample":
             return self._per_sample(structure, weights, batch[0], args, kwargs)
