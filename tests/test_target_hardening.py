@@ -622,7 +622,107 @@ def test_packed_sequences_per_sample_equal_a_loop(kind, bidirectional, proj_size
             torch.testing.assert_close(got_k[k], want_k)
 
 
+def _states(h):
+    """An RNN's final states as a tuple: ``(h_n,)`` or ``(h_n, c_n)``."""
+    return h if isinstance(h, tuple) else (h,)
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs"),
+    [
+        (nn.LSTM, {"num_layers": 2, "bidirectional": True}),
+        (nn.LSTM, {"proj_size": 2}),
+        (nn.GRU, {"num_layers": 2}),
+        (nn.RNN, {"batch_first": True, "bidirectional": True}),
+    ],
+)
+def test_a_packed_sequence_as_the_targets_input_per_sample_and_ensemble_equal_loops(cls, kwargs):
+    torch.manual_seed(0)
+    module = cls(3, 4, **kwargs)
+    target = Target(module)
+    B, K = 3, 2
+    w = {k: v.requires_grad_(True) for k, v in random_weights(target.spec, B).items()}
+    x, lengths = torch.randn(5, B, 3), torch.tensor([2, 5, 4])  # unsorted: packing sorts them
+    packed = nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+
+    out, h = target(w, packed)  # sequence b with weight set b
+    assert isinstance(out, nn.utils.rnn.PackedSequence)
+    torch.testing.assert_close(out.sorted_indices, packed.sorted_indices)
+    padded, _ = nn.utils.rnn.pad_packed_sequence(out)
+    refs = []
+    for b in range(B):
+        one = nn.utils.rnn.pack_padded_sequence(x[:, b : b + 1], lengths[b : b + 1])
+        o, hb = functional_call(module, one_set(w, b), (one,))
+        refs.append((nn.utils.rnn.pad_packed_sequence(o)[0][:, 0], _states(hb)))
+        torch.testing.assert_close(padded[: lengths[b], b], refs[b][0])
+        for got, want in zip(_states(h), refs[b][1], strict=True):
+            torch.testing.assert_close(got[:, b : b + 1], want)
+    g = torch.randn_like(out.data)
+    got = torch.autograd.grad((out.data * g).sum() + _states(h)[0].sum(), list(w.values()))
+    g_padded = nn.utils.rnn.pad_packed_sequence(out._replace(data=g))[0]
+    loss = sum((r[0] * g_padded[: lengths[b], b]).sum() + r[1][0].sum() for b, r in enumerate(refs))
+    for a, b in zip(got, torch.autograd.grad(loss, list(w.values())), strict=True):
+        torch.testing.assert_close(a, b)
+
+    # ensemble: K weight sets on the same sequences; the output stays packed, K * B sequences,
+    # member-major; the final states are (K, layers * directions, B, hidden)
+    wk = {k: v[:K] for k, v in w.items()}
+    out, h = target.ensemble(wk, packed)
+    assert int(out.batch_sizes[0]) == K * B
+    padded, _ = nn.utils.rnn.pad_packed_sequence(out)
+    for k in range(K):
+        o, hk = functional_call(module, one_set(wk, k), (packed,))
+        torch.testing.assert_close(padded[:, k * B : (k + 1) * B], nn.utils.rnn.pad_packed_sequence(o)[0])
+        for got, want in zip(_states(h), _states(hk), strict=True):
+            assert got.shape == (K, *want.shape)
+            torch.testing.assert_close(got[k], want)
+
+
+@pytest.mark.parametrize("cls", [nn.LSTM, nn.GRU])
+def test_ensemble_splits_an_rnns_final_states_at_their_own_batch_dim(cls):
+    """h_n (layers * directions, batch, hidden) carries its batch at dim 1 whatever batch_first
+    says; with 2 layers, K = 2 and one sample, its dim 0 also has size K * N."""
+    torch.manual_seed(0)
+    module = cls(3, 4, num_layers=2, batch_first=True)
+    target = Target(module)
+    K = 2
+    w = random_weights(target.spec, K)
+    x = torch.randn(1, 6, 3)
+    out, h = target.ensemble(w, x)
+    assert out.shape == (K, 1, 6, 4)
+    for k in range(K):
+        o, hk = functional_call(module, one_set(w, k), (x,))
+        torch.testing.assert_close(out[k], o)
+        for got, want in zip(_states(h), _states(hk), strict=True):
+            assert got.shape == (K, 2, 1, 4)
+            torch.testing.assert_close(got[k], want)
+
+
 # ------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize("mode", ["per_sample", "ensemble"])
+def test_an_unbatched_rnn_input_with_batched_weights_is_refused(mode):
+    target = Target(nn.GRU(3, 4))
+    before = state(target.module)
+    w = random_weights(target.spec, 5)
+    with pytest.raises(ValueError, match=r"GRU with batched weights expected a batched input .*unbatched \(2-D\)"):
+        target.run(w, torch.randn(5, 3), mode=mode)  # one sequence of 5 steps, not 5 samples
+    assert_unchanged(target.module, before)
+
+
+def test_a_packed_sequence_is_refused_where_it_cannot_be_split():
+    packed = nn.utils.rnn.pack_padded_sequence(torch.randn(5, 3, 3), torch.tensor([2, 5, 4]), enforce_sorted=False)
+    vmapped = Target(nn.LSTM(3, 4), per_sample="vmap")
+    w = random_weights(vmapped.spec, 3)
+    for mode in ("per_sample", "ensemble"):
+        with pytest.raises(ValueError, match="LSTM runs under vmap .* got a PackedSequence; pad it first"):
+            vmapped.run(w, packed, mode=mode)
+    target = Target(nn.LSTM(3, 4))
+    with pytest.raises(ValueError, match="at least one weight set with a PackedSequence input, got K = 0"):
+        target.ensemble({k: v[:0] for k, v in w.items()}, packed)
+    with pytest.raises(ValueError, match="weights have batch 2 but the input has batch 3"):
+        target.per_sample({k: v[:2] for k, v in w.items()}, packed)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float64, torch.int64])

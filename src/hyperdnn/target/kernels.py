@@ -423,11 +423,16 @@ def rnn(call: GroupedCall, input: torch.Tensor, hx: Any = None) -> Any:
     H, L = m.hidden_size, m.num_layers
     P = getattr(m, "proj_size", 0)  # LSTM with projections: h = W_hr (o * tanh(c)), of width P
     dirs = 2 if m.bidirectional else 1
-    unbatched = input.dim() == 2
+    if input.dim() == 2:  # one sequence: no batch to pair with G weight sets
+        raise ValueError(
+            f"Target: {type(m).__name__} with batched weights expected a batched input (3-D, or a "
+            "PackedSequence), got an unbatched (2-D) one; add a batch dim "
+            f"(x.unsqueeze({0 if m.batch_first else 1})) or run it with one weight set (Target.shared)"
+        )
     if packed is not None:
         x = input  # (T, B, I): a packed sequence is time-first whatever batch_first says
     else:
-        x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if m.batch_first else input)
+        x = input.transpose(0, 1) if m.batch_first else input
     T, B = x.shape[0], x.shape[1]
     # (T, B, 1): whether step t is inside sample b's sequence (packed input only)
     live = None if lengths is None else (torch.arange(T).unsqueeze(1) < lengths).unsqueeze(-1).to(x.device)
@@ -436,10 +441,8 @@ def rnn(call: GroupedCall, input: torch.Tensor, hx: Any = None) -> Any:
         c0 = x.new_zeros(L * dirs, B, H) if mode == "LSTM" else None
     elif mode == "LSTM":
         h0, c0 = hx
-        if unbatched:
-            h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
     else:
-        h0, c0 = (hx.unsqueeze(1) if unbatched else hx), None
+        h0, c0 = hx, None
     hn, cn = [], []
     layer_in = x
     for layer in range(L):
@@ -500,13 +503,11 @@ def rnn(call: GroupedCall, input: torch.Tensor, hx: Any = None) -> Any:
     h_n = torch.stack(hn, 0)
     if packed is not None:
         out = _repack(out, packed)
-    elif unbatched:
-        out, h_n = out.squeeze(1), h_n.squeeze(1)
     elif m.batch_first:
         out = out.transpose(0, 1)
     if mode == "LSTM":
         c_n = torch.stack(cn, 0)
-        return out, (h_n, c_n.squeeze(1) if unbatched else c_n)
+        return out, (h_n, c_n)
     return out, h_n
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence
 from torch.utils import _pytree as pytree
 
 from hyperdnn.spec import Selection, WeightSpec, _normalize_selection
@@ -215,7 +216,12 @@ class Target(nn.Module):
         Returns:
             What the module returns; per sample, sample ``b`` computed with weight set ``b``;
             ensemble, every output tensor ``(K, N, ...)``: the member dim first, then the
-            output's own dims with its batch at ``batch_dim + 1``.
+            output's own dims with its batch at ``batch_dim + 1``. A ``PackedSequence`` input
+            holds ``N`` sequences (per sample, sequence ``b`` runs with set ``b``); as an
+            ensemble output it stays one ``PackedSequence`` of ``K * N`` sequences, member-major
+            (sequence ``k * N + i``: member ``k`` on sequence ``i``). When the module is itself
+            an ``RNN``/``GRU``/``LSTM``, its final states are split at their own batch dim:
+            ``(K, layers * directions, N, hidden)``.
 
         Raises:
             TypeError, ValueError: an unknown mode; wrong names (all listed), shapes, dtypes or
@@ -258,7 +264,8 @@ class Target(nn.Module):
 
     def input_batch(self, *args: Any, **kwargs: Any) -> int | None:
         """The batch size of the inputs: the size at ``batch_dim`` of the first tensor input
-        that has that dim (``None`` when none has).
+        that has that dim, or the number of sequences of a ``PackedSequence`` input, whichever
+        comes first (``None`` when there is neither).
 
         Example::
 
@@ -270,6 +277,8 @@ class Target(nn.Module):
         for a in list(args) + list(kwargs.values()):
             if isinstance(a, torch.Tensor) and a.dim() > self.batch_dim:
                 return a.shape[self.batch_dim]
+            if isinstance(a, PackedSequence):
+                return int(a.batch_sizes[0])
         return None
 
     def materialize(self, weights: Mapping[str, torch.Tensor]) -> nn.Module:
@@ -442,6 +451,11 @@ class Target(nn.Module):
         n = self.input_batch(*args, **kwargs)
         if n is None:
             raise ValueError(f"Target.ensemble: expected a tensor input with a batch dim at {d}, got none")
+        if K == 0 and any(isinstance(a, PackedSequence) for a in (*args, *kwargs.values())):
+            raise ValueError(
+                "Target.ensemble: expected at least one weight set with a PackedSequence input, got K = 0 "
+                "(a PackedSequence cannot hold no sequences)"
+            )
         if K == 0 or n == 0:
             out = self._empty(structure, weights, n, args, kwargs)
         else:
@@ -449,6 +463,8 @@ class Target(nn.Module):
         if out is None:
 
             def rep(t):
+                if isinstance(t, PackedSequence):
+                    return _repeat_packed(t, K)
                 if isinstance(t, torch.Tensor) and t.dim() > d and t.shape[d] == n:
                     t = t.unsqueeze(d).expand(*t.shape[:d], K, *t.shape[d:])
                     return t.reshape(*t.shape[:d], K * n, *t.shape[d + 2 :])
@@ -458,12 +474,15 @@ class Target(nn.Module):
             kwargs_r = {k: rep(v) for k, v in kwargs.items()}
             out = self._grouped(structure, weights, K, args_r, kwargs_r, per_group_norm=True)
 
-        def split(t):
-            if isinstance(t, torch.Tensor) and t.dim() > d and t.shape[d] == K * n:
-                return t.reshape(*t.shape[:d], K, n, *t.shape[d + 1 :]).movedim(d, 0)
-            return t
+        def split(t, at=d):
+            if isinstance(t, torch.Tensor) and t.dim() > at and t.shape[at] == K * n:
+                return t.reshape(*t.shape[:at], K, n, *t.shape[at + 1 :]).movedim(at, 0)
+            return t  # a PackedSequence stays one, of K * n sequences, member-major
 
-        return pytree.tree_map(split, out)
+        if isinstance(self.module, nn.RNNBase) and isinstance(out, tuple) and len(out) == 2:
+            # (output, h_n) or (output, (h_n, c_n)): the states carry the batch at dim 1
+            return split(out[0]), pytree.tree_map(lambda t: split(t, 1), out[1])
+        return pytree.tree_map(split, out, is_leaf=lambda t: isinstance(t, PackedSequence))
 
     def _empty(self, structure: Structure, weights, n: int, args, kwargs):
         """No samples (per sample ``B = 0``; ensemble ``K = 0`` or ``N = 0``): the module's
@@ -538,3 +557,13 @@ class Target(nn.Module):
             for layer in list(m)[1:]:
                 h = layer(h)
         return h
+
+
+def _repeat_packed(p: PackedSequence, K: int) -> PackedSequence:
+    """``p``'s ``n`` sequences ``K`` times over, member-major: sequence ``k * n + i`` of the result
+    is sequence ``i`` of ``p``. Each step's rows are repeated in place, so the result stays
+    sorted by length (sorted position ``j * K + k`` is copy ``k`` of sorted position ``j``)."""
+    n = int(p.batch_sizes[0])
+    order = torch.arange(n, device=p.data.device) if p.sorted_indices is None else p.sorted_indices
+    sorted_indices = (order.unsqueeze(1) + n * torch.arange(K, device=order.device)).reshape(-1)
+    return PackedSequence(p.data.repeat_interleave(K, dim=0), p.batch_sizes * K, sorted_indices, None)

@@ -70,6 +70,12 @@ def run_vmapped(owner: nn.Module, weights: Mapping[str, torch.Tensor], G: int, d
     Returns:
         The module's output, tensors with ``G * N`` at ``dims.out_dim``.
     """
+    if any(isinstance(a, nn.utils.rnn.PackedSequence) for a in (*args, *kwargs.values())):
+        raise ValueError(
+            f"Target: {type(owner).__name__} runs under vmap with batched weights (it has no grouped kernel, "
+            "or per_sample='vmap') and expected tensor inputs it can split into weight sets, got a "
+            "PackedSequence; pad it first (nn.utils.rnn.pad_packed_sequence) and pack inside the module"
+        )
     arg_dims, kw_dims = dims(args, kwargs)
 
     def split(t, d):
