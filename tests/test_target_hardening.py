@@ -300,6 +300,45 @@ def test_embedding_padding_row_gets_no_gradient_per_sample(scale_grad_by_freq):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("norm_type", [2.0, 1.0])
+def test_embedding_max_norm_per_sample_and_ensemble_equal_loops(norm_type):
+    """F.embedding(max_norm=...) rescales the looked-up rows of its table in place (no gradient
+    through the rescaling): each weight set's rows are rescaled as a loop of plain calls would,
+    the caller's tensors included, and outputs and gradients match the loop."""
+    torch.manual_seed(0)
+    emb = nn.Embedding(7, 4, max_norm=1.0, norm_type=norm_type, padding_idx=0)
+    module = nn.Sequential(emb, nn.Flatten(), nn.Linear(12, 2)).double()
+    target = Target(module)
+    idx = torch.tensor([[1, 2, 0], [3, 3, 6], [0, 0, 0], [5, 1, 2]])  # rows 4 never looked up
+    for entry, n in (("per_sample", 4), ("ensemble", 3)):
+        base = {k: torch.randn(n, *s, dtype=torch.float64, requires_grad=True) for k, s in target.spec.shapes.items()}
+        w, w_ref = {k: 3 * v for k, v in base.items()}, {k: 3 * v for k, v in base.items()}  # norms well above 1
+        out = target.run(w, idx, mode=entry)
+        loop = per_sample_loop if entry == "per_sample" else ensemble_loop
+        ref = loop(target, w_ref, idx)
+        torch.testing.assert_close(out, ref)
+        torch.testing.assert_close(w["0.weight"], w_ref["0.weight"])  # the same rows rescaled in place
+        norms = torch.linalg.vector_norm(w["0.weight"], norm_type, dim=-1)
+        looked_up = [set(row.tolist()) for row in idx] if entry == "per_sample" else [set(idx.flatten().tolist())] * n
+        for b, rows in enumerate(looked_up):  # each set's own rows rescaled, the others left alone
+            for r in range(7):
+                assert (norms[b, r] <= 1 + 1e-6) if r in rows else (norms[b, r] > 1.5), (entry, b, r)
+        g = torch.randn_like(out)
+        got = torch.autograd.grad((out * g).sum(), list(base.values()))
+        want = torch.autograd.grad((ref * g).sum(), list(base.values()))
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b)
+
+
+def test_embedding_max_norm_with_an_index_out_of_range_changes_nothing():
+    target = Target(nn.Embedding(5, 2, max_norm=1.0))
+    tables = torch.arange(30.0).reshape(3, 5, 2)
+    before = tables.clone()
+    with pytest.raises(IndexError):
+        target({"weight": tables}, torch.tensor([[1], [7], [2]]))
+    assert torch.equal(tables, before)
+
+
 # ------------------------------------------------------------------ 4. torch.utils.checkpoint
 
 

@@ -369,12 +369,10 @@ def group_norm(call: GroupedCall, x: torch.Tensor) -> torch.Tensor:
 
 
 def embedding(call: GroupedCall, idx: torch.Tensor) -> torch.Tensor:
-    """``Embedding``: one gather from the ``(G*V, D)`` stacked tables."""
+    """``Embedding``: one gather from the ``(G*V, D)`` stacked tables. With ``max_norm``, each
+    set's looked-up rows are first renormalised in place, as ``F.embedding`` does to its one
+    table."""
     m, G, bd = call.module, call.groups, call.batch_dim
-    if m.max_norm is not None:
-        raise ValueError(
-            "Target: Embedding with max_norm renormalises weights in place; not supported with batched weights"
-        )
     idx = call.groups_first(idx, bd)
     w = call.weights["weight"]
     V = w.shape[1]
@@ -384,12 +382,31 @@ def embedding(call: GroupedCall, idx: torch.Tensor) -> torch.Tensor:
     offs = (torch.arange(G, device=idx.device) * V).view(G, *([1] * idx.dim()))
     grouped = idx.reshape(G, idx.shape[0] // G, *idx.shape[1:])
     flat = torch.where((grouped >= 0) & (grouped < V), grouped + offs, G * V)
+    if m.max_norm is not None:
+        _renorm_rows(w, flat, m.max_norm, m.norm_type)
     out = F.embedding(flat, w.reshape(G * V, -1), scale_grad_by_freq=m.scale_grad_by_freq)
     if m.padding_idx is not None:
         # the padding row gets no gradient, as in F.embedding(..., padding_idx=...)
         out = torch.where((grouped == m.padding_idx).unsqueeze(-1), out.detach(), out)
     out = out.reshape(*idx.shape, w.shape[-1])
     return out.movedim(0, bd) if bd else out
+
+
+@torch.no_grad()
+def _renorm_rows(w: torch.Tensor, flat: torch.Tensor, max_norm: float, norm_type: float) -> None:
+    """``torch.embedding_renorm_`` on the ``(G, V, D)`` tables ``w`` in place, for the rows at the
+    stacked indices ``flat`` (``g * V + row``): a row whose norm exceeds ``max_norm`` is scaled to
+    it, as ``F.embedding(..., max_norm=...)`` does (no gradient flows through the rescaling).
+    Nothing is changed when an index is out of range (the lookup raises for it next)."""
+    G, V = w.shape[0], w.shape[1]
+    if bool((flat == G * V).any()):
+        return
+    rows = flat.unique()
+    at = (rows // V, rows % V)
+    values = w[at]
+    norms = torch.linalg.vector_norm(values, norm_type, dim=-1, keepdim=True)
+    scale = torch.where(norms > max_norm, max_norm / (norms + 1e-7), torch.ones_like(norms))
+    w.index_put_(at, values * scale)
 
 
 def _grouped_matmul(x: torch.Tensor, w: torch.Tensor, G: int) -> torch.Tensor:
