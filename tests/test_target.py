@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from hyperdnn import Target, WeightSpec
-from tests.helpers import CASES, assert_unchanged, build_case, load, random_weights, state
+from tests.helpers import CASES, assert_unchanged, build_case, load, one_set, random_weights, state
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -238,6 +240,39 @@ def test_batchnorm_train_ensemble_normalises_per_member():
         means.append(module[1].running_mean.clone())
     torch.testing.assert_close(out, torch.stack(refs), atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(got_mean, torch.stack(means).mean(0), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_batchnorm_without_generated_tensors_normalises_per_member_in_an_ensemble(affine):
+    """Only the convolution is generated: the BatchNorm after it still normalises each member
+    over its own batch (as K plain calls would), and its own affine parameters get the loop's
+    gradients; per sample it normalises over the whole batch, as the plain module does."""
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, affine=affine), nn.Flatten(), nn.Linear(64, 2))
+    target = Target(module, ["0.*"])
+    K, N = 3, 5
+    x = torch.randn(N, 3, 6, 6)
+    w = {k: v.requires_grad_(True) for k, v in random_weights(target.spec, K).items()}
+    own = [p for n, p in module.named_parameters() if not n.startswith("0.")]
+    start = state(module)
+    out = target.ensemble(w, x)
+    got_mean = module[1].running_mean.clone()
+    g = torch.randn_like(out)
+    got = torch.autograd.grad((out * g).sum(), [*w.values(), *own])
+    refs, means = [], []
+    for k in range(K):
+        buffers = {n: start[n].clone() for n, _ in module.named_buffers()}  # each member's own copy
+        refs.append(functional_call(module, {**one_set(w, k), **buffers}, (x,)))
+        means.append(buffers["1.running_mean"])
+    ref = torch.stack(refs)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(got_mean, torch.stack(means).mean(0), atol=1e-6, rtol=1e-5)
+    for a, b in zip(got, torch.autograd.grad((ref * g).sum(), [*w.values(), *own]), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    # per sample: the whole batch's statistics, i.e. the plain BatchNorm on the grouped conv's output
+    wb = random_weights(target.spec, N)
+    conv = torch.cat([F.conv2d(x[b : b + 1], wb["0.weight"][b], wb["0.bias"][b]) for b in range(N)])
+    torch.testing.assert_close(target(wb, x), module[3](module[2](module[1](conv))), atol=1e-5, rtol=1e-4)
 
 
 def test_attention_with_bias_kv_runs_under_vmap_per_sample():

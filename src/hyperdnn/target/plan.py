@@ -1,7 +1,8 @@
 """Planning a grouped call: which layers' forwards it replaces, and with what.
 
 :func:`build_plan` walks the module once per structure (the plan is cached with it) and
-returns one :class:`PlanEntry` per layer that reads generated tensors:
+returns one :class:`PlanEntry` per layer that reads generated tensors, and one per
+``BatchNorm`` outside them (ensemble members normalise over their own batch):
 
 * every generated tensor is assigned to the layer that reads it: its owner, or the outermost
   layer above it whose kernel reads its submodules itself (attention reads ``out_proj``), or
@@ -146,4 +147,16 @@ def build_plan(module: nn.Module, spec_names: tuple[str, ...], vmap_all: bool) -
             plan.append(PlanEntry(path, owner, kernel, sub, tuple(derived.values()) if kernel else (), forward, dims))
         else:
             plan.append(PlanEntry(path, owner, kernel, dict(names), tuple(derived.values()), forward))
+    # A BatchNorm without generated tensors still mixes samples: as an ensemble, each member
+    # must normalise over its own copy of the batch, so its kernel runs too (with no weights;
+    # per sample it keeps its own forward, see _ForwardSwap).
+    planned = {id(e.module) for e in plan}
+    for path, m in module.named_modules():
+        if id(m) in planned or any(s == "" or path == s or path.startswith(s + ".") for s in subtrees):
+            continue
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and _instance_forward(m) is None:
+            kernel = kernel_for(m)
+            if kernel is not None and kernel.handles(m, ()):
+                plan.append(PlanEntry(path, m, kernel, {}))
+                planned.add(id(m))
     return plan

@@ -322,7 +322,10 @@ class _ForwardSwap:
                 "training mode, updating one pair of vectors in place; with batched weights call .eval() "
                 "on the module first, or use shared weights"
             )
-        swaps = [(e.module, _grouped_forward(e, self.frame)) for e in structure.plan]
+        # a layer without generated tensors (a BatchNorm) needs its kernel only per group
+        # (ensemble members); per sample its own forward normalises over the whole batch
+        per_group = self.frame.per_group_norm
+        swaps = [(e.module, _grouped_forward(e, self.frame)) for e in structure.plan if e.names or per_group]
         self._caches = _save_caches(structure)
         saved = self._saved = []
         try:
