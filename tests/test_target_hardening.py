@@ -18,6 +18,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.utils import parametrize, prune
 from torch.nn.utils.parametrizations import spectral_norm, weight_norm
+from torch.utils import _pytree as pytree
 
 from hyperdnn import Target
 from tests.helpers import (
@@ -737,6 +738,100 @@ def test_ensemble_splits_an_rnns_final_states_at_their_own_batch_dim(cls):
             torch.testing.assert_close(got[k], want)
 
 
+def _seq_case(name: str):
+    """(module, batch_dim, args, kwargs) of an attention, transformer or RNN layer whose masks
+    or states keep their batch at a dim of their own; sizes chosen so that a mask's or state's
+    other dims equal the batch N = 4 (where a replication at the wrong dim still fits)."""
+    g = torch.Generator().manual_seed(3)
+    r = lambda *shape: torch.randn(*shape, generator=g)  # noqa: E731
+    kpm = torch.zeros(4, 4, dtype=torch.bool)
+    kpm[0, 3] = kpm[2, 1] = True
+    if name == "mha_seq_first_masks":  # (L, N, E), key_padding_mask (N, S), 3-D mask (N*h, L, S)
+        x = r(4, 4, 8)
+        mask = r(8, 4, 4)
+        return nn.MultiheadAttention(8, 2), 1, (x, x, x), {"key_padding_mask": kpm, "attn_mask": mask, "average_attn_weights": False}  # fmt: skip
+    if name == "mha_batch_first_masks":  # 2-D mask (L, S) with L == N: shared by every sample
+        x = r(4, 4, 8)
+        return nn.MultiheadAttention(8, 2, batch_first=True), 0, (x, x, x), {"attn_mask": r(4, 4), "key_padding_mask": kpm}  # fmt: skip
+    if name == "mha_batch_first_3d_mask":
+        x = r(4, 6, 8)
+        return nn.MultiheadAttention(8, 2, batch_first=True), 0, (x, x, x), {"attn_mask": r(8, 6, 6)}
+    if name == "encoder_layer_seq_first":
+        layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0)
+        return layer, 1, (r(4, 4, 8),), {"src_key_padding_mask": kpm, "src_mask": r(4, 4)}
+    if name == "decoder_layer_batch_first":
+        layer = nn.TransformerDecoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+        causal = nn.Transformer.generate_square_subsequent_mask(4)
+        return layer, 0, (r(4, 4, 8), r(4, 4, 8)), {"tgt_mask": causal, "memory_key_padding_mask": kpm}
+    if name == "gru_batch_first_h0":  # h0 (layers, N, H): batch at dim 1
+        return nn.GRU(3, 4, num_layers=4, batch_first=True), 0, (r(4, 5, 3), r(4, 4, 4)), {}
+    if name == "lstm_time_first_state":
+        return nn.LSTM(3, 4), 1, (r(5, 4, 3), (r(1, 4, 4), r(1, 4, 4))), {}
+    raise KeyError(name)
+
+
+SEQ_CASES = [
+    "mha_seq_first_masks",
+    "mha_batch_first_masks",
+    "mha_batch_first_3d_mask",
+    "encoder_layer_seq_first",
+    "decoder_layer_batch_first",
+    "gru_batch_first_h0",
+    "lstm_time_first_state",
+]
+
+
+@pytest.mark.parametrize("name", SEQ_CASES)
+def test_ensemble_of_attention_transformer_and_rnn_layers_with_masks_and_states_equals_a_loop(name):
+    """Each argument is repeated at its own batch dim (masks and states keep theirs), each
+    output split at its own: member k equals the plain layer with weight set k."""
+    torch.manual_seed(0)
+    module, bd, args, kwargs = _seq_case(name)
+    module.eval()
+    target = Target(module, batch_dim=bd)
+    K = 3
+    w = {k: v.requires_grad_(True) for k, v in random_weights(target.spec, K).items()}
+    got = target.ensemble(w, *args, **kwargs)
+    refs = [functional_call(module, one_set(w, k), args, kwargs) for k in range(K)]
+    got_leaves = pytree.tree_leaves(got)
+    ref_leaves = [pytree.tree_leaves(r) for r in refs]
+    assert len(got_leaves) == len(ref_leaves[0])
+    for i, leaf in enumerate(got_leaves):
+        want = torch.stack([r[i] for r in ref_leaves])
+        assert leaf.shape == want.shape, (i, leaf.shape, want.shape)
+        torch.testing.assert_close(leaf, want)
+    g = [torch.randn_like(leaf) for leaf in got_leaves]
+    loss = sum((a * b).sum() for a, b in zip(got_leaves, g))
+    ref_loss = sum((torch.stack([r[i] for r in ref_leaves]) * g[i]).sum() for i in range(len(g)))
+    for a, b in zip(torch.autograd.grad(loss, list(w.values())), torch.autograd.grad(ref_loss, list(w.values())), strict=True):  # fmt: skip
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("kind", ["add_bias_kv", "add_zero_attn"])
+def test_attention_under_vmap_splits_masks_and_weights_at_their_own_dims(kind, batch_first):
+    """Attention with add_bias_kv or add_zero_attn runs under vmap: a 3-D mask (B*h, L, S) is
+    split per sample (also when passed by position) and the attention weights (B, L, S) come
+    back with their batch at dim 0 whatever batch_first says."""
+    torch.manual_seed(0)
+    module = nn.MultiheadAttention(8, 2, batch_first=batch_first, **{kind: True})
+    bd = 0 if batch_first else 1
+    target = Target(module, batch_dim=bd)
+    B, L = 3, 4
+    w = random_weights(target.spec, B)
+    x = torch.randn(B, L, 8) if batch_first else torch.randn(L, B, 8)
+    S = L + 1  # one more key: the learned bias or the zero (the layer pads the mask to match)
+    mask = torch.randn(B * 2, L, L)
+    for call_kwargs, call_args in (({"attn_mask": mask}, (x, x, x)), ({}, (x, x, x, None, True, mask))):
+        out, weights = target(w, *call_args, **call_kwargs)
+        for b in range(B):
+            xb = x[b : b + 1] if batch_first else x[:, b : b + 1]
+            o, wb = functional_call(module, one_set(w, b), (xb, xb, xb), {"attn_mask": mask[2 * b : 2 * b + 2]})
+            torch.testing.assert_close(out[b : b + 1] if batch_first else out[:, b : b + 1], o)
+            assert weights.shape == (B, L, S)
+            torch.testing.assert_close(weights[b : b + 1], wb)
+
+
 # ------------------------------------------------------------------ bad input
 
 
@@ -745,7 +840,7 @@ def test_an_unbatched_rnn_input_with_batched_weights_is_refused(mode):
     target = Target(nn.GRU(3, 4))
     before = state(target.module)
     w = random_weights(target.spec, 5)
-    with pytest.raises(ValueError, match=r"GRU with batched weights expected a batched input .*unbatched \(2-D\)"):
+    with pytest.raises(ValueError, match=r"GRU with batched weights expected a batched (\(3-D\) )?input.*unbatched"):
         target.run(w, torch.randn(5, 3), mode=mode)  # one sequence of 5 steps, not 5 samples
     assert_unchanged(target.module, before)
 

@@ -625,8 +625,22 @@ def multihead_attention(
 
 def _mha_dims(m: nn.MultiheadAttention) -> Dims:
     b = 0 if m.batch_first else 1
-    # key_padding_mask is (B, S); attn_mask is shared across the batch.
-    return Dims(batch=b, out_dim=b, kw={"key_padding_mask": 0, "attn_mask": None, "need_weights": None})
+    # key_padding_mask is (B, S); attn_mask is shared across the batch; the output has its
+    # batch at b, the attention weights (B, ...) at 0.
+    return Dims(
+        batch=b,
+        out_dim=(b, 0),
+        kw={"key_padding_mask": 0, "attn_mask": _attn_mask_dim, "need_weights": None},
+        names=_MHA_ARGS,
+    )
+
+
+_MHA_ARGS = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask")
+
+
+def _attn_mask_dim(mask: torch.Tensor) -> int | None:
+    """A 3-D attention mask ``(N * heads, L, S)`` has a batch at dim 0; a 2-D one is shared."""
+    return 0 if mask.dim() == 3 else None
 
 
 # --------------------------------------------------------------------- the table

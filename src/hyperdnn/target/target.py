@@ -8,6 +8,7 @@ first layer, and export (:meth:`Target.materialize`).
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -221,7 +222,11 @@ class Target(nn.Module):
             ensemble output it stays one ``PackedSequence`` of ``K * N`` sequences, member-major
             (sequence ``k * N + i``: member ``k`` on sequence ``i``). When the module is itself
             an ``RNN``/``GRU``/``LSTM``, its final states are split at their own batch dim:
-            ``(K, layers * directions, N, hidden)``.
+            ``(K, layers * directions, N, hidden)``; when it is an attention or transformer
+            layer, its masks are repeated at their own batch dims (key padding masks and 3-D
+            attention masks at dim 0, a 2-D attention mask shared) and attention weights come
+            back ``(K, N, ...)``. A custom module's inputs are repeated where they have ``N`` at
+            ``batch_dim``.
 
         Raises:
             TypeError, ValueError: an unknown mode; wrong names (all listed), shapes, dtypes or
@@ -447,6 +452,9 @@ class Target(nn.Module):
         return self._grouped(structure, weights, B, args, kwargs, per_group_norm=False)
 
     def _ensemble(self, structure: Structure, weights, K: int, args, kwargs):
+        layout = _sequence_layout(self.module)
+        if layout is not None:
+            return self._ensemble_sequence(structure, weights, K, layout, args, kwargs)
         d = self.batch_dim
         n = self.input_batch(*args, **kwargs)
         if n is None:
@@ -479,10 +487,69 @@ class Target(nn.Module):
                 return t.reshape(*t.shape[:at], K, n, *t.shape[at + 1 :]).movedim(at, 0)
             return t  # a PackedSequence stays one, of K * n sequences, member-major
 
-        if isinstance(self.module, nn.RNNBase) and isinstance(out, tuple) and len(out) == 2:
-            # (output, h_n) or (output, (h_n, c_n)): the states carry the batch at dim 1
-            return split(out[0]), pytree.tree_map(lambda t: split(t, 1), out[1])
-        return pytree.tree_map(split, out, is_leaf=lambda t: isinstance(t, PackedSequence))
+        return pytree.tree_map(split, out, is_leaf=_is_packed)
+
+    def _ensemble_sequence(
+        self, structure: Structure, weights, K: int, layout: tuple[inspect.Signature, int], args, kwargs
+    ):
+        """Ensemble of an attention, transformer or RNN layer (the module itself): each argument
+        is repeated ``K`` times at its own batch dim (masks and RNN states keep theirs whatever
+        ``batch_first`` says; a 2-D mask is shared), and each output is split at its own."""
+        signature, b = layout
+        bound = signature.bind(self.module, *args, **kwargs)
+        dims = {name: _argument_batch_dim(name, value, b) for name, value in bound.arguments.items()}
+        n = next(
+            (
+                int(v.batch_sizes[0]) if isinstance(v, PackedSequence) else v.shape[dims[name]]
+                for name, v in bound.arguments.items()
+                if isinstance(v, PackedSequence) or (isinstance(v, torch.Tensor) and dims[name] == b)
+            ),
+            None,
+        )
+        if n is None:
+            raise ValueError(
+                f"Target.ensemble: {type(self.module).__name__} with batched weights expected a batched (3-D) input "
+                f"with its batch at dim {b} (batch_first={b == 0}) or a PackedSequence, got none (an unbatched "
+                "input has no batch to share among the members; add a batch dim)"
+            )
+        packed = any(isinstance(v, PackedSequence) for v in bound.arguments.values())
+        if K == 0 and packed:
+            raise ValueError(
+                "Target.ensemble: expected at least one weight set with a PackedSequence input, got K = 0 "
+                "(a PackedSequence cannot hold no sequences)"
+            )
+        empty = K == 0 or n == 0
+
+        def rep(value, dim):
+            if isinstance(value, PackedSequence):
+                return _repeat_packed(value, K)
+            if not isinstance(value, torch.Tensor) or dim is None:
+                return value
+            if empty:  # no samples: the module's forward on an empty batch
+                return value.narrow(dim, 0, 0)
+            value = value.unsqueeze(dim).expand(*value.shape[:dim], K, *value.shape[dim:])
+            return value.reshape(*value.shape[:dim], -1, *value.shape[dim + 2 :])
+
+        for name, value in list(bound.arguments.items()):
+            if name != "self":
+                dim = dims[name]
+                bound.arguments[name] = pytree.tree_map(lambda t, dim=dim: rep(t, dim), value, is_leaf=_is_packed)
+        call_args, call_kwargs = bound.args[1:], bound.kwargs
+        if empty:
+            out = self._shared(structure, {k: v.sum(0) for k, v in weights.items()}, call_args, call_kwargs)
+        else:
+            out = self._grouped(structure, weights, K, call_args, call_kwargs, per_group_norm=True)
+
+        def split(t, at):
+            if isinstance(t, torch.Tensor) and t.dim() > at:
+                return t.reshape(*t.shape[:at], K, n, *t.shape[at + 1 :]).movedim(at, 0)
+            return t  # a PackedSequence stays one, of K * n sequences, member-major
+
+        if not isinstance(out, tuple):  # transformers: one tensor
+            return split(out, b)
+        # attention: (output, weights (N, ...) or None); RNNs: (output, h_n or (h_n, c_n)) at dim 1
+        second = 1 if isinstance(self.module, nn.RNNBase) else 0
+        return split(out[0], b), pytree.tree_map(lambda t: split(t, second), out[1])
 
     def _empty(self, structure: Structure, weights, n: int, args, kwargs):
         """No samples (per sample ``B = 0``; ensemble ``K = 0`` or ``N = 0``): the module's
@@ -559,6 +626,10 @@ class Target(nn.Module):
         return h
 
 
+def _is_packed(value: Any) -> bool:
+    return isinstance(value, PackedSequence)
+
+
 def _repeat_packed(p: PackedSequence, K: int) -> PackedSequence:
     """``p``'s ``n`` sequences ``K`` times over, member-major: sequence ``k * n + i`` of the result
     is sequence ``i`` of ``p``. Each step's rows are repeated in place, so the result stays
@@ -567,3 +638,49 @@ def _repeat_packed(p: PackedSequence, K: int) -> PackedSequence:
     order = torch.arange(n, device=p.data.device) if p.sorted_indices is None else p.sorted_indices
     sorted_indices = (order.unsqueeze(1) + n * torch.arange(K, device=order.device)).reshape(-1)
     return PackedSequence(p.data.repeat_interleave(K, dim=0), p.batch_sizes * K, sorted_indices, None)
+
+
+_SEQUENCE_LAYERS = (
+    nn.MultiheadAttention,
+    nn.TransformerEncoderLayer,
+    nn.TransformerDecoderLayer,
+    nn.TransformerEncoder,
+    nn.TransformerDecoder,
+    nn.Transformer,
+    nn.RNN,
+    nn.LSTM,
+    nn.GRU,
+)
+_SIGNATURES: dict[type, inspect.Signature] = {}
+
+
+def _sequence_layout(module: nn.Module) -> tuple[inspect.Signature, int] | None:
+    """``(signature of forward, batch dim of its sequences)`` when ``module`` is an attention,
+    transformer or RNN layer running its class's own forward (whose arguments keep their batch
+    at known dims); ``None`` otherwise."""
+    base = next((c for c in _SEQUENCE_LAYERS if isinstance(module, c)), None)
+    if base is None or type(module).forward is not base.forward or "forward" in module.__dict__:
+        return None
+    if isinstance(module, (nn.MultiheadAttention, nn.Transformer, nn.RNNBase)):
+        batch_first = module.batch_first
+    else:
+        layer = module if hasattr(module, "self_attn") else module.layers[0]
+        batch_first = layer.self_attn.batch_first
+    if base not in _SIGNATURES:
+        _SIGNATURES[base] = inspect.signature(base.forward)
+    return _SIGNATURES[base], 0 if batch_first else 1
+
+
+def _argument_batch_dim(name: str, value: Any, b: int) -> int | None:
+    """Where an argument of an attention, transformer or RNN layer carries its batch: RNN
+    states at dim 1; key padding masks ``(N, S)`` and 3-D attention masks ``(N * heads, L, S)``
+    at dim 0 (a 2-D attention mask is shared: ``None``); sequences (3-D) at ``b``."""
+    if name == "hx":
+        return 1
+    if not isinstance(value, torch.Tensor):
+        return None
+    if name.endswith("key_padding_mask"):
+        return 0 if value.dim() == 2 else None
+    if name.endswith("mask"):
+        return 0 if value.dim() == 3 else None
+    return b if value.dim() == 3 else None

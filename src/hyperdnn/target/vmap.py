@@ -15,7 +15,7 @@ group), which :func:`bypassing` tells them.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -39,22 +39,37 @@ class Dims:
     Args:
         batch: the batch dim of every positional tensor argument (and of keyword tensors not
             named in ``kw``) with more dims than that.
-        out_dim: the batch dim of the outputs.
-        kw: batch dims of named keyword arguments (``None``: shared, not split).
+        out_dim: the batch dim of the outputs: one for all, or one per output tensor (in the
+            order ``pytree`` flattens them; the last one repeats).
+        kw: batch dims of named arguments: an int, ``None`` (shared, not split), or a function
+            of the tensor giving either (a mask whose rank says whether it has a batch).
+        names: the names of the positional parameters, so that an argument in ``kw`` passed
+            by position gets its own dim too.
     """
 
-    __slots__ = ("batch", "out_dim", "kw")
+    __slots__ = ("batch", "out_dim", "kw", "names")
 
-    def __init__(self, batch: int = 0, out_dim: int = 0, kw: Mapping[str, int | None] | None = None):
-        self.batch, self.out_dim, self.kw = batch, out_dim, dict(kw or {})
+    def __init__(
+        self,
+        batch: int = 0,
+        out_dim: int | tuple[int, ...] = 0,
+        kw: Mapping[str, int | None | Callable[[torch.Tensor], int | None]] | None = None,
+        names: tuple[str, ...] = (),
+    ):
+        self.batch, self.out_dim, self.kw, self.names = batch, out_dim, dict(kw or {}), names
+
+    def _dim(self, name: str | None, value: Any) -> int | None:
+        if not isinstance(value, torch.Tensor):
+            return None
+        if name in self.kw:
+            rule = self.kw[name]
+            return rule(value) if callable(rule) else rule
+        return self.batch if value.dim() > self.batch else None
 
     def __call__(self, args: tuple, kwargs: Mapping[str, Any]) -> tuple[tuple, dict]:
-        arg_dims = tuple(self.batch if isinstance(a, torch.Tensor) and a.dim() > self.batch else None for a in args)
-        kw_dims = {k: self.kw.get(k, None) for k in kwargs}
-        for k, v in kwargs.items():
-            if k not in self.kw and isinstance(v, torch.Tensor) and v.dim() > self.batch:
-                kw_dims[k] = self.batch
-        return arg_dims, kw_dims
+        names = self.names
+        arg_dims = tuple(self._dim(names[i] if i < len(names) else None, a) for i, a in enumerate(args))
+        return arg_dims, {k: self._dim(k, v) for k, v in kwargs.items()}
 
 
 def run_vmapped(owner: nn.Module, weights: Mapping[str, torch.Tensor], G: int, dims: Dims, args, kwargs) -> Any:
@@ -114,12 +129,13 @@ def run_vmapped(owner: nn.Module, weights: Mapping[str, torch.Tensor], G: int, d
         dict(weights), args_g, kw_vals
     )
     treedef, is_tensor, others = treedef_box
-    out_dim = dims.out_dim
+    out_dims = dims.out_dim if isinstance(dims.out_dim, tuple) else (dims.out_dim,)
 
-    def merge(t):
+    def merge(t, i):
+        out_dim = out_dims[min(i, len(out_dims) - 1)]
         t = t.movedim(0, out_dim)
         return t.reshape(*t.shape[:out_dim], G * t.shape[out_dim + 1], *t.shape[out_dim + 2 :])
 
-    it = iter(tensors)
-    leaves = [merge(next(it)) if flag else other for flag, other in zip(is_tensor, others)]
+    merged = iter([merge(t, i) for i, t in enumerate(tensors)])
+    leaves = [next(merged) if flag else other for flag, other in zip(is_tensor, others)]
     return pytree.tree_unflatten(leaves, treedef)
