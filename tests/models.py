@@ -105,6 +105,27 @@ class Custom(nn.Module):
         return self.fc(x) * self.scale
 
 
+class CellModel(nn.Module):
+    """A loop over time with an RNN cell (LSTMCell: the state is a pair), then a Linear."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        if kind == "lstm":
+            self.cell: nn.Module = nn.LSTMCell(5, 4)
+        elif kind == "gru":
+            self.cell = nn.GRUCell(5, 4)
+        else:
+            self.cell = nn.RNNCell(5, 4, nonlinearity="relu")
+        self.out = nn.Linear(4, 2)
+
+    def forward(self, x):
+        state = None
+        for t in range(x.shape[1]):
+            state = self.cell(x[:, t], state)
+        h = state[0] if isinstance(state, tuple) else state
+        return self.out(h)
+
+
 def cases():
     """name -> (module factory, input factory(batch))."""
     return {
@@ -130,6 +151,15 @@ def cases():
         "lstm_proj_bidir_seq_first": (lambda: RNNModel("lstm", True, False, 3), lambda b: torch.randn(b, 6, 4)),
         "gru": (lambda: RNNModel("gru", True), lambda b: torch.randn(b, 6, 4)),
         "rnn_tanh": (lambda: RNNModel("rnn"), lambda b: torch.randn(b, 6, 4)),
+        "lstm_cell": (lambda: CellModel("lstm"), lambda b: torch.randn(b, 3, 5)),
+        "gru_cell": (lambda: CellModel("gru"), lambda b: torch.randn(b, 3, 5)),
+        "rnn_cell_relu": (lambda: CellModel("rnn"), lambda b: torch.randn(b, 3, 5)),
+        "instancenorm_tracked_eval": (
+            lambda: nn.Sequential(
+                nn.Conv2d(2, 3, 3), nn.InstanceNorm2d(3, affine=True, track_running_stats=True)
+            ).eval(),
+            lambda b: torch.randn(b, 2, 6, 6),
+        ),
         "tied": (Tied, lambda b: torch.randint(0, 7, (b, 4))),
         "custom_param": (Custom, lambda b: torch.randn(b, 5)),
     }

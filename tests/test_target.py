@@ -33,6 +33,7 @@ def test_per_sample_equals_loop(name, path):
         "lstm_proj_bidir_seq_first",
         "gru",
         "rnn_tanh",
+        "lstm_cell",
     ):
         pytest.skip("torch has no vmap batching rule for cuDNN-style RNN ops; the auto path covers them")
     module, target, data = build_case(name, per_sample=path)

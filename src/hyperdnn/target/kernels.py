@@ -528,6 +528,58 @@ def rnn(call: GroupedCall, input: torch.Tensor, hx: Any = None) -> Any:
     return out, h_n
 
 
+def rnn_cell(call: GroupedCall, input: torch.Tensor, hx: Any = None) -> Any:
+    """``RNNCell``/``GRUCell``/``LSTMCell``: one step, each projection one ``bmm`` over the
+    groups (the batch at dim 0, as the cells keep it)."""
+    m, G = call.module, call.groups
+    if input.dim() != 2:
+        raise ValueError(
+            f"Target: {type(m).__name__} with batched weights expected a batched (2-D) input of shape "
+            f"(batch, {m.input_size}), got {tuple(input.shape)}; add a batch dim or use shared weights"
+        )
+    x = call.groups_first(input, 0)
+    B = x.shape[0]
+    lstm = isinstance(m, nn.LSTMCell)
+    if hx is None:
+        h = x.new_zeros(B, m.hidden_size)
+        c = x.new_zeros(B, m.hidden_size) if lstm else None
+    else:
+        h, c = hx if lstm else (hx, None)
+        if any(t.dim() != 2 or t.shape[0] != B for t in (h, c) if t is not None):
+            given = [tuple(t.shape) for t in (h, c) if t is not None]
+            raise ValueError(
+                f"Target: {type(m).__name__} with batched weights expected its state of shape ({B}, "
+                f"{m.hidden_size}) (the input's batch), got {given[0] if len(given) == 1 else given}"
+            )
+    gi = _grouped_matmul(x, call.get("weight_ih"), G) + _grouped_bias(call.get("bias_ih"), G, B)
+    gh = _grouped_matmul(h, call.get("weight_hh"), G) + _grouped_bias(call.get("bias_hh"), G, B)
+    if lstm:
+        i, f, g, o = (gi + gh).chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+    if isinstance(m, nn.GRUCell):
+        ir, iz, in_ = gi.chunk(3, dim=-1)
+        hr, hz, hn = gh.chunk(3, dim=-1)
+        r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
+        return (1 - z) * torch.tanh(in_ + r * hn) + z * h
+    return torch.tanh(gi + gh) if m.nonlinearity == "tanh" else torch.relu(gi + gh)
+
+
+def instance_norm(call: GroupedCall, x: torch.Tensor) -> torch.Tensor:
+    """``InstanceNorm1d/2d/3d``: statistics per sample and channel over the whole batch (so
+    running statistics update as the layer's own would), then the per-group affine."""
+    m = call.module
+    if x.dim() != m._get_no_batch_dim() + 1:
+        raise ValueError(
+            f"Target: {type(m).__name__} with batched weights expected a batched "
+            f"({m._get_no_batch_dim() + 1}-D) input, got {tuple(x.shape)}"
+        )
+    x = call.groups_first(x, 0)
+    use_input_stats = m.training or not m.track_running_stats
+    y = F.instance_norm(x, m.running_mean, m.running_var, None, None, use_input_stats, m.momentum or 0.0, m.eps)
+    return _affine(y, call, 1)
+
+
 def _repack(out: torch.Tensor, like: nn.utils.rnn.PackedSequence) -> nn.utils.rnn.PackedSequence:
     """``out (T, B, F)``, in the batch's own order, packed as ``like`` is: step ``t`` holds the
     first ``batch_sizes[t]`` samples of ``like``'s sorted order."""
@@ -610,9 +662,9 @@ def multihead_attention(
         if mask is not None:
             scores = scores + mask
         attn = torch.softmax(scores, dim=-1)
-        weights = attn.mean(1) if average_attn_weights else attn
         if p:
             attn = F.dropout(attn, p, True)
+        weights = attn.mean(1) if average_attn_weights else attn  # after dropout, as torch returns them
         out = attn @ V
     else:
         out = F.scaled_dot_product_attention(Q, K, V, attn_mask=mask, dropout_p=p)
@@ -665,6 +717,7 @@ CONVOLUTION = GroupedKernel(conv, AFFINE)
 _CONV_T = GroupedKernel(conv_transpose, AFFINE)
 _BN = GroupedKernel(batch_norm, AFFINE)
 _RNN = GroupedKernel(rnn, lambda m: m._flat_weights_names)
+_CELL = GroupedKernel(rnn_cell, frozenset({"weight_ih", "weight_hh", "bias_ih", "bias_hh"}))
 
 # Module type -> grouped kernel. A layer matches the first type of its class's MRO found
 # here, and only while its class still uses that type's own forward (a subclass that
@@ -685,6 +738,10 @@ _KERNELS: dict[type[nn.Module], GroupedKernel] = {
     nn.RNN: _RNN,
     nn.LSTM: _RNN,
     nn.GRU: _RNN,
+    nn.RNNCell: _CELL,
+    nn.LSTMCell: _CELL,
+    nn.GRUCell: _CELL,
+    nn.modules.instancenorm._InstanceNorm: GroupedKernel(instance_norm, AFFINE),
     nn.MultiheadAttention: GroupedKernel(
         multihead_attention,
         _MHA_NAMES,

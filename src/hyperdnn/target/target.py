@@ -478,8 +478,8 @@ class Target(nn.Module):
                     return t.reshape(*t.shape[:d], K * n, *t.shape[d + 2 :])
                 return t
 
-            args_r = tuple(rep(a) for a in args)
-            kwargs_r = {k: rep(v) for k, v in kwargs.items()}
+            args_r = tuple(pytree.tree_map(rep, a, is_leaf=_is_packed) for a in args)
+            kwargs_r = {k: pytree.tree_map(rep, v, is_leaf=_is_packed) for k, v in kwargs.items()}
             out = self._grouped(structure, weights, K, args_r, kwargs_r, per_group_norm=True)
 
         def split(t, at=d):
