@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from hyperdnn import MLP, Chunked, HyperModel, HyperNetwork, Noise, Target, TaskEmbedding
+from hyperdnn import MLP, Chunked, HyperModel, HyperNetwork, Noise, Once, Target, TaskEmbedding
 from tests.helpers import assert_unchanged, build_case, ensemble_loop, load, random_weights, state
 
 CONV_CASES = ["conv2d", "conv2d_bn", "deconv_groupnorm"]
@@ -300,24 +300,38 @@ def test_hypernet_gives_the_same_weights_and_gradients_either_side_of_the_affine
             torch.testing.assert_close(a[k], b[k])
 
 
-def test_zero_mean_shortcut_follows_changes_to_theta_mean():
+@pytest.mark.parametrize("head", ["chunked", "once"])
+def test_generated_weights_follow_every_write_to_theta_mean(head):
+    # eager mode once skipped the mean while it was zero, keyed on the buffer's version: a
+    # write through ``.data`` (in place or assigned) does not bump it and was silently ignored
     torch.manual_seed(0)
     target = Target(nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2)))
-    hnet = HyperNetwork(target, TaskEmbedding(3, 5), MLP((8,)), Chunked(7, 3))
+    hnet = HyperNetwork(target, TaskEmbedding(3, 5), MLP((8,)), Chunked(7, 3) if head == "chunked" else Once())
     assert not bool(hnet.theta_mean.any())
 
-    def expected():
+    def expected():  # reads the mean without the ``hnet.theta_mean`` attribute
         raw = hnet.head(hnet.trunk(hnet.conditioner(1).c))
-        return torch.addcmul(hnet.theta_mean, hnet.theta_scale, raw).squeeze(0)
+        return torch.addcmul(hnet._mean(), hnet.theta_scale, raw).squeeze(0)
 
-    torch.testing.assert_close(hnet.spec.flatten(hnet(1)), expected())
+    def check(mean: float) -> None:
+        got = hnet.spec.flatten(hnet(1))
+        torch.testing.assert_close(got, expected())
+        torch.testing.assert_close(got - mean, expected() - hnet._mean())
+        hnet(1)  # the shortcut's state as it is after a call, before the next write
+
+    check(0.0)
     state = hnet.state_dict()
     state["theta_mean"] = torch.full_like(state["theta_mean"], 0.5)
-    hnet.load_state_dict(state)  # an in-place copy: the shortcut must notice
-    torch.testing.assert_close(hnet.spec.flatten(hnet(1)), expected())
-    assert float(hnet.spec.flatten(hnet(1)).mean()) > 0.3
-    hnet.theta_mean.zero_()
-    torch.testing.assert_close(hnet.spec.flatten(hnet(1)), expected())
+    hnet.load_state_dict(state)  # an in-place copy
+    check(0.5)
+    assert float(hnet.spec.flatten(hnet(1)).detach().mean()) > 0.3
+    with torch.no_grad():
+        hnet.state_dict()["theta_mean"].zero_()  # shares the buffer's version counter
+    check(0.0)
+    hnet.theta_mean.data.fill_(0.25)  # in place, the version counter untouched
+    check(0.25)
+    hnet.theta_mean.data = torch.full_like(hnet._mean(), -0.5)  # new data, same tensor object
+    check(-0.5)
 
 
 def test_hypernet_under_torch_func_transforms():
@@ -382,7 +396,7 @@ def test_generate_once_folds_the_hyperfan_scale_for_many_contexts_with_the_same_
         torch.testing.assert_close(got_grads[name], want_grads[name], msg=name)
 
 
-def test_generate_once_does_not_fold_for_few_contexts_a_mean_or_hooks():
+def test_generate_once_does_not_fold_for_few_contexts_or_hooks_and_folds_a_mean_into_the_bias():
     from hyperdnn.conditioners import Continuous
 
     torch.manual_seed(0)
@@ -398,12 +412,22 @@ def test_generate_once_does_not_fold_for_few_contexts_a_mean_or_hooks():
     assert seen == [(16, hnet.spec.numel)]  # the hook ran
     handle.remove()
     with torch.no_grad():
-        hnet.theta_mean.fill_(0.25)
-    assert hnet._folded_once(h) is None  # a mean: the affine as before
-    torch.testing.assert_close(
-        hnet.generate_flat(torch.zeros(16, 3))[0],
-        0.25 + hnet.theta_scale * hnet.head(hnet.trunk(hnet.conditioner(torch.zeros(16, 3)).c)),
-    )
+        hnet.theta_mean.copy_(torch.linspace(-0.5, 0.5, hnet.spec.numel))
+    c = torch.rand(16, 3)
+    want = hnet.theta_mean + hnet.theta_scale * hnet.head(hnet.trunk(hnet.conditioner(c).c))
+    torch.testing.assert_close(hnet._folded_once(hnet.trunk(hnet.conditioner(c).c)), want)
+    torch.testing.assert_close(hnet.generate_flat(c)[0], want)
+    # a learnable mean (residual form) gets the same gradient folded or not
+    hnet.theta_mean = nn.Parameter(hnet.theta_mean.clone())
+    grads = []
+    for folded in (True, False):
+        hnet.zero_grad()
+        flat = hnet.generate_flat(c)[0] if folded else hnet._affine(hnet.head(hnet.trunk(hnet.conditioner(c).c)))
+        (flat * torch.linspace(-1, 1, flat.numel()).reshape(flat.shape)).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in hnet.named_parameters()})
+    assert grads[0].keys() == grads[1].keys() and "theta_mean" in grads[0]
+    for name in grads[1]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], msg=name)
 
 
 def test_empty_mlp_trunk_passes_the_context_through_and_keeps_its_hooks():

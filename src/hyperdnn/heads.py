@@ -384,23 +384,28 @@ class OnceModule(HeadModule):
             return self.linear(h)
         return self.generator(h)[:, 0]
 
-    def scaled(self, h: torch.Tensor, scale: torch.Tensor) -> torch.Tensor | None:
-        """``scale * self(h)`` with ``scale (numel,)`` folded into the one linear layer,
-        ``h @ (scale * W)^T + scale * b``, where that passes over fewer numbers: more rows of
-        ``h`` than features (weights for a batch of contexts). The same math; ``None`` where
-        it does not apply (a generator instead of one layer, few rows, hooks, another scale
-        shape)."""
+    def scaled(self, h: torch.Tensor, scale: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor | None:
+        """``mean + scale * self(h)`` with ``scale`` and ``mean`` (each ``(numel,)``) folded
+        into the one linear layer, ``h @ (scale * W)^T + (scale * b + mean)``, where that
+        passes over fewer numbers: more rows of ``h`` than features (weights for a batch of
+        contexts). The same math; ``None`` where it does not apply (a generator instead of one
+        layer, few rows, hooks, another scale or mean shape)."""
         lin = self.linear
+        shape = (lin.out_features,) if lin is not None else None
         if (
             lin is None
             or h.dim() != 2
             or h.shape[0] <= h.shape[1]
-            or scale.shape != (lin.out_features,)
+            or scale.shape != shape
+            or (mean is not None and mean.shape != shape)
             or hooked(self)
             or hooked(lin)
         ):
             return None
-        return F.linear(h, lin.weight * scale.unsqueeze(1), None if lin.bias is None else lin.bias * scale)
+        bias = None if lin.bias is None else lin.bias * scale
+        if mean is not None:
+            bias = mean if bias is None else bias + mean
+        return F.linear(h, lin.weight * scale.unsqueeze(1), bias)
 
     def calibration_groups(self):
         finals = [self.linear] if self.linear is not None else self.generator.final_layers()

@@ -169,12 +169,16 @@ class HyperNetwork(nn.Module):
         calibrate: rescale the head's last layers so raw outputs start with unit variance
             over representative contexts (``conditioner.probe``; N(0, 1) codes otherwise).
 
-    ``hnet(context)`` returns weights with a leading batch dim iff the context is batched.
+    ``hnet(context)`` returns weights with a leading batch dim iff the context is batched:
+    ``theta_mean + theta_scale * head(trunk(c))``, the hyperfan affine (``theta_mean`` is
+    theta0 with ``residual``, else zero but for norm layers' scales). Write ``theta_mean``
+    through ``hnet.theta_mean`` or ``load_state_dict``; a write through ``.data`` of a tensor
+    reached another way (``hnet.buffers()``) is not seen by eager mode's zero-mean shortcut.
 
     Under ``torch.compile`` the forward has no data-dependent branch: the hyperfan affine is
     one ``addcmul`` whatever ``theta_mean`` holds (eager mode skips the mean when it is a fixed
-    all-zero buffer, rechecked whenever the buffer changes). A context of one task id, noise,
-    continuous values or none compiles to one graph; a tensor of several task ids still breaks
+    all-zero buffer, rechecked whenever the buffer may have changed). A context of one task
+    id, noise, continuous values or none compiles to one graph; a tensor of several task ids still breaks
     the graph in :class:`TaskEmbedding`, which stacks only the tasks in use. ``check_finite``
     also reads the weights' values.
     """
@@ -290,36 +294,53 @@ class HyperNetwork(nn.Module):
         raw = self.head(h)
         return self._affine(raw), cond.batched
 
+    def __getattr__(self, name: str) -> Any:
+        if name == "theta_mean":
+            # a read from outside may be followed by a write the version counter does not see
+            # (``hnet.theta_mean.data.fill_(...)``): recheck the zero-mean shortcut next call
+            self.__dict__.pop("_zero_mean_key", None)
+        return super().__getattr__(name)
+
+    def _mean(self) -> torch.Tensor:
+        """``theta_mean`` (a buffer, or a parameter when learned) without the read hook."""
+        mean = self._parameters.get("theta_mean")
+        return self._buffers["theta_mean"] if mean is None else mean
+
     def _folded_once(self, h: torch.Tensor) -> torch.Tensor | None:
-        """``theta_scale * head(h)`` from :meth:`OnceModule.scaled` (the scale folded into the
-        generate-once head's linear layer) in eager mode with a zero mean; ``None`` elsewhere."""
-        if not isinstance(self.head, OnceModule) or torch.compiler.is_compiling() or not self._mean_is_zero():
+        """``theta_mean + theta_scale * head(h)`` from :meth:`OnceModule.scaled` (the scale, and
+        a mean that is not zero, folded into the generate-once head's linear layer) in eager
+        mode; ``None`` elsewhere."""
+        if not isinstance(self.head, OnceModule) or torch.compiler.is_compiling():
             return None
-        return self.head.scaled(h, self.theta_scale)
+        return self.head.scaled(h, self.theta_scale, None if self._mean_is_zero() else self._mean())
 
     def _affine(self, raw: torch.Tensor) -> torch.Tensor:
         """``theta_mean + theta_scale * raw`` in the fewest passes over the generated numbers."""
+        mean = self._mean()
         if torch.compiler.is_compiling():
             # One op, whatever theta_mean holds: no data-dependent branch (a graph break) in
             # the traced graph, and nothing stale if theta_mean is written between calls. The
             # compiler fuses it into one pass, so the zero-mean shortcut would save nothing.
-            return torch.addcmul(self.theta_mean, self.theta_scale, raw)
+            return torch.addcmul(mean, self.theta_scale, raw)
         if self._mean_is_zero():
             # the usual case (no norm layers, no residual): one pass forward, one backward
             return raw * self.theta_scale
         if raw.numel() >= _AFFINE_FUNCTION_MIN_NUMEL:
-            return _Affine.apply(self.theta_mean, self.theta_scale, raw)
+            return _Affine.apply(mean, self.theta_scale, raw)
         # small: a Python autograd.Function costs more than the pass it saves
-        return torch.addcmul(self.theta_mean, self.theta_scale, raw)
+        return torch.addcmul(mean, self.theta_scale, raw)
 
     def _mean_is_zero(self) -> bool:
-        """Whether ``theta_mean`` is a fixed all-zero buffer; rechecked only when it changes
-        (replaced, moved, or written in place, e.g. by ``load_state_dict``). Eager mode only:
-        a traced forward never calls it (see :meth:`_affine`)."""
-        m = self.theta_mean
+        """Whether ``theta_mean`` is a fixed all-zero buffer. Rechecked (one pass over it) only
+        when it may have changed: replaced, given new data (``.data = ...``), moved, written in
+        place (``load_state_dict``, ``fill_`` under ``no_grad``: its version counter), or read
+        from outside as ``hnet.theta_mean`` (a write through ``.data`` leaves the version
+        counter as it was). Eager mode only: a traced forward never calls it (see
+        :meth:`_affine`)."""
+        m = self._mean()
         try:
-            key = (id(m), m._version, m.device)
-            if getattr(self, "_zero_mean_key", None) != key:
+            key = (id(m), m.data_ptr(), m._version, m.device, m.dtype)
+            if self.__dict__.get("_zero_mean_key") != key:
                 self._zero_mean = not m.requires_grad and not bool(m.any())
                 self._zero_mean_key = key
         except RuntimeError:  # inside a torch.func transform: no data-dependent shortcut
