@@ -124,6 +124,10 @@ def test_selection_forms():
         WeightSpec.from_module(net, "nothing*")
     with pytest.raises(TypeError, match="select must be"):
         WeightSpec.from_module(net, 3)
+    # a misspelt glob beside one that matches: refused, not dropped (its tensors went unselected)
+    with pytest.raises(ValueError, match=r"globs \['2.wieght'\] of the selection \['0.\*', '2.wieght'\] match no"):
+        Target(net, ["0.*", "2.wieght"])
+    assert Target(net, ["0.*", "2.weight"]).spec.names == ("0.weight", "0.bias", "2.weight")
 
 
 def test_flatten_unflatten_roundtrip_with_batch_dims():

@@ -238,7 +238,7 @@ class WeightSpec(Sequence[TensorSpec]):
 
         Raises:
             TypeError: ``module`` is not an ``nn.Module`` or ``select`` has an unknown form.
-            ValueError: the selection matches no parameter.
+            ValueError: the selection matches no parameter, or one of its globs matches none.
         """
         if not isinstance(module, nn.Module):
             raise TypeError(f"WeightSpec.from_module: expected an nn.Module, got {type(module).__name__}")
@@ -264,12 +264,21 @@ class WeightSpec(Sequence[TensorSpec]):
                     layer_index=layer,
                 )
             )
+        available = [n for n, _ in module.named_parameters()]
         if not tensors:
-            available = [n for n, _ in module.named_parameters()]
             raise ValueError(
                 f"WeightSpec.from_module: the selection {select!r} matches no parameter of "
                 f"{type(module).__name__}; its parameters are {available}"
             )
+        globs = [select] if isinstance(select, str) else select
+        if isinstance(globs, Sequence) and globs and all(isinstance(g, str) for g in globs):
+            # a misspelt glob beside others that match would otherwise drop its tensors silently
+            unmatched = [g for g in globs if not any(fnmatch.fnmatchcase(n, g) for n in available)]
+            if unmatched:
+                raise ValueError(
+                    f"WeightSpec.from_module: the globs {unmatched} of the selection {list(globs)} match no "
+                    f"parameter of {type(module).__name__}; its parameters are {available}"
+                )
         return cls(tensors)
 
     # ----------------------------------------------------------------- sequence
@@ -292,6 +301,31 @@ class WeightSpec(Sequence[TensorSpec]):
 
     def __hash__(self) -> int:
         return hash(self._tensors)
+
+    def difference(self, other: WeightSpec) -> str:
+        """How ``other`` differs from this spec, in words (``""`` when they are equal): the
+        names only one has, then the first tensors whose shape, order or description differ."""
+        if not isinstance(other, WeightSpec):
+            raise TypeError(f"WeightSpec.difference: expected a WeightSpec, got {type(other).__name__}")
+        parts = []
+        mine, theirs = set(self.names), set(other.names)
+        if mine - theirs:
+            parts.append(f"only in the first: {[n for n in self.names if n not in theirs]}")
+        if theirs - mine:
+            parts.append(f"only in the second: {[n for n in other.names if n not in mine]}")
+        changed = []
+        for t in self._tensors:
+            if t.name in theirs and other[t.name] != t:
+                u = other[t.name]
+                fields = [f for f in t.__dataclass_fields__ if getattr(t, f) != getattr(u, f)]
+                changed.append(f"{t.name} ({', '.join(f'{f} {getattr(t, f)!r} vs {getattr(u, f)!r}' for f in fields)})")
+        if changed:
+            more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+            parts.append(f"differing: {'; '.join(changed[:3])}{more}")
+        common = [n for n in self.names if n in theirs]
+        if not parts and common != [n for n in other.names if n in mine]:
+            parts.append(f"the same tensors in another order: {list(self.names)} vs {list(other.names)}")
+        return "; ".join(parts)
 
     def __repr__(self) -> str:
         rows = ", ".join(f"{t.name}{list(t.shape)}" for t in self._tensors)
