@@ -11,10 +11,13 @@ With ``granularity="unit"`` a component is an output unit (a row of a weight mat
 output channel of a convolution); a 1-D tensor (a bias, a norm scale) is one component.
 Every component is a token; the trunk's token architecture (pointwise MLP, GRU over the
 layers' units, transformer, deconvolution) turns the tokens into ``max_component_size``
-numbers each, and a component of ``k`` numbers keeps the first ``k``. Positions are
-*absolute*: hidden unit ``j`` is described the same way in a target of width 32 and one of
-width 128, so narrower targets are nested in wider ones and a width between trained widths
-reuses units trained in the wider one.
+numbers each, and a component of ``k`` numbers keeps the first ``k``. A unit's description
+(see :func:`describe_components`) holds its position both as an absolute sin/cos code and
+relative to its tensor's rows, beside the tensor's sizes (rows, fan-in, fan-out): hidden unit
+``j`` of a target of width 32 is *not* described as unit ``j`` of one of width 128, so a
+narrower target is not a slice of a wider one's weights. What carries over between widths
+is what the hypernetwork learned as a function of those descriptions; how well that
+generalises to an untrained width is measured, not promised (``docs/nas.md``).
 
 The limit is ``max_component_size``: a component with more numbers (with unit granularity,
 a ``Linear`` with more inputs, i.e. a hidden width wider than the limit feeding the next
