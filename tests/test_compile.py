@@ -231,11 +231,39 @@ def test_hypermodel_compile_compiles_the_forward_in_place_with_fullgraph():
     # fullgraph by default: a construct that splits the graph raises instead of running eagerly
     shared, x, _ = make("shared", "once")
     shared.compile(backend="aot_eager")
-    with pytest.raises(torch._dynamo.exc.TorchDynamoException):
-        shared(x, torch.tensor([0, 1, 0, 1]))  # several task ids: TaskEmbedding stacks the tasks in use
+    # several task ids: TaskEmbedding stacks the tasks in use (a graph break), refused by name
+    # before tracing (it was dynamo's data-dependent guard error)
+    for ids in (torch.tensor([0, 1, 0, 1]), [1, 1, 1, 1]):
+        with pytest.raises(ValueError, match="compiled with fullgraph=True.*expected one task id per call"):
+            shared(x, ids)
+        with pytest.raises(ValueError, match="expected one task id per call"):
+            shared(x, context=ids)
     torch._dynamo.reset()
     shared.compile(backend="aot_eager", fullgraph=False)
     assert shared(x, torch.tensor([0, 1, 0, 1])).shape == (N, 3)
+    torch._dynamo.reset()
+
+
+def test_a_copied_model_compiles_and_one_task_id_may_be_a_tensor_or_numpy_integer():
+    import copy
+    import pickle
+
+    import numpy as np
+
+    model, x, _ = make("shared", "chunked")
+    want = model(x, 1)
+    torch._dynamo.reset()
+    # a copy's target rebuilds its cached structure on first use; that happened inside the
+    # trace, which failed under fullgraph
+    for copied in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        copied.compile(backend="aot_eager")
+        torch.testing.assert_close(copied(x, 1), want)
+    # one task id as a 0-d tensor or a NumPy integer failed to trace (a data-dependent guard);
+    # it runs as the int it is
+    compiled = copy.deepcopy(model).compile(backend="aot_eager")
+    for one in (torch.tensor(1), np.int64(1), torch.tensor(1, dtype=torch.int32)):
+        torch.testing.assert_close(compiled(x, one), want)
+        torch.testing.assert_close(compiled(x, context=one), want)
     torch._dynamo.reset()
 
 

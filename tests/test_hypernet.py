@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -431,6 +433,39 @@ def test_bad_construction_arguments():
         HyperModel(HyperNetwork(target, TaskEmbedding(2, 4)), other)
     with pytest.raises(ValueError, match="mode must be"):
         HyperModel(HyperNetwork(target, TaskEmbedding(2, 4)), target)(torch.randn(2, 12), 0, mode="loop")
+
+
+def test_hypermodel_names_how_the_specs_differ_and_refuses_a_target_of_another_dtype():
+    net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
+    hnet = HyperNetwork(Target(net), TaskEmbedding(2, 4))
+    wider = Target(nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)))
+    with pytest.raises(ValueError, match=r"differing: 2.weight \(shape \(2, 6\) vs \(3, 6\), fan_out 2 vs 3\)"):
+        HyperModel(hnet, wider)
+    with pytest.raises(ValueError, match=r"only in the first: \['0.bias', '2.bias'\]"):
+        HyperModel(hnet, Target(net, "*.weight"))
+    assert hnet.spec.difference(Target(net).spec) == ""
+    # a float64 target beside a float32 hypernetwork failed later inside a matmul (or ran the
+    # target in float32 when the input was float32)
+    double = Target(copy.deepcopy(net).double())
+    with pytest.raises(
+        TypeError, match=r"generates torch.float32 weights but the target's module holds \['torch.float64'\]"
+    ):
+        HyperModel(HyperNetwork(double, TaskEmbedding(2, 4)), double)
+
+
+def test_residual_theta0_keeps_a_float64_targets_values_under_a_float64_default():
+    torch.manual_seed(0)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        target = Target(nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2)))
+        hnet = HyperNetwork(target, TaskEmbedding(2, 4), residual="target")
+        model = HyperModel(hnet, target)
+        assert hnet.theta_mean.dtype == torch.float64
+        torch.testing.assert_close(hnet.theta_mean, target.spec.flatten(target.default_weights()), rtol=0, atol=0)
+        assert model(torch.randn(3, 4), 1).dtype == torch.float64
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def test_spec_validation_on_target_construction():

@@ -379,3 +379,23 @@ def test_per_task_statistics_keep_eval_accuracy_at_train_mode_accuracy():
     gaps = [trained - evaluated for evaluated, trained in shared.values()]
     assert max(gaps) > 5.0, shared
     assert sum(gaps) > sum(abs(t - e) for e, t in per_task.values()) + 5.0, (shared, per_task)
+
+
+@pytest.mark.parametrize(
+    "conditioner, context",
+    [
+        (lambda: DataEncoder(nn.Linear(4, 3), 3), None),
+        (lambda: Noise(3), torch.randn(3)),
+        (lambda: Continuous(2), torch.rand(1, 2)),
+    ],
+)
+def test_batch_statistics_on_a_batch_of_one_in_eval_name_the_setting(conditioner, context):
+    # torch's own message ("when training") was all a user got, in eval mode
+    torch.manual_seed(0)
+    target = Target(bn_net())
+    model = HyperModel(HyperNetwork(target, conditioner(), MLP((8,))), target).eval()
+    assert model.norm_stats.mode == "batch"
+    with pytest.raises(ValueError, match=r"norm_stats='batch' normalises every batch with its own statistics, in eval"):
+        model(torch.randn(1, 4), context)
+    shared = HyperModel(HyperNetwork(target, conditioner(), MLP((8,))), target, norm_stats="shared").eval()
+    assert shared(torch.randn(1, 4), context).shape[-1] == 6

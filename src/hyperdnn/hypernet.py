@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Mapping
+import numbers
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -27,7 +28,7 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 from hyperdnn._checks import check_bool, check_choice, check_float, check_int
-from hyperdnn.conditioners import Conditioner, Execution, check_conditioner
+from hyperdnn.conditioners import Conditioner, Execution, TaskEmbedding, check_conditioner
 from hyperdnn.heads import Head, Once, OnceModule
 from hyperdnn.init import calibrate as calibrate_last_layers
 from hyperdnn.init import check_init_mode, element_stats, residual_base
@@ -86,13 +87,32 @@ def compile_settings() -> contextlib.AbstractContextManager[None]:
     return _CompileSettings()
 
 
-def _with_compile_settings(fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        with compile_settings():
-            return fn(*args, **kwargs)
-
-    return call
+def _one_task_id(args: tuple, kwargs: dict, fullgraph: bool) -> tuple[tuple, dict]:
+    """A compiled :class:`HyperModel` call's task context: one id given as a 0-d integer
+    tensor or a NumPy integer becomes an ``int`` (it failed to trace); a batch of ids, which
+    splits the graph in :class:`TaskEmbedding`, is refused by name under ``fullgraph``."""
+    if "context" in kwargs:
+        context = kwargs["context"]
+    elif len(args) > 1:
+        context = args[1]
+    else:
+        return args, kwargs
+    if isinstance(context, torch.Tensor) and context.dim() == 0 and not context.dtype.is_floating_point:
+        one = int(context)
+    elif isinstance(context, numbers.Integral) and not isinstance(context, (bool, int)):
+        one = int(context)
+    else:
+        if fullgraph and isinstance(context, (list, tuple, torch.Tensor)):
+            n = len(context) if isinstance(context, (list, tuple)) else tuple(context.shape)
+            raise ValueError(
+                f"HyperModel (compiled with fullgraph=True): expected one task id per call, got a batch of "
+                f"task ids ({type(context).__name__} of {n}); a batch of ids splits the graph in TaskEmbedding. "
+                f"Call with one id per step, or compile with fullgraph=False"
+            )
+        return args, kwargs
+    if "context" in kwargs:
+        return args, {**kwargs, "context": one}
+    return (args[0], one, *args[2:]), kwargs
 
 
 def _sum_to(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -425,7 +445,21 @@ class HyperModel(nn.Module):
         if not isinstance(target, Target):
             raise TypeError(f"HyperModel: target must be a Target, got {type(target).__name__}")
         if hypernet.spec != target.spec:
-            raise ValueError("HyperModel: the hypernetwork's spec differs from the target's spec")
+            raise ValueError(
+                "HyperModel: the hypernetwork's spec (first) differs from the target's spec (second): "
+                + hypernet.spec.difference(target.spec)
+            )
+        made = hypernet.theta_scale.dtype
+        held = sorted(
+            {str(t.dtype) for t in (*target.module.parameters(), *target.module.buffers()) if t.is_floating_point()}
+            - {str(made)}
+        )
+        if held:
+            raise TypeError(
+                f"HyperModel: the hypernetwork generates {made} weights but the target's module holds {held} "
+                f"tensors; give both one dtype (build both under torch.set_default_dtype, or convert the "
+                f"target's module before wrapping it)"
+            )
         resolved = resolve_norm_stats(norm_stats, hypernet.conditioner, target.module)
         self.hypernet = hypernet
         self.target = target
@@ -461,7 +495,17 @@ class HyperModel(nn.Module):
             return self._run(execution, weights, args, kwargs)
         if norm.mode == "batch":
             with norm.use():
-                return self._run(execution, weights, args, kwargs)
+                try:
+                    return self._run(execution, weights, args, kwargs)
+                except ValueError as e:
+                    if not self.training and str(e).startswith("Expected more than 1 value per channel"):
+                        raise ValueError(
+                            f"HyperModel: norm_stats='batch' normalises every batch with its own statistics, in "
+                            f"eval mode too, so each BatchNorm needs more than one value per channel; {e}. "
+                            f"Evaluate on larger batches, or build the model with norm_stats='shared' (running "
+                            f"statistics) or 'per_context'"
+                        ) from e
+                    raise
         ids = cond.context_keys(context)
         keys = ids.tolist() if ids.numel() == 1 else torch.unique(ids).tolist()
         if len(keys) > 1 and execution != "shared":
@@ -573,9 +617,23 @@ class HyperModel(nn.Module):
         """
         kwargs.setdefault("fullgraph", True)
         super().compile(**kwargs)
-        # the compiler runs inside the first calls (and any recompiling one): each call runs
-        # under hyperdnn's compiler settings (see compile_settings)
-        self._compiled_call_impl = _with_compile_settings(self._compiled_call_impl)
+        compiled, target, fullgraph = self._compiled_call_impl, self.target, bool(kwargs["fullgraph"])
+        tasks = isinstance(self.hypernet.conditioner, TaskEmbedding)
+
+        @functools.wraps(compiled)
+        def call(*args: Any, **kw: Any) -> Any:
+            # outside the trace: the target's structure (dropped by a copy or unpickling) is
+            # built eagerly, and one task id in any form reaches the graph as an int
+            if target._built is None:
+                target._current()
+            if tasks:
+                args, kw = _one_task_id(args, kw, fullgraph)
+            # the compiler runs inside the first calls (and any recompiling one): each call runs
+            # under hyperdnn's compiler settings (see compile_settings)
+            with compile_settings():
+                return compiled(*args, **kw)
+
+        self._compiled_call_impl = call
         return self
 
     def materialize(self, context: Any = None) -> nn.Module:

@@ -111,7 +111,7 @@ def residual_base(spec: WeightSpec, values: Mapping[str, torch.Tensor] | None) -
     batch = spec.batch_shape(values)
     if len(batch):
         raise ValueError(f"residual theta0: expected unbatched tensors, got batch shape {tuple(batch)}")
-    return torch.cat([values[t.name].detach().reshape(-1).float().cpu() for t in spec])
+    return torch.cat([values[t.name].detach().reshape(-1).to("cpu", torch.get_default_dtype()) for t in spec])
 
 
 @torch.no_grad()
