@@ -459,3 +459,18 @@ def test_token_encoder_checks_the_embeddings_it_is_given():
     external = TokenEncoder(in_features=6, num_tokens=None, embed_dim=4, width=5)
     with pytest.raises(ValueError, match="holds no embeddings"):
         external(h)
+
+
+def test_a_learned_zero_mean_frozen_for_one_call_still_trains_after_unfreezing():
+    # the zero-mean shortcut's cache did not hold requires_grad: a learned theta0 of zeros seen
+    # once while frozen was skipped for good (no gradient, never trained)
+    torch.manual_seed(0)
+    target = Target(nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2)))
+    hnet = HyperNetwork(target, TaskEmbedding(2, 4), MLP((8,)), residual="neutral", learn_theta0=True)
+    assert not bool(hnet.theta_mean.detach().any())
+    hnet.requires_grad_(False)
+    hnet(0)
+    hnet.requires_grad_(True)
+    sum(w.sum() for w in hnet(0).values()).backward()
+    assert hnet.theta_mean.grad is not None
+    torch.testing.assert_close(hnet.theta_mean.grad, torch.ones_like(hnet.theta_mean))

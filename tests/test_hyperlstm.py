@@ -114,8 +114,35 @@ def test_learns_digits_row_by_row():
         (lambda: HyperLSTM(3, 4)(torch.randn(2, 0, 3)), r"at least one time step"),
         (lambda: HyperLSTMCell(3, 4)(torch.randn(2, 4)), r"expected x of shape \(B, 3\), got \(2, 4\)"),
         (lambda: HyperLSTMCell(3, 0), r"hidden_size must be an int >= 1, got 0"),
+        # a state of the wrong width or count: a matmul or unpacking error before
+        (
+            lambda: HyperLSTMCell(3, 4, hyper_size=5)(
+                torch.randn(2, 3), tuple(torch.zeros(2, n) for n in (4, 4, 6, 5))
+            ),
+            r"state \(h, c, hyper_h, hyper_c\) of shapes \[\(2, 4\), \(2, 4\), \(2, 5\), \(2, 5\)\] for a batch of 2, "
+            r"got \[\(2, 4\), \(2, 4\), \(2, 6\), \(2, 5\)\]",
+        ),
+        (
+            lambda: HyperLSTMCell(3, 4)(torch.randn(2, 3), (torch.zeros(2, 4), torch.zeros(2, 4))),
+            r"4 tensors .* got 2 items",
+        ),
+        (lambda: HyperLSTM(3, 4)(torch.randn(2, 5, 3), (torch.zeros(3, 4),) * 4), r"for a batch of 2"),
     ],
 )
 def test_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_a_given_state_continues_the_sequence():
+    torch.manual_seed(0)
+    layer = HyperLSTM(3, 4, hyper_size=5)
+    x = torch.randn(2, 6, 3)
+    whole, final = layer(x)
+    first, state = layer(x[:, :3])
+    rest, final2 = layer(x[:, 3:], state)
+    torch.testing.assert_close(torch.cat([first, rest], 1), whole)
+    for a, b in zip(final, final2):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(TypeError, match="state tensors of x's dtype torch.float32, got"):
+        layer.cell(x[:, 0], tuple(t.double() for t in state))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import torch
@@ -429,7 +430,7 @@ def test_bad_construction_arguments():
     with pytest.raises(ValueError, match="expects inputs of width 5"):
         HyperNetwork(target, TaskEmbedding(2, 4), ModuleTrunk(nn.Linear(5, 5), 5, in_features=5))
     other = Target(nn.Linear(3, 3))
-    with pytest.raises(ValueError, match="spec differs"):
+    with pytest.raises(ValueError, match="spec \\(first\\) differs"):
         HyperModel(HyperNetwork(target, TaskEmbedding(2, 4)), other)
     with pytest.raises(ValueError, match="mode must be"):
         HyperModel(HyperNetwork(target, TaskEmbedding(2, 4)), target)(torch.randn(2, 12), 0, mode="loop")
@@ -473,3 +474,63 @@ def test_spec_validation_on_target_construction():
     spec = WeightSpec.from_module(nn.Linear(4, 3))
     with pytest.raises(ValueError, match="not parameters of the module"):
         Target(net, spec=spec)
+
+
+def test_noise_and_continuous_contexts_of_another_dtype_are_refused_by_name():
+    # they failed inside the trunk's matmul ("mat1 and mat2 must have the same dtype")
+    from hyperdnn import Continuous
+
+    for cond, bad, name in (
+        (
+            Noise(3),
+            torch.randn(2, 3, dtype=torch.float64),
+            "Noise: expected noise of the module's dtype torch.float32, got torch.float64",
+        ),
+        (
+            Noise(3),
+            torch.ones(2, 3, dtype=torch.long),
+            "Noise: expected noise of the module's dtype torch.float32, got torch.int64",
+        ),
+        (
+            Continuous(2),
+            torch.rand(2, 2, dtype=torch.float64),
+            "Continuous: expected a context of the module's dtype torch.float32, got torch.float64",
+        ),
+        (
+            Continuous(2, encoding="fourier"),
+            torch.rand(2, dtype=torch.float64),
+            "Continuous: expected a context of the module's dtype",
+        ),
+    ):
+        target = Target(nn.Linear(4, 2))
+        model = HyperModel(HyperNetwork(target, cond, MLP((8,))), target)
+        with pytest.raises(TypeError, match=re.escape(name)):
+            model(torch.randn(2, 4), bad)
+        model.double()
+        assert model(torch.randn(2, 4, dtype=torch.float64), bad.double()).dtype == torch.float64
+
+
+@pytest.mark.parametrize("head", ["once", "chunked"])
+def test_calibration_with_a_learned_latent_measures_its_own_code(head):
+    # LearnedLatent has no probe; calibration drew N(0, 1) codes, so a latent of std 0.01 gave
+    # generated weights about 1e-4 times the target's own variance (Once, no trunk layers)
+    from hyperdnn import DynamicHyperNetwork, LearnedLatent
+
+    torch.manual_seed(0)
+    target = Target(nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)))
+    hnet = HyperNetwork(target, LearnedLatent(8, init_std=0.01), MLP(()), Once() if head == "once" else Chunked(64))
+    raw = hnet.head(hnet.trunk(hnet.conditioner(None).c))
+    assert 0.5 < float(raw.detach().pow(2).mean()) < 2.0
+    dyn = DynamicHyperNetwork(LearnedLatent(8, init_std=0.01), MLP(()), max_component_size=32)
+    dyn.calibrate(target.spec)
+    assert 0.5 < float(dyn.raw(None, target.spec)[0].detach().pow(2).mean()) < 2.0
+
+
+def test_learn_theta0_without_a_residual_is_refused_and_multihead_names_groups_taken_earlier():
+    target = Target(nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2)))
+    # it was accepted and ignored: theta_mean stayed a fixed buffer
+    with pytest.raises(ValueError, match="learn_theta0=True makes the residual form's theta0 trainable, but residual is None"):
+        HyperNetwork(target, TaskEmbedding(2, 4), learn_theta0=True)
+    assert "theta_mean" in dict(HyperNetwork(target, TaskEmbedding(2, 4), residual="neutral", learn_theta0=True).named_parameters())
+    with pytest.raises(ValueError, match=r"groups \['0.\*'\] match no tensor that an earlier group did not take"):
+        HyperNetwork(target, TaskEmbedding(2, 4), head=MultiHead(["*", "0.*"]))

@@ -1115,3 +1115,38 @@ def test_materialize_keeps_requires_grad_and_ties_and_refuses_batched_weights():
     assert not net.mid.bias.requires_grad and net.mid.weight.requires_grad
     with pytest.raises(ValueError, match=r"got batch shape \(2,\); index one set first"):
         target.materialize(random_weights(target.spec, 2))
+
+
+class _TiedReadout(nn.Module):
+    """A language-model pattern: the embedding's table read directly as the output layer."""
+
+    def __init__(self, V: int = 10, D: int = 6):
+        super().__init__()
+        self.emb = nn.Embedding(V, D)
+        self.mix = nn.Linear(D, D)
+
+    def forward(self, idx):
+        h = torch.tanh(self.mix(self.emb(idx)))
+        assert self.emb.weight.shape == (10, 6)  # metadata reads work in every mode
+        return h @ self.emb.weight.T
+
+
+def test_a_module_reading_a_childs_generated_tensor_is_refused_when_grouped_and_runs_under_vmap():
+    # grouped calls give each layer its groups' weights through its own forward; the parent's
+    # direct read of self.emb.weight silently got the module's own, never-trained table
+    torch.manual_seed(0)
+    idx = torch.randint(0, 10, (4, 5))
+    module = _TiedReadout()
+    target = Target(module)
+    w = random_weights(target.spec, 4)
+    for call in (lambda: target.per_sample(w, idx), lambda: target.ensemble(w, idx)):
+        with pytest.raises(RuntimeError, match=r"\['emb.weight'\] were used outside their own layer's forward \(T\)"):
+            call()
+    assert isinstance(module.emb.weight, nn.Parameter)  # restored after the error
+    vmapped = Target(module, per_sample="vmap")
+    want = torch.cat([functional_call(module, {k: v[i] for k, v in w.items()}, (idx[i : i + 1],)) for i in range(4)])
+    torch.testing.assert_close(vmapped.per_sample(w, idx), want)
+    want_k = torch.stack([functional_call(module, {k: v[i] for k, v in w.items()}, (idx,)) for i in range(4)])
+    torch.testing.assert_close(vmapped.ensemble(w, idx), want_k)
+    one = {k: v[0] for k, v in w.items()}
+    torch.testing.assert_close(target(one, idx), functional_call(module, one, (idx,)))

@@ -448,6 +448,11 @@ class Noise(Conditioner):
             raise ValueError(
                 f"Noise: expected noise of shape (K, {self.out_features}) or ({self.out_features},), got {tuple(context.shape)}"
             )
+        if context.dtype != self._device_probe.dtype:
+            raise TypeError(
+                f"Noise: expected noise of the module's dtype {self._device_probe.dtype}, got {context.dtype} "
+                f"(convert the noise, or the model with .to(dtype))"
+            )
         if context.dim() == 1:
             return Conditioned(context.unsqueeze(0), False)
         return Conditioned(context, True)
@@ -547,6 +552,11 @@ class Continuous(Conditioner):
             raise ValueError(
                 f"Continuous: expected a context of shape (B, {self.in_features}) or ({self.in_features},), "
                 f"got {tuple(context.shape)}"
+            )
+        if context.dtype != self.low.dtype:
+            raise TypeError(
+                f"Continuous: expected a context of the module's dtype {self.low.dtype}, got {context.dtype} "
+                f"(convert the context, or the model with .to(dtype))"
             )
         x = context.reshape(-1, self.in_features)
         z = 2 * (x - self.low) / (self.high - self.low) - 1

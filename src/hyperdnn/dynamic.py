@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from hyperdnn._checks import check_choice, check_int, check_widths
-from hyperdnn.conditioners import Conditioner, check_conditioner
+from hyperdnn.conditioners import Conditioner, LearnedLatent, check_conditioner
 from hyperdnn.heads import TokenGenerator
 from hyperdnn.init import calibrate as calibrate_last_layers
 from hyperdnn.init import check_init_mode, element_stats
@@ -415,7 +415,9 @@ class DynamicHyperNetwork(nn.Module):
         def run() -> None:
             probe = self.conditioner.probe(64) if context is None else context
             for spec in specs:
-                if probe is None:
+                if probe is None and isinstance(self.conditioner, LearnedLatent):
+                    self.raw(None, spec)  # its one code is the context
+                elif probe is None:
                     ref = self.describer[0].weight
                     c = torch.randn(64, self.conditioner.out_features, device=ref.device, dtype=ref.dtype)
                     self.generator(self.trunk(c), self.embeddings(spec))

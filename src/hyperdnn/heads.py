@@ -445,7 +445,10 @@ class MultiHeadModule(HeadModule):
                     unmatched.append(t.name)
             empty = [g for g, m in zip(groups, members, strict=False) if not m]
             if unmatched or empty:
-                raise ValueError(f"MultiHead: tensors {unmatched} match no group; groups {empty} match no tensor")
+                raise ValueError(
+                    f"MultiHead: tensors {unmatched} match no group; groups {empty} match no tensor that an "
+                    f"earlier group did not take (a tensor goes to the first group it matches)"
+                )
         self.members = members
         mixer = _token_parts(trunk)
         if mixer is None:

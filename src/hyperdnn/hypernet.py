@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 from hyperdnn._checks import check_bool, check_choice, check_float, check_int
-from hyperdnn.conditioners import Conditioner, Execution, TaskEmbedding, check_conditioner
+from hyperdnn.conditioners import Conditioner, Execution, LearnedLatent, TaskEmbedding, check_conditioner
 from hyperdnn.heads import Head, Once, OnceModule
 from hyperdnn.init import calibrate as calibrate_last_layers
 from hyperdnn.init import check_init_mode, element_stats, residual_base
@@ -242,6 +242,11 @@ class HyperNetwork(nn.Module):
         self.check_finite = check_finite
         mean, scale = element_stats(spec, init)
         if residual is None:
+            if learn_theta0:
+                raise ValueError(
+                    "HyperNetwork: learn_theta0=True makes the residual form's theta0 trainable, but residual is "
+                    "None (no theta0); pass residual='target', 'neutral' or a mapping, or learn_theta0=False"
+                )
             self.residual = False
             self.register_buffer("theta_mean", mean)
         else:
@@ -279,8 +284,8 @@ class HyperNetwork(nn.Module):
         """Re-initialise the head's last layers so raw outputs have unit variance.
 
         Measures the second moment ``E[u^2]`` of the input ``u`` of each last layer over
-        representative contexts (``context``; default: the conditioner's probe, or N(0, 1)
-        codes), then draws that layer's weights from ``N(0, 1 / (m * fan_in * E[u^2]))`` with
+        representative contexts (``context``; default: the conditioner's probe, a
+        :class:`LearnedLatent`'s own code, or N(0, 1) codes), then draws that layer's weights from ``N(0, 1 / (m * fan_in * E[u^2]))`` with
         zero bias, where ``m`` is the number of last layers whose outputs add up (hyperfan
         initialisation with a measured input variance; :func:`hyperdnn.init.calibrate`).
         Every output element then has unit variance over the initialisation, whatever the
@@ -294,6 +299,9 @@ class HyperNetwork(nn.Module):
 
         def run() -> None:
             probe = self.conditioner.probe(n) if context is None else context
+            if probe is None and isinstance(self.conditioner, LearnedLatent):
+                self.head(self.trunk(self.conditioner(None).c))  # its one code is the context
+                return
             if probe is None:
                 ref = next(iter(self.head.parameters()))
                 c = torch.randn(n, self.conditioner.out_features, device=ref.device, dtype=ref.dtype)
@@ -352,14 +360,15 @@ class HyperNetwork(nn.Module):
 
     def _mean_is_zero(self) -> bool:
         """Whether ``theta_mean`` is a fixed all-zero buffer. Rechecked (one pass over it) only
-        when it may have changed: replaced, given new data (``.data = ...``), moved, written in
-        place (``load_state_dict``, ``fill_`` under ``no_grad``: its version counter), or read
+        when it may have changed: replaced, given new data (``.data = ...``), moved, made
+        trainable (``requires_grad_``: a learned mean is never skipped), written in place
+        (``load_state_dict``, ``fill_`` under ``no_grad``: its version counter), or read
         from outside as ``hnet.theta_mean`` (a write through ``.data`` leaves the version
         counter as it was). Eager mode only: a traced forward never calls it (see
         :meth:`_affine`)."""
         m = self._mean()
         try:
-            key = (id(m), m.data_ptr(), m._version, m.device, m.dtype)
+            key = (id(m), m.data_ptr(), m._version, m.device, m.dtype, m.requires_grad)
             if self.__dict__.get("_zero_mean_key") != key:
                 self._zero_mean = not m.requires_grad and not bool(m.any())
                 self._zero_mean_key = key

@@ -26,6 +26,8 @@ Example::
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -101,6 +103,31 @@ class HyperLSTMCell(nn.Module):
             z(batch, self.hyper_size),
         )
 
+    def _check_state(self, state: Any, x: torch.Tensor) -> State:
+        """``state`` as ``(h, c, hyper_h, hyper_c)`` of the shapes and dtype this cell makes."""
+        B = x.shape[0]
+        want = ((B, self.hidden_size), (B, self.hidden_size), (B, self.hyper_size), (B, self.hyper_size))
+        if (
+            not isinstance(state, (tuple, list))
+            or len(state) != 4
+            or not all(isinstance(t, torch.Tensor) for t in state)
+        ):
+            got = f"{len(state)} items" if isinstance(state, (tuple, list)) else type(state).__name__
+            raise ValueError(
+                f"HyperLSTMCell: expected state as 4 tensors (h, c, hyper_h, hyper_c) of shapes {list(want)}, "
+                f"or None; got {got}"
+            )
+        shapes = [tuple(t.shape) for t in state]
+        if shapes != [tuple(w) for w in want]:
+            raise ValueError(
+                f"HyperLSTMCell: expected state (h, c, hyper_h, hyper_c) of shapes {list(want)} for a batch of {B}, "
+                f"got {shapes}"
+            )
+        bad = [str(t.dtype) for t in state if t.dtype != x.dtype]
+        if bad:
+            raise TypeError(f"HyperLSTMCell: expected state tensors of x's dtype {x.dtype}, got {bad}")
+        return tuple(state)  # type: ignore[return-value]
+
     @staticmethod
     def _lstm(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         i, f, g, o = gates.chunk(4, dim=-1)
@@ -110,7 +137,7 @@ class HyperLSTMCell(nn.Module):
     def forward(self, x: torch.Tensor, state: State | None = None) -> State:
         if x.dim() != 2 or x.shape[1] != self.input_size:
             raise ValueError(f"HyperLSTMCell: expected x of shape (B, {self.input_size}), got {tuple(x.shape)}")
-        h, c, hh, hc = self.initial_state(x.shape[0], x) if state is None else state
+        h, c, hh, hc = self.initial_state(x.shape[0], x) if state is None else self._check_state(state, x)
         hh, hc = self._lstm(self.hyper_in(torch.cat([x, h], dim=-1)) + self.hyper_rec(hh), hc)
         z_x, z_h, z_b = self.z(hh).chunk(3, dim=-1)
         gates = self.d_x(z_x) * self.w_x(x) + self.d_h(z_h) * self.w_h(h) + self.b(z_b)

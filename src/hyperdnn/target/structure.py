@@ -77,7 +77,18 @@ class Structure:
             generated (attention never calls ``out_proj``, so the hook would never apply them).
     """
 
-    __slots__ = ("fingerprint", "own", "slots", "rnn", "legacy", "no_fastpath", "spectral", "_vmap_all", "_plan")
+    __slots__ = (
+        "fingerprint",
+        "own",
+        "slots",
+        "rnn",
+        "legacy",
+        "no_fastpath",
+        "spectral",
+        "guards",
+        "_vmap_all",
+        "_plan",
+    )
 
     def __init__(self, module: nn.Module, spec: WeightSpec, vmap_all: bool = False):
         self.fingerprint = Fingerprint(module)
@@ -130,6 +141,7 @@ class Structure:
         self.spectral = tuple(sorted(spectral.items()))
         self._vmap_all = vmap_all
         self._plan: list[PlanEntry] | None = None
+        self.guards: list | None = None  # the grouped calls' slot stand-ins (target/swap.py)
 
     @property
     def module(self) -> nn.Module:

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 import torch.utils.checkpoint as _checkpoint
 from torch import nn
+from torch.utils import _pytree as pytree
 
 from hyperdnn.target.kernels import GroupedCall
 from hyperdnn.target.plan import SWAP_MARK, PlanEntry
@@ -304,11 +305,68 @@ def _grouped_forward(entry: PlanEntry, frame: Frame) -> Callable[..., Any]:
     return forward
 
 
+class _GroupedSlot(torch.Tensor):
+    """What a generated parameter's slot holds during a grouped call (eager mode).
+
+    In a grouped call each layer gets its groups' weights through its own (swapped) forward;
+    the slot itself would still hold the module's own, never-trained tensor, so a module that
+    reads a child's parameter directly (a tied readout ``h @ self.emb.weight.T``) silently
+    computed with it. This stand-in keeps the tensor's shape, dtype and device (metadata reads
+    work) and raises a clear error on any use of its values. ``torch.func.functional_call``
+    (the vmap fallback) swaps it out and back like any tensor."""
+
+    _META = frozenset(
+        (
+            torch.Tensor.shape.__get__,
+            torch.Tensor.dtype.__get__,
+            torch.Tensor.device.__get__,
+            torch.Tensor.ndim.__get__,
+            torch.Tensor.requires_grad.__get__,
+            torch.Tensor.is_cuda.__get__,
+            torch.Tensor.layout.__get__,
+            torch.Tensor.size,
+            torch.Tensor.dim,
+            torch.Tensor.numel,
+            torch.Tensor.is_floating_point,
+        )
+    )
+
+    @staticmethod
+    def __new__(cls, like: torch.Tensor, name: str):
+        t = torch.Tensor._make_wrapper_subclass(cls, like.shape, dtype=like.dtype, device=like.device)
+        t._hd_name = name
+        return t
+
+    def __repr__(self, *args, **kwargs) -> str:  # type: ignore[override]
+        return f"<generated tensor {self._hd_name!r} {tuple(self.shape)}: its values live in the grouped call>"
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func in cls._META:
+            with torch._C.DisableTorchFunctionSubclass():
+                return func(*args, **(kwargs or {}))
+        names = sorted({a._hd_name for a in pytree.tree_leaves((args, kwargs)) if isinstance(a, _GroupedSlot)})
+        op = getattr(func, "__name__", str(func))
+        if op == "__get__":  # a property (x.T, x.data): its name is the descriptor's
+            op = getattr(getattr(func, "__self__", None), "__name__", op)
+        raise RuntimeError(
+            f"Target: the generated tensor(s) {names} were used outside their own layer's forward "
+            f"({op}) during a grouped call (per sample or ensemble), where each "
+            "layer gets its groups' weights through its own forward only. A module that uses a child's "
+            "parameter directly (a tied readout such as h @ self.emb.weight.T) needs "
+            "Target(..., per_sample='vmap'), which runs the whole module once per weight set, or shared weights"
+        )
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+        raise RuntimeError(f"Target: a generated tensor's stand-in reached {func} during a grouped call")
+
+
 class _ForwardSwap:
     """Replace each planned layer's ``forward`` (an instance attribute) until exit; restore
     the forwards and the layers' parameter caches, also after an error."""
 
-    __slots__ = ("frame", "_saved", "_caches")
+    __slots__ = ("frame", "_saved", "_caches", "_slots")
 
     def __init__(self, frame: Frame):
         self.frame = frame
@@ -328,21 +386,45 @@ class _ForwardSwap:
         swaps = [(e.module, _grouped_forward(e, self.frame)) for e in structure.plan if e.names or per_group]
         self._caches = _save_caches(structure)
         saved = self._saved = []
+        slots = self._slots = []
         try:
             for module, forward in swaps:
                 saved.append((module, module.__dict__.get("forward", _MISSING)))
                 module.__dict__["forward"] = forward
+            if not torch.compiler.is_compiling():
+                for owner, attr, guard in _guards(structure):
+                    params = owner._parameters
+                    slots.append((params, attr, params[attr]))
+                    params[attr] = guard
         except BaseException:
             self.__exit__()
             raise
 
     def __exit__(self, *exc) -> None:
+        for params, attr, orig in reversed(self._slots):
+            params[attr] = orig
         for module, prev in reversed(self._saved):
             if prev is _MISSING:
                 module.__dict__.pop("forward", None)
             else:
                 module.__dict__["forward"] = prev
         _restore_caches(self._caches)
+
+
+def _guards(structure: Structure) -> list[tuple[nn.Module, str, _GroupedSlot]]:
+    """``(owner, attribute, stand-in)`` for each generated tensor's slot, made once per
+    structure (a structure is rebuilt when the module's tensors change)."""
+    guards = structure.guards
+    if guards is None:
+        # one stand-in per tensor: tied aliases stay one object (functional_call unties none)
+        stand_in = {name: _GroupedSlot(p, name) for name, p in structure.own.items()}
+        # a legacy reparametrisation hook (torch.nn.utils.weight_norm) reads its layer's own
+        # tensors before every forward; its result goes unused in a grouped call (the kernel
+        # derives the weight from the generated tensors), so those slots keep their tensors
+        hooked = {id(m) for m, _ in structure.legacy}
+        guards = [(o, a, stand_in[c]) for o, a, c in structure.slots if id(o) not in hooked]
+        structure.guards = guards
+    return guards
 
 
 def hooked(module: nn.Module) -> bool:
