@@ -529,8 +529,12 @@ def test_calibration_with_a_learned_latent_measures_its_own_code(head):
 def test_learn_theta0_without_a_residual_is_refused_and_multihead_names_groups_taken_earlier():
     target = Target(nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2)))
     # it was accepted and ignored: theta_mean stayed a fixed buffer
-    with pytest.raises(ValueError, match="learn_theta0=True makes the residual form's theta0 trainable, but residual is None"):
+    with pytest.raises(
+        ValueError, match="learn_theta0=True makes the residual form's theta0 trainable, but residual is None"
+    ):
         HyperNetwork(target, TaskEmbedding(2, 4), learn_theta0=True)
-    assert "theta_mean" in dict(HyperNetwork(target, TaskEmbedding(2, 4), residual="neutral", learn_theta0=True).named_parameters())
+    assert "theta_mean" in dict(
+        HyperNetwork(target, TaskEmbedding(2, 4), residual="neutral", learn_theta0=True).named_parameters()
+    )
     with pytest.raises(ValueError, match=r"groups \['0.\*'\] match no tensor that an earlier group did not take"):
         HyperNetwork(target, TaskEmbedding(2, 4), head=MultiHead(["*", "0.*"]))

@@ -1150,3 +1150,36 @@ def test_a_module_reading_a_childs_generated_tensor_is_refused_when_grouped_and_
     torch.testing.assert_close(vmapped.ensemble(w, idx), want_k)
     one = {k: v[0] for k, v in w.items()}
     torch.testing.assert_close(target(one, idx), functional_call(module, one, (idx,)))
+
+
+class _SharedMask(nn.Module):
+    """No grouped kernel (it owns a generated tensor): runs under vmap with a second input."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(3))
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+
+    def forward(self, x, mask):  # mask (H, W): one mask for every sample
+        return self.conv(x) * self.scale.view(1, -1, 1, 1) * mask
+
+
+def test_a_vmapped_layer_passes_a_tensor_of_another_size_whole_to_every_weight_set():
+    # it split every tensor at the batch dim whose size G divided: an ensemble of 4 on 2
+    # samples (the mask not repeated, its 4 rows != 8) gave each member a row of the mask
+    torch.manual_seed(0)
+    module = _SharedMask()
+    target = Target(module)
+    mask = torch.arange(16.0).reshape(4, 4)
+    w = random_weights(target.spec, 4)
+    x = torch.randn(2, 2, 4, 4)
+    want = torch.stack([functional_call(module, {k: v[i] for k, v in w.items()}, (x, mask)) for i in range(4)])
+    torch.testing.assert_close(target.ensemble(w, x, mask), want)
+    torch.testing.assert_close(target.ensemble(w, x, mask=mask), want)
+    # per sample, a mask whose size at the batch dim differs from the batch's (5 rows, 3 samples)
+    w3 = random_weights(target.spec, 3)
+    x3, mask5 = torch.randn(3, 2, 5, 4), torch.rand(5, 4)
+    want3 = torch.cat(
+        [functional_call(module, {k: v[i] for k, v in w3.items()}, (x3[i : i + 1], mask5)) for i in range(3)]
+    )
+    torch.testing.assert_close(target.per_sample(w3, x3, mask5), want3)

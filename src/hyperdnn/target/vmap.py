@@ -58,18 +58,31 @@ class Dims:
     ):
         self.batch, self.out_dim, self.kw, self.names = batch, out_dim, dict(kw or {}), names
 
-    def _dim(self, name: str | None, value: Any) -> int | None:
+    def _dim(self, name: str | None, value: Any, total: int | None) -> int | None:
         if not isinstance(value, torch.Tensor):
             return None
         if name in self.kw:
             rule = self.kw[name]
             return rule(value) if callable(rule) else rule
-        return self.batch if value.dim() > self.batch else None
+        d = self.batch
+        return d if value.dim() > d and (total is None or value.shape[d] == total) else None
 
     def __call__(self, args: tuple, kwargs: Mapping[str, Any]) -> tuple[tuple, dict]:
         names = self.names
-        arg_dims = tuple(self._dim(names[i] if i < len(names) else None, a) for i, a in enumerate(args))
-        return arg_dims, {k: self._dim(k, v) for k, v in kwargs.items()}
+        named = [(names[i] if i < len(names) else None, a) for i, a in enumerate(args)]
+        # the first tensor split by the default rule carries the grouped batch (G * N at the
+        # batch dim); another tensor of another size there is shared by every weight set (a
+        # mask for all samples, which an ensemble does not repeat either), not split
+        total = next(
+            (
+                v.shape[self.batch]
+                for k, v in (*named, *kwargs.items())
+                if isinstance(v, torch.Tensor) and k not in self.kw and v.dim() > self.batch
+            ),
+            None,
+        )
+        arg_dims = tuple(self._dim(k, a, total) for k, a in named)
+        return arg_dims, {k: self._dim(k, v, total) for k, v in kwargs.items()}
 
 
 def run_vmapped(owner: nn.Module, weights: Mapping[str, torch.Tensor], G: int, dims: Dims, args, kwargs) -> Any:
