@@ -7,6 +7,7 @@ is itself checked against the module loaded with the weights) or the module with
 from __future__ import annotations
 
 import gc
+import itertools
 import io
 import weakref
 
@@ -311,24 +312,31 @@ def test_embedding_max_norm_per_sample_and_ensemble_equal_loops(norm_type):
     module = nn.Sequential(emb, nn.Flatten(), nn.Linear(12, 2)).double()
     target = Target(module)
     idx = torch.tensor([[1, 2, 0], [3, 3, 6], [0, 0, 0], [5, 1, 2]])  # rows 4 never looked up
-    for entry, n in (("per_sample", 4), ("ensemble", 3)):
+    for (entry, n), leaves in itertools.product((("per_sample", 4), ("ensemble", 3)), (True, False)):
         base = {k: torch.randn(n, *s, dtype=torch.float64, requires_grad=True) for k, s in target.spec.shapes.items()}
         w, w_ref = {k: 3 * v for k, v in base.items()}, {k: 3 * v for k, v in base.items()}  # norms well above 1
+        if leaves:  # leaves, as a module's own table: rescaled in place
+            w = {k: v.detach().requires_grad_() for k, v in w.items()}
+            w_ref = {k: v.detach().requires_grad_() for k, v in w_ref.items()}
+        before = w["0.weight"].detach().clone()
         out = target.run(w, idx, mode=entry)
         loop = per_sample_loop if entry == "per_sample" else ensemble_loop
         ref = loop(target, w_ref, idx)
         torch.testing.assert_close(out, ref)
+        g = torch.randn_like(out)
+        got = torch.autograd.grad((out * g).sum(), list(w.values() if leaves else base.values()))
+        want = torch.autograd.grad((ref * g).sum(), list(w_ref.values() if leaves else base.values()))
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b)
+        if not leaves:  # a table that is not a leaf (generated) is left as it was: its copy is read
+            torch.testing.assert_close(w["0.weight"].detach(), before, rtol=0, atol=0)
+            continue
         torch.testing.assert_close(w["0.weight"], w_ref["0.weight"])  # the same rows rescaled in place
         norms = torch.linalg.vector_norm(w["0.weight"], norm_type, dim=-1)
         looked_up = [set(row.tolist()) for row in idx] if entry == "per_sample" else [set(idx.flatten().tolist())] * n
         for b, rows in enumerate(looked_up):  # each set's own rows rescaled, the others left alone
             for r in range(7):
                 assert (norms[b, r] <= 1 + 1e-6) if r in rows else (norms[b, r] > 1.5), (entry, b, r)
-        g = torch.randn_like(out)
-        got = torch.autograd.grad((out * g).sum(), list(base.values()))
-        want = torch.autograd.grad((ref * g).sum(), list(base.values()))
-        for a, b in zip(got, want, strict=True):
-            torch.testing.assert_close(a, b)
 
 
 def test_embedding_max_norm_with_an_index_out_of_range_changes_nothing():
@@ -1183,3 +1191,36 @@ def test_a_vmapped_layer_passes_a_tensor_of_another_size_whole_to_every_weight_s
         [functional_call(module, {k: v[i] for k, v in w3.items()}, (x3[i : i + 1], mask5)) for i in range(3)]
     )
     torch.testing.assert_close(target.per_sample(w3, x3, mask5), want3)
+
+
+@pytest.mark.parametrize("context", [1, [0, 1, 2, 0]])
+def test_embedding_max_norm_inside_a_hypermodel_with_gradients(context):
+    # a generated table is a view of the hypernetwork's output: F.embedding's (and the grouped
+    # kernel's) in-place renormalisation failed on it whenever gradients were on
+    from hyperdnn import MLP, HyperModel, HyperNetwork, TaskEmbedding
+
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Embedding(7, 4, max_norm=0.5), nn.Flatten(), nn.Linear(12, 2))
+    target = Target(module)
+    model = HyperModel(HyperNetwork(target, TaskEmbedding(3, 4), MLP((8,))), target)
+    idx = torch.tensor([[1, 2, 0], [3, 3, 6], [0, 5, 0], [5, 1, 2]])
+    out = model(idx, context)
+    ids = [context] * 4 if isinstance(context, int) else context
+    flat = model.hypernet.generate_flat(torch.tensor(ids))[0]
+    gen = model.hypernet.unflatten(flat, True)
+    leaves = [{k: v[i].detach().clone().requires_grad_() for k, v in gen.items()} for i in range(4)]
+    ref = torch.cat([functional_call(module, leaves[i], (idx[i : i + 1],)) for i in range(4)])
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(out)
+    (out * g).sum().backward()
+    (ref * g).sum().backward()
+    # the hypernetwork's gradient is the plain layers' table gradient pulled back through it
+    grads = torch.cat([torch.cat([leaves[i][k].grad.reshape(-1) for k in target.spec.names]) for i in range(4)])
+    model.zero_grad()
+    flat2 = model.hypernet.generate_flat(torch.tensor(ids))[0]
+    (flat2 * grads.reshape(flat2.shape)).sum().backward()
+    want = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    model(idx, context).mul(g).sum().backward()
+    for n, grad in want.items():
+        torch.testing.assert_close(dict(model.named_parameters())[n].grad, grad, msg=n)

@@ -371,7 +371,9 @@ def group_norm(call: GroupedCall, x: torch.Tensor) -> torch.Tensor:
 def embedding(call: GroupedCall, idx: torch.Tensor) -> torch.Tensor:
     """``Embedding``: one gather from the ``(G*V, D)`` stacked tables. With ``max_norm``, each
     set's looked-up rows are first renormalised in place, as ``F.embedding`` does to its one
-    table."""
+    table; tables that are not leaves and need gradients (generated: views of the
+    hypernetwork's output) are left as they are and their renormalised copy is read
+    (:func:`renormed_table`)."""
     m, G, bd = call.module, call.groups, call.batch_dim
     idx = call.groups_first(idx, bd)
     w = call.weights["weight"]
@@ -383,13 +385,38 @@ def embedding(call: GroupedCall, idx: torch.Tensor) -> torch.Tensor:
     grouped = idx.reshape(G, idx.shape[0] // G, *idx.shape[1:])
     flat = torch.where((grouped >= 0) & (grouped < V), grouped + offs, G * V)
     if m.max_norm is not None:
-        _renorm_rows(w, flat, m.max_norm, m.norm_type)
+        if needs_copy_to_renorm(w):
+            w = renormed_table(w, m.max_norm, m.norm_type)
+        else:
+            _renorm_rows(w, flat, m.max_norm, m.norm_type)
     out = F.embedding(flat, w.reshape(G * V, -1), scale_grad_by_freq=m.scale_grad_by_freq)
     if m.padding_idx is not None:
         # the padding row gets no gradient, as in F.embedding(..., padding_idx=...)
         out = torch.where((grouped == m.padding_idx).unsqueeze(-1), out.detach(), out)
     out = out.reshape(*idx.shape, w.shape[-1])
     return out.movedim(0, bd) if bd else out
+
+
+def needs_copy_to_renorm(w: torch.Tensor) -> bool:
+    """Whether an embedding table is renormalised out of place (:func:`renormed_table`): it
+    needs gradients and is computed (not a leaf, nor a view of one), as a hypernetwork's
+    output is; a leaf (a module's own table, a caller's tensor) is rescaled in place, as
+    ``F.embedding`` does."""
+    root = w if w._base is None else w._base
+    return w.requires_grad and not root.is_leaf
+
+
+def renormed_table(w: torch.Tensor, max_norm: float, norm_type: float) -> torch.Tensor:
+    """Embedding tables ``w`` (``(..., V, D)``) with every row whose norm exceeds ``max_norm``
+    scaled to it, out of place, for tables that cannot be renormalised in place (generated:
+    views of the hypernetwork's output that autograd needs). The looked-up values are those of
+    ``F.embedding(..., max_norm=...)``, and the gradient reaches ``w`` unscaled, as it reaches
+    the table ``F.embedding`` rescales in place without gradient (rows never looked up do not
+    reach the output, so rescaling them too changes nothing)."""
+    with torch.no_grad():
+        norms = torch.linalg.vector_norm(w, norm_type, dim=-1, keepdim=True)
+        change = torch.where(norms > max_norm, max_norm / (norms + 1e-7), torch.ones_like(norms)) - 1
+    return w + w.detach() * change
 
 
 @torch.no_grad()

@@ -27,7 +27,7 @@ import torch.utils.checkpoint as _checkpoint
 from torch import nn
 from torch.utils import _pytree as pytree
 
-from hyperdnn.target.kernels import GroupedCall
+from hyperdnn.target.kernels import GroupedCall, needs_copy_to_renorm, renormed_table
 from hyperdnn.target.plan import SWAP_MARK, PlanEntry
 from hyperdnn.target.structure import Structure
 from hyperdnn.target.vmap import Dims, bypassing, run_vmapped
@@ -264,7 +264,12 @@ class _ParameterSwap:
             for owner, attr, canon in structure.slots:
                 params = owner._parameters
                 saved.append((params, attr, params[attr]))
-                params[attr] = weights[canon]
+                w = weights[canon]
+                if type(owner) is nn.Embedding and owner.max_norm is not None and needs_copy_to_renorm(w):
+                    # F.embedding renormalises its table in place, which a generated table
+                    # (a view autograd needs) does not allow: give it the renormalised copy
+                    w = renormed_table(w, owner.max_norm, owner.norm_type)
+                params[attr] = w
         except BaseException:
             self.__exit__()
             raise
