@@ -7,8 +7,8 @@ is itself checked against the module loaded with the weights) or the module with
 from __future__ import annotations
 
 import gc
-import itertools
 import io
+import itertools
 import weakref
 
 import pytest
