@@ -1224,3 +1224,31 @@ def test_embedding_max_norm_inside_a_hypermodel_with_gradients(context):
     model(idx, context).mul(g).sum().backward()
     for n, grad in want.items():
         torch.testing.assert_close(dict(model.named_parameters())[n].grad, grad, msg=n)
+
+
+class _OwnerWithBatchNorm(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(4))
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        return self.bn(self.conv(x)) * self.scale.view(1, -1, 1, 1)
+
+
+def test_a_batchnorm_with_running_statistics_inside_a_vmapped_module_is_named_in_training():
+    # functorch's own message ("Batch norm got a batched tensor ...") named neither the module
+    # nor the ways out
+    torch.manual_seed(0)
+    module = _OwnerWithBatchNorm()
+    target = Target(module)
+    w = random_weights(target.spec, 4)
+    x = torch.randn(4, 3, 5, 5)
+    with pytest.raises(
+        RuntimeError, match=r"_OwnerWithBatchNorm runs under vmap .* a BatchNorm inside it tracks running"
+    ):
+        target.per_sample(w, x)
+    module.eval()
+    want = torch.cat([functional_call(module, {k: v[i] for k, v in w.items()}, (x[i : i + 1],)) for i in range(4)])
+    torch.testing.assert_close(target.per_sample(w, x), want)

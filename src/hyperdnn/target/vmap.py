@@ -138,9 +138,19 @@ def run_vmapped(owner: nn.Module, weights: Mapping[str, torch.Tensor], G: int, d
         ]
         return tuple(v for v in leaves if isinstance(v, torch.Tensor))
 
-    tensors = vmap(one, in_dims=(0, tuple(arg_dims), kw_in), out_dims=0, randomness="different")(
-        dict(weights), args_g, kw_vals
-    )
+    try:
+        tensors = vmap(one, in_dims=(0, tuple(arg_dims), kw_in), out_dims=0, randomness="different")(
+            dict(weights), args_g, kw_vals
+        )
+    except RuntimeError as e:
+        if not str(e).startswith("Batch norm got a batched tensor"):
+            raise
+        raise RuntimeError(
+            f"Target: {type(owner).__name__} runs under vmap with batched weights (it has no grouped kernel, or "
+            "per_sample='vmap'), and a BatchNorm inside it tracks running statistics, which one vmapped call "
+            "cannot update per weight set in training mode. Call .eval() on the module, build that BatchNorm "
+            "with track_running_stats=False, or give the module's own tensors a grouped kernel (register_kernel)"
+        ) from e
     treedef, is_tensor, others = treedef_box
     out_dims = dims.out_dim if isinstance(dims.out_dim, tuple) else (dims.out_dim,)
 
