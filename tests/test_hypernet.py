@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import re
 
 import pytest
@@ -538,3 +539,38 @@ def test_learn_theta0_without_a_residual_is_refused_and_multihead_names_groups_t
     )
     with pytest.raises(ValueError, match=r"groups \['0.\*'\] match no tensor that an earlier group did not take"):
         HyperNetwork(target, TaskEmbedding(2, 4), head=MultiHead(["*", "0.*"]))
+
+
+def test_continuous_bounds_and_frequencies_keep_a_float64_defaults_precision():
+    # list bounds were always rounded to float32 (number bounds followed the default dtype),
+    # so a float64 model standardised a timestamp-like context with wrong bounds
+    from hyperdnn import Continuous
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        for low, high in ((1_700_000_037.0, 1_700_000_137.0), ([1_700_000_037.0], [1_700_000_137.0])):
+            cond = Continuous(1, low=low, high=high, encoding="fourier", num_frequencies=10)
+            assert cond.low.dtype == cond.high.dtype == cond.freqs.dtype == torch.float64
+            z = cond(torch.tensor([[1_700_000_037.0], [1_700_000_087.0], [1_700_000_137.0]])).c[:, 0]
+            torch.testing.assert_close(z, torch.tensor([-1.0, 0.0, 1.0]), rtol=0, atol=1e-12)
+            assert float(cond.freqs[-1]) == 2.0**9 * math.pi
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def test_noise_takes_numpy_counts_and_names_a_0d_tensor_and_forced_modes_name_the_mismatch():
+    import numpy as np
+
+    noise = Noise(3)
+    assert noise(np.int64(2)).c.shape == (2, 3)
+    with pytest.raises(ValueError, match=r"expected noise of shape \(K, 3\) or \(3,\), got \(\)"):
+        noise(torch.tensor(1.0))  # an IndexError before
+    target = Target(nn.Linear(4, 2))
+    model = HyperModel(HyperNetwork(target, TaskEmbedding(3, 4)), target)
+    x = torch.randn(3, 4)
+    with pytest.raises(ValueError, match=r"HyperModel: mode='ensemble' runs a batch of contexts .* got one unbatched"):
+        model(x, 1, mode="ensemble")
+    with pytest.raises(ValueError, match=r"HyperModel: mode='shared' runs one unbatched context, got a batch of 3"):
+        model(x, [0, 1, 2], mode="shared")
+    assert model(x, [0, 1], mode="ensemble").shape == (2, 3, 2)

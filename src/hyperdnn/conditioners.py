@@ -438,13 +438,14 @@ class Noise(Conditioner):
     def forward(self, context: int | torch.Tensor) -> Conditioned:
         if isinstance(context, bool):
             raise TypeError("Noise: expected a sample count (int) or a noise tensor, got bool")
-        if isinstance(context, int):
+        if isinstance(context, numbers.Integral):
+            context = int(context)  # a NumPy integer too
             if context < 1:
                 raise ValueError(f"Noise: the number of samples must be >= 1, got {context}")
             return Conditioned(self.sample(context), True)
         if not isinstance(context, torch.Tensor):
             raise TypeError(f"Noise: expected a sample count (int) or a noise tensor, got {type(context).__name__}")
-        if context.shape[-1] != self.out_features or context.dim() > 2:
+        if context.dim() not in (1, 2) or context.shape[-1] != self.out_features:
             raise ValueError(
                 f"Noise: expected noise of shape (K, {self.out_features}) or ({self.out_features},), got {tuple(context.shape)}"
             )
@@ -465,25 +466,26 @@ class Noise(Conditioner):
 
 
 def _bounds(name: str, value: Any, n: int) -> torch.Tensor:
-    """``Continuous``'s ``low``/``high``: a finite number or ``n`` finite numbers, as ``(n,)``."""
+    """``Continuous``'s ``low``/``high``: a finite number or ``n`` finite numbers, as ``(n,)``
+    in the default dtype (as the module's other tensors; a float64 default keeps them exact)."""
     expected = f"a finite number or {n} finite numbers"
     if isinstance(value, torch.Tensor):
         if value.dtype == torch.bool or value.dtype.is_complex:
             raise TypeError(f"Continuous: {name} must be {expected}, got a tensor of dtype {value.dtype}")
-        values = value.detach().cpu().to(torch.float32).reshape(-1)
+        values = value.detach().cpu().to(torch.float64).reshape(-1)
     elif isinstance(value, numbers.Real) and not isinstance(value, bool):
-        values = torch.tensor([float(value)])
+        values = torch.tensor([float(value)], dtype=torch.float64)
     elif isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
         if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value):
             raise TypeError(f"Continuous: {name} must be {expected}, got {list(value)!r}")
-        values = torch.tensor([float(v) for v in value], dtype=torch.float32)
+        values = torch.tensor([float(v) for v in value], dtype=torch.float64)
     else:
         raise TypeError(f"Continuous: {name} must be {expected}, got {value!r} ({type(value).__name__})")
     if values.numel() not in (1, n) or (isinstance(value, torch.Tensor) and value.dim() > 1):
         raise ValueError(f"Continuous: {name} must be {expected}, got {values.numel()} numbers")
     if not bool(torch.isfinite(values).all()):
         raise ValueError(f"Continuous: {name} must be {expected}, got {value!r}")
-    return values.expand(n).clone()
+    return values.expand(n).clone().to(torch.get_default_dtype())
 
 
 @register_conditioner("continuous")
@@ -501,7 +503,13 @@ class Continuous(Conditioner):
             ``b``, e.g. a hyper-parameter per sample) or ``"ensemble"`` (all ``B`` on the whole
             input batch, e.g. ``K`` preference rays of a Pareto front: outputs ``(K, N, ...)``).
 
-    Context: a float tensor ``(B, in_features)`` or ``(in_features,)`` (one context: shared).
+    Context: a float tensor ``(B, in_features)`` or ``(in_features,)`` (one context: shared),
+    of the module's dtype.
+
+    ``low``, ``high`` and the Fourier frequencies are stored in the default dtype at
+    construction: for a float64 model, build it under ``torch.set_default_dtype(torch.float64)``
+    (``.double()`` on a float32 module keeps their float32 rounding, which matters for bounds
+    far from zero such as timestamps).
 
     Example::
 
@@ -539,7 +547,8 @@ class Continuous(Conditioner):
             raise ValueError(f"Continuous: high must be > low for every input, got low={low}, high={high}")
         self.register_buffer("low", lo)
         self.register_buffer("high", hi)
-        self.register_buffer("freqs", (2.0 ** torch.arange(num_frequencies, dtype=torch.float32)) * math.pi)
+        octaves = 2.0 ** torch.arange(num_frequencies, dtype=torch.float64)
+        self.register_buffer("freqs", (octaves * math.pi).to(torch.get_default_dtype()))
         self.out_features = in_features if encoding == "identity" else in_features * (1 + 2 * num_frequencies)
 
     def forward(self, context: torch.Tensor) -> Conditioned:

@@ -526,6 +526,10 @@ class HyperModel(nn.Module):
         """The target's mode for weights of ``B`` contexts: ``mode`` when forced, else the
         conditioner's :meth:`~hyperdnn.conditioners.Conditioner.execution`."""
         if mode != "auto":
+            if (mode == "shared") == batched:
+                got = f"a batch of {B} contexts" if batched else "one unbatched context"
+                want = "one unbatched context" if mode == "shared" else "a batch of contexts (one weight set each)"
+                raise ValueError(f"HyperModel: mode={mode!r} runs {want}, got {got}")
             return mode
         cond = self.hypernet.conditioner
         execution = cond.execution(batched)
