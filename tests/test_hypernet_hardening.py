@@ -315,6 +315,23 @@ def test_add_tasks_registers_new_embeddings_with_the_optimizer():
     assert torch.equal(other.embeddings[i].detach(), kept)
 
 
+def test_add_tasks_names_the_new_embeddings_in_an_optimizer_built_from_named_parameters():
+    # the new group copied the template's names (two names for one parameter)
+    torch.manual_seed(0)
+    target = mlp_target()
+    model = HyperModel(HyperNetwork(target, TaskEmbedding(2, 8), MLP((16,))), target)
+    opt = torch.optim.Adam(model.named_parameters(), lr=0.05)
+    model.hypernet.conditioner.add_tasks(2, optimizer=opt)
+    assert opt.param_groups[-1]["param_names"] == [
+        "hypernet.conditioner.embeddings.2",
+        "hypernet.conditioner.embeddings.3",
+    ]
+    assert len(opt.param_groups[-1]["params"]) == 2
+    fresh = torch.optim.Adam(model.named_parameters(), lr=0.05)
+    names = [n for g in fresh.param_groups for n in g["param_names"]]
+    assert set(opt.param_groups[-1]["param_names"]) <= set(names)
+
+
 def test_add_tasks_follows_the_group_that_holds_the_tasks():
     cond = TaskEmbedding(2, 4)
     extra = nn.Parameter(torch.zeros(3))

@@ -284,7 +284,13 @@ class TaskEmbedding(Conditioner):
             new.append(nn.Parameter((draw * self.init_std).to(ref.device)))
         if optimizer is not None:
             template = next((g for g in optimizer.param_groups if any(p is ref for p in g["params"])), None)
-            group = {k: v for k, v in (template or {}).items() if k != "params"}
+            group = {k: v for k, v in (template or {}).items() if k not in ("params", "param_names")}
+            if template is not None and "param_names" in template:
+                # an optimizer built from named_parameters(): name the new embeddings as task
+                # 0's is named there ("...embeddings.0" -> "...embeddings.<id>")
+                first = template["param_names"][next(i for i, p in enumerate(template["params"]) if p is ref)]
+                stem = first[:-1] if first.endswith(".0") else first + "."
+                group["param_names"] = [f"{stem}{self.num_tasks + i}" for i in range(n)]
             optimizer.add_param_group({**group, "params": new})
         start = self.num_tasks
         self.embeddings.extend(new)
