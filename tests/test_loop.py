@@ -3,9 +3,11 @@ with the numbers of an uninterrupted run, and resumed states that do not fit are
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -68,7 +70,9 @@ class Toy(Work):
             loss.backward()
             self.opt.step()
             tick()
-        self.seen.append(loss.item())
+        # draws from the global generators (dropout masks, np.random, random): a resumed run
+        # must make the same ones
+        self.seen.append(loss.item() + float(torch.rand(())) + np.random.rand() + random.random())
         return {"loss": loss.item()}
 
     def end_stage(self, stage, results):

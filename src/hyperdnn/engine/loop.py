@@ -66,12 +66,14 @@ Example (a toy recipe's run, one unit of one stage)::
 
 from __future__ import annotations
 
+import random
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict
 
+import numpy as np
 import torch
 
 from hyperdnn.engine.checkpoint import (
@@ -87,8 +89,36 @@ if TYPE_CHECKING:
 
 __all__ = ["Unit", "Work", "LoopState", "LoopResult", "run_units", "check_loop_state", "resumable"]
 
-#: prefixes of the work's and the optimizer's tensors in a checkpoint
-_WORK, _OPTIM = "work.", "optim."
+#: prefixes of the work's, the optimizer's and the global generators' tensors in a checkpoint
+_WORK, _OPTIM, _RNG = "work.", "optim.", "rng."
+
+
+def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The global generators (torch's CPU and CUDA, NumPy's, Python's) as checkpoint tensors
+    and JSON."""
+    tensors = {_RNG + "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, t in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"{_RNG}cuda.{i}"] = t
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    meta = {
+        "numpy": [kind, [int(k) for k in keys], int(pos), int(has_gauss), float(gauss)],
+        "python": [version, list(internal), gauss_next],
+    }
+    return tensors, meta
+
+
+def _set_rng_state(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
+    """Restore what :func:`_rng_state` saved (a CUDA state only where CUDA is in use)."""
+    torch.set_rng_state(tensors[_RNG + "torch"])
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith(_RNG + "cuda."))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+    kind, keys, pos, has_gauss, gauss = meta["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = meta["python"]
+    random.setstate((version, tuple(internal), gauss_next))
 
 
 @dataclass(frozen=True)
@@ -178,11 +208,14 @@ class LoopState(_LoopRequired, total=False):
     taken inside a stage (then ``epoch >= 1``); ``times``: seconds per unit so far;
     ``results``: the recipe's measurements so far; ``work``: the JSON part of the unit's
     :meth:`Work.state`, present inside a unit (after its first stage, or inside a stage);
-    ``optimizer``: the stage's optimizer, present inside a stage.
+    ``optimizer``: the stage's optimizer, present inside a stage; ``rng``: the global
+    generators (torch's, NumPy's, Python's; torch's as a tensor), restored where the run
+    continues, so draws from them (dropout masks) follow as in an uninterrupted run.
     """
 
     work: dict[str, Any]
     optimizer: OptimizerState
+    rng: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -226,6 +259,8 @@ class _Loop:
             ot, ometa = optimizer_state_tensors(optimizer, _OPTIM)
             tensors.update(ot)
             state["optimizer"] = ometa
+        rt, state["rng"] = _rng_state()
+        tensors.update(rt)
         self.ctx.save_checkpoint(tensors, state)
 
     def run_stage(self, ui: int, work: Work, stage: int, first_epoch: int, optimizer) -> str:
@@ -287,21 +322,34 @@ def run_units(
         loop.results = state["results"]
         loop.times = {k: float(v) for k, v in state["times"].items()}
         first_unit = state["unit"]
+
+    def restore_rng() -> None:
+        # the global generators as they were at the save, at the point the run continues from
+        # (older checkpoints have none: the generators stay as the recipe left them)
+        if "rng" in state:  # type: ignore[operator]
+            _set_rng_state(resumed.tensors, state["rng"])  # type: ignore[index,union-attr]
+
     for ui in range(first_unit, len(loop.units)):
         unit = loop.units[ui]
         here = state is not None and ui == first_unit
+        if here and "work" not in state:  # saved between units: the next unit's build came next
+            restore_rng()
         work = build(unit)
         if here and "work" in state:  # type: ignore[operator]
             _load(work, resumed.tensors, state["work"], unit)  # type: ignore[index,union-attr]
         first_stage = state["stage"] if here else 0  # type: ignore[index]
         for stage in range(first_stage, len(unit.stages)):
             continuing = here and stage == first_stage and state["mid_stage"]  # type: ignore[index]
+            if here and stage == first_stage and "work" in state and not continuing:  # type: ignore[operator]
+                restore_rng()  # saved between stages: the next stage's start came next
             start = time.perf_counter()
             optimizer = work.start_stage(stage, fresh=not continuing)
             if continuing and optimizer is not None:
                 if "optimizer" not in state:  # type: ignore[operator]
                     raise CheckpointError(f"the checkpoint inside {unit.key} has no optimizer state to continue with")
                 load_optimizer_state(optimizer, resumed.tensors, state["optimizer"], _OPTIM)  # type: ignore[index,union-attr]
+            if continuing:
+                restore_rng()  # saved inside the stage: the next epoch came next
             first_epoch = state["epoch"] if continuing else 0  # type: ignore[index]
             logs = loop.run_stage(ui, work, stage, first_epoch, optimizer)
             summary = work.end_stage(stage, loop.results)
