@@ -143,6 +143,52 @@ def test_method_arguments_are_checked() -> None:
         adam_candidate_step(opt, list(model.parameters()), [None])
     with pytest.raises(ValueError, match=r"parameters \[0\] \(by position\) are not in the optimizer"):
         adam_candidate_step(opt, [nn.Parameter(torch.ones(1))], [torch.ones(1)])
+    # Adam-like optimizers that step otherwise: Adam's formula would predict a wrong step
+    for other in (torch.optim.NAdam, torch.optim.RAdam, torch.optim.Adamax, torch.optim.SGD):
+        with pytest.raises(TypeError, match=f"expected a torch.optim.Adam .*, got {other.__name__}"):
+            adam_candidate_step(other(model.parameters(), lr=0.1), list(model.parameters()), [None, None])
+
+
+def test_the_regularizer_is_zero_right_after_its_snapshot_with_dropout_in_the_trunk() -> None:
+    # the snapshot is taken in eval mode; the penalty was computed in train mode, so a trunk's
+    # dropout gave it a random, non-zero value with no change to the hypernetwork
+    torch.manual_seed(0)
+    target = Target(nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3)))
+    hnet = HyperNetwork(target, TaskEmbedding(3, 4), MLP((16, 16), dropout=0.3))
+    reg = OutputRegularizer(beta=1.0)
+    reg.snapshot(hnet, 2)
+    hnet.train()
+    assert [float(reg(hnet).detach()) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert hnet.training
+
+
+def test_the_hypernetwork_learner_keeps_batchnorm_statistics_per_task() -> None:
+    # it ran the bare target: one set of running statistics for every task, so an old task
+    # was evaluated with the last task's statistics
+    torch.manual_seed(0)
+    target = Target(nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2)))
+    learner = HypernetLearner(HyperNetwork(target, TaskEmbedding(1, 4), MLP((8,))), target, 2, beta=0.1)
+    g = torch.Generator().manual_seed(1)
+    for t, (scale, shift) in enumerate(((1.0, 0.0), (5.0, 3.0))):
+        learner.begin_task(t)
+        opt = torch.optim.Adam(learner.parameters_for(t), lr=1e-2)
+        for _ in range(5):
+            x, y = torch.randn(16, 6, generator=g) * scale + shift, torch.randint(0, 2, (16,), generator=g)
+            learner.train_step(t, x, y, torch.full_like(y, t), opt, g)
+    learner.hnet.eval()
+    target.eval()
+    x = torch.randn(10, 6, generator=g)
+    logits = learner.task_logits(x, torch.tensor([0, 1]))
+    for t in (0, 1):
+        plain = learner.model.materialize(t).eval()  # task t's weights and its own statistics
+        torch.testing.assert_close(logits[t], plain(x))
+    stats = [learner.model.materialize(t)[1].running_mean for t in (0, 1)]
+    assert not torch.allclose(stats[0], stats[1], atol=0.1)
+    tensors, meta = learner.state()
+    other = HypernetLearner(HyperNetwork(copy.deepcopy(target), TaskEmbedding(1, 4), MLP((8,))), target, 2, beta=0.1)
+    other.load_state(tensors, meta)
+    other.hnet.eval()
+    torch.testing.assert_close(other.task_logits(x, torch.tensor([0, 1])), logits)
 
 
 def test_the_hypernetwork_learner_on_its_first_task_is_ordinary_hypernetwork_training() -> None:

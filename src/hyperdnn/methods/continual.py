@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hyperdnn import HyperNetwork, Target, TaskEmbedding
+from hyperdnn import HyperModel, HyperNetwork, Target, TaskEmbedding
 from hyperdnn.methods.lookahead import adam_candidate_step
 from hyperdnn.methods.output_regularizer import OutputRegularizer
 from hyperdnn.methods.task_inference import predict_with_task_inference
@@ -184,6 +184,9 @@ class HypernetLearner(ContinualLearner):
             raise ValueError(f"HypernetLearner: classes_per_task must be an int >= 1, got {classes_per_task!r}")
         self.hnet = hnet
         self.target = target
+        # the pair as one model: a target with BatchNorm running statistics keeps them per
+        # task ("auto" statistics for a TaskEmbedding), as HyperModel does
+        self.model = HyperModel(hnet, target)
         self.k = classes_per_task
         self.lookahead = bool(lookahead)
         self.regularizer = OutputRegularizer(beta, reg_tasks)
@@ -213,8 +216,7 @@ class HypernetLearner(ContinualLearner):
         self.hnet.train()
         self.target.train()
         optimizer.zero_grad(set_to_none=True)
-        weights = self.hnet(t)
-        task_loss = F.cross_entropy(self.target(weights, x), y)
+        task_loss = F.cross_entropy(self.model(x, t), y)
         if self.regularizer.num_tasks == 0 or self.regularizer.beta == 0:
             task_loss.backward()
             optimizer.step()
@@ -237,8 +239,7 @@ class HypernetLearner(ContinualLearner):
     def task_logits(self, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """``(K, N, C)``: the target run with the weights of tasks ``ids (K,)`` on ``x (N, F)``,
         in one batched pass."""
-        weights = self.hnet(ids.to(self.hnet.theta_scale.device))
-        return self.target.ensemble(weights, x)
+        return self.model(x, ids.to(self.hnet.theta_scale.device), mode="ensemble")
 
     def predict(self, x, task, seen, scenario):
         self.hnet.eval()
@@ -247,6 +248,7 @@ class HypernetLearner(ContinualLearner):
 
     def state(self):
         tensors = with_prefix("hnet.", self.hnet.state_dict())
+        tensors.update(with_prefix("norm.", self.model.norm_stats.state_dict()))  # per-task statistics
         if self.regularizer.targets is not None:
             tensors["reg.targets"] = self.regularizer.targets
         return tensors, {"embeddings": len(self.embeddings)}
@@ -256,6 +258,7 @@ class HypernetLearner(ContinualLearner):
         if n > len(self.embeddings):
             self.hnet.conditioner.add_tasks(n - len(self.embeddings))  # type: ignore[operator]
         load_module_state(self.hnet, without_prefix("hnet.", tensors), "hypernetwork")
+        load_module_state(self.model.norm_stats, without_prefix("norm.", tensors), "per-task statistics")
         targets = tensors.get("reg.targets")
         self.regularizer.targets = None if targets is None else targets.to(self.hnet.theta_scale.device)
         self._freeze_old_embeddings(n - 1)

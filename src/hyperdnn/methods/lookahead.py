@@ -42,9 +42,17 @@ def adam_candidate_step(
         One detached tensor per parameter, of its shape (zeros where the gradient is ``None``).
 
     Raises:
+        TypeError: the optimizer is not an ``Adam`` (or ``AdamW``).
         ValueError: ``params`` and ``grads`` differ in length, a parameter is not in the
             optimizer, or its group uses weight decay, amsgrad or maximize.
     """
+    if not isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
+        # NAdam, RAdam, Adamax... keep Adam-like state but step otherwise: a prediction with
+        # Adam's formula would be silently wrong
+        raise TypeError(
+            f"adam_candidate_step: expected a torch.optim.Adam (or AdamW without weight decay), "
+            f"got {type(optimizer).__name__}"
+        )
     if len(params) != len(grads):
         raise ValueError(
             f"adam_candidate_step: expected one gradient per parameter, got {len(grads)} for {len(params)}"

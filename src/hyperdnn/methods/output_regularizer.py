@@ -100,7 +100,8 @@ class OutputRegularizer:
         delta: Mapping[str, torch.Tensor] | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """The regulariser: a scalar tensor (0 without earlier tasks or with ``beta = 0``).
+        """The regulariser: a scalar tensor (0 without earlier tasks or with ``beta = 0``), the
+        outputs generated in eval mode as the snapshot (exactly 0 right after it).
 
         Args:
             hnet: the hypernetwork being trained.
@@ -119,9 +120,17 @@ class OutputRegularizer:
             unknown = sorted(set(delta) - set(params))
             if unknown:
                 raise ValueError(f"OutputRegularizer: delta names unknown hypernetwork parameters {unknown}")
-            moved = {n: params[n] + d.detach() for n, d in delta.items()}
-            current = hnet.spec.flatten(functional_call(hnet, moved, (ids,)))
-        else:
-            current = hnet.generate_flat(ids)[0]
+        # in eval mode, as the snapshot: a trunk's dropout (or spectral norm's power iteration)
+        # would otherwise put noise between the outputs and their fixed targets
+        was_training = hnet.training
+        hnet.eval()
+        try:
+            if delta:
+                moved = {n: params[n] + d.detach() for n, d in delta.items()}
+                current = hnet.spec.flatten(functional_call(hnet, moved, (ids,)))
+            else:
+                current = hnet.generate_flat(ids)[0]
+        finally:
+            hnet.train(was_training)
         diff = current - self.targets.index_select(0, ids)
         return self.beta * diff.pow(2).sum(dim=1).mean()

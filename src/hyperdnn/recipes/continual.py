@@ -318,7 +318,7 @@ class TaskWork(Work):
         if isinstance(self.learner, HypernetLearner):
             s = self.stream
             info = {"in_features": s.in_features, "classes_per_task": s.classes_per_task, "num_tasks": len(s)}
-            path = self.ctx.save_model(HyperModel(self.learner.hnet, self.learner.target), "model", info)
+            path = self.ctx.save_model(self.learner.model, "model", info)  # with its per-task statistics
             self.ctx.log(f"saved the hypernetwork and its target: {path}")
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
