@@ -481,3 +481,23 @@ def test_a_saved_models_info_sizes_are_ints_of_at_least_one() -> None:
     # a recipe's build_model refuses a model file whose info does not fit, naming the keys
     with pytest.raises(CheckpointError, match="needs in_features and classes_per_task and num_tasks"):
         build_model(ContinualConfig(), "model", {"in_features": 64, "classes_per_task": 2})
+
+
+def test_a_new_run_that_loses_the_lock_race_leaves_the_winners_files(tmp_path, monkeypatch) -> None:
+    # a run that found the folder free took its snapshot; another run then took the folder,
+    # and the refused run's clean-up deleted everything not in its snapshot: the other's files
+    import hyperdnn.engine.run as run_module
+
+    out = tmp_path / "new" / "run"
+    original = run_module.lock_folder
+
+    def another_run_wins(folder, create=True):
+        (folder / "config.yaml").write_text("the other run's\n")
+        original(folder)  # the other run holds the lock now
+        return original(folder)  # and this run's attempt is refused
+
+    monkeypatch.setattr(run_module, "lock_folder", another_run_wins)
+    code, _, err = _run(["continual", *FAST, "--out", str(out)])
+    _assert_one_line_error(code, err, "in use by another run")
+    assert (out / "config.yaml").read_text() == "the other run's\n"
+    assert (out / LOCK_FILE).exists()

@@ -477,6 +477,11 @@ def _undo(out: Path, before: dict[str, int], created: Path | None) -> None:
                 p.unlink(missing_ok=True)
         elif rel == "log.txt" and p.stat().st_size > before[rel]:
             os.truncate(p, before[rel])
+    _remove_created_folders(out, created)
+
+
+def _remove_created_folders(out: Path, created: Path | None) -> None:
+    """Remove the folders from ``created`` down to ``out`` that a run made, where still empty."""
     if created is not None:
         folder = out
         while True:
@@ -617,7 +622,9 @@ def _prepare_folder(recipe: Recipe, config: Any, options: RunOptions, out: Path,
         try:
             lock = lock_folder(out)
         except BaseException:
-            _undo(out, before, created)
+            # another run may have taken the folder since the snapshot: everything new in it
+            # is that run's; only the folders this run made go, and only if still empty
+            _remove_created_folders(out, created)
             raise
         if _foreign_entries(out):  # another run started here between the check and the lock
             _unlock(lock)
