@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -441,10 +442,17 @@ def test_checkpoint_round_trip_is_atomic(tmp_path: Path) -> None:
     Checkpointer(tmp_path).save({"a": torch.zeros(1)}, {"step": 3})
     assert (tmp_path / "ckpt-000003.safetensors").exists() and not (tmp_path / "ckpt-000002.safetensors").exists()
     with pytest.raises(TypeError, match="JSON-serialisable"):
-        ck.save({}, {"bad": float("nan")})
+        ck.save({}, {"bad": {1, 2}})
     with pytest.raises(TypeError, match="non-tensor"):
         ck.save({"x": [1, 2]}, {})  # type: ignore[dict-item]
     assert ck.load().state == {"step": 3}
+    # a diverged loss (NaN, infinities) in the state is kept: it crashed the run with a traceback
+    ck.save({}, {"loss": [1.5, float("nan")], "best": {"v": float("inf"), "w": float("-inf")}, "step": 4})
+    state = Checkpointer(tmp_path).load().state
+    assert state["loss"][0] == 1.5 and math.isnan(state["loss"][1]) and state["step"] == 4
+    assert state["best"] == {"v": float("inf"), "w": float("-inf")}
+    assert "NaN" not in (tmp_path / "latest.json").read_text()  # the file stays plain JSON
+    ck.save({}, {"step": 3})
     (tmp_path / "latest.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="unreadable"):
         ck.load()

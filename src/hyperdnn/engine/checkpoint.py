@@ -118,6 +118,32 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+_NONFINITE = "__nonfinite__"
+
+
+def _tag_nonfinite(value: Any) -> Any:
+    """``value`` with each NaN or infinity as ``{"__nonfinite__": "nan" | "inf" | "-inf"}``:
+    a diverged loss in a recipe's results is saved (JSON has no such numbers) and comes back
+    as the float it was (:func:`_untag_nonfinite`)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return {_NONFINITE: repr(value)}
+    if isinstance(value, dict):
+        return {k: _tag_nonfinite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_tag_nonfinite(v) for v in value]
+    return value
+
+
+def _untag_nonfinite(value: Any) -> Any:
+    if isinstance(value, dict):
+        if len(value) == 1 and _NONFINITE in value and value[_NONFINITE] in ("nan", "inf", "-inf"):
+            return float(value[_NONFINITE])
+        return {k: _untag_nonfinite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_untag_nonfinite(v) for v in value]
+    return value
+
+
 def canonical_json(value: Any) -> str:
     """The one JSON text of ``value`` that checksums are taken over (sorted keys, no spaces).
 
@@ -172,7 +198,8 @@ class Checkpointer:
 
         Args:
             tensors: name -> tensor (any device and dtype; stored as contiguous CPU copies).
-            state: JSON-serialisable training state (numbers, strings, lists, dicts).
+            state: JSON-serialisable training state (numbers, strings, lists, dicts); a NaN or
+                infinity is kept (tagged in the file) and loads as the same float.
 
         Raises:
             TypeError: a value in ``tensors`` is not a tensor, or ``state`` is not JSON-serialisable.
@@ -183,9 +210,9 @@ class Checkpointer:
         if bad:
             raise TypeError(f"Checkpointer.save: expected tensors, got non-tensor values for {bad}")
         try:
-            state_text = canonical_json(dict(state))
+            state_text = canonical_json(_tag_nonfinite(dict(state)))
         except (TypeError, ValueError) as e:
-            raise TypeError(f"Checkpointer.save: the state must be JSON-serialisable (no NaN): {e}") from None
+            raise TypeError(f"Checkpointer.save: the state must be JSON-serialisable: {e}") from None
         self.folder.mkdir(parents=True, exist_ok=True)
         blob = st_save(
             {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()},
@@ -260,7 +287,7 @@ class Checkpointer:
         world_size = _metadata(blob).get("world_size", "1")
         if not world_size.isdigit() or int(world_size) < 1:
             raise CheckpointError(f"corrupt checkpoint in {where!r}: {name} names world size {world_size!r}")
-        return Checkpoint(dict(tensors), state, int(world_size))
+        return Checkpoint(dict(tensors), _untag_nonfinite(state), int(world_size))
 
     def clean(self) -> list[Path]:
         """Remove what a crash can leave behind: temporary files, and tensor files other than
