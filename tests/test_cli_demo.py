@@ -106,6 +106,14 @@ def test_the_demo_folder_is_the_next_free_one_and_resume_the_last(tmp_path):
     assert demo_folder("demo", False, runs) == runs / "demo-3"
     assert demo_folder("demo", True, runs) == runs / "demo-2"
     assert demo_folder("dynamic", True, runs) == runs / "dynamic"
+    # a gap: demo-4 finished, demo-3 absent; a new run takes demo-3 and is interrupted there:
+    # --resume continues demo-3 (it took the last folder, demo-4, "already finished")
+    (runs / "demo-4" / "checkpoints").mkdir(parents=True)
+    (runs / "demo-4" / "results.json").write_text("{}")
+    assert demo_folder("demo", False, runs) == runs / "demo-3"
+    (runs / "demo-3" / "checkpoints").mkdir(parents=True)
+    (runs / "demo-3" / "checkpoints" / "latest.json").write_text("{}")
+    assert demo_folder("demo", True, runs) == runs / "demo-3"
 
 
 @pytest.mark.parametrize("recipe", ["demo", "dynamic"])

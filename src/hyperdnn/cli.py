@@ -33,8 +33,9 @@ def demo_folder(recipe: str, resume: bool, root: str | Path = "runs") -> Path:
 
     Returns:
         For a new run, the first of ``root/recipe``, ``root/recipe-2``, ``root/recipe-3`` ...
-        that is absent or empty; for ``resume``, the last existing one (``root/recipe`` when
-        there is none: the engine then says there is no run to resume).
+        that is absent or empty; for ``resume``, of those folders the unfinished run (no
+        ``results.json``) whose checkpoint was written last, else the last existing folder
+        (``root/recipe`` when there is none: the engine then says there is no run to resume).
     """
     root = Path(root)
 
@@ -43,9 +44,21 @@ def demo_folder(recipe: str, resume: bool, root: str | Path = "runs") -> Path:
 
     i = 1
     if resume:
-        while candidate(i + 1).exists():
-            i += 1
-        return candidate(i)
+        numbered = [(1, root / recipe)] if (root / recipe).exists() else []
+        for p in root.glob(f"{recipe}-*") if root.is_dir() else ():
+            suffix = p.name[len(recipe) + 1 :]
+            if suffix.isdigit() and int(suffix) >= 2:
+                numbered.append((int(suffix), p))
+        numbered.sort()
+        # a new run fills the first gap, so the run to continue is not always the last folder
+        unfinished = [
+            (latest.stat().st_mtime, n, p)
+            for n, p in numbered
+            if not (p / "results.json").exists() and (latest := p / "checkpoints" / "latest.json").is_file()
+        ]
+        if unfinished:
+            return max(unfinished)[2]
+        return numbered[-1][1] if numbered else candidate(1)
     while candidate(i).exists() and (not candidate(i).is_dir() or any(candidate(i).iterdir())):
         i += 1
     return candidate(i)
