@@ -155,7 +155,9 @@ class HypernetLearner(ContinualLearner):
         reg_tasks: earlier tasks regularised per step, drawn at random (0: all of them).
 
     While task ``t`` trains, the hypernetwork and embedding ``t`` are trained; the earlier
-    embeddings are frozen. Both modules stay on the device they are on.
+    embeddings are frozen. Both modules stay on the device they are on. The pair runs as one
+    :class:`~hyperdnn.HyperModel` (``learner.model``), so a target's BatchNorm running
+    statistics are kept per task.
 
     Raises:
         TypeError: ``hnet``'s conditioner is not a ``TaskEmbedding``, or ``target`` is not a
