@@ -236,11 +236,12 @@ def test_adam_respects_an_explicit_implementation():
 def test_hypermodel_modes_still_reject_wrong_batching():
     model = task_model()
     x = torch.randn(3, 4)
-    with pytest.raises(ValueError, match="expected weights with one batch dim"):
+    # refused by HyperModel, naming the forced mode (the target's message named Target.*)
+    with pytest.raises(ValueError, match="mode='ensemble' runs a batch of contexts"):
         model(x, 1, mode="ensemble")
-    with pytest.raises(ValueError, match="expected weights with one batch dim"):
+    with pytest.raises(ValueError, match="mode='per_sample' runs a batch of contexts"):
         model(x, 1, mode="per_sample")
-    with pytest.raises(ValueError, match="expected weights without batch dims"):
+    with pytest.raises(ValueError, match="mode='shared' runs one unbatched context, got a batch of 3"):
         model(x, torch.tensor([0, 1, 2]), mode="shared")
     with pytest.raises(
         ValueError, match="TaskEmbedding runs one weight set per input sample .* the context has 2 items and x has 3"
