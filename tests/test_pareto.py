@@ -253,6 +253,37 @@ def test_epo_loss_sends_the_weighted_gradient_into_the_hypernetwork() -> None:
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
+def test_epo_loss_trains_the_targets_own_tensors_and_refuses_negative_losses() -> None:
+    # only the generated tensors got a gradient (the target's own were silently frozen), and a
+    # negative loss was clamped to about zero by the solver
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    phn = ParetoHyperNetwork(Target(net, "2.*"), 2, MLP((8,)))
+    rays = torch.tensor([[0.8, 0.2], [0.3, 0.7]])
+    x = torch.randn(5, 3)
+    weights = phn.generate(rays)
+    losses = phn.apply(weights, x).pow(2).mean(1)  # (K, 2)
+    loss = ExactParetoOptimal().loss(losses, rays, weights)
+    own = net[0].weight
+    (got,) = torch.autograd.grad(loss, [own], retain_graph=True)
+    theta = list(weights.values())
+    G = torch.stack(
+        [
+            torch.cat([g.flatten(1) for g in torch.autograd.grad(losses[:, j].sum(), theta, retain_graph=True)], 1)
+            for j in range(2)
+        ],
+        1,
+    )
+    beta = torch.stack([epo_coefficients(losses[k].detach(), G[k] @ G[k].T, rays[k]) for k in range(2)]).float()
+    (want,) = torch.autograd.grad((2 * beta * losses).sum(1).mean(), [own])
+    assert float(want.abs().max()) > 0
+    torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="needs losses >= 0"):
+        ExactParetoOptimal().loss(losses - 10.0, rays, weights)
+    with pytest.raises(ValueError, match="expected losses >= 0"):
+        epo_coefficients(torch.tensor([-0.5, 1.0]), torch.eye(2), torch.tensor([0.5, 0.5]))
+
+
 # ---------------------------------------------------------------------- the toy problem
 def _train_toy(solver, steps: int = 400, k: int = 8) -> ParetoHyperNetwork:
     torch.manual_seed(0)

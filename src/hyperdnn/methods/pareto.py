@@ -270,7 +270,7 @@ def epo_coefficients(losses: torch.Tensor, gram: torch.Tensor, ray: torch.Tensor
         ``beta``, float64 ``(m,)`` on the simplex.
 
     Raises:
-        ValueError: ``m`` is not 1 or 2, or the shapes disagree.
+        ValueError: ``m`` is not 1 or 2, the shapes disagree, or a loss is negative.
 
     Example::
 
@@ -287,6 +287,8 @@ def epo_coefficients(losses: torch.Tensor, gram: torch.Tensor, ray: torch.Tensor
             f"losses {tuple(getattr(losses, 'shape', ()))}, gram {tuple(gram.shape)}, ray {tuple(ray.shape)}"
         )
     loss, C, r = losses.double(), gram.double(), ray.double()
+    if bool((loss < 0).any()):
+        raise ValueError(f"epo_coefficients: expected losses >= 0, got {loss.tolist()}")
     if m == 1:
         return torch.ones(1, dtype=torch.float64)
     positive = (r > 0).nonzero().flatten()
@@ -371,6 +373,11 @@ class ExactParetoOptimal(ParetoSolver):
             raise ValueError(f"ExactParetoOptimal: the exact solver handles 1 or 2 objectives, got {m}")
         if m == 1:
             return losses[:, 0].mean()
+        if bool((losses.detach() < 0).any()):
+            raise ValueError(
+                "ExactParetoOptimal.loss: the exact solver needs losses >= 0 (it balances r_j * L_j), got "
+                f"{losses.detach().min().item():.4g}; shift a loss that can be negative (a Gaussian NLL)"
+            )
         if not weights:
             raise ValueError("ExactParetoOptimal.loss: needs the generated weights (name -> (K, ...)), got none")
         tensors = list(weights.values())
@@ -391,12 +398,10 @@ class ExactParetoOptimal(ParetoSolver):
             beta = torch.stack(
                 [epo_coefficients(losses[k].detach(), gram[k], r[k].detach(), self.eps) for k in range(K)]
             ).to(losses)
-        beta = m * beta  # (K, m)
-        direction = torch.einsum("km,kmp->kp", beta, G) / K  # d(loss)/d(theta_k)
-        flat = torch.cat([w.reshape(K, -1) for w in tensors], 1)
-        surrogate = (flat * direction).sum()
-        value = (beta * losses.detach()).sum(1).mean()
-        return value + (surrogate - surrogate.detach())
+        beta = m * beta  # (K, m), fixed: the LP's weights are not differentiated
+        # its gradient for theta_k is the EPO direction sum_j beta_kj dL_kj/dtheta_k / K, and the
+        # target's own (not generated) tensors get the same beta-weighted gradient
+        return (beta * losses).sum(1).mean()
 
 
 # ====================================================================== the model
