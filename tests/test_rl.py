@@ -227,6 +227,30 @@ def test_with_one_task_the_hypernetwork_policy_is_ordinary_training(residual: bo
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
 
 
+def test_the_no_grad_generation_cache_follows_the_contexts_values() -> None:
+    # it was keyed on the context's address: a float64 or expanded context is converted into
+    # a temporary per call, the next call's temporary reused the address, and the second task
+    # silently got the first task's weights; a context written through NumPy kept its key too
+    torch.manual_seed(0)
+    lo, hi = (t.tolist() for t in PENDULUM.span())
+    policy = HyperPolicy(3, 3, 1, hidden=(16,), trunk=(16,), low=lo, high=hi)
+    obs = torch.randn(64, 3)
+    tasks = [
+        torch.tensor([lo], dtype=torch.float64).expand(64, 3),
+        torch.tensor([hi], dtype=torch.float64).expand(64, 3),
+    ]
+    want = [policy(obs, c) for c in tasks]  # gradients on: no cache
+    with torch.no_grad():
+        got = [policy(obs, c) for c in tasks]
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b)
+        context = torch.tensor([lo], dtype=torch.float32).repeat(64, 1)
+        first = policy(obs, context)
+        context.numpy()[:] = hi  # in place, the version counter untouched
+        torch.testing.assert_close(policy(obs, context), want[1].float())
+        assert not torch.allclose(first, want[1])
+
+
 # ---------------------------------------------------------------------- PPO
 def test_gae_bootstraps_truncated_episodes_and_not_terminated_ones() -> None:
     """The advantages PPO's rollout gets equal a plain GAE loop: terminated steps do not

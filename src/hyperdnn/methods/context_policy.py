@@ -166,7 +166,7 @@ class HyperPolicy(ContextNet):
         conditioner = Continuous(context_dim, low=self.low.tolist(), high=self.high.tolist())
         base = {"residual": "target", "learn_theta0": True} if residual else {}
         self.hnet = HyperNetwork(self.target, conditioner, MLP(tuple(trunk)), **base)
-        self._cached: tuple[tuple, dict[str, torch.Tensor]] | None = None  # the last no-grad generation
+        self._cached: tuple[tuple, torch.Tensor, dict[str, torch.Tensor]] | None = None  # the last no-grad generation
 
     def weights(self, context: torch.Tensor) -> dict[str, torch.Tensor]:
         """The generated weights for raw contexts ``(K, P)``: name -> ``(K, *shape)``."""
@@ -175,13 +175,17 @@ class HyperPolicy(ContextNet):
     def _forward(self, obs: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         key = None
         if not torch.is_grad_enabled():  # an episode's steps share one generation
-            key = (context.data_ptr(), tuple(context.shape), context._version, *(p._version for p in self.hnet.parameters()))  # fmt: skip
-            if self._cached is not None and self._cached[0] == key:
-                return self.target.run(self._cached[1], obs, mode="per_sample", validate=False)
+            # keyed on the context's values (a copy is kept), not its address: a temporary
+            # context (a float64 or expanded one converted per call) is freed after the call,
+            # and the next call's may reuse its memory with other values
+            key = (tuple(context.shape), context.dtype, *(p._version for p in self.hnet.parameters()))
+            cached = self._cached
+            if cached is not None and cached[0] == key and torch.equal(cached[1], context):
+                return self.target.run(cached[2], obs, mode="per_sample", validate=False)
         distinct, row = distinct_rows(context)
         generated = self.weights(distinct)  # once per distinct context
         per_row = {name: w.index_select(0, row) for name, w in generated.items()}  # (B, *shape)
-        self._cached = None if key is None else (key, per_row)
+        self._cached = None if key is None else (key, context.detach().clone(), per_row)
         return self.target.run(per_row, obs, mode="per_sample", validate=False)
 
     def materialize(self, context: torch.Tensor) -> nn.Module:
