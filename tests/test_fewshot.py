@@ -87,6 +87,23 @@ def test_protonet_is_the_nearest_class_mean() -> None:
     torch.testing.assert_close(learner.predict(ep.support, ep.query), expected, atol=1e-5, rtol=1e-5)
 
 
+def test_protonet_logits_do_not_depend_on_how_many_queries_a_batch_holds() -> None:
+    # cdist's matmul formula (above 25 rows) lost float32 precision for embeddings far from
+    # the origin: a query's logits changed with the batch (up to 0.06 here)
+    class Offset(nn.Module):
+        def forward(self, x):
+            return 100.0 + 0.1 * x.flatten(1)[:, :16]
+
+    learner = ProtoNet(Offset(), SHAPE, ways=5)
+    g = torch.Generator().manual_seed(0)
+    support, query = torch.randn(5, 2, *SHAPE, generator=g), torch.randn(30, *SHAPE, generator=g)
+    batch = learner.predict(support, query)
+    one_by_one = torch.cat([learner.predict(support, query[i : i + 1]) for i in range(30)])
+    torch.testing.assert_close(batch, one_by_one, rtol=0, atol=1e-5)
+    exact = -((Offset()(query).double()[:, None] - learner.prototypes(support).double()[None]) ** 2).sum(-1)
+    torch.testing.assert_close(batch.double(), exact, rtol=0, atol=2e-4)
+
+
 def test_first_order_maml_equals_a_plain_loop() -> None:
     torch.manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(64, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 3))

@@ -53,7 +53,11 @@ class ProtoNet(FewShotLearner):
         return self.backbone(support.flatten(0, 1)).unflatten(0, (ways, shots)).mean(1)
 
     def _logits(self, support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-        return -torch.cdist(self.backbone(query), self.prototypes(support)).pow(2)
+        # squared distances from the differences: cdist switches to a matmul formula above 25
+        # rows, which loses float32 precision for embeddings far from the origin (the logits
+        # then depended on how many queries were in the batch)
+        diff = self.backbone(query).unsqueeze(1) - self.prototypes(support).unsqueeze(0)
+        return -diff.pow(2).sum(-1)
 
     def predict(self, support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         self.check("ProtoNet.predict", support, query)
