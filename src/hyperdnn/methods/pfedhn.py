@@ -112,6 +112,19 @@ class PFedHN(nn.Module):
         names = self.names
         if sorted(delta) != sorted(names):
             raise KeyError(f"PFedHN.step: expected deltas for {sorted(names)}, got {sorted(delta)}")
+        embeddings = self.hnet.conditioner.embeddings
+        frozen = not any(p.requires_grad for n, p in self.hnet.named_parameters() if not n.startswith("conditioner."))
+        if (
+            frozen
+            and isinstance(client, int)
+            and 0 <= client < len(embeddings)
+            and not embeddings[client].requires_grad
+        ):
+            trainable = [i for i, e in enumerate(embeddings) if e.requires_grad]
+            raise ValueError(
+                f"PFedHN.step: the hypernetwork is frozen (freeze) and only the clients added since train "
+                f"({trainable}); got client {client}"
+            )
         theta = self.hnet(client)
         self.optimizer.zero_grad()
         torch.autograd.backward([theta[k] for k in names], [-delta[k].to(theta[k].dtype) for k in names])
