@@ -35,12 +35,11 @@ accuracy.png, training_loss.png, episode.png and the trained hypernetworks (hnet
 .safetensors; hyperdnn.engine.load_model(out, "hnet-1shot")).
 
 Expected (docs/fewshot.md has the tables of two seeds): with one thread the default run (400
-training episodes per method and setting, 800 steps of fine-tuning's one model) took 8.0-8.5
-minutes of CPU time (as much wall time with a core to itself, about twice that on a loaded
-2-core machine); the hypernetwork is within 1.3 points of
-ProtoNet (91.5-92.9% at 1-shot, 96.7-97.1% at 5-shot), 4.8-6.4 points above first-order MAML at
-1-shot and level with it at 5-shot; fine-tuning a pretrained feature extractor is the best
-method (95.7-96.1%, 98.9%).
+training episodes per method and setting, 800 steps of fine-tuning's one model) took 4.4-4.5
+minutes of wall time on the current machine (8.0-8.5 minutes of CPU time on an earlier, slower
+one); the hypernetwork is within 0.3 points below ProtoNet or above it (91.9-92.9% at 1-shot,
+97.2-97.6% at 5-shot), 4.8-6.2 points above first-order MAML at 1-shot and level with it at
+5-shot; fine-tuning a pretrained feature extractor is the best method (95.6-96.3%, 98.9%).
 """
 
 from __future__ import annotations
