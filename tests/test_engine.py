@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -546,3 +547,20 @@ def test_apply_preset_keeps_given_options_or_overrides_them():
     with pytest.raises(KeyError, match="depth"):
         apply_preset(untouched, {"epochs": 2, "depth": 3})
     assert untouched.epochs == 10  # a name that is not a field is refused before anything is set
+
+
+def test_progress_bars_show_on_a_terminal_only(monkeypatch) -> None:
+    # in a pipe or a log file a bar's carriage returns ran into the log lines
+    pytest.importorskip("tqdm")
+    from hyperdnn.engine.progress import ProgressBar
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for stream, shown in ((io.StringIO(), False), (Terminal(), True)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        with ProgressBar(5, "unit", enabled=True) as bar:
+            for _ in range(5):
+                bar.update()
+        assert bool(stream.getvalue()) == shown, stream.getvalue()

@@ -20,14 +20,17 @@ __all__ = ["ProgressBar", "RunLogger", "tensorboard_available"]
 
 
 class ProgressBar:
-    """A progress bar over ``total`` steps (a no-op when disabled or without tqdm).
+    """A progress bar over ``total`` steps (a no-op when disabled, without tqdm, or when
+    standard error is neither a terminal nor a notebook's: in a log file or a pipe a bar's
+    carriage returns would run into the log lines).
 
     Use as a context manager; :meth:`update` advances it, :meth:`note` sets its suffix text.
     """
 
     def __init__(self, total: int, desc: str, enabled: bool = True):
         self._bar: Any = None
-        if enabled:
+        shown = getattr(sys.stderr, "isatty", lambda: False)() or "ipykernel" in sys.modules
+        if enabled and shown:
             try:
                 from tqdm.auto import tqdm
             except ImportError:  # pragma: no cover - tqdm is in the apps extra

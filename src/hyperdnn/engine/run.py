@@ -84,7 +84,7 @@ class RunOptions:
     seed: int = option(0, "random seed in [0, 2**32); every random number of the run derives from it")
     device: str = option("cpu", "device: cpu, cuda or cuda:N")
     threads: int = option(0, "CPU threads for torch (0: torch's default)")
-    progress: bool = option(True, "show progress bars (needs tqdm)")
+    progress: bool = option(True, "show progress bars on a terminal or in a notebook (needs tqdm)")
     tensorboard: bool = option(False, "also write TensorBoard scalars to <out>/tensorboard (needs tensorboard)")
     compile: bool = option(False, "compile the trained modules with torch.compile (recipes that train minibatches)")
     compile_backend: str = option(
