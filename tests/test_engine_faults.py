@@ -501,3 +501,15 @@ def test_a_new_run_that_loses_the_lock_race_leaves_the_winners_files(tmp_path, m
     _assert_one_line_error(code, err, "in use by another run")
     assert (out / "config.yaml").read_text() == "the other run's\n"
     assert (out / LOCK_FILE).exists()
+
+
+def test_a_folder_left_by_a_run_killed_while_writing_its_config_takes_a_new_run(tmp_path) -> None:
+    # only a lock file and the config's temporary file: --resume had no config.yaml to read and
+    # a new run said the folder already held files
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".config.yaml.k7z_a50.tmp").write_text("recipe: contin")
+    (out / LOCK_FILE).write_text("")
+    code, _, err = _run(["continual", *FAST, "--out", str(out)])
+    assert code == 0, err
+    assert (out / "config.yaml").exists() and not (out / ".config.yaml.k7z_a50.tmp").exists()

@@ -110,7 +110,9 @@ def test_pfedhn_new_clients_learn_only_their_embedding():
     assert all(torch.equal(after[k], v) for k, v in before.items())
     assert not torch.allclose(server.generate(new)["0.weight"], sent["0.weight"])
     # a client from before the freeze no longer trains: named (it was autograd's own error)
-    with pytest.raises(ValueError, match=r"frozen \(freeze\) and only the clients added since train \(\[2\]\); got client 0"):
+    with pytest.raises(
+        ValueError, match=r"frozen \(freeze\) and only the clients added since train \(\[2\]\); got client 0"
+    ):
         server.step(0, {k: torch.randn_like(v) for k, v in sent.items()})
 
 

@@ -389,8 +389,10 @@ def _require_writable(path: Path, what: str) -> None:
 
 
 def _foreign_entries(out: Path) -> list[str]:
-    """What a folder holds besides a lock file (a new run needs this empty)."""
-    return sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE)
+    """What a folder holds besides a lock file and temporary files (a new run needs this
+    empty; a run killed while writing its config.yaml leaves only those behind, and neither a
+    resume nor a new run could then use the folder)."""
+    return sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE and not TEMP_FILE.fullmatch(p.name))
 
 
 def _check_new_folder(out: Path) -> Path | None:
@@ -629,6 +631,9 @@ def _prepare_folder(recipe: Recipe, config: Any, options: RunOptions, out: Path,
         if _foreign_entries(out):  # another run started here between the check and the lock
             _unlock(lock)
             raise UsageError(f"output folder {str(out)!r} already holds files; choose another --out")
+        for p in out.iterdir():  # a killed run's temporary files: the folder is this run's now
+            if p.is_file() and TEMP_FILE.fullmatch(p.name):
+                p.unlink(missing_ok=True)
     return _Folder(lock, resumed, created, before)
 
 
