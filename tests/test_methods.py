@@ -4,6 +4,7 @@ entropy, and the hypernetwork learner, each against a plain PyTorch reference.""
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -216,3 +217,22 @@ def test_the_hypernetwork_learner_on_its_first_task_is_ordinary_hypernetwork_tra
     assert all(torch.equal(a, b) for a, b in zip(other.hnet.parameters(), learner.hnet.parameters()))
     with pytest.raises(ValueError, match="the saved state does not fit the hypernetwork"):
         other.load_state({"hnet.nope": torch.ones(1)}, meta)
+
+
+def test_the_learner_warns_once_when_the_optimizer_leaves_the_tasks_embedding_fixed() -> None:
+    # one optimizer built before task 1 began: task 1's embedding never moved, without a word
+    torch.manual_seed(0)
+    target = Target(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)))
+    learner = HypernetLearner(HyperNetwork(target, TaskEmbedding(1, 4), MLP((16,))), target, 2, beta=0.1)
+    x, y = torch.randn(32, 4), torch.randint(0, 2, (32,))
+    learner.begin_task(0)
+    opt = torch.optim.Adam(learner.parameters_for(0), lr=1e-2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        learner.train_step(0, x, y, torch.zeros_like(y), opt, torch.Generator())
+    learner.begin_task(1)
+    with pytest.warns(UserWarning, match="does not hold task 1's embedding, which stays fixed"):
+        learner.train_step(1, x, y, torch.ones_like(y), opt, torch.Generator())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per task
+        learner.train_step(1, x, y, torch.ones_like(y), opt, torch.Generator())

@@ -33,6 +33,7 @@ Example (two tasks of a toy problem)::
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -192,6 +193,7 @@ class HypernetLearner(ContinualLearner):
         self.k = classes_per_task
         self.lookahead = bool(lookahead)
         self.regularizer = OutputRegularizer(beta, reg_tasks)
+        self._warned: set[int] = set()  # tasks whose optimizer was found without their embedding
 
     @property
     def embeddings(self) -> nn.ParameterList:
@@ -215,6 +217,15 @@ class HypernetLearner(ContinualLearner):
         return [p for _, p in self._shared_parameters()] + [self.embeddings[t]]
 
     def train_step(self, t, x, y, task_ids, optimizer, generator) -> dict[str, float]:
+        embedding = self.embeddings[t]
+        if t not in self._warned and not any(p is embedding for g in optimizer.param_groups for p in g["params"]):
+            # an optimizer built before the task began leaves the task's embedding fixed
+            self._warned.add(t)
+            warnings.warn(
+                f"HypernetLearner.train_step: the optimizer does not hold task {t}'s embedding, which stays "
+                f"fixed (an optimizer built before begin_task({t})? parameters_for({t}) holds it)",
+                stacklevel=2,
+            )
         self.hnet.train()
         self.target.train()
         optimizer.zero_grad(set_to_none=True)
