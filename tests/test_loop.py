@@ -223,3 +223,17 @@ def test_execute_restores_the_callers_threads_and_uses_the_recipes(tmp_path) -> 
     one = Recipe("toyloop", "the loop on a toy", ToyConfig, _run, state_schema=LoopState, threads=1)
     results = execute(one, ToyConfig(units=1, stages=1, epochs=1), RunOptions(out=str(tmp_path / "t")), stream=None)
     assert results["threads"] == 1 and torch.get_num_threads() == before
+
+
+def test_a_resume_refuses_a_config_yaml_edited_after_the_run_started(tmp_path, monkeypatch) -> None:
+    # the edited values were used for the rest of the run and reported as the run's config
+    _interrupted(tmp_path, monkeypatch, 3)
+    config = tmp_path / "run" / "config.yaml"
+    original = config.read_text()
+    config.write_text(original.replace("epochs: 3", "epochs: 5"))
+    with pytest.raises(CheckpointError, match="differs from the config the checkpoint was written with"):
+        _execute(["--out", str(tmp_path / "run"), "--resume"])
+    config.write_text(original)
+    resumed = _execute(["--out", str(tmp_path / "run"), "--resume", "--threads", "2"])  # threads may change
+    assert resumed["resumed"] is True
+    assert resumed["metrics"]["results"] == _execute(["--out", str(tmp_path / "full")])["metrics"]["results"]

@@ -165,6 +165,8 @@ class Checkpoint:
     tensors: dict[str, torch.Tensor]
     state: dict[str, Any]
     world_size: int = 1
+    #: the SHA-256 of the run's config it was written with (``None``: not recorded)
+    config_sha256: str | None = None
 
 
 class Checkpointer:
@@ -175,14 +177,17 @@ class Checkpointer:
         world_size: the processes of the run (written into every checkpoint, in the tensor
             file's safetensors metadata, which its SHA-256 covers; a checkpoint without it was
             written by one process).
+        config_sha256: the SHA-256 of the run's config, written beside ``world_size`` (a
+            resume compares it with the config it reads; ``None``: not recorded).
 
     One process at a time may save into a folder (the run engine holds a lock on the run
     folder for the whole run; in a data-parallel run only rank 0 saves).
     """
 
-    def __init__(self, folder: str | Path, world_size: int = 1):
+    def __init__(self, folder: str | Path, world_size: int = 1, config_sha256: str | None = None):
         self.folder = Path(folder)
         self.world_size = world_size
+        self.config_sha256 = config_sha256
         self._counter: int | None = None
 
     @property
@@ -216,7 +221,8 @@ class Checkpointer:
         self.folder.mkdir(parents=True, exist_ok=True)
         blob = st_save(
             {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()},
-            metadata={"world_size": str(self.world_size)},
+            metadata={"world_size": str(self.world_size)}
+            | ({"config_sha256": self.config_sha256} if self.config_sha256 else {}),
         )
         previous = self._current_file()
         counter = self._next_counter()
@@ -284,10 +290,11 @@ class Checkpointer:
             raise CheckpointError(f"corrupt checkpoint in {where!r}: {name} is not safetensors ({e})") from None
         if not isinstance(state, dict):
             raise CheckpointError(f"corrupt checkpoint in {where!r}: the state is not a mapping")
-        world_size = _metadata(blob).get("world_size", "1")
+        metadata = _metadata(blob)
+        world_size = metadata.get("world_size", "1")
         if not world_size.isdigit() or int(world_size) < 1:
             raise CheckpointError(f"corrupt checkpoint in {where!r}: {name} names world size {world_size!r}")
-        return Checkpoint(dict(tensors), _untag_nonfinite(state), int(world_size))
+        return Checkpoint(dict(tensors), _untag_nonfinite(state), int(world_size), metadata.get("config_sha256"))
 
     def clean(self) -> list[Path]:
         """Remove what a crash can leave behind: temporary files, and tensor files other than

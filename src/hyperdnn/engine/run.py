@@ -32,6 +32,7 @@ what it trained is in the files the recipe saved with :meth:`RunContext.save_mod
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -48,7 +49,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from hyperdnn.engine.checkpoint import TEMP_FILE, Checkpoint, Checkpointer, atomic_write_text, validate_state
+from hyperdnn.engine.checkpoint import (
+    TEMP_FILE,
+    Checkpoint,
+    Checkpointer,
+    atomic_write_text,
+    validate_state,
+)
 from hyperdnn.engine.config import build_config, config_to_dict, option
 from hyperdnn.engine.distributed import Share, World, close_world, init_world, reduce_on_step, world_from_env, wrap
 from hyperdnn.engine.errors import CheckpointError, ConfigError, UsageError
@@ -174,7 +181,9 @@ class RunContext:
         self.world = world or World()
         self.is_main = self.world.is_main
         self._share = Share(self.world)
-        self._checkpointer = Checkpointer(out / "checkpoints", world_size=self.world.size)
+        self._checkpointer = Checkpointer(
+            out / "checkpoints", world_size=self.world.size, config_sha256=config_digest(self.config)
+        )
         #: whether the run has saved a checkpoint or a model (from then on it is under way)
         self.saved = False
 
@@ -432,13 +441,29 @@ def _check_resume_folder(out: Path) -> None:
         _require_writable(out / "log.txt", "log file")
 
 
-def _load_resume_checkpoint(recipe: Recipe, config: Any, out: Path, world: World) -> Checkpoint | None:
-    """The checkpoint to resume from, checked against the run's processes, the recipe's schema
-    and config; ``None`` when the run stopped before its first checkpoint."""
+def config_digest(resolved: Mapping[str, Any]) -> str:
+    """The SHA-256 of a run's resolved config (what config.yaml holds), without ``threads``,
+    which a resume may change: checkpoints record it, and a resume compares."""
+    kept = {k: v for k, v in resolved.items() if k != "threads"}
+    text = json.dumps(kept, sort_keys=True, separators=(",", ":"), default=str)  # inf kept as Infinity
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _load_resume_checkpoint(
+    recipe: Recipe, config: Any, out: Path, world: World, resolved: Mapping[str, Any] | None = None
+) -> Checkpoint | None:
+    """The checkpoint to resume from, checked against the run's processes, config, the
+    recipe's schema and config; ``None`` when the run stopped before its first checkpoint."""
     checkpointer = Checkpointer(out / "checkpoints")
     if not checkpointer.exists():
         return None
     checkpoint = checkpointer.load()
+    recorded = checkpoint.config_sha256
+    if recorded is not None and resolved is not None and recorded != config_digest(resolved):
+        raise CheckpointError(
+            f"--resume: {str(out / 'config.yaml')!r} differs from the config the checkpoint was written with "
+            "(it was edited after the run started); restore it, or start a new run with the new settings"
+        )
     if checkpoint.world_size != world.size:
         how = (
             "as one process, without torchrun"
@@ -607,7 +632,7 @@ def _prepare_folder(recipe: Recipe, config: Any, options: RunOptions, out: Path,
         lock = lock_folder(out, create=False) if out.is_dir() else None
         try:
             _check_resume_folder(out)
-            resumed = _load_resume_checkpoint(recipe, config, out, world)
+            resumed = _load_resume_checkpoint(recipe, config, out, world, resolved_config(recipe, config, options))
             before = _snapshot(out)
             if lock is None:
                 lock = lock_folder(out)
