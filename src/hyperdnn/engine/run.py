@@ -442,9 +442,9 @@ def _check_resume_folder(out: Path) -> None:
 
 
 def config_digest(resolved: Mapping[str, Any]) -> str:
-    """The SHA-256 of a run's resolved config (what config.yaml holds), without ``threads``,
-    which a resume may change: checkpoints record it, and a resume compares."""
-    kept = {k: v for k, v in resolved.items() if k != "threads"}
+    """The SHA-256 of a run's resolved config (what config.yaml holds), without ``threads`` and
+    ``device``, which a resume may change: checkpoints record it, and a resume compares."""
+    kept = {k: v for k, v in resolved.items() if k not in ("threads", "device")}
     text = json.dumps(kept, sort_keys=True, separators=(",", ":"), default=str)  # inf kept as Infinity
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
