@@ -340,7 +340,8 @@ class HyperNetwork(nn.Module):
         mode; ``None`` elsewhere."""
         if not isinstance(self.head, OnceModule) or torch.compiler.is_compiling():
             return None
-        return self.head.scaled(h, self.theta_scale, None if self._mean_is_zero() else self._mean())
+        mean = self._mean()
+        return self.head.scaled(h, self.theta_scale, None if self._mean_is_zero(mean) else mean)
 
     def _affine(self, raw: torch.Tensor) -> torch.Tensor:
         """``theta_mean + theta_scale * raw`` in the fewest passes over the generated numbers."""
@@ -350,7 +351,7 @@ class HyperNetwork(nn.Module):
             # the traced graph, and nothing stale if theta_mean is written between calls. The
             # compiler fuses it into one pass, so the zero-mean shortcut would save nothing.
             return torch.addcmul(mean, self.theta_scale, raw)
-        if self._mean_is_zero():
+        if self._mean_is_zero(mean):
             # the usual case (no norm layers, no residual): one pass forward, one backward
             return raw * self.theta_scale
         if raw.numel() >= _AFFINE_FUNCTION_MIN_NUMEL:
@@ -358,15 +359,14 @@ class HyperNetwork(nn.Module):
         # small: a Python autograd.Function costs more than the pass it saves
         return torch.addcmul(mean, self.theta_scale, raw)
 
-    def _mean_is_zero(self) -> bool:
+    def _mean_is_zero(self, m: torch.Tensor) -> bool:
         """Whether ``theta_mean`` is a fixed all-zero buffer. Rechecked (one pass over it) only
         when it may have changed: replaced, given new data (``.data = ...``), moved, made
         trainable (``requires_grad_``: a learned mean is never skipped), written in place
         (``load_state_dict``, ``fill_`` under ``no_grad``: its version counter), or read
         from outside as ``hnet.theta_mean`` (a write through ``.data`` leaves the version
         counter as it was). Eager mode only: a traced forward never calls it (see
-        :meth:`_affine`)."""
-        m = self._mean()
+        :meth:`_affine`). ``m`` is :meth:`_mean`'s tensor."""
         try:
             key = (id(m), m.data_ptr(), m._version, m.device, m.dtype, m.requires_grad)
             if self.__dict__.get("_zero_mean_key") != key:

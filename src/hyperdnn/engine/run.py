@@ -49,13 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hyperdnn.engine.checkpoint import (
-    TEMP_FILE,
-    Checkpoint,
-    Checkpointer,
-    atomic_write_text,
-    validate_state,
-)
+from hyperdnn.engine.checkpoint import TEMP_FILE, Checkpoint, Checkpointer, atomic_write_text, validate_state
 from hyperdnn.engine.config import build_config, config_to_dict, option
 from hyperdnn.engine.distributed import Share, World, close_world, init_world, reduce_on_step, world_from_env, wrap
 from hyperdnn.engine.errors import CheckpointError, ConfigError, UsageError

@@ -193,7 +193,7 @@ class HypernetLearner(ContinualLearner):
         self.k = classes_per_task
         self.lookahead = bool(lookahead)
         self.regularizer = OutputRegularizer(beta, reg_tasks)
-        self._warned: set[int] = set()  # tasks whose optimizer was found without their embedding
+        self._checked: set[int] = set()  # tasks whose optimizer was looked at for their embedding
 
     @property
     def embeddings(self) -> nn.ParameterList:
@@ -218,14 +218,15 @@ class HypernetLearner(ContinualLearner):
 
     def train_step(self, t, x, y, task_ids, optimizer, generator) -> dict[str, float]:
         embedding = self.embeddings[t]
-        if t not in self._warned and not any(p is embedding for g in optimizer.param_groups for p in g["params"]):
-            # an optimizer built before the task began leaves the task's embedding fixed
-            self._warned.add(t)
-            warnings.warn(
-                f"HypernetLearner.train_step: the optimizer does not hold task {t}'s embedding, which stays "
-                f"fixed (an optimizer built before begin_task({t})? parameters_for({t}) holds it)",
-                stacklevel=2,
-            )
+        if t not in self._checked:  # once per task, not on every step
+            self._checked.add(t)
+            if not any(p is embedding for g in optimizer.param_groups for p in g["params"]):
+                # an optimizer built before the task began leaves the task's embedding fixed
+                warnings.warn(
+                    f"HypernetLearner.train_step: the optimizer does not hold task {t}'s embedding, which stays "
+                    f"fixed (an optimizer built before begin_task({t})? parameters_for({t}) holds it)",
+                    stacklevel=2,
+                )
         self.hnet.train()
         self.target.train()
         optimizer.zero_grad(set_to_none=True)

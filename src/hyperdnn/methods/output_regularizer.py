@@ -26,7 +26,8 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 
 import torch
 from torch.func import functional_call
@@ -78,13 +79,9 @@ class OutputRegularizer:
         if num_tasks == 0:
             self.targets = None
             return
-        was_training = hnet.training
-        hnet.eval()
-        try:
+        with _eval_mode(hnet):
             ids = torch.arange(num_tasks, device=hnet.theta_scale.device)
             self.targets = hnet.generate_flat(ids)[0].detach().clone()
-        finally:
-            hnet.train(was_training)
 
     def task_ids(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """The earlier tasks to regularise now, ``(|S|,)`` int64: all, or a sorted random subset
@@ -122,15 +119,22 @@ class OutputRegularizer:
                 raise ValueError(f"OutputRegularizer: delta names unknown hypernetwork parameters {unknown}")
         # in eval mode, as the snapshot: a trunk's dropout (or spectral norm's power iteration)
         # would otherwise put noise between the outputs and their fixed targets
-        was_training = hnet.training
-        hnet.eval()
-        try:
+        with _eval_mode(hnet):
             if delta:
                 moved = {n: params[n] + d.detach() for n, d in delta.items()}
                 current = hnet.spec.flatten(functional_call(hnet, moved, (ids,)))
             else:
                 current = hnet.generate_flat(ids)[0]
-        finally:
-            hnet.train(was_training)
         diff = current - self.targets.index_select(0, ids)
         return self.beta * diff.pow(2).sum(dim=1).mean()
+
+
+@contextlib.contextmanager
+def _eval_mode(hnet: HyperNetwork) -> Iterator[None]:
+    """``hnet`` in eval mode inside the block; its mode is restored on exit (also after an error)."""
+    was_training = hnet.training
+    hnet.eval()
+    try:
+        yield
+    finally:
+        hnet.train(was_training)

@@ -113,13 +113,12 @@ class PFedHN(nn.Module):
         if sorted(delta) != sorted(names):
             raise KeyError(f"PFedHN.step: expected deltas for {sorted(names)}, got {sorted(delta)}")
         embeddings = self.hnet.conditioner.embeddings
-        frozen = not any(p.requires_grad for n, p in self.hnet.named_parameters() if not n.startswith("conditioner."))
         if (
-            frozen
-            and isinstance(client, int)
+            isinstance(client, int)
             and 0 <= client < len(embeddings)
             and not embeddings[client].requires_grad
-        ):
+            and not any(p.requires_grad for n, p in self.hnet.named_parameters() if not n.startswith("conditioner."))
+        ):  # frozen, and not one of the clients added since
             trainable = [i for i, e in enumerate(embeddings) if e.requires_grad]
             raise ValueError(
                 f"PFedHN.step: the hypernetwork is frozen (freeze) and only the clients added since train "

@@ -414,9 +414,15 @@ def renormed_table(w: torch.Tensor, max_norm: float, norm_type: float) -> torch.
     the table ``F.embedding`` rescales in place without gradient (rows never looked up do not
     reach the output, so rescaling them too changes nothing)."""
     with torch.no_grad():
-        norms = torch.linalg.vector_norm(w, norm_type, dim=-1, keepdim=True)
-        change = torch.where(norms > max_norm, max_norm / (norms + 1e-7), torch.ones_like(norms)) - 1
+        change = _renorm_scale(w, max_norm, norm_type) - 1
     return w + w.detach() * change
+
+
+def _renorm_scale(rows: torch.Tensor, max_norm: float, norm_type: float) -> torch.Tensor:
+    """Per row of ``rows`` (``(..., D)``), the factor ``torch.embedding_renorm_`` applies: ``max_norm
+    / (norm + 1e-7)`` where the norm exceeds ``max_norm``, else 1 (``(..., 1)``)."""
+    norms = torch.linalg.vector_norm(rows, norm_type, dim=-1, keepdim=True)
+    return torch.where(norms > max_norm, max_norm / (norms + 1e-7), torch.ones_like(norms))
 
 
 @torch.no_grad()
@@ -431,9 +437,7 @@ def _renorm_rows(w: torch.Tensor, flat: torch.Tensor, max_norm: float, norm_type
     rows = flat.unique()
     at = (rows // V, rows % V)
     values = w[at]
-    norms = torch.linalg.vector_norm(values, norm_type, dim=-1, keepdim=True)
-    scale = torch.where(norms > max_norm, max_norm / (norms + 1e-7), torch.ones_like(norms))
-    w.index_put_(at, values * scale)
+    w.index_put_(at, values * _renorm_scale(values, max_norm, norm_type))
 
 
 def _grouped_matmul(x: torch.Tensor, w: torch.Tensor, G: int) -> torch.Tensor:
