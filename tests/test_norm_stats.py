@@ -125,6 +125,30 @@ def test_per_context_statistics_match_a_plain_batchnorm_per_task():
     torch.testing.assert_close(model(x, 2), functional_call(copy.deepcopy(net).eval(), model.hypernet(2), (x,)))
 
 
+def test_evaluating_a_task_never_trained_adds_no_state():
+    model = task_model("per_context", num_tasks=4)
+    model(torch.randn(16, 4), 0)  # task 0 trains its statistics
+    model.eval()
+    keys = set(model.state_dict())
+    x = torch.randn(5, 4)
+    own = copy.deepcopy(model.target.module).eval()
+    for context in (2, [3, 0, 3, 2, 0]):
+        out = model(x, context)
+        ids = torch.as_tensor([context] * 5 if isinstance(context, int) else context)
+        weights = model.hypernet(ids)
+        for i, t in enumerate(ids.tolist()):
+            if t == 0:
+                continue  # task 0 uses its own statistics (tested above)
+            one = {k: v[i] for k, v in weights.items()}
+            torch.testing.assert_close(out[i : i + 1], functional_call(own, one, (x[i : i + 1],)))
+    assert model.norm_stats.keys() == [0]
+    assert set(model.state_dict()) == keys
+    # in train mode a new task gets its own copy, as before
+    model.train()
+    model(torch.randn(16, 4), 2)
+    assert model.norm_stats.keys() == [0, 2]
+
+
 def test_mixed_task_ids_run_one_group_per_task():
     model = task_model("per_context")
     twin = copy.deepcopy(model)

@@ -12,9 +12,10 @@ mode, which uses the batch's own statistics, is unaffected, so the damage shows 
   task id of a :class:`~hyperdnn.conditioners.TaskEmbedding`). For the duration of a call
   the key's tensors are put into the layers' ``_buffers`` and the module's own are restored in
   ``finally``, so training updates that key's copy in place and nothing else. The copies are
-  registered buffers (saved in ``state_dict``, moved by ``.to()``); a key seen for the first
-  time starts from the module's own statistics, which this mode never updates, so they keep
-  their initial (or pretrained) values.
+  registered buffers (saved in ``state_dict``, moved by ``.to()``); a key first seen in train
+  mode starts from the module's own statistics, which this mode never updates, so they keep
+  their initial (or pretrained) values. A key never trained, met in eval mode, is normalised
+  with the module's own statistics and adds no copy (evaluation leaves the state as it was).
 * ``"batch"``: no running statistics: the layers normalise with the statistics of the batch
   in train and eval mode alike (for data-, noise- and continuous-conditioned weights, where
   contexts are not a small set of keys). The module's own statistics are neither used nor
@@ -175,7 +176,9 @@ class NormStats(nn.Module):
     @contextmanager
     def use(self, key: int | None = None) -> Iterator[None]:
         """Run the block with the statistics of this mode: context ``key``'s (``"per_context"``,
-        created from the module's own on first use), none (``"batch"``) or the module's own
+        created from the module's own on first use in train mode; a key never trained, used
+        while every layer is in eval mode, reads the module's own without being stored, so
+        evaluation adds no state), none (``"batch"``) or the module's own
         (``"shared"``; ``key`` is ignored). The module's buffers are restored in ``finally``,
         also when the block raises."""
         if self.mode == "shared" or not self._layers:
@@ -184,8 +187,13 @@ class NormStats(nn.Module):
         if self.mode == "per_context":
             if key is None or isinstance(key, bool) or not isinstance(key, int):
                 raise TypeError(f"NormStats.use: per-context statistics need an int key, got {key!r}")
-            stats = self._stats_for(key)
-            values = [[s._buffers[name] for name in _STATS] for s in stats]
+            if str(key) in self.contexts or any(layer.training for _, layer in self._layers):
+                stats = self._stats_for(key)
+                values = [[s._buffers[name] for name in _STATS] for s in stats]
+            else:
+                # an unseen key in eval mode: nothing updates statistics, so it reads the
+                # module's own (what its copy would start from) without adding state entries
+                values = [[layer._buffers[name] for name in _STATS] for _, layer in self._layers]
         else:
             values = [[None] * len(_STATS) for _ in self._layers]
         saved = []
