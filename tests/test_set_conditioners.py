@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from hyperdnn import DescriptionEncoder, Execution, HyperNetwork, SetEncoder, Target
+from hyperdnn import DescriptionEncoder, Execution, HyperModel, HyperNetwork, SetEncoder, Target
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -62,16 +62,73 @@ def test_pooling_equals_plain_pytorch() -> None:
     torch.testing.assert_close(att(support).c, mha.out_proj(torch.cat(heads, -1))[:, 0], atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("pooling", ["mean", "attention"])
+def test_sets_of_unequal_sizes_pool_each_set_over_its_own_items(pooling: str) -> None:
+    enc = _encoder(pooling).eval()
+    sizes = (1, 4, 2, 5)
+    sets = [torch.randn(n, 1, 3, 3) for n in sizes]
+    seen = []
+    enc.item_encoder.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[0]))
+    c = enc(sets)
+    assert c.batched and c.c.shape == (4, 8)
+    assert seen == [sum(sizes)]  # the item encoder sees the real items, no padding
+    for b, one in enumerate(sets):
+        torch.testing.assert_close(c.c[b], enc(one).c[0], atol=1e-6, rtol=1e-5)
+        perm = torch.randperm(sizes[b], generator=torch.Generator().manual_seed(b))
+        shuffled = [*sets[:b], one[perm], *sets[b + 1 :]]
+        torch.testing.assert_close(enc(shuffled).c, c.c, atol=1e-6, rtol=1e-5)
+    # equal sizes as a list: exactly the stacked tensor
+    equal = [torch.randn(3, 1, 3, 3) for _ in range(4)]
+    assert torch.equal(enc(equal).c, enc(torch.stack(equal)).c)
+    assert torch.equal(enc(tuple(equal)).c, enc(torch.stack(equal)).c)
+    # gradients: each item's gradient is what its set alone gives it
+    leaves = [s.clone().requires_grad_() for s in sets]
+    (enc(leaves).c * torch.arange(1.0, 5.0).unsqueeze(1)).sum().backward()
+    for b, one in enumerate(sets):
+        alone = one.clone().requires_grad_()
+        ((b + 1.0) * enc(alone).c).sum().backward()
+        torch.testing.assert_close(leaves[b].grad, alone.grad, atol=1e-5, rtol=1e-5)
+
+
+def test_a_hypernetwork_generates_for_sets_of_unequal_sizes() -> None:
+    torch.manual_seed(0)
+    enc = SetEncoder(nn.Linear(4, 8), 8, item_shape=(4,), pooling="attention", heads=2)
+    target = Target(nn.Linear(4, 1))
+    model = HyperModel(HyperNetwork(target, enc), target).eval()
+    sets = [torch.randn(2, 4), torch.randn(5, 4), torch.randn(1, 4)]
+    x = torch.randn(7, 4)
+    out = model(x, sets)
+    assert out.shape == (3, 7, 1)
+    for b, one in enumerate(sets):
+        torch.testing.assert_close(out[b], model(x, one), atol=1e-6, rtol=1e-5)
+
+
+def test_the_set_encoder_names_bad_lists_of_sets() -> None:
+    enc = _encoder("mean")
+    good = torch.randn(2, 1, 3, 3)
+    with pytest.raises(ValueError, match="SetEncoder: expected a list of at least one set, got an empty list"):
+        enc([])
+    with pytest.raises(ValueError, match=r"SetEncoder: set 1 of the list must have shape \(S, 1, 3, 3\), got \(2, 1, 4, 4\)"):  # fmt: skip
+        enc([good, torch.randn(2, 1, 4, 4)])
+    with pytest.raises(ValueError, match="SetEncoder: a set needs at least one item, set 2 of the list has none"):
+        enc([good, good, torch.randn(0, 1, 3, 3)])
+    with pytest.raises(TypeError, match=r"SetEncoder: set 0 of the list must be a float tensor \(S, 1, 3, 3\), got ndarray"):  # fmt: skip
+        enc([good.numpy(), good])
+    with pytest.raises(TypeError, match=r"every set of the list must have set 0's dtype and device \(torch.float32, cpu\), set 1 has \(torch.float64, cpu\)"):  # fmt: skip
+        enc([good, good.double()])
+
+
 def test_the_set_encoder_names_bad_sets() -> None:
     enc = _encoder("mean")
-    with pytest.raises(ValueError, match=r"SetEncoder: expected a set \(S, 1, 3, 3\) or sets \(B, S, 1, 3, 3\) of items of shape \(1, 3, 3\), got \(5, 2, 1, 4, 4\)"):  # fmt: skip
+    with pytest.raises(ValueError, match=r"SetEncoder: expected a set \(S, 1, 3, 3\), sets \(B, S, 1, 3, 3\) or a list of sets \(S_b, 1, 3, 3\) of items of shape \(1, 3, 3\), got \(5, 2, 1, 4, 4\)"):  # fmt: skip
         enc(torch.randn(5, 2, 1, 4, 4))  # images of the wrong size
     with pytest.raises(
         ValueError, match=r"SetEncoder: a set needs at least one item, got sets of shape \(5, 0, 1, 3, 3\)"
     ):
         enc(torch.randn(5, 0, 1, 3, 3))
     with pytest.raises(
-        TypeError, match="SetEncoder: expected a float tensor of sets, got a tensor of dtype torch.int64"
+        TypeError,
+        match="SetEncoder: expected a float tensor of sets or a list of sets, got a tensor of dtype torch.int64",
     ):
         enc(torch.zeros(5, 2, 1, 3, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="SetEncoder: the item encoder must return \\(10, 8\\) for 10 items, returned \\(10, 9\\)"):  # fmt: skip

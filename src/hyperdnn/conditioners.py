@@ -669,9 +669,13 @@ class SetEncoder(Conditioner):
             sample ``b``).
         example_input: optional sets ``(B, S, *item_shape)``, used to calibrate initialisation.
 
-    Context: one set ``(S, *item_shape)`` (shared weights) or ``B`` sets of ``S`` items
-    ``(B, S, *item_shape)`` (batched). A set needs at least one item, and items of
-    ``item_shape``.
+    Context: one set ``(S, *item_shape)`` (shared weights), ``B`` sets of ``S`` items
+    ``(B, S, *item_shape)`` (batched), or a list of ``B`` sets of their own sizes, tensors
+    ``(S_b, *item_shape)`` (batched; support sets with unequal shots): each set is pooled over
+    its own items only (padding gets no weight), and a list of equal-size sets gives exactly
+    what the stacked tensor gives. A set needs at least one item, and items of ``item_shape``.
+    The item encoder sees only real items (no padding), so its BatchNorm statistics are those
+    of the items.
 
     Example::
 
@@ -686,6 +690,9 @@ class SetEncoder(Conditioner):
         >>> shuffled = support[:, torch.randperm(3)]
         >>> torch.allclose(sets(shuffled).c, sets(support).c, atol=1e-6)
         True
+        >>> ragged = [torch.randn(1, 4), torch.randn(4, 4)]          # 1 shot and 4 shots
+        >>> model(torch.randn(7, 4), ragged).shape
+        torch.Size([2, 7, 1])
     """
 
     def __init__(
@@ -727,13 +734,13 @@ class SetEncoder(Conditioner):
                 if not isinstance(context, torch.Tensor)
                 else f"a tensor of dtype {context.dtype}"
             )
-            raise TypeError(f"SetEncoder: expected a float tensor of sets, got {got}")
+            raise TypeError(f"SetEncoder: expected a float tensor of sets or a list of sets, got {got}")
         k = len(self.item_shape)
         item = ", ".join(map(str, self.item_shape))
         if context.dim() not in (k + 1, k + 2) or tuple(context.shape[-k:]) != self.item_shape:
             raise ValueError(
-                f"SetEncoder: expected a set (S, {item}) or sets (B, S, {item}) of items of shape "
-                f"{self.item_shape}, got {tuple(context.shape)}"
+                f"SetEncoder: expected a set (S, {item}), sets (B, S, {item}) or a list of sets (S_b, {item}) "
+                f"of items of shape {self.item_shape}, got {tuple(context.shape)}"
             )
         batched = context.dim() == k + 2
         sets = context if batched else context.unsqueeze(0)
@@ -741,17 +748,60 @@ class SetEncoder(Conditioner):
             raise ValueError(f"SetEncoder: a set needs at least one item, got sets of shape {tuple(context.shape)}")
         return sets, batched
 
-    def forward(self, context: torch.Tensor) -> Conditioned:
-        sets, batched = self.sets(context)
-        B, S = sets.shape[:2]
-        codes = self.item_encoder(sets.flatten(0, 1))
-        if codes.dim() != 2 or codes.shape != (B * S, self.out_features):
+    def ragged(self, context: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[int]]:
+        """Validate a list of sets of their own sizes: every item, concatenated
+        ``(sum S_b, *item_shape)``, and the sizes ``[S_b]``.
+
+        Raises:
+            TypeError: an element that is not a floating-point tensor, or sets of different
+                dtypes or devices.
+            ValueError: an empty list, an empty set, or items not of ``item_shape`` (naming
+                the set).
+        """
+        if len(context) == 0:
+            raise ValueError("SetEncoder: expected a list of at least one set, got an empty list")
+        item = ", ".join(map(str, self.item_shape))
+        first = context[0]
+        for b, one in enumerate(context):
+            if not isinstance(one, torch.Tensor) or not one.dtype.is_floating_point:
+                got = type(one).__name__ if not isinstance(one, torch.Tensor) else f"a tensor of dtype {one.dtype}"
+                raise TypeError(f"SetEncoder: set {b} of the list must be a float tensor (S, {item}), got {got}")
+            if one.dim() != len(self.item_shape) + 1 or tuple(one.shape[1:]) != self.item_shape:
+                raise ValueError(f"SetEncoder: set {b} of the list must have shape (S, {item}), got {tuple(one.shape)}")
+            if one.shape[0] == 0:
+                raise ValueError(f"SetEncoder: a set needs at least one item, set {b} of the list has none")
+            if one.dtype != first.dtype or one.device != first.device:
+                raise TypeError(
+                    f"SetEncoder: every set of the list must have set 0's dtype and device ({first.dtype}, "
+                    f"{first.device}), set {b} has ({one.dtype}, {one.device})"
+                )
+        return torch.cat(list(context)), [one.shape[0] for one in context]
+
+    def forward(self, context: torch.Tensor | Sequence[torch.Tensor]) -> Conditioned:
+        if isinstance(context, (list, tuple)):
+            items, sizes = self.ragged(context)
+            batched = True
+        else:
+            sets, batched = self.sets(context)
+            items, sizes = sets.flatten(0, 1), [sets.shape[1]] * sets.shape[0]
+        B, M = len(sizes), items.shape[0]
+        codes = self.item_encoder(items)
+        if codes.dim() != 2 or codes.shape != (M, self.out_features):
             raise ValueError(
-                f"SetEncoder: the item encoder must return ({B * S}, {self.out_features}) for {B * S} items, "
+                f"SetEncoder: the item encoder must return ({M}, {self.out_features}) for {M} items, "
                 f"returned {tuple(codes.shape)}"
             )
-        codes = codes.view(B, S, self.out_features)
-        c = codes.mean(1) if self.pool is None else self.pool(codes)
+        if min(sizes) == max(sizes):  # equal sizes: no padding
+            codes = codes.view(B, sizes[0], self.out_features)
+            c = codes.mean(1) if self.pool is None else self.pool(codes)
+            return Conditioned(c, batched)
+        padded = nn.utils.rnn.pad_sequence(list(codes.split(sizes)), batch_first=True)  # (B, S_max, F)
+        count = torch.tensor(sizes, device=codes.device)
+        pad = torch.arange(padded.shape[1], device=codes.device) >= count.unsqueeze(1)  # (B, S_max)
+        if self.pool is None:
+            c = padded.sum(1) / count.unsqueeze(1).to(padded.dtype)  # padding is zero
+        else:
+            c = self.pool(padded, pad)
         return Conditioned(c, batched)
 
     def probe(self, n: int) -> torch.Tensor | None:
