@@ -3,6 +3,8 @@ computations."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -44,6 +46,28 @@ def test_accuracy_summary() -> None:
     assert one["final_avg"] == 0.5 and one["bwt"] != one["bwt"]  # NaN: no earlier task
     with pytest.raises(ValueError, match=r"expected a square \(T, T\) matrix, got \(2, 3\)"):
         accuracy_summary(torch.zeros(2, 3))
+
+
+def test_average_forgetting_is_the_drop_from_each_tasks_best_accuracy() -> None:
+    nan = float("nan")
+    # task 0 peaks after task 1 (0.95), task 1 after its own training; task 2 is the last
+    m = torch.tensor([[0.9, nan, nan], [0.95, 0.8, nan], [0.7, 0.85, 0.9]], dtype=torch.float64)
+    s = accuracy_summary(m)
+    by_hand = ((0.95 - 0.7) + (0.8 - 0.85)) / 2
+    assert s["forgetting"] == pytest.approx(by_hand)
+    assert s["forgetting"] >= -s["bwt"]  # at least the drop from the diagonal
+    # a random lower-triangular matrix against a loop over the definition
+    g = torch.Generator().manual_seed(0)
+    for T in (2, 3, 6):
+        a = torch.rand(T, T, generator=g, dtype=torch.float64).tril() + torch.full((T, T), nan).triu(1).double()
+        loop = sum(max(float(a[row, j]) for row in range(j, T - 1)) - float(a[T - 1, j]) for j in range(T - 1)) / (
+            T - 1
+        )
+        assert accuracy_summary(a)["forgetting"] == pytest.approx(loop)
+    joint = torch.full((3, 3), nan, dtype=torch.float64)
+    joint[-1] = 0.9
+    assert math.isnan(accuracy_summary(joint)["forgetting"])  # earlier rows not measured
+    assert math.isnan(accuracy_summary(torch.tensor([[0.5]], dtype=torch.float64))["forgetting"])
 
 
 def test_task_accuracies_is_a_row_of_the_matrix_in_each_scenario() -> None:

@@ -5,7 +5,9 @@ the test accuracy on task ``j`` after training task ``i`` (NaN where it was not 
 above the diagonal, or every row but the last for joint training). :func:`task_accuracies`
 measures one row; :func:`accuracy_summary` reduces a matrix to the standard numbers (Lopez-Paz
 and Ranzato, 2017): the average accuracy after the last task (ACC), backward transfer (BWT,
-negative: forgetting) and the accuracy right after learning each task. :func:`trained_parameters`
+negative: forgetting) and the accuracy right after learning each task; and average forgetting
+(Chaudhry et al., 2018), which counts what was lost from each task's best accuracy, also where
+it peaked after its own training. :func:`trained_parameters`
 counts what a method trains, from its optimizers, for the compression ratio (trained parameters
 over those of separate networks per task).
 
@@ -15,7 +17,7 @@ Example::
     >>> from hyperdnn.metrics import accuracy_summary
     >>> A = torch.tensor([[0.9, float("nan")], [0.7, 0.8]], dtype=torch.float64)
     >>> {k: round(v, 3) for k, v in accuracy_summary(A).items()}
-    {'final_avg': 0.75, 'bwt': -0.2, 'just_trained': 0.85}
+    {'final_avg': 0.75, 'bwt': -0.2, 'just_trained': 0.85, 'forgetting': 0.2}
     >>> from hyperdnn.metrics import trained_parameters
     >>> shared, e0, e1 = (torch.nn.Parameter(torch.zeros(n)) for n in (10, 2, 2))
     >>> trained_parameters([torch.optim.Adam([shared, e0]), torch.optim.Adam([shared, e1])])
@@ -49,9 +51,12 @@ def accuracy_summary(matrix: torch.Tensor) -> dict[str, float]:
     Returns:
         ``final_avg``: mean of the last row; ``bwt``: mean over ``j < T-1`` of
         ``matrix[T-1, j] - matrix[j, j]`` (negative: forgetting); ``just_trained``: mean of the
-        diagonal (accuracy right after learning each task). A value is NaN where an entry it
-        needs was not measured (joint training has only the last row), and ``bwt`` is NaN for
-        one task.
+        diagonal (accuracy right after learning each task); ``forgetting``: mean over
+        ``j < T-1`` of ``max_{l in j..T-2} matrix[l, j] - matrix[T-1, j]`` (Chaudhry et al.,
+        2018, "Riemannian Walk for Incremental Learning": the drop from the task's best
+        accuracy before the last task; at least ``-bwt``, and positive: forgetting). A value is
+        NaN where an entry it needs was not measured (joint training has only the last row),
+        and ``bwt`` and ``forgetting`` are NaN for one task.
 
     Raises:
         ValueError: ``matrix`` is not square and 2-D.
@@ -61,8 +66,23 @@ def accuracy_summary(matrix: torch.Tensor) -> dict[str, float]:
     last = matrix[-1]
     diag = matrix.diagonal()
     T = matrix.shape[0]
-    bwt = (last[:-1] - diag[:-1]).mean() if T > 1 else torch.tensor(float("nan"))
-    return {"final_avg": float(last.mean()), "bwt": float(bwt), "just_trained": float(diag.mean())}
+    nan = torch.tensor(float("nan"))
+    bwt = (last[:-1] - diag[:-1]).mean() if T > 1 else nan
+    if T > 1:
+        # best accuracy on task j over rows j .. T-2 (NaN propagates: an unmeasured entry)
+        earlier = matrix[:-1, :-1].clone()
+        before = torch.ones(T - 1, T - 1, dtype=torch.bool, device=matrix.device).triu(1)  # row l < task j
+        earlier[before] = float("-inf")
+        best = earlier.max(0).values
+        forgetting = (best - last[:-1]).mean()
+    else:
+        forgetting = nan
+    return {
+        "final_avg": float(last.mean()),
+        "bwt": float(bwt),
+        "just_trained": float(diag.mean()),
+        "forgetting": float(forgetting),
+    }
 
 
 def trained_parameters(optimizers: Iterable[torch.optim.Optimizer]) -> int:

@@ -101,6 +101,7 @@ def report(
                 Column("method"),
                 Column("final avg acc (%)", "final_avg", ".1f", scale=100),
                 Column("BWT (points)", "bwt", "+.1f", scale=100),
+                Column("forgetting (points)", "forgetting", ".1f", scale=100),
                 Column("just-trained acc (%)", "just_trained", ".1f", scale=100),
                 Column("task inference (%)", "task_inference", ".1f", scale=100),
                 Column("parameters", "params", ","),
