@@ -469,6 +469,8 @@ def test_metrics_against_numpy() -> None:
     assert paired_win_rate([1, 2, 3, 4], [2, 2, 1, 5]) == pytest.approx((1 + 0.5 + 0 + 1) / 4)
     with pytest.raises(ValueError, match="one length"):
         sqrt_pehe([1.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="paired_win_rate: errors must be finite, got 1 and 0 NaN or inf"):
+        paired_win_rate([float("nan"), 1.0], [1.0, 2.0])  # would count as a loss both ways
 
 
 # ---------------------------------------------------------------------- the recipe

@@ -291,6 +291,8 @@ def test_psnr_and_flops_against_plain_formulas() -> None:
         psnr(a, b.reshape(4, 15))
     with pytest.raises(ValueError, match=r"psnr: peak must be a number > 0, got 0"):
         psnr(a, b, peak=0)
+    # one value per sample: (B,) is B samples
+    torch.testing.assert_close(psnr(a[:, 0, 0], b[:, 0, 0]), 10 * torch.log10(1 / (a[:, 0, 0] - b[:, 0, 0]) ** 2))
 
 
 def test_image_grid_figure_draws_a_row_per_method_and_refuses_mixed_shapes() -> None:

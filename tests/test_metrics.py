@@ -93,3 +93,17 @@ def test_task_accuracies_is_a_row_of_the_matrix_in_each_scenario() -> None:
         (1, 2, "CL1", 4),
         (1, 2, "CL1", 2),
     ]
+
+
+def test_metrics_refuse_shapes_that_would_broadcast() -> None:
+    g = torch.Generator().manual_seed(0)
+    task = Task(0, "t0", (0, 1), torch.zeros(4, 3), torch.zeros(4, dtype=torch.long),
+                torch.randn(10, 3, generator=g), torch.randint(0, 2, (10,), generator=g))  # fmt: skip
+
+    def column(x, task, seen, scenario):
+        return torch.zeros(x.shape[0], 1, dtype=torch.long), None  # (N, 1): would broadcast to (N, N)
+
+    with pytest.raises(ValueError, match=r"predict must return labels \(and inferred tasks\) of shape \(10,\) for 10 inputs, got \(10, 1\)"):  # fmt: skip
+        task_accuracies(column, [task], "CL1", 2)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\) for logits of 3 classes, got 0..3"):
+        accuracy(torch.zeros(4, 3), torch.tensor([0, 1, 2, 3]))

@@ -309,6 +309,10 @@ def test_evaluation_seeds_make_returns_reproducible() -> None:
     assert split_means(torch.tensor([1.0, 3.0, float("nan")]), ["train", "train", "x"], ["train", "x"]) == {"train": 2.0, "x": pytest.approx(float("nan"), nan_ok=True)}  # fmt: skip
     with pytest.raises(ValueError, match="episodes must be an int >= 1, got 0"):
         task_returns(PENDULUM, physics, act, 0, seed=0)
+    with pytest.raises(ValueError, match=r"normalised_return: .* one shape, got \(10, 1\), \(10,\) and \(10,\)"):
+        normalised_return(a.unsqueeze(1), a - 100, a + 100)  # would broadcast to (10, 10)
+    with pytest.raises(ValueError, match=r"split_means: .* got values \(3,\) and 1 split names"):
+        split_means(torch.tensor([1.0, 2.0, 3.0]), ["train"], ["train"])
 
 
 # ---------------------------------------------------------------------- the recipe

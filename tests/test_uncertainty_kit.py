@@ -86,6 +86,43 @@ def test_ece_and_reliability_bins_by_hand() -> None:
     assert expected_calibration_error(P, Y) == pytest.approx(weighted, abs=1e-6)
 
 
+def test_a_confidence_of_one_falls_in_the_last_bin() -> None:
+    # a float32 softmax rounds a confident prediction to exactly 1: it shares the last bin
+    # [0.9, 1] with 0.92 (Guo et al.), so that bin's accuracy is 1/2 at confidence 0.96
+    p = torch.tensor([[1.0, 0.0], [0.92, 0.08]])
+    y = torch.tensor([1, 0])
+    assert expected_calibration_error(p, y, bins=10) == pytest.approx(abs(0.5 - 0.96), abs=1e-6)
+    bins = reliability_bins(p, y, 10)
+    assert bins["count"][-1] == 2 and sum(bins["count"]) == 2
+    # against a loop over the textbook definition on random probabilities with many exact ones
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(500, 4, generator=g) * 12
+    probs, labels = logits.softmax(1), torch.randint(0, 4, (500,), generator=g)
+    assert int((probs.max(1).values == 1).sum()) > 50
+    conf, pred = probs.double().max(1)
+    loop = 0.0
+    for b in range(15):
+        inside = (conf >= b / 15) & ((conf < (b + 1) / 15) if b < 14 else (conf <= 1))
+        if inside.any():
+            gap = (pred[inside] == labels[inside]).double().mean() - conf[inside].mean()
+            loop += float(inside.double().mean() * gap.abs())
+    assert expected_calibration_error(probs, labels) == pytest.approx(loop, abs=1e-9)
+
+
+def test_calibration_metrics_refuse_what_is_not_a_probability() -> None:
+    logits = torch.tensor([[2.0, -1.0], [0.5, 1.5]])
+    y = torch.tensor([0, 1])
+    for metric in (negative_log_likelihood, brier_score, expected_calibration_error, reliability_bins):
+        with pytest.raises(ValueError, match=r"expected probabilities \(values in \[0, 1\], each row summing to 1\), got values in \[-1, 2\]"):  # fmt: skip
+            metric(logits, y)
+        with pytest.raises(ValueError, match="probabilities must be finite, got 1 NaN or inf"):
+            metric(torch.tensor([[float("nan"), 0.5], [0.5, 0.5]]), y)
+        with pytest.raises(ValueError, match="row sums in \\[0.5, 1\\]"):
+            metric(torch.tensor([[0.25, 0.25], [0.5, 0.5]]), y)
+        with pytest.raises(ValueError, match="expected floating-point probabilities, got torch.int64"):
+            metric(torch.tensor([[1, 0], [0, 1]]), y)
+
+
 def test_entropy_mutual_information_and_auroc_by_hand() -> None:
     probs = torch.tensor([[[1.0, 0.0], [0.5, 0.5]], [[0.0, 1.0], [0.5, 0.5]]])  # K=2, N=2, C=2
     ln2 = math.log(2)

@@ -8,12 +8,16 @@ method, the mean over its ``K`` members: :func:`mean_probabilities`) and the lab
 * :func:`brier_score` - the mean over inputs of ``sum_c (p_c - [y = c])^2`` (Brier, 1950; in
   ``[0, 2]``);
 * :func:`expected_calibration_error` - ECE with equal-width confidence bins (Guo et al.,
-  2017), computed by torchmetrics (``multiclass_calibration_error``, L1 norm);
+  2017), from the bins of :func:`reliability_bins`;
 * :func:`reliability_bins` - per bin the mean confidence, the accuracy and the count: the
   reliability diagram (:func:`hyperdnn.engine.report.reliability_figure`) and, weighted by the
   counts, the ECE again.
 
-torchmetrics (the ``uncertainty`` extra) is imported only by :func:`expected_calibration_error`.
+Bin ``b`` of ``B`` holds the confidences in ``[b / B, (b + 1) / B)``, and the last bin also
+confidence 1 (a float32 softmax rounds to exactly 1 for a confident prediction; torchmetrics'
+``multiclass_calibration_error`` puts those in a bin of their own, which changes the ECE).
+The probabilities must be probabilities: finite, in ``[0, 1]``, each row summing to 1 (pass
+``softmax(logits)``, or :func:`mean_probabilities` of an ensemble's logits).
 
 Example::
 
@@ -27,14 +31,12 @@ Example::
     0.5733
     >>> bins = reliability_bins(p, y, 2)  # confidences 0.9, 0.6, 0.7: all in the upper bin
     >>> bins["count"], [round(c, 4) for c in bins["confidence"]], bins["accuracy"]
-    ([0, 3], [0.0, 0.7333], [0.0, 0.3333333432674408])
+    ([0, 3], [0.0, 0.7333], [0.0, 0.3333333333333333])
 """
 
 from __future__ import annotations
 
 import torch
-
-from hyperdnn.extras import import_optional
 
 __all__ = [
     "mean_probabilities",
@@ -66,9 +68,28 @@ def mean_probabilities(logits: torch.Tensor) -> torch.Tensor:
     return logits.float().softmax(-1).mean(0)
 
 
+#: how far a probability may lie outside [0, 1], and a row's sum from 1, by rounding
+_PROB_TOL = 1e-3
+
+
 def _check(where: str, probs: torch.Tensor, labels: torch.Tensor) -> None:
     if probs.dim() != 2 or probs.shape[1] < 2:
         raise ValueError(f"{where}: expected probabilities (N, C) with C >= 2, got shape {tuple(probs.shape)}")
+    if not probs.is_floating_point():
+        raise ValueError(f"{where}: expected floating-point probabilities, got {probs.dtype}")
+    if probs.shape[0]:
+        if not bool(torch.isfinite(probs).all()):
+            raise ValueError(
+                f"{where}: probabilities must be finite, got {int((~torch.isfinite(probs)).sum())} NaN or inf"
+            )
+        low, high = float(probs.min()), float(probs.max())
+        sums = probs.double().sum(1)
+        if low < -_PROB_TOL or high > 1 + _PROB_TOL or float((sums - 1).abs().max()) > _PROB_TOL:
+            raise ValueError(
+                f"{where}: expected probabilities (values in [0, 1], each row summing to 1), got values in "
+                f"[{low:.4g}, {high:.4g}] and row sums in [{float(sums.min()):.4g}, {float(sums.max()):.4g}]; "
+                f"pass softmax(logits) (mean_probabilities for an ensemble's logits)"
+            )
     if labels.shape != probs.shape[:1] or labels.dtype != torch.int64:
         raise ValueError(
             f"{where}: expected int64 labels of shape ({probs.shape[0]},) for probabilities {tuple(probs.shape)}, "
@@ -115,8 +136,8 @@ def brier_score(probs: torch.Tensor, labels: torch.Tensor) -> float:
 
 def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> float:
     """Expected calibration error: ``sum_b (n_b / N) |accuracy_b - confidence_b|`` over ``bins``
-    equal-width bins of the top-class confidence (torchmetrics' ``multiclass_calibration_error``
-    with the L1 norm).
+    equal-width bins of the top-class confidence (Guo et al., 2017), the bins of
+    :func:`reliability_bins` (confidence 1 in the last bin).
 
     Args:
         probs: ``(N, C)`` predictive probabilities.
@@ -127,14 +148,26 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: 
         A float in ``[0, 1]``.
 
     Raises:
-        ValueError: shapes, dtype, label range or ``bins`` that do not fit.
-        ImportError: torchmetrics is not installed (``pip install 'hyperdnn[uncertainty]'``).
+        ValueError: shapes, dtype, label range, values that are not probabilities, or
+            ``bins`` that do not fit.
     """
-    _check("expected_calibration_error", probs, labels)
+    count, conf_sum, acc_sum = _binned("expected_calibration_error", probs, labels, bins)
+    n = float(count.sum())
+    return float((conf_sum - acc_sum).abs().sum()) / n if n else 0.0
+
+
+def _binned(where: str, probs: torch.Tensor, labels: torch.Tensor, bins: int) -> tuple[torch.Tensor, ...]:
+    """Per bin: the count, the sum of confidences and the number correct (float64)."""
+    _check(where, probs, labels)
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-        raise ValueError(f"expected_calibration_error: bins must be an int >= 1, got {bins!r}")
-    tm = import_optional("torchmetrics.functional.classification", "uncertainty", "expected_calibration_error")
-    return float(tm.multiclass_calibration_error(probs.float(), labels, probs.shape[1], n_bins=bins, norm="l1"))
+        raise ValueError(f"{where}: bins must be an int >= 1, got {bins!r}")
+    conf, pred = probs.double().max(1)
+    correct = (pred == labels).double()
+    edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
+    index = (torch.bucketize(conf, edges, right=True) - 1).clamp(0, bins - 1)
+    zeros = torch.zeros(bins, dtype=torch.float64)
+    count = zeros.scatter_add(0, index, torch.ones_like(conf))
+    return count, zeros.scatter_add(0, index, conf), zeros.scatter_add(0, index, correct)
 
 
 def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> dict[str, list]:
@@ -155,19 +188,10 @@ def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, bins: int = 15) 
     Raises:
         ValueError: shapes, dtype, label range or ``bins`` that do not fit.
     """
-    _check("reliability_bins", probs, labels)
-    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-        raise ValueError(f"reliability_bins: bins must be an int >= 1, got {bins!r}")
-    conf, pred = probs.float().max(1)
-    correct = (pred == labels).float()
-    edges = torch.linspace(0, 1, bins + 1)
-    index = (torch.bucketize(conf, edges, right=True) - 1).clamp(0, bins - 1)
-    count = torch.zeros(bins).scatter_add_(0, index, torch.ones_like(conf))
-    conf_sum = torch.zeros(bins).scatter_add_(0, index, conf)
-    acc_sum = torch.zeros(bins).scatter_add_(0, index, correct)
+    count, conf_sum, acc_sum = _binned("reliability_bins", probs, labels, bins)
     safe = count.clamp_min(1)
     return {
-        "edges": edges.tolist(),
+        "edges": torch.linspace(0, 1, bins + 1).tolist(),
         "confidence": (conf_sum / safe).tolist(),
         "accuracy": (acc_sum / safe).tolist(),
         "count": [int(c) for c in count.tolist()],

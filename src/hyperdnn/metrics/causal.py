@@ -66,4 +66,9 @@ def paired_win_rate(errors: Sequence[float] | np.ndarray, others: Sequence[float
     """The share of replications where ``errors[r] < others[r]`` (a tie counts half): how often
     a method beats another on the same data. Both ``(R,)``."""
     a, b = _pair(errors, others, "paired_win_rate")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError(
+            f"paired_win_rate: errors must be finite, got {int((~np.isfinite(a)).sum())} and "
+            f"{int((~np.isfinite(b)).sum())} NaN or inf (a failed replication cannot be ranked)"
+        )
     return float(np.mean((a < b) + 0.5 * (a == b)))

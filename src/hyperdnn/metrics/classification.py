@@ -29,7 +29,8 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
         that expression.
 
     Raises:
-        ValueError: ``logits`` is not 2-D, or ``labels`` is not ``(N,)`` for its ``N`` rows.
+        ValueError: ``logits`` is not 2-D, ``labels`` is not ``(N,)`` for its ``N`` rows, or
+            a label lies outside ``[0, C)``.
     """
     if logits.dim() != 2:
         raise ValueError(f"accuracy: expected logits (N, C), got shape {tuple(logits.shape)}")
@@ -37,6 +38,11 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
         raise ValueError(
             f"accuracy: expected labels of shape ({logits.shape[0]},) for logits {tuple(logits.shape)}, "
             f"got {tuple(labels.shape)}"
+        )
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= logits.shape[1]):
+        raise ValueError(
+            f"accuracy: labels must lie in [0, {logits.shape[1]}) for logits of {logits.shape[1]} classes, got "
+            f"{int(labels.min())}..{int(labels.max())}"
         )
     return float((logits.argmax(1) == labels).float().mean())
 

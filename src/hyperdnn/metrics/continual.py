@@ -133,6 +133,10 @@ def task_accuracies(
     Returns:
         (the accuracy on each task, a Python float per task; the share of inputs whose task
         was inferred right, ``None`` where ``predict`` infers none).
+
+    Raises:
+        ValueError: ``predict`` returned labels or inferred tasks not of shape ``(N,)`` for
+            ``N`` inputs (an ``(N, 1)`` result would broadcast against the labels).
     """
     seen = len(tasks)
     row: list[float] = []
@@ -144,6 +148,12 @@ def task_accuracies(
             x = x_all[start : start + batch_size].to(device)
             y = y_all[start : start + batch_size].to(device)
             pred, inferred = predict(x, j, seen, scenario)
+            shapes = (pred.shape,) if inferred is None else (pred.shape, inferred.shape)
+            if any(shape != y.shape for shape in shapes):
+                raise ValueError(
+                    f"task_accuracies: predict must return labels (and inferred tasks) of shape ({y.shape[0]},) "
+                    f"for {y.shape[0]} inputs, got {' and '.join(str(tuple(s)) for s in shapes)}"
+                )
             target = y + j * classes_per_task if scenario == "CL3" else y
             correct += int((pred == target).sum())
             if inferred is not None:

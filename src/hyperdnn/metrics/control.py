@@ -83,14 +83,32 @@ def task_returns(family: Family, physics: torch.Tensor, act: Act, episodes: int,
 
 def normalised_return(returns: torch.Tensor, random: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
     """``(returns - random) / (expert - random)``, elementwise (tasks where the expert is no
-    better than random give NaN)."""
+    better than random give NaN). The three must have one shape (no broadcasting).
+
+    Raises:
+        ValueError: shapes that differ.
+    """
+    if not returns.shape == random.shape == expert.shape:
+        raise ValueError(
+            f"normalised_return: returns, random and expert must have one shape, got {tuple(returns.shape)}, "
+            f"{tuple(random.shape)} and {tuple(expert.shape)}"
+        )
     gap = expert - random
     return torch.where(gap > 0, (returns - random) / gap.clamp(min=1e-12), torch.nan)
 
 
 def split_means(values: torch.Tensor, splits: Sequence[str], names: Sequence[str]) -> dict[str, float]:
     """The mean of ``values`` ``(N,)`` over the tasks of each split in ``names`` (NaNs left out;
-    NaN for a split without values)."""
+    NaN for a split without values).
+
+    Raises:
+        ValueError: ``values`` not ``(N,)``, or ``splits`` not one name per value.
+    """
+    if values.dim() != 1 or len(splits) != values.shape[0]:
+        raise ValueError(
+            f"split_means: expected values (N,) and one split name per value, got values {tuple(values.shape)} "
+            f"and {len(splits)} split names"
+        )
     out = {}
     for name in names:
         mask = torch.tensor([s == name for s in splits]) & ~values.isnan()

@@ -55,7 +55,7 @@ def psnr(prediction: torch.Tensor, target: torch.Tensor, peak: float = 1.0) -> t
         raise TypeError(f"psnr: peak must be a number > 0, got {peak!r} ({type(peak).__name__})")
     if not peak > 0:
         raise ValueError(f"psnr: peak must be a number > 0, got {peak!r}")
-    mse = (prediction.detach().double() - target.detach().double()).pow(2).flatten(1).mean(1)
+    mse = (prediction.detach().double() - target.detach().double()).pow(2).reshape(prediction.shape[0], -1).mean(1)
     return (10.0 * torch.log10(float(peak) ** 2 / mse)).float()
 
 
