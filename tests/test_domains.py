@@ -128,3 +128,23 @@ def test_bad_input_is_one_line_and_exit_2_with_nothing_written(tmp_path: Path, a
     code, err = _run(["domains", "--quick", "--progress", "false", *argv, "--out", str(out)])
     assert code == 2 and re.search(message, err), err
     assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_every_method_of_a_fold_starts_from_the_same_classifier() -> None:
+    from hyperdnn.recipes.domains import DomainsConfig, build_hypernet, encoder, set_encoder
+
+    cfg = DomainsConfig()
+    torch.manual_seed(7)
+    pooled = mlp(64, cfg.hidden, 10)
+    sets = torch.randn(4, 5, 64)
+    for make in (lambda: encoder(cfg), lambda: set_encoder(cfg, 64, sets)):
+        torch.manual_seed(7)
+        hnet, target = build_hypernet(cfg, 64, 10, make)  # the set encoder built after the classifier
+        base = hnet.spec.unflatten(hnet.theta_mean.detach())
+        for name, p in pooled.named_parameters():
+            assert torch.equal(base[name], p.detach()), name
+    # the order matters: a set encoder built before the classifier takes the draws first
+    torch.manual_seed(7)
+    early = set_encoder(cfg, 64, sets)
+    hnet, _ = build_hypernet(cfg, 64, 10, early)
+    assert not torch.equal(hnet.spec.unflatten(hnet.theta_mean.detach())["0.weight"], pooled[0].weight.detach())

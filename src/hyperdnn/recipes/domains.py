@@ -39,7 +39,7 @@ per-domain models (nearest angle) above both (84.4%).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,12 +146,20 @@ def set_encoder(cfg: DomainsConfig, features: int, sets: torch.Tensor | None = N
     return SetEncoder(items, width, item_shape=(features,), example_input=sets)
 
 
-def build_hypernet(cfg: DomainsConfig, features: int, classes: int, cond: Conditioner) -> tuple[HyperNetwork, Target]:
+def build_hypernet(
+    cfg: DomainsConfig, features: int, classes: int, cond: Conditioner | Callable[[], Conditioner]
+) -> tuple[HyperNetwork, Target]:
     """theta(c) = theta0 + h(c): a learned base and a generated change (a Chunked head), c the
     encoded angle (:func:`encoder`) or a set of the domain's images (:func:`set_encoder`). With
     ``--generate last`` only the classifier layer is generated; the layers below are the
-    target's own, trained directly and shared by every domain (Volk et al.'s design)."""
+    target's own, trained directly and shared by every domain (Volk et al.'s design).
+
+    ``cond`` may be a function that builds the conditioner: it is called after the classifier
+    is built, so the classifier (and the learned base, which starts at its weights) takes the
+    same random draws as every other method's after the same seed."""
     net = mlp(features, cfg.hidden, classes)
+    if not isinstance(cond, Conditioner):
+        cond = cond()
     last = len(cfg.hidden) * 2
     target = Target(net, select=[f"{last}.weight", f"{last}.bias"] if cfg.generate == "last" else None)
     head = Chunked(cfg.chunk_size, cfg.chunk_embed_dim, hidden=cfg.chunk_hidden)
@@ -172,7 +180,7 @@ class FoldWork(Work):
         F_, C = data.x_train.shape[1], data.num_classes
         ctx.seed_everything("init", self.out)  # every method of the fold starts from the same classifier
         if self.method in ("hnet", "hnet_set"):
-            cond = set_encoder(cfg, F_, self._examples()) if self.method == "hnet_set" else encoder(cfg)
+            cond = (lambda: set_encoder(cfg, F_, self._examples())) if self.method == "hnet_set" else encoder(cfg)
             self.hnet, self.target = build_hypernet(cfg, F_, C, cond)
             self.module: nn.Module = HyperModel(self.hnet, self.target)  # the hypernetwork and the shared layers
         elif self.method == "per_domain":

@@ -243,7 +243,9 @@ class FrontWork(TimedWork):
     def __init__(self, ctx: RunContext, cfg: ParetoConfig, problem: Problem, unit: Unit):
         self.ctx, self.cfg, self.problem, self.key = ctx, cfg, problem, unit.key
         self.method = unit.key.split("/")[1]
-        ctx.seed_everything("init", problem.name)  # every model starts from the same target weights
+        # every model's target weights start from the same draw (the PHN's learned base; its
+        # ray-dependent residual starts at the hyperfan scale on top of it)
+        ctx.seed_everything("init", problem.name)
         if self.method in SOLVERS:
             self.model: nn.Module = build_phn(problem.name, cfg)
             self.solver = SOLVERS[self.method]()
