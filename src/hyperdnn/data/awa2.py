@@ -87,10 +87,13 @@ def _numbers(path: Path, dtype: type) -> np.ndarray:
     if not lines:
         raise ValueError(f"AwA2: {path.name} is empty")
     width = len(lines[0].split())
-    values = np.array(" ".join(lines).split(), dtype=dtype)
-    if values.size != width * len(lines):
-        raise ValueError(f"AwA2: {path.name} has rows of different lengths (the first has {width} numbers)")
-    return values.reshape(len(lines), width)
+    for i, line in enumerate(lines):
+        if len(line.split()) != width:
+            raise ValueError(
+                f"AwA2: {path.name} has rows of different lengths: the first has {width} numbers, "
+                f"row {i + 1} has {len(line.split())}"
+            )
+    return np.array(" ".join(lines).split(), dtype=dtype).reshape(len(lines), width)
 
 
 def load_awa2(root: str | Path) -> ClassData:

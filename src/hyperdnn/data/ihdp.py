@@ -145,7 +145,9 @@ def load_ihdp_npz(path: str | Path, replication: int) -> CausalSample:
         raise ValueError(f"IHDP file {str(path)!r} has replications 0 to {reps - 1}, got {replication!r}")
     r = int(replication)
     name = f"{path.name}, replication {r}"
-    return CausalSample(x[:, :, r], t[:, r].astype(np.int64), yf[:, r], mu0[:, r], mu1[:, r], name)
+    # t as stored: CausalSample refuses values outside {0, 1} before it casts (a cast here
+    # would turn 0.75 into arm 0 without a word)
+    return CausalSample(x[:, :, r], t[:, r], yf[:, r], mu0[:, r], mu1[:, r], name)
 
 
 #: the ``ihdp`` benchmark: response surface B on EconML's copy of the covariates

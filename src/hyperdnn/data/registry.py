@@ -130,6 +130,7 @@ DATASETS: Registry[Dataset] = Registry(
         "glyphs": "hyperdnn.data.glyphs",
         "omniglot": "hyperdnn.data.omniglot",
         "awa2": "hyperdnn.data.awa2",
+        "rotated-mnist5k": "hyperdnn.data.domains",
     },
     entry_point_group="hyperdnn.datasets",
     check=_check_dataset,
