@@ -234,7 +234,12 @@ class LanguageWork(Work):
 
     def train_epoch(self, stage: int, epoch: int, tick) -> dict[str, float]:
         ids, lang = self._data(stage)
-        order = torch.randperm(len(ids), generator=self.ctx.generator("batches", self.key, stage, epoch))
+        # the compared methods share their batches: the language token, the per-language adapters
+        # and the hypernetwork (every language's words), and the two new-language methods
+        stream = {"token": "adapt", "adapters": "adapt", "hnet": "adapt", "new/adapter": "new", "new/hnet": "new"}
+        order = torch.randperm(
+            len(ids), generator=self.ctx.generator("batches", stream.get(self.key, self.key), stage, epoch)
+        )
         total, count = 0.0, 0
         self.module.train()
         for idx in order.split(self.cfg.batch_size):

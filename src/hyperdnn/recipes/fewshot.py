@@ -6,8 +6,8 @@ N-way K-shot classification of classes never seen in training: each test episode
 after LGM-Net, Li et al. 2019, and HyperShot, Sendera et al. 2023) pools each class's support
 embeddings with a :class:`~hyperdnn.SetEncoder` and writes that class's scorer (a centre offset
 from the class mean, a weight per feature, a bias). The baselines, from the same backbone
-initialisation, the same number of training episodes (each method draws its own, seeded by its
-name) and the same test episodes (:mod:`hyperdnn.baselines`):
+initialisation, the same training episodes (fine-tuning: classification batches of the same
+training classes) and the same test episodes (:mod:`hyperdnn.baselines`):
 ProtoNet (Snell et al., 2017), first-order MAML (Finn et al., 2017) and fine-tuning a pretrained
 feature extractor (Chen et al., 2019). The data: the glyphs (letters of five scripts drawn by
 matplotlib's fonts, :mod:`hyperdnn.data.glyphs`), classes split at random into training and test
@@ -180,7 +180,9 @@ class EpisodeWork(LearnerWork):
         return self.cfg.episodes
 
     def train_epoch(self, stage: int, epoch: int, tick) -> dict[str, float]:
-        g = self.ctx.generator("episodes", self.key, epoch)
+        # the same training episodes for every episodic method of a setting (paired comparisons);
+        # fine-tuning's classification batches are drawn from its own stream
+        g = self.ctx.generator("episodes", self.key.split("/")[-1], epoch)
         self.learner.train()
         total = 0.0
         for _ in range(self.cfg.episodes):
