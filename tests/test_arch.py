@@ -351,3 +351,11 @@ def test_rank_correlations_against_their_definitions():
         spearman([1, 2], [1, 2, 3])
     with pytest.raises(ValueError, match=r"not at positions \[1\]"):
         kendall_tau([1, float("nan")], [1, 2])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_search_refuses_a_fitness_no_ranking_can_place(bad):
+    g = torch.Generator().manual_seed(0)
+    search = EvolutionarySearch(3, 4, lambda c: bad if c[0] == 2 else float(sum(c)), lambda c: True, g, population=20)
+    with pytest.raises(ValueError, match=rf"EvolutionarySearch: fitness of candidate \(2, \d, \d\) is {bad}; expected a finite number"):  # fmt: skip
+        search.step()

@@ -31,6 +31,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -49,8 +50,9 @@ class CandidateSearch(ABC):
     Args:
         genes: positions of a candidate.
         levels: choices per position (genes are ``1 .. levels``).
-        fitness: ``fitness(candidate) -> float``, higher is better; called once per
-            candidate.
+        fitness: ``fitness(candidate) -> float``, higher is better, finite (:meth:`step`
+            raises ``ValueError`` for NaN or inf, which no ranking can place); called once
+            per candidate.
         feasible: ``feasible(candidate) -> bool``; only feasible candidates are evaluated.
         generator: the search's random numbers (its state is part of :meth:`state`).
         population: candidates evaluated per :meth:`step` (at most; fewer when the feasible
@@ -100,6 +102,9 @@ class CandidateSearch(ABC):
                 new.append(c)
         for c in new:
             f = float(self.fitness(c))
+            if not math.isfinite(f):
+                # NaN compares false both ways: max() and the parents' sort would rank it anywhere
+                raise ValueError(f"{type(self).__name__}: fitness of candidate {c} is {f}; expected a finite number")
             self._seen[c] = f
             self.history.append((c, f))
             if tick is not None:
