@@ -3,6 +3,7 @@ refused, and what is missing is said in one line."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import pytest
@@ -68,9 +69,6 @@ def test_a_data_set_record_is_checked_and_names_what_is_missing(monkeypatch) -> 
 
 
 def test_every_built_in_data_set_is_found_by_name_in_a_fresh_process() -> None:
-    import subprocess
-    import sys
-
     # a fresh interpreter: nothing imported yet but the registry (the tests import the modules)
     code = (
         "from hyperdnn.data import list_datasets, get_dataset; print(list_datasets()); get_dataset('rotated-mnist5k')"

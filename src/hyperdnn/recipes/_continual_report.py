@@ -91,7 +91,8 @@ def report(
         f"gamma {cfg.ewc_gamma}.{replay}\n"
         "BWT: backward transfer in points (mean of final minus just-trained accuracy over tasks 1..T-1; "
         "negative = forgetting). Forgetting: average forgetting in points (mean over tasks 1..T-1 of the "
-        "task's best accuracy before the last task minus its final accuracy). Task inference: share of test inputs whose task the entropy rule finds. "
+        "task's best accuracy before the last task minus its final accuracy). "
+        "Task inference: share of test inputs whose task the entropy rule finds. "
         f"Parameters: what the method's optimizers trained over all tasks; params / separate: that over the "
         f"{separate:,} parameters of separate networks per task (the compression ratio, below 1: compressive)."
     )

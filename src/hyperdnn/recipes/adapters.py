@@ -149,6 +149,12 @@ def hypernet(cfg: AdaptersConfig, target: Target, languages: int) -> HyperNetwor
                         residual="target", residual_scale=cfg.residual_scale, learn_theta0=cfg.learn_base)  # fmt: skip
 
 
+#: the batch order each unit draws: the compared methods share theirs (the language token, the
+#: per-language adapters and the hypernetwork on every language's words; the two new-language
+#: methods on the new words); the shared and separate models keep their own
+_BATCH_STREAMS = {"token": "adapt", "adapters": "adapt", "hnet": "adapt", "new/adapter": "new", "new/hnet": "new"}
+
+
 class LanguageWork(Work):
     """One method (a unit): its model as ``logits(ids, lang)``, the parameters it trains, and
     the words it trains on (every language pooled, one language per stage for separate models,
@@ -234,12 +240,8 @@ class LanguageWork(Work):
 
     def train_epoch(self, stage: int, epoch: int, tick) -> dict[str, float]:
         ids, lang = self._data(stage)
-        # the compared methods share their batches: the language token, the per-language adapters
-        # and the hypernetwork (every language's words), and the two new-language methods
-        stream = {"token": "adapt", "adapters": "adapt", "hnet": "adapt", "new/adapter": "new", "new/hnet": "new"}
-        order = torch.randperm(
-            len(ids), generator=self.ctx.generator("batches", stream.get(self.key, self.key), stage, epoch)
-        )
+        stream = _BATCH_STREAMS.get(self.key, self.key)
+        order = torch.randperm(len(ids), generator=self.ctx.generator("batches", stream, stage, epoch))
         total, count = 0.0, 0
         self.module.train()
         for idx in order.split(self.cfg.batch_size):
