@@ -475,3 +475,128 @@ def test_a_learned_zero_mean_frozen_for_one_call_still_trains_after_unfreezing()
     sum(w.sum() for w in hnet(0).values()).backward()
     assert hnet.theta_mean.grad is not None
     torch.testing.assert_close(hnet.theta_mean.grad, torch.ones_like(hnet.theta_mean))
+
+
+# ------------------------------------------------------------------ the shared chain
+
+
+def chain_mlp() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(12, 8), nn.Tanh(), nn.Sequential(nn.Linear(8, 8), nn.GELU()), nn.Linear(8, 3)
+    )
+
+
+def _uses_chain(target: Target) -> bool:
+    structure = target._current()
+    return structure.chain is not None and structure.chain.usable()
+
+
+@pytest.mark.parametrize("select", [None, ["1.weight", "4.*"]])
+def test_shared_chain_equals_the_module_with_the_weights_loaded_values_and_gradients(select):
+    torch.manual_seed(0)
+    module = chain_mlp()
+    target = Target(module, select)
+    assert _uses_chain(target)
+    x = torch.randn(5, 3, 4)
+    w = {k: v.requires_grad_() for k, v in random_weights(target.spec).items()}
+    w_ref = {k: v.detach().clone().requires_grad_() for k, v in w.items()}
+    out = target(w, x)
+    ref = torch.func.functional_call(module, w_ref, (x,))
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    out.square().sum().backward()
+    ref.square().sum().backward()
+    for k in w:
+        torch.testing.assert_close(w[k].grad, w_ref[k].grad, rtol=0, atol=0)
+    # the layers' own (not generated) parameters get their gradients too, and keep their values
+    own = [p for n, p in module.named_parameters() if n not in target.spec.names]
+    assert (select is None) == (not own)
+    assert all(p.grad is not None for p in own)
+
+
+def test_shared_chain_dropout_follows_the_training_flag():
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(6, 16), nn.Dropout(0.5), nn.Linear(16, 2))
+    target = Target(module)
+    x = torch.randn(8, 6)
+    w = random_weights(target.spec)
+    torch.manual_seed(1)
+    out = target(w, x)
+    torch.manual_seed(1)
+    ref = torch.func.functional_call(module, w, (x,))
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    module.eval()
+    torch.testing.assert_close(target(w, x), torch.func.functional_call(module, w, (x,)), rtol=0, atol=0)
+
+
+def test_shared_chain_leaves_to_the_module_what_a_hook_or_an_instance_forward_changes():
+    torch.manual_seed(0)
+    module = chain_mlp()
+    target = Target(module)
+    x = torch.randn(5, 12)
+    w = random_weights(target.spec)
+    plain = target(w, x)
+    handle = module[2].register_forward_hook(lambda m, i, o: o + 1.0)
+    assert not _uses_chain(target)
+    hooked_out = target(w, x)
+    torch.testing.assert_close(hooked_out, torch.func.functional_call(module, w, (x,)))
+    assert not torch.allclose(hooked_out, plain)
+    handle.remove()
+    handle = nn.modules.module.register_module_forward_hook(lambda m, i, o: o)  # a global hook
+    try:
+        assert not _uses_chain(target)
+    finally:
+        handle.remove()
+    module[1].forward = lambda inp: nn.Linear.forward(module[1], inp) * 2.0
+    assert not _uses_chain(target)
+    torch.testing.assert_close(target(w, x), torch.func.functional_call(module, w, (x,)))
+    del module[1].forward
+    assert _uses_chain(target)
+    torch.testing.assert_close(target(w, x), plain, rtol=0, atol=0)
+
+
+def test_shared_chain_follows_a_replaced_layer():
+    torch.manual_seed(0)
+    module = chain_mlp()
+    target = Target(module)
+    x = torch.randn(5, 12)
+    w = random_weights(target.spec)
+    target(w, x)
+    module[2] = nn.Sigmoid()  # no parameters change: the spec still holds
+    torch.testing.assert_close(target(w, x), torch.func.functional_call(module, w, (x,)), rtol=0, atol=0)
+
+
+class TwiceLinear(nn.Linear):
+    """A Linear subclass with a forward of its own."""
+
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+class Scaled(nn.Module):
+    """A leaf without parameters that reads a tensor held as a plain attribute."""
+
+    def __init__(self, scale: torch.Tensor):
+        super().__init__()
+        self.__dict__["scale"] = scale
+
+    def forward(self, x):
+        return x * self.scale
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2)),  # a leaf with buffers
+        lambda: nn.Sequential(TwiceLinear(4, 4), nn.Linear(4, 2)),  # a Linear subclass
+        lambda: nn.Sequential(nn.Linear(4, 4), Scaled(torch.ones(4))),  # a tensor attribute
+        lambda: nn.Sequential(nn.Linear(4, 4), nn.PReLU()),  # a leaf with a parameter
+    ],
+)
+def test_modules_that_are_not_plain_chains_run_as_modules(make):
+    torch.manual_seed(0)
+    module = make()
+    target = Target(module)
+    assert target._current().chain is None
+    x = torch.randn(6, 4)
+    w = random_weights(target.spec)
+    torch.testing.assert_close(target(w, x), torch.func.functional_call(module, w, (x,)), rtol=0, atol=0)

@@ -433,6 +433,11 @@ class Target(nn.Module):
         # functional_call's own swap, minus its per-call walk over the module: the owners
         # of the generated tensors (tied aliases included) are resolved once and cached.
         args, kwargs = self._layout(args, kwargs)
+        if not torch.compiler.is_compiling():  # traced, module calls cost nothing
+            chain = structure.chain
+            if chain is not None and len(args) == 1 and not kwargs and chain.usable():
+                # an nn.Sequential of plain layers: the same calls without the module machinery
+                return chain.run(weights, args[0])
         with Active((self._frame(structure, weights),)):
             return self.module(*args, **kwargs)
 
