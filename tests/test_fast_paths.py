@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from hyperdnn import MLP, Chunked, HyperModel, HyperNetwork, Noise, Once, Target, TaskEmbedding
-from tests.helpers import assert_unchanged, build_case, ensemble_loop, load, random_weights, state
+from hyperdnn.target.structure import Chain
+from tests.helpers import assert_unchanged, build_case, ensemble_loop, load, per_sample_loop, random_weights, state
 
 CONV_CASES = ["conv2d", "conv2d_bn", "deconv_groupnorm"]
 
@@ -600,3 +601,60 @@ def test_modules_that_are_not_plain_chains_run_as_modules(make):
     x = torch.randn(6, 4)
     w = random_weights(target.spec)
     torch.testing.assert_close(target(w, x), torch.func.functional_call(module, w, (x,)), rtol=0, atol=0)
+
+
+def _grouped_without_chain(target: Target, weights, x):
+    """The grouped engine's result: the same call with the chain switched off."""
+    structure = target._current()
+    chain = structure._chain
+    structure._chain = None
+    try:
+        return target.per_sample(weights, x)
+    finally:
+        structure._chain = chain
+
+
+@pytest.mark.parametrize(
+    "select,shape",
+    [
+        (None, (5, 12)),
+        (None, (5, 3, 12)),  # tokens per sample: (B, T, in)
+        (["1.weight", "3.0.bias", "4.*"], (5, 12)),  # a weight without its bias, a bias without its weight
+    ],
+)
+def test_per_sample_chain_equals_the_grouped_engine_values_and_gradients(select, shape):
+    torch.manual_seed(0)
+    module = chain_mlp()
+    module[0] = nn.Identity()
+    target = Target(module, select)
+    assert _uses_chain(target)
+    x = torch.randn(*shape)
+    w = {k: v.requires_grad_() for k, v in random_weights(target.spec, shape[0]).items()}
+    w_ref = {k: v.detach().clone().requires_grad_() for k, v in w.items()}
+    out = target.per_sample(w, x)
+    ref = _grouped_without_chain(target, w_ref, x)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    out.square().sum().backward()
+    ref.square().sum().backward()
+    for k in w:
+        torch.testing.assert_close(w[k].grad, w_ref[k].grad, rtol=0, atol=0)
+    # and both equal a loop of plain calls, one weight set per sample
+    torch.testing.assert_close(out, per_sample_loop(target, w, x), atol=1e-6, rtol=1e-5)
+
+
+def test_per_sample_chain_steps_aside_for_vmap_and_hooks(monkeypatch):
+    def refuse(*args):
+        raise AssertionError("the chain ran")
+
+    monkeypatch.setattr(Chain, "run_per_sample", refuse)
+    torch.manual_seed(0)
+    x = torch.randn(4, 12)
+    target = Target(chain_mlp(), per_sample="vmap")  # asked for: the whole module under vmap
+    w = random_weights(target.spec, 4)
+    torch.testing.assert_close(target.per_sample(w, x), per_sample_loop(target, w, x), atol=1e-6, rtol=1e-5)
+    module = chain_mlp()
+    target = Target(module)
+    calls = []
+    module[3][0].register_forward_pre_hook(lambda m, i: calls.append(1))
+    torch.testing.assert_close(target.per_sample(w, x), per_sample_loop(target, w, x), atol=1e-6, rtol=1e-5)
+    assert calls  # the hook ran in the per-sample call too

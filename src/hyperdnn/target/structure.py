@@ -10,6 +10,7 @@ from (:class:`Fingerprint`: three flat list comparisons; measured in CPU time on
 
 from __future__ import annotations
 
+import math
 import operator
 
 import torch
@@ -252,6 +253,38 @@ class Chain:
             ):
                 return False
         return True
+
+    def run_per_sample(self, weights, x: torch.Tensor, G: int) -> torch.Tensor:
+        """The chain on ``x`` (batch at dim 0) with ``G`` weight sets (spec name -> ``(G,
+        ...)``): each ``Linear`` the grouped ``Linear`` kernel's ``baddbmm`` (``bmm`` without
+        a generated bias), each other leaf its ``forward`` on the whole batch, as a grouped
+        call runs them."""
+        for m, w, b in self.steps:
+            if type(m) is not nn.Linear:
+                x = m.forward(x)
+                continue
+            weight = m.weight if w is None else weights[w]
+            bias = m.bias if b is None else weights[b]
+            if w is None and b is None:
+                x = F.linear(x, weight, bias)
+                continue
+            shape = x.shape
+            if x.dim() < 2 or shape[0] % G:
+                raise ValueError(
+                    f"Target: Linear with batched weights expected an input with its batch of {G} weight sets x N "
+                    f"samples at dim 0, got {tuple(shape)}"
+                )
+            x3 = x.reshape(G, shape[0] // G * math.prod(shape[1:-1]), shape[-1])
+            if w is None:
+                y = F.linear(x3, weight) + bias.unsqueeze(1)
+            elif bias is None:
+                y = torch.bmm(x3, weight.transpose(1, 2))
+            elif b is None:
+                y = torch.bmm(x3, weight.transpose(1, 2)) + bias
+            else:
+                y = torch.baddbmm(bias.unsqueeze(1), x3, weight.transpose(1, 2))
+            x = y.reshape(*shape[:-1], y.shape[-1])
+        return x
 
     def run(self, weights, x):
         """The chain on ``x`` with the generated ``weights`` (spec name -> tensor)."""

@@ -454,6 +454,16 @@ class Target(nn.Module):
             )
         if B == 0:
             return self._empty(structure, weights, 0, args, kwargs)
+        if (
+            self.batch_dim == 0
+            and self.per_sample_mode == "auto"
+            and not self.channels_last
+            and not torch.compiler.is_compiling()
+        ):
+            chain = structure.chain
+            if chain is not None and len(args) == 1 and not kwargs and chain.usable():
+                # an nn.Sequential of plain layers: the grouped kernels' calls without the frames
+                return chain.run_per_sample(weights, args[0], B)
         return self._grouped(structure, weights, B, args, kwargs, per_group_norm=False)
 
     def _ensemble(self, structure: Structure, weights, K: int, args, kwargs):
