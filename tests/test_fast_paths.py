@@ -658,3 +658,26 @@ def test_per_sample_chain_steps_aside_for_vmap_and_hooks(monkeypatch):
     module[3][0].register_forward_pre_hook(lambda m, i: calls.append(1))
     torch.testing.assert_close(target.per_sample(w, x), per_sample_loop(target, w, x), atol=1e-6, rtol=1e-5)
     assert calls  # the hook ran in the per-sample call too
+
+
+def test_ensemble_chain_after_the_shared_first_layer_equals_the_grouped_engine():
+    torch.manual_seed(0)
+    module = chain_mlp()[1:]  # starts with its Linear: the shared-first-layer path
+    target = Target(module)
+    assert _uses_chain(target)
+    x = torch.randn(5, 12)
+    w = {k: v.requires_grad_() for k, v in random_weights(target.spec, 3).items()}
+    w_ref = {k: v.detach().clone().requires_grad_() for k, v in w.items()}
+    out = target.ensemble(w, x)
+    structure = target._current()
+    structure._chain = None
+    try:
+        ref = target.ensemble(w_ref, x)
+    finally:
+        structure._chain = False  # rebuilt on the next call
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    out.square().sum().backward()
+    ref.square().sum().backward()
+    for k in w:
+        torch.testing.assert_close(w[k].grad, w_ref[k].grad, rtol=0, atol=0)
+    torch.testing.assert_close(out, ensemble_loop(target, w, x), atol=1e-6, rtol=1e-5)

@@ -254,12 +254,12 @@ class Chain:
                 return False
         return True
 
-    def run_per_sample(self, weights, x: torch.Tensor, G: int) -> torch.Tensor:
-        """The chain on ``x`` (batch at dim 0) with ``G`` weight sets (spec name -> ``(G,
-        ...)``): each ``Linear`` the grouped ``Linear`` kernel's ``baddbmm`` (``bmm`` without
-        a generated bias), each other leaf its ``forward`` on the whole batch, as a grouped
-        call runs them."""
-        for m, w, b in self.steps:
+    def run_per_sample(self, weights, x: torch.Tensor, G: int, start: int = 0) -> torch.Tensor:
+        """The chain from leaf ``start`` on ``x`` (batch at dim 0: ``G`` groups of samples, one
+        group per weight set; spec name -> ``(G, ...)``): each ``Linear`` the grouped
+        ``Linear`` kernel's ``baddbmm`` (``bmm`` without a generated bias), each other leaf its
+        ``forward`` on the whole batch, as a grouped call runs them."""
+        for m, w, b in self.steps[start:]:
             if type(m) is not nn.Linear:
                 x = m.forward(x)
                 continue
