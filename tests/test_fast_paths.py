@@ -478,6 +478,23 @@ def test_a_learned_zero_mean_frozen_for_one_call_still_trains_after_unfreezing()
     torch.testing.assert_close(hnet.theta_mean.grad, torch.ones_like(hnet.theta_mean))
 
 
+@pytest.mark.parametrize("head", [Once(), Chunked(3, 2, (8,))])
+def test_a_forward_mode_tangent_of_an_all_zero_mean_reaches_the_weights(head):
+    # the zero-mean shortcut skipped a dual theta_mean of zeros: its tangent was lost (None)
+    import torch.autograd.forward_ad as fwAD
+
+    torch.manual_seed(0)
+    target = Target(nn.Linear(3, 2))
+    hnet = HyperNetwork(target, TaskEmbedding(2, 4), MLP((8,)), head)
+    tangent = torch.randn(target.spec.numel)
+    with fwAD.dual_level():
+        hnet.theta_mean = fwAD.make_dual(torch.zeros(target.spec.numel), tangent)
+        flat, _ = hnet.generate_flat(0)
+        got = fwAD.unpack_dual(flat).tangent
+    assert got is not None
+    torch.testing.assert_close(got, tangent.unsqueeze(0))
+
+
 # ------------------------------------------------------------------ the shared chain
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.autograd import forward_ad
 from torch.utils import _pytree as pytree
 
 from hyperdnn._checks import check_bool, check_choice, check_float, check_int
@@ -370,7 +371,10 @@ class HyperNetwork(nn.Module):
         try:
             key = (id(m), m.data_ptr(), m._version, m.device, m.dtype, m.requires_grad)
             if self.__dict__.get("_zero_mean_key") != key:
-                self._zero_mean = not m.requires_grad and not bool(m.any())
+                # a tangent of forward-mode AD (torch.autograd.forward_ad) must reach the output
+                self._zero_mean = (
+                    not m.requires_grad and not bool(m.any()) and forward_ad.unpack_dual(m).tangent is None
+                )
                 self._zero_mean_key = key
         except RuntimeError:  # inside a torch.func transform: no data-dependent shortcut
             return False
