@@ -635,8 +635,10 @@ class Target(nn.Module):
                 padding = 0
             y = CONV[nd](x, w.reshape(-1, *w.shape[2:]), bias, first.stride, padding, first.dilation, 1)
             h = from_grouped_channels(y, K, self.channels_last)
-        chain = structure.chain if entry.kernel is LINEAR else None  # a chain starts with its Linear
-        if chain is not None and not torch.compiler.is_compiling() and chain.usable():
+        # a chain starts with its Linear; traced, the frames cost nothing (and a chain built
+        # while tracing would fail the graph's guards on the next call)
+        chain = None if entry.kernel is not LINEAR or torch.compiler.is_compiling() else structure.chain
+        if chain is not None and chain.usable():
             # the rest of a chain of plain layers: the grouped kernels' calls without the frames
             return chain.run_per_sample(weights, h, K, start=1)
         with Active((self._frame(structure, weights, K, True),)):
