@@ -3,6 +3,7 @@ shared first layer and the fused optimizer helper. Each equals the plain path it
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
@@ -509,6 +510,31 @@ def _uses_chain(target: Target) -> bool:
     return structure.chain is not None and structure.chain.usable()
 
 
+@contextlib.contextmanager
+def _without_chain(target: Target):
+    """The target's calls through the paths the chain replaces (the chain is rebuilt after)."""
+    structure = target._current()
+    structure._chain = None
+    try:
+        yield
+    finally:
+        structure._chain = False
+
+
+def _assert_equal_values_and_gradients(call, reference, weights) -> torch.Tensor:
+    """``call(weights)`` equals ``reference(weights)`` bit for bit, and so do the weights'
+    gradients; returns ``call``'s output."""
+    w = {k: v.detach().clone().requires_grad_() for k, v in weights.items()}
+    w_ref = {k: v.detach().clone().requires_grad_() for k, v in weights.items()}
+    out, ref = call(w), reference(w_ref)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    out.square().sum().backward()
+    ref.square().sum().backward()
+    for k in w:
+        torch.testing.assert_close(w[k].grad, w_ref[k].grad, rtol=0, atol=0)
+    return out
+
+
 @pytest.mark.parametrize("select", [None, ["1.weight", "4.*"]])
 def test_shared_chain_equals_the_module_with_the_weights_loaded_values_and_gradients(select):
     torch.manual_seed(0)
@@ -516,15 +542,11 @@ def test_shared_chain_equals_the_module_with_the_weights_loaded_values_and_gradi
     target = Target(module, select)
     assert _uses_chain(target)
     x = torch.randn(5, 3, 4)
-    w = {k: v.requires_grad_() for k, v in random_weights(target.spec).items()}
-    w_ref = {k: v.detach().clone().requires_grad_() for k, v in w.items()}
-    out = target(w, x)
-    ref = torch.func.functional_call(module, w_ref, (x,))
-    torch.testing.assert_close(out, ref, rtol=0, atol=0)
-    out.square().sum().backward()
-    ref.square().sum().backward()
-    for k in w:
-        torch.testing.assert_close(w[k].grad, w_ref[k].grad, rtol=0, atol=0)
+    _assert_equal_values_and_gradients(
+        lambda weights: target(weights, x),
+        lambda weights: torch.func.functional_call(module, weights, (x,)),
+        random_weights(target.spec),
+    )
     # the layers' own (not generated) parameters get their gradients too, and keep their values
     own = [p for n, p in module.named_parameters() if n not in target.spec.names]
     assert (select is None) == (not own)
@@ -546,12 +568,15 @@ def test_shared_chain_dropout_follows_the_training_flag():
     torch.testing.assert_close(target(w, x), torch.func.functional_call(module, w, (x,)), rtol=0, atol=0)
 
 
-def test_shared_chain_leaves_to_the_module_what_a_hook_or_an_instance_forward_changes():
+def _chain_case() -> tuple[nn.Sequential, Target, torch.Tensor, dict[str, torch.Tensor]]:
     torch.manual_seed(0)
     module = chain_mlp()
     target = Target(module)
-    x = torch.randn(5, 12)
-    w = random_weights(target.spec)
+    return module, target, torch.randn(5, 12), random_weights(target.spec)
+
+
+def test_shared_chain_leaves_to_the_module_what_a_hook_or_an_instance_forward_changes():
+    module, target, x, w = _chain_case()
     plain = target(w, x)
     handle = module[2].register_forward_hook(lambda m, i, o: o + 1.0)
     assert not _uses_chain(target)
@@ -573,11 +598,7 @@ def test_shared_chain_leaves_to_the_module_what_a_hook_or_an_instance_forward_ch
 
 
 def test_shared_chain_follows_a_replaced_layer():
-    torch.manual_seed(0)
-    module = chain_mlp()
-    target = Target(module)
-    x = torch.randn(5, 12)
-    w = random_weights(target.spec)
+    module, target, x, w = _chain_case()
     target(w, x)
     module[2] = nn.Sigmoid()  # no parameters change: the spec still holds
     torch.testing.assert_close(target(w, x), torch.func.functional_call(module, w, (x,)), rtol=0, atol=0)
@@ -620,17 +641,6 @@ def test_modules_that_are_not_plain_chains_run_as_modules(make):
     torch.testing.assert_close(target(w, x), torch.func.functional_call(module, w, (x,)), rtol=0, atol=0)
 
 
-def _grouped_without_chain(target: Target, weights, x):
-    """The grouped engine's result: the same call with the chain switched off."""
-    structure = target._current()
-    chain = structure._chain
-    structure._chain = None
-    try:
-        return target.per_sample(weights, x)
-    finally:
-        structure._chain = chain
-
-
 @pytest.mark.parametrize(
     "select,shape",
     [
@@ -646,15 +656,13 @@ def test_per_sample_chain_equals_the_grouped_engine_values_and_gradients(select,
     target = Target(module, select)
     assert _uses_chain(target)
     x = torch.randn(*shape)
-    w = {k: v.requires_grad_() for k, v in random_weights(target.spec, shape[0]).items()}
-    w_ref = {k: v.detach().clone().requires_grad_() for k, v in w.items()}
-    out = target.per_sample(w, x)
-    ref = _grouped_without_chain(target, w_ref, x)
-    torch.testing.assert_close(out, ref, rtol=0, atol=0)
-    out.square().sum().backward()
-    ref.square().sum().backward()
-    for k in w:
-        torch.testing.assert_close(w[k].grad, w_ref[k].grad, rtol=0, atol=0)
+    w = random_weights(target.spec, shape[0])
+
+    def grouped(weights):
+        with _without_chain(target):
+            return target.per_sample(weights, x)
+
+    out = _assert_equal_values_and_gradients(lambda weights: target.per_sample(weights, x), grouped, w)
     # and both equal a loop of plain calls, one weight set per sample
     torch.testing.assert_close(out, per_sample_loop(target, w, x), atol=1e-6, rtol=1e-5)
 
@@ -683,18 +691,11 @@ def test_ensemble_chain_after_the_shared_first_layer_equals_the_grouped_engine()
     target = Target(module)
     assert _uses_chain(target)
     x = torch.randn(5, 12)
-    w = {k: v.requires_grad_() for k, v in random_weights(target.spec, 3).items()}
-    w_ref = {k: v.detach().clone().requires_grad_() for k, v in w.items()}
-    out = target.ensemble(w, x)
-    structure = target._current()
-    structure._chain = None
-    try:
-        ref = target.ensemble(w_ref, x)
-    finally:
-        structure._chain = False  # rebuilt on the next call
-    torch.testing.assert_close(out, ref, rtol=0, atol=0)
-    out.square().sum().backward()
-    ref.square().sum().backward()
-    for k in w:
-        torch.testing.assert_close(w[k].grad, w_ref[k].grad, rtol=0, atol=0)
+    w = random_weights(target.spec, 3)
+
+    def grouped(weights):
+        with _without_chain(target):
+            return target.ensemble(weights, x)
+
+    out = _assert_equal_values_and_gradients(lambda weights: target.ensemble(weights, x), grouped, w)
     torch.testing.assert_close(out, ensemble_loop(target, w, x), atol=1e-6, rtol=1e-5)
