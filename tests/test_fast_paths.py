@@ -611,6 +611,16 @@ class TwiceLinear(nn.Linear):
         return 2 * super().forward(x)
 
 
+class CalledNotForwarded(nn.Module):
+    """A leaf whose call is not its forward."""
+
+    def __call__(self, x):
+        return x + 1.0
+
+    def forward(self, x):
+        return x
+
+
 class Scaled(nn.Module):
     """A leaf without parameters that reads a tensor held as a plain attribute."""
 
@@ -629,6 +639,7 @@ class Scaled(nn.Module):
         lambda: nn.Sequential(TwiceLinear(4, 4), nn.Linear(4, 2)),  # a Linear subclass
         lambda: nn.Sequential(nn.Linear(4, 4), Scaled(torch.ones(4))),  # a tensor attribute
         lambda: nn.Sequential(nn.Linear(4, 4), nn.PReLU()),  # a leaf with a parameter
+        lambda: nn.Sequential(nn.Linear(4, 4), CalledNotForwarded()),  # its own __call__
     ],
 )
 def test_modules_that_are_not_plain_chains_run_as_modules(make):

@@ -180,7 +180,8 @@ class Chain:
 
     The module qualifies when it is an ``nn.Sequential`` (exactly that class; nested ones
     count) whose leaves are ``nn.Linear`` layers (exactly that class) or modules without
-    submodules, parameters or buffers (activations, ``Flatten``, ``Dropout``...). Its shared
+    submodules, parameters, buffers or tensor attributes whose call is nn.Module's own
+    (activations, ``Flatten``, ``Dropout``...). Its shared
     call is then ``F.linear`` per ``Linear``, on the generated tensors (or the layer's own
     parameter where a tensor is not generated), and each other leaf's ``forward``: the calls
     ``Sequential.forward`` would make, minus the module-call machinery around each of them
@@ -214,7 +215,7 @@ class Chain:
         def walk(m: nn.Module) -> bool:
             modules.append(m)
             if type(m) is nn.Sequential:
-                return all(walk(c) for c in m._modules.values() if c is not None)
+                return all(c is not None and walk(c) for c in m._modules.values())
             if type(m) is nn.Linear:
                 if m._buffers or set(m._parameters) - {"weight", "bias"}:
                     return False
@@ -222,6 +223,8 @@ class Chain:
                 return True
             if m._modules or m._parameters or m._buffers:
                 return False
+            if type(m).__call__ is not nn.Module.__call__ or type(m)._call_impl is not nn.Module._call_impl:
+                return False  # a call that is not "hooks, then forward"
             if any(isinstance(v, (nn.Module, torch.Tensor)) for v in vars(m).values()):
                 return False  # it may read a tensor the swap would have replaced
             steps.append((m, None, None))
