@@ -597,6 +597,18 @@ def test_shared_chain_leaves_to_the_module_what_a_hook_or_an_instance_forward_ch
     torch.testing.assert_close(target(w, x), plain, rtol=0, atol=0)
 
 
+def test_shared_chain_steps_aside_when_linear_forward_is_patched(monkeypatch):
+    # libraries that patch nn.Linear.forward (quantisation, adapters) see their patch run
+    module, target, x, w = _chain_case()
+    plain = target(w, x)
+    original = nn.Linear.forward
+    monkeypatch.setattr(nn.Linear, "forward", lambda self, inp: original(self, inp) + 1.0)
+    assert not _uses_chain(target)
+    patched = target(w, x)
+    torch.testing.assert_close(patched, torch.func.functional_call(module, w, (x,)), rtol=0, atol=0)
+    assert not torch.allclose(patched, plain)
+
+
 def test_shared_chain_follows_a_replaced_layer():
     module, target, x, w = _chain_case()
     target(w, x)

@@ -175,6 +175,12 @@ class Structure:
         return self._plan
 
 
+# what a chain replicates, as torch defines it (a patch of any of them sends calls to the modules)
+_LINEAR_FORWARD = nn.Linear.forward
+_SEQUENTIAL_FORWARD = nn.Sequential.forward
+_CALL_IMPL = nn.Module._call_impl
+
+
 class Chain:
     """A shared call of an ``nn.Sequential`` of plain layers, run without entering modules.
 
@@ -236,13 +242,18 @@ class Chain:
 
     def usable(self) -> bool:
         """Whether calling the modules would run exactly the chain: no hooks anywhere, no
-        ``forward`` set on an instance, no module compiled in place, no JIT tracing."""
+        ``forward`` set on an instance, no module compiled in place, no JIT tracing, and
+        ``Linear.forward``, ``Sequential.forward`` and ``Module._call_impl`` as torch defines
+        them (not patched)."""
         if (
             _m._global_forward_hooks
             or _m._global_forward_pre_hooks
             or _m._global_backward_hooks
             or _m._global_backward_pre_hooks
             or torch._C._get_tracing_state()
+            or nn.Linear.forward is not _LINEAR_FORWARD
+            or nn.Sequential.forward is not _SEQUENTIAL_FORWARD
+            or nn.Module._call_impl is not _CALL_IMPL
         ):
             return False
         for m in self.modules:
