@@ -260,20 +260,29 @@ def linear(call: GroupedCall, x: torch.Tensor) -> torch.Tensor:
     G, bd = call.groups, call.batch_dim
     x = call.groups_first(x, bd)
     w, b = call.get("weight"), call.get("bias")
+    y = grouped_linear(x, G, w, b, "weight" in call.weights, "bias" in call.weights)
+    return y.movedim(0, bd) if bd else y
+
+
+def grouped_linear(
+    x: torch.Tensor, G: int, w: torch.Tensor, b: torch.Tensor | None, w_generated: bool, b_generated: bool
+) -> torch.Tensor:
+    """The ``Linear`` kernel's product: ``x (G * N, ..., in)``, group-major, with ``G`` weight
+    sets; ``w`` is ``(G, out, in)`` when generated, else the layer's own, and ``b`` likewise
+    (at least one of them generated)."""
     shape = x.shape
     x3 = x.reshape(G, shape[0] // G * math.prod(shape[1:-1]), shape[-1])
-    if "weight" in call.weights:
+    if w_generated:
         wt = w.transpose(1, 2)
         if b is None:
             y = torch.bmm(x3, wt)
-        elif "bias" in call.weights:
+        elif b_generated:
             y = torch.baddbmm(b.unsqueeze(1), x3, wt)
         else:
             y = torch.bmm(x3, wt) + b
     else:
         y = F.linear(x3, w) + b.unsqueeze(1)
-    y = y.reshape(*shape[:-1], y.shape[-1])
-    return y.movedim(0, bd) if bd else y
+    return y.reshape(*shape[:-1], y.shape[-1])
 
 
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}

@@ -10,7 +10,6 @@ from (:class:`Fingerprint`: three flat list comparisons; measured in CPU time on
 
 from __future__ import annotations
 
-import math
 import operator
 
 import torch
@@ -20,6 +19,7 @@ from torch.nn.modules import module as _m
 from torch.nn.utils.parametrizations import _SpectralNorm as _SpectralNormParametrization
 
 from hyperdnn.spec import WeightSpec
+from hyperdnn.target.kernels import grouped_linear
 from hyperdnn.target.plan import PlanEntry, build_plan
 from hyperdnn.target.reparam import legacy_attribute, legacy_hooks
 
@@ -175,6 +175,17 @@ class Structure:
         return self._plan
 
 
+def global_hooks() -> bool:
+    """Whether module hooks are registered for every module (``register_module_forward_hook``
+    and the like): then every module call runs them."""
+    return bool(
+        _m._global_forward_hooks
+        or _m._global_forward_pre_hooks
+        or _m._global_backward_hooks
+        or _m._global_backward_pre_hooks
+    )
+
+
 # what a chain replicates, as torch defines it (a patch of any of them sends calls to the modules)
 _LINEAR_FORWARD = nn.Linear.forward
 _SEQUENTIAL_FORWARD = nn.Sequential.forward
@@ -246,10 +257,7 @@ class Chain:
         ``Linear.forward``, ``Sequential.forward`` and ``Module._call_impl`` as torch defines
         them (not patched)."""
         if (
-            _m._global_forward_hooks
-            or _m._global_forward_pre_hooks
-            or _m._global_backward_hooks
-            or _m._global_backward_pre_hooks
+            global_hooks()
             or torch._C._get_tracing_state()
             or nn.Linear.forward is not _LINEAR_FORWARD
             or nn.Sequential.forward is not _SEQUENTIAL_FORWARD
@@ -282,22 +290,12 @@ class Chain:
             if w is None and b is None:
                 x = F.linear(x, weight, bias)
                 continue
-            shape = x.shape
-            if x.dim() < 2 or shape[0] % G:
+            if x.dim() < 2 or x.shape[0] % G:
                 raise ValueError(
                     f"Target: Linear with batched weights expected an input with its batch of {G} weight sets x N "
-                    f"samples at dim 0, got {tuple(shape)}"
+                    f"samples at dim 0, got {tuple(x.shape)}"
                 )
-            x3 = x.reshape(G, shape[0] // G * math.prod(shape[1:-1]), shape[-1])
-            if w is None:
-                y = F.linear(x3, weight) + bias.unsqueeze(1)
-            elif bias is None:
-                y = torch.bmm(x3, weight.transpose(1, 2))
-            elif b is None:
-                y = torch.bmm(x3, weight.transpose(1, 2)) + bias
-            else:
-                y = torch.baddbmm(bias.unsqueeze(1), x3, weight.transpose(1, 2))
-            x = y.reshape(*shape[:-1], y.shape[-1])
+            x = grouped_linear(x, G, weight, bias, w is not None, b is not None)
         return x
 
     def run(self, weights, x):

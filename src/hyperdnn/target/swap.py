@@ -29,7 +29,7 @@ from torch.utils import _pytree as pytree
 
 from hyperdnn.target.kernels import GroupedCall, needs_copy_to_renorm, renormed_table
 from hyperdnn.target.plan import SWAP_MARK, PlanEntry
-from hyperdnn.target.structure import Structure
+from hyperdnn.target.structure import Structure, global_hooks
 from hyperdnn.target.vmap import Dims, bypassing, run_vmapped
 
 __all__ = ["Frame", "Active", "hooked"]
@@ -434,15 +434,10 @@ def _guards(structure: Structure) -> list[tuple[nn.Module, str, _GroupedSlot]]:
 
 def hooked(module: nn.Module) -> bool:
     """Whether calling ``module`` would run hooks (its own or global ones)."""
-    from torch.nn.modules import module as _m
-
     return bool(
         module._forward_hooks
         or module._forward_pre_hooks
         or module._backward_hooks
         or module._backward_pre_hooks
-        or _m._global_forward_hooks
-        or _m._global_forward_pre_hooks
-        or _m._global_backward_hooks
-        or _m._global_backward_pre_hooks
+        or global_hooks()
     )

@@ -21,7 +21,7 @@ from torch.utils import _pytree as pytree
 from hyperdnn.spec import Selection, WeightSpec, _normalize_selection
 from hyperdnn.target.kernels import CONV, CONVOLUTION, LINEAR, from_grouped_channels
 from hyperdnn.target.reparam import legacy_hooks
-from hyperdnn.target.structure import Structure
+from hyperdnn.target.structure import Chain, Structure
 from hyperdnn.target.swap import Active, Frame, hooked
 
 __all__ = ["Target", "MODES"]
@@ -433,13 +433,22 @@ class Target(nn.Module):
         # functional_call's own swap, minus its per-call walk over the module: the owners
         # of the generated tensors (tied aliases included) are resolved once and cached.
         args, kwargs = self._layout(args, kwargs)
-        if not torch.compiler.is_compiling():  # traced, module calls cost nothing
-            chain = structure.chain
-            if chain is not None and len(args) == 1 and not kwargs and chain.usable():
-                # an nn.Sequential of plain layers: the same calls without the module machinery
-                return chain.run(weights, args[0])
+        chain = self._usable_chain(structure, args, kwargs)
+        if chain is not None:
+            # an nn.Sequential of plain layers: the same calls without the module machinery
+            return chain.run(weights, args[0])
         with Active((self._frame(structure, weights),)):
             return self.module(*args, **kwargs)
+
+    @staticmethod
+    def _usable_chain(structure: Structure, args: tuple, kwargs: dict) -> Chain | None:
+        """The module's :class:`Chain` when this call (one positional input) may run it, else
+        ``None``. Eager mode only: traced, module calls cost nothing, and a chain built while
+        tracing would fail the graph's guards on the next call."""
+        if torch.compiler.is_compiling() or len(args) != 1 or kwargs:
+            return None
+        chain = structure.chain
+        return chain if chain is not None and chain.usable() else None
 
     def _per_sample(self, structure: Structure, weights, B: int, args, kwargs):
         n = self.input_batch(*args, **kwargs)
@@ -454,14 +463,9 @@ class Target(nn.Module):
             )
         if B == 0:
             return self._empty(structure, weights, 0, args, kwargs)
-        if (
-            self.batch_dim == 0
-            and self.per_sample_mode == "auto"
-            and not self.channels_last
-            and not torch.compiler.is_compiling()
-        ):
-            chain = structure.chain
-            if chain is not None and len(args) == 1 and not kwargs and chain.usable():
+        if self.batch_dim == 0 and self.per_sample_mode == "auto" and not self.channels_last:
+            chain = self._usable_chain(structure, args, kwargs)
+            if chain is not None:
                 # an nn.Sequential of plain layers: the grouped kernels' calls without the frames
                 return chain.run_per_sample(weights, args[0], B)
         return self._grouped(structure, weights, B, args, kwargs, per_group_norm=False)
@@ -635,11 +639,10 @@ class Target(nn.Module):
                 padding = 0
             y = CONV[nd](x, w.reshape(-1, *w.shape[2:]), bias, first.stride, padding, first.dilation, 1)
             h = from_grouped_channels(y, K, self.channels_last)
-        # a chain starts with its Linear; traced, the frames cost nothing (and a chain built
-        # while tracing would fail the graph's guards on the next call)
-        chain = None if entry.kernel is not LINEAR or torch.compiler.is_compiling() else structure.chain
-        if chain is not None and chain.usable():
-            # the rest of a chain of plain layers: the grouped kernels' calls without the frames
+        # a chain starts with its Linear: then the rest of it runs without the frames
+        chain = self._usable_chain(structure, (h,), {}) if entry.kernel is LINEAR else None
+        if chain is not None:
+            # the grouped kernels' calls, layer after layer
             return chain.run_per_sample(weights, h, K, start=1)
         with Active((self._frame(structure, weights, K, True),)):
             for layer in list(m)[1:]:
