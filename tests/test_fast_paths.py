@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
+import math
+import weakref
 
 import pytest
 import torch
@@ -406,11 +409,11 @@ def test_generate_once_does_not_fold_for_few_contexts_or_hooks_and_folds_a_mean_
     target = Target(nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2)))
     hnet = HyperNetwork(target, Continuous(3), MLP((8,)))
     h = hnet.trunk(hnet.conditioner(torch.rand(16, 3)).c)
-    assert hnet._folded_once(h) is not None
-    assert hnet._folded_once(h[:8]) is None  # no more contexts than features: nothing to save
+    assert hnet._folded_once(hnet.head, h) is not None
+    assert hnet._folded_once(hnet.head, h[:8]) is None  # no more contexts than features: nothing to save
     seen = []
     handle = hnet.head.linear.register_forward_hook(lambda m, i, o: seen.append(o.shape))
-    assert hnet._folded_once(h) is None
+    assert hnet._folded_once(hnet.head, h) is None
     hnet.generate_flat(torch.rand(16, 3))
     assert seen == [(16, hnet.spec.numel)]  # the hook ran
     handle.remove()
@@ -418,7 +421,7 @@ def test_generate_once_does_not_fold_for_few_contexts_or_hooks_and_folds_a_mean_
         hnet.theta_mean.copy_(torch.linspace(-0.5, 0.5, hnet.spec.numel))
     c = torch.rand(16, 3)
     want = hnet.theta_mean + hnet.theta_scale * hnet.head(hnet.trunk(hnet.conditioner(c).c))
-    torch.testing.assert_close(hnet._folded_once(hnet.trunk(hnet.conditioner(c).c)), want)
+    torch.testing.assert_close(hnet._folded_once(hnet.head, hnet.trunk(hnet.conditioner(c).c)), want)
     torch.testing.assert_close(hnet.generate_flat(c)[0], want)
     # a learnable mean (residual form) gets the same gradient folded or not
     hnet.theta_mean = nn.Parameter(hnet.theta_mean.clone())
@@ -722,3 +725,198 @@ def test_ensemble_chain_after_the_shared_first_layer_equals_the_grouped_engine()
 
     out = _assert_equal_values_and_gradients(lambda weights: target.ensemble(weights, x), grouped, w)
     torch.testing.assert_close(out, ensemble_loop(target, w, x), atol=1e-6, rtol=1e-5)
+
+
+# ------------------------------------------------------------------ per-tensor scales in the chain
+
+
+def _reference_model_output(model: HyperModel, x: torch.Tensor, context) -> torch.Tensor:
+    """The target run per sample on the hypernetwork's scaled weights, through the grouped
+    engine (no chain, nothing deferred)."""
+    weights = model.hypernet(context)
+    with _without_chain(model.target):
+        return model.target.per_sample(weights, x)
+
+
+def _grads(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("head", [Once(), Chunked(40, 4)])
+@pytest.mark.parametrize("shape", [(6, 12), (6, 5, 12)])
+def test_per_sample_chain_takes_the_hyperfan_scales_values_and_gradients(head, shape, monkeypatch):
+    from hyperdnn.conditioners import DataEncoder
+    from hyperdnn.target import kernels
+
+    torch.manual_seed(0)
+    module = chain_mlp()
+    module[0] = nn.Identity()
+    target = Target(module)
+    x = torch.randn(*shape)
+    encoder = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(shape[1:]), 7))
+    hnet = HyperNetwork(target, DataEncoder(encoder, 7), MLP((16,)), head)
+    model = HyperModel(hnet, target)
+    scales = hnet._tensor_scales()
+    assert scales is not None and set(scales) == set(target.spec.names)
+    seen = []
+    plain = kernels.grouped_linear
+
+    def spy(*args):
+        seen.append(args[6:])
+        return plain(*args)
+
+    monkeypatch.setattr("hyperdnn.target.structure.grouped_linear", spy)
+    out = model(x)
+    # every generated Linear took its two scales; none was 1 (they were folded, not applied)
+    assert len(seen) == 3 and all(len(s) == 2 and 1.0 not in s for s in seen)
+    out.square().sum().backward()
+    got = _grads(model)
+    model.zero_grad(set_to_none=True)
+    ref = _reference_model_output(model, x, x)
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
+    ref.square().sum().backward()
+    want = _grads(model)
+    assert set(got) == set(want) and got
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], atol=1e-6, rtol=1e-4, msg=n)
+
+
+def test_grouped_linear_puts_the_weight_scale_on_the_smaller_operand():
+    from hyperdnn.target.kernels import grouped_linear
+
+    torch.manual_seed(0)
+    w, b = torch.randn(3, 4, 6), torch.randn(3, 4)
+    for x in (torch.randn(3, 6), torch.randn(3, 50, 6)):  # input smaller than the weight / larger
+        want = grouped_linear(x, 3, w * 0.3, b * 0.7, True, True)
+        torch.testing.assert_close(grouped_linear(x, 3, w, b, True, True, 0.3, 0.7), want)
+    x = torch.randn(3, 6)
+    own_w, own_b = torch.randn(4, 6), torch.randn(4)
+    torch.testing.assert_close(
+        grouped_linear(x, 3, own_w, b, False, True, 1.0, 0.7), grouped_linear(x, 3, own_w, b * 0.7, False, True)
+    )
+    torch.testing.assert_close(
+        grouped_linear(x, 3, w, own_b, True, False, 0.3, 1.0), grouped_linear(x, 3, w * 0.3, own_b, True, False)
+    )
+
+
+def test_tensor_scales_follow_theta_scale_and_refuse_what_is_not_one_scale_per_tensor():
+    torch.manual_seed(0)
+    target = Target(chain_mlp())
+    hnet = HyperNetwork(target, TaskEmbedding(3, 4), MLP((8,)))
+    scales = hnet._tensor_scales()
+    first = target.spec.names[0]
+    assert scales[first] == pytest.approx(float(hnet.theta_scale[0]))
+    # written in place (the version counter), through .data after a read, or replaced
+    hnet.load_state_dict({**hnet.state_dict(), "theta_scale": hnet.theta_scale * 2})
+    assert hnet._tensor_scales()[first] == pytest.approx(2 * scales[first])
+    hnet.theta_scale.data.mul_(0.5)
+    assert hnet._tensor_scales()[first] == pytest.approx(scales[first])
+    hnet.theta_scale.data[0] += 1.0  # no longer one scale over the first tensor
+    assert hnet._tensor_scales() is None
+    # a mean that is not zero, or check_finite (which reads the scaled weights): nothing deferred
+    assert HyperNetwork(target, TaskEmbedding(3, 4), MLP((8,)), residual="target")._tensor_scales() is None
+    assert HyperNetwork(target, TaskEmbedding(3, 4), MLP((8,)), check_finite=True)._tensor_scales() is None
+
+
+def test_per_sample_chain_with_scales_steps_aside_for_hooks_even_ones_added_during_generation():
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 2))
+    target = Target(module)
+    hnet = HyperNetwork(target, TaskEmbedding(4, 3), MLP((8,)))
+    model = HyperModel(hnet, target)
+    x, ids = torch.randn(6, 5), torch.tensor([0, 1, 2, 3, 0, 1])
+    ref = per_sample_loop(target, hnet(ids), x)
+    calls = []
+    handle = module[2].register_forward_hook(lambda m, i, o: calls.append(1))
+    torch.testing.assert_close(model(x, ids), ref, atol=1e-6, rtol=1e-5)
+    assert len(calls) == 1
+    handle.remove()
+    # a hook that a hypernetwork hook registers on the target while the weights are generated
+    added = []
+
+    def add_target_hook(m, i, o):
+        added.append(module[0].register_forward_hook(lambda m, i, o: calls.append(2)))
+
+    hnet.head.register_forward_hook(add_target_hook)
+    torch.testing.assert_close(model(x, ids), ref, atol=1e-6, rtol=1e-5)
+    assert calls[-1] == 2
+
+
+def test_hypermodel_lean_calls_keep_the_checks_of_the_full_path():
+    torch.manual_seed(0)
+    target = Target(nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 2)))
+    model = HyperModel(HyperNetwork(target, TaskEmbedding(4, 3), MLP((8,))), target)
+    with pytest.raises(ValueError, match="the context has 3 items and x has 4 samples"):
+        model(torch.randn(4, 5), torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match="task ids must be in"):
+        model(torch.randn(4, 5), 4)
+    with pytest.raises(ValueError, match="task ids must be in"):
+        model(torch.randn(4, 5), -1)
+    # an empty batch of data-conditioned weights: the full path's empty call
+    from hyperdnn.conditioners import DataEncoder
+
+    model = HyperModel(HyperNetwork(target, DataEncoder(nn.Linear(5, 3), 3), MLP((8,))), target)
+    assert model(torch.randn(0, 5)).shape == (0, 2)
+
+
+def test_hypermodel_calls_a_subclass_generate_flat():
+    class Doubled(HyperNetwork):
+        def generate_flat(self, context=None):
+            flat, batched = super().generate_flat(context)
+            return 2 * flat, batched
+
+    torch.manual_seed(0)
+    target = Target(nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 2)))
+    hnet = Doubled(target, TaskEmbedding(4, 3), MLP((8,)))
+    model = HyperModel(hnet, target)
+    x = torch.randn(3, 5)
+    for ctx in (1, torch.tensor([0, 1, 2])):
+        weights = hnet.unflatten(*hnet.generate_flat(ctx))
+        run = target.shared if isinstance(ctx, int) else target.per_sample
+        torch.testing.assert_close(model(x, ctx), run(weights, x), atol=1e-6, rtol=1e-5)
+
+
+def test_hypernetwork_hidden_layers_run_as_a_chain_with_the_module_results_and_hooks():
+    from hyperdnn.target.structure import call_sequential
+
+    torch.manual_seed(0)
+    seq = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    x = torch.randn(5, 4, requires_grad=True)
+    out = call_sequential(seq, x)
+    assert seq.__dict__["_hyperdnn_chain"].chain is not None  # it ran as a chain
+    torch.testing.assert_close(out, seq(x), rtol=0, atol=0)
+    g = torch.autograd.grad(out.sum(), [x, *seq.parameters()])
+    g_ref = torch.autograd.grad(seq(x).sum(), [x, *seq.parameters()])
+    for a, b in zip(g, g_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    calls = []
+    handle = seq[2].register_forward_hook(lambda m, i, o: calls.append(1))
+    call_sequential(seq, x)
+    assert calls == [1]
+    handle.remove()
+    seq[1] = nn.Tanh()  # a replaced layer: the chain is rebuilt
+    torch.testing.assert_close(call_sequential(seq, x), seq(x), rtol=0, atol=0)
+    # parameters swapped for non-leaf tensors (functional_call): their values are used, none
+    # is kept, and the module still deep-copies and pickles
+    moved = {n: p.detach() + 1.0 for n, p in seq.named_parameters()}
+    with torch.nn.utils.stateless._reparametrize_module(seq, moved):
+        swapped = call_sequential(seq, x)
+    torch.testing.assert_close(swapped, torch.func.functional_call(seq, moved, (x,)), rtol=0, atol=0)
+    gone = weakref.ref(moved["0.weight"])
+    del moved, swapped
+    gc.collect()
+    assert gone() is None  # the kept chain holds no tensor
+    twin = copy.deepcopy(seq)
+    torch.testing.assert_close(call_sequential(twin, x), seq(x), rtol=0, atol=0)
+    assert twin.__dict__["_hyperdnn_chain"].fingerprint.modules[0] is twin
+    import pickle
+
+    torch.testing.assert_close(call_sequential(pickle.loads(pickle.dumps(seq)), x), seq(x), rtol=0, atol=0)
+    # in a hypernetwork: the head's hidden layers and the trunk give the module calls' weights
+    target = Target(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)))
+    hnet = HyperNetwork(target, TaskEmbedding(2, 5), MLP((6,)), Chunked(16, 4, hidden=(12,)))
+    h = hnet.trunk.net(hnet.conditioner(1).c)
+    torch.testing.assert_close(hnet.trunk(hnet.conditioner(1).c), h, rtol=0, atol=0)
+    body = hnet.head.generator.body
+    z = hnet.head.generator.encoder(h)
+    torch.testing.assert_close(body(z), body.net(z), rtol=0, atol=0)

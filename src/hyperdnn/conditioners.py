@@ -333,9 +333,14 @@ class TaskEmbedding(Conditioner):
         return ids, batched
 
     def forward(self, context: int | Sequence[int] | torch.Tensor) -> Conditioned:
-        embeddings = self.embeddings
-        if type(context) is int and 0 <= context < len(embeddings):  # one task: a direct lookup
-            return Conditioned(embeddings[context].unsqueeze(0), False)
+        if type(context) is int and context >= 0:  # one task: a direct lookup
+            if not torch.compiler.is_compiling():
+                # eager: ParameterList keeps entry i as parameter "i"
+                e = self._modules["embeddings"]._parameters.get(str(context))
+                if e is not None:
+                    return Conditioned(e.unsqueeze(0), False)
+            elif context < len(self.embeddings):
+                return Conditioned(self.embeddings[context].unsqueeze(0), False)
         ids, batched = self.task_ids(context)
         # Stack only the tasks in use: unused embeddings get no gradient at all (not a zero
         # one), so optimizer momentum never moves the embeddings of other tasks.

@@ -60,6 +60,7 @@ from torch import nn
 from hyperdnn._checks import check_choice, check_int, check_optional_int, check_widths, set_frozen
 from hyperdnn._factories import factory_registry
 from hyperdnn.spec import WeightSpec
+from hyperdnn.target.structure import call_sequential
 from hyperdnn.target.swap import hooked
 from hyperdnn.trunks import ACTIVATIONS, TokenMixer, TokenReadout, Trunk, make_activation
 
@@ -137,7 +138,7 @@ class _Stack(nn.Module):
         return list(self._finals)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)
+        return call_sequential(self._modules["net"], z)
 
 
 class TokenEncoder(nn.Module):
@@ -204,11 +205,13 @@ class TokenEncoder(nn.Module):
 
     def forward(self, h: torch.Tensor, embeddings: torch.Tensor | None = None) -> torch.Tensor:
         """``h (B, d)``, optional ``embeddings (n, embed_dim)`` -> ``(B, n, width)``."""
-        z = self.proj_h(h).unsqueeze(1)
-        proj_e = self.proj_e
+        # hot path: submodules and parameters read from their dicts (no nn.Module.__getattr__)
+        modules = self._modules
+        z = modules["proj_h"](h).unsqueeze(1)
+        proj_e = modules.get("proj_e")
         if proj_e is not None:
             if embeddings is None:
-                e = self.embeddings  # its own: (num_tokens, embed_dim) by construction
+                e = self._parameters.get("embeddings")  # its own: (num_tokens, embed_dim) by construction
                 if e is None:
                     raise ValueError("TokenEncoder: this encoder holds no embeddings; pass embeddings (n, embed_dim)")
             else:
@@ -218,7 +221,8 @@ class TokenEncoder(nn.Module):
                         f"TokenEncoder: expected embeddings of shape (n, {self.embed_dim}), got {tuple(e.shape)}"
                     )
             z = z + proj_e(e).unsqueeze(0)
-        return z if self.mixer is None else self.mixer(z)
+        mixer = modules.get("mixer")
+        return z if mixer is None else mixer(z)
 
 
 class TokenGenerator(nn.Module):
@@ -318,8 +322,10 @@ class TokenGenerator(nn.Module):
 
     def forward(self, h: torch.Tensor, embeddings: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, in_features)`` (and optional ``(n, embed_dim)``) -> ``(B, n, out_features)``."""
-        z = self.encoder(h, embeddings)
-        return z if self.body is None else self.body(z)
+        modules = self._modules  # hot path: no nn.Module.__getattr__
+        z = modules["encoder"](h, embeddings)
+        body = modules.get("body")
+        return z if body is None else body(z)
 
 
 # --------------------------------------------------------------------- built heads
@@ -380,9 +386,10 @@ class OnceModule(HeadModule):
             self.generator = gen
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        if self.linear is not None:
-            return self.linear(h)
-        return self.generator(h)[:, 0]
+        linear = self._modules.get("linear")  # hot path: no nn.Module.__getattr__
+        if linear is not None:
+            return linear(h)
+        return self._modules["generator"](h)[:, 0]
 
     def scaled(self, h: torch.Tensor, scale: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor | None:
         """``mean + scale * self(h)`` with ``scale`` and ``mean`` (each ``(numel,)``) folded
@@ -504,7 +511,7 @@ class ChunkedModule(HeadModule):
         return -(-self.spec.numel // self.chunk_size)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        out = self.generator(h)  # (B, n, chunk)
+        out = self._modules["generator"](h)  # (B, n, chunk)
         return out.reshape(h.shape[0], -1)[:, : self.spec.numel]
 
     def calibration_groups(self):

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import numbers
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -37,6 +38,7 @@ from hyperdnn.norm_stats import NormStats, resolve_norm_stats
 from hyperdnn.optim import adam
 from hyperdnn.spec import WeightSpec
 from hyperdnn.target import Target
+from hyperdnn.target.structure import Chain
 from hyperdnn.trunks import MLP, Trunk, build_trunk
 
 __all__ = ["HyperNetwork", "HyperModel", "compile_settings"]
@@ -315,19 +317,66 @@ class HyperNetwork(nn.Module):
     # ------------------------------------------------------------------ forward
     def generate_flat(self, context: Any = None) -> tuple[torch.Tensor, bool]:
         """Flat weights ``(B, numel)`` and whether the context was batched."""
-        cond = self.conditioner(context)
-        h = self.trunk(cond.c)
-        folded = self._folded_once(h)
+        flat, batched, _ = self._generate(context)
+        return flat, batched
+
+    def _generate(
+        self, context: Any, defer: Callable[[], Any] | None = None
+    ) -> tuple[torch.Tensor, bool, tuple[dict[str, float], Any] | None]:
+        """:meth:`generate_flat`, and the scales it left out: for a batched context, when
+        ``defer`` is given, the affine is one scale per tensor over a zero mean
+        (:meth:`_tensor_scales`) and ``defer()`` returns something (the caller's way to apply
+        them), returns the raw head output and ``(scales, that)`` (scales: name -> float);
+        else the weights and ``None``."""
+        modules = self._modules  # hot path: no __getattr__ (nn.Module's, and this class's own)
+        cond = modules["conditioner"](context)
+        h = modules["trunk"](cond.c)
+        head = modules["head"]
+        if defer is not None and cond.batched:
+            scales = self._tensor_scales()
+            if scales is not None:
+                taker = defer()
+                if taker is not None:
+                    return head(h), True, (scales, taker)
+        folded = self._folded_once(head, h)
         if folded is not None:
-            return folded, cond.batched
-        raw = self.head(h)
-        return self._affine(raw), cond.batched
+            return folded, cond.batched, None
+        return self._affine(head(h)), cond.batched, None
+
+    def _tensor_scales(self) -> dict[str, float] | None:
+        """Name -> scale when the hyperfan affine is ``scale * raw`` with one scale per tensor
+        (``theta_mean`` a fixed all-zero buffer, ``theta_scale`` constant over each tensor)
+        and no ``check_finite`` (which reads the scaled weights); else ``None``. Eager mode
+        only. Rechecked, like the zero-mean shortcut, only when ``theta_scale`` may have
+        changed."""
+        if self.check_finite or not self._mean_is_zero(self._mean()):
+            return None
+        s = self._buffers["theta_scale"]
+        try:
+            key = (id(s), s.data_ptr(), s._version, s.device, s.dtype, s.requires_grad)
+        except RuntimeError:  # inside a torch.func transform
+            return None
+        if self.__dict__.get("_tensor_scales_key") != key:
+            scales = None
+            sizes = [t.numel for t in self.spec]
+            if not s.requires_grad and forward_ad.unpack_dual(s).tangent is None and min(sizes) > 0:
+                # each tensor's first scale, repeated over the tensor, must give theta_scale back
+                starts = torch.tensor(list(itertools.accumulate(sizes[:-1], initial=0)), device=s.device)
+                firsts = s.index_select(0, starts)
+                counts = torch.tensor(sizes, device=s.device)
+                if torch.equal(s, firsts.repeat_interleave(counts, output_size=s.numel())):
+                    scales = dict(zip(self.spec.names, firsts.tolist(), strict=True))
+            self._tensor_scales_cache = scales
+            self._tensor_scales_key = key
+        return self._tensor_scales_cache
 
     def __getattr__(self, name: str) -> Any:
         if name == "theta_mean":
             # a read from outside may be followed by a write the version counter does not see
             # (``hnet.theta_mean.data.fill_(...)``): recheck the zero-mean shortcut next call
             self.__dict__.pop("_zero_mean_key", None)
+        elif name == "theta_scale":
+            self.__dict__.pop("_tensor_scales_key", None)
         return super().__getattr__(name)
 
     def _mean(self) -> torch.Tensor:
@@ -335,30 +384,31 @@ class HyperNetwork(nn.Module):
         mean = self._parameters.get("theta_mean")
         return self._buffers["theta_mean"] if mean is None else mean
 
-    def _folded_once(self, h: torch.Tensor) -> torch.Tensor | None:
+    def _folded_once(self, head: nn.Module, h: torch.Tensor) -> torch.Tensor | None:
         """``theta_mean + theta_scale * head(h)`` from :meth:`OnceModule.scaled` (the scale, and
         a mean that is not zero, folded into the generate-once head's linear layer) in eager
         mode; ``None`` elsewhere."""
-        if not isinstance(self.head, OnceModule) or torch.compiler.is_compiling():
+        if not isinstance(head, OnceModule) or torch.compiler.is_compiling():
             return None
         mean = self._mean()
-        return self.head.scaled(h, self.theta_scale, None if self._mean_is_zero(mean) else mean)
+        return head.scaled(h, self._buffers["theta_scale"], None if self._mean_is_zero(mean) else mean)
 
     def _affine(self, raw: torch.Tensor) -> torch.Tensor:
         """``theta_mean + theta_scale * raw`` in the fewest passes over the generated numbers."""
         mean = self._mean()
+        scale = self._buffers["theta_scale"]
         if torch.compiler.is_compiling():
             # One op, whatever theta_mean holds: no data-dependent branch (a graph break) in
             # the traced graph, and nothing stale if theta_mean is written between calls. The
             # compiler fuses it into one pass, so the zero-mean shortcut would save nothing.
-            return torch.addcmul(mean, self.theta_scale, raw)
+            return torch.addcmul(mean, scale, raw)
         if self._mean_is_zero(mean):
             # the usual case (no norm layers, no residual): one pass forward, one backward
-            return raw * self.theta_scale
+            return raw * scale
         if raw.numel() >= _AFFINE_FUNCTION_MIN_NUMEL:
-            return _Affine.apply(mean, self.theta_scale, raw)
+            return _Affine.apply(mean, scale, raw)
         # small: a Python autograd.Function costs more than the pass it saves
-        return torch.addcmul(mean, self.theta_scale, raw)
+        return torch.addcmul(mean, scale, raw)
 
     def _mean_is_zero(self, m: torch.Tensor) -> bool:
         """Whether ``theta_mean`` is a fixed all-zero buffer. Rechecked (one pass over it) only
@@ -493,19 +543,40 @@ class HyperModel(nn.Module):
         """
         if mode != "auto":
             check_choice("HyperModel", "mode", mode, ("auto", "shared", "per_sample", "ensemble"))
-        hypernet = self.hypernet
-        cond = hypernet.conditioner
+        modules = self._modules  # hot path: no nn.Module.__getattr__
+        hypernet = modules["hypernet"]
+        target = modules["target"]
+        cond = hypernet._modules["conditioner"]
         if context is None and cond.reads_input:
             context = x
-        flat, batched = hypernet.generate_flat(context)
-        weights = hypernet.unflatten(flat, batched)
         args = (x,)
+        # No keyword arguments, no BatchNorm statistics, eager: a target that is a chain (an
+        # nn.Sequential of Linear layers and parameter-free leaves) runs it directly
+        lean = not kwargs and not self.norm_stats._layers and not torch.compiler.is_compiling()
+        if type(hypernet).generate_flat is HyperNetwork.generate_flat:
+            flat, batched, deferred = hypernet._generate(
+                context, self._defer(mode, args, target, cond) if lean else None
+            )
+        else:  # a subclass's own generation
+            (flat, batched), deferred = hypernet.generate_flat(context), None
+        scales = None
+        if deferred is not None:
+            scales, chain = deferred
+            B = flat.shape[0]
+            if B and x.dim() and x.shape[0] == B and chain.usable():  # (generation ran since the check)
+                return chain.run_per_sample(hypernet.spec.unflatten(flat), x, B, scales=scales)
+        elif lean and not batched and not target.channels_last and mode != "per_sample" and mode != "ensemble":
+            if mode == "shared" or cond.execution(False) is Execution.SHARED:
+                chain = target._usable_chain(target._current(), args, kwargs)
+                if chain is not None:
+                    return chain.run(hypernet.unflatten(flat, False), x)
+        weights = hypernet.unflatten(flat, batched)
         execution = self._execution(mode, batched, flat.shape[0], args, kwargs)
         norm = self.norm_stats
         if not norm.active:  # shared statistics, or no BatchNorm statistics at all
             if norm.watching and cond.norm_stats_policy == "per_context":
                 norm.observe(norm.context_keys(cond, context))
-            return self._run(execution, weights, args, kwargs)
+            return target._run_trusted(weights, args, kwargs, execution, scales)
         if norm.mode == "batch":
             with norm.use():
                 try:
@@ -553,6 +624,27 @@ class HyperModel(nn.Module):
                     "pass mode='ensemble'"
                 )
         return execution._value_  # the plain string (the enum's value property costs a descriptor call)
+
+    @staticmethod
+    def _defer(mode: str, args: tuple, target: Target, cond: Conditioner) -> Callable[[], Chain | None] | None:
+        """Where a batched context would run per sample through the target's :class:`Chain`
+        (an ``nn.Sequential`` of ``Linear`` layers and parameter-free leaves), a check that
+        returns that chain (or ``None``); the hypernetwork then leaves its per-tensor hyperfan
+        scales to the chain, which applies each to the smaller of the layer's input and its
+        generated weight (the same product, without a pass over every generated number).
+        ``None`` elsewhere. For calls without keyword arguments or BatchNorm statistics."""
+        if (
+            mode == "shared"
+            or mode == "ensemble"
+            or target.batch_dim != 0
+            or target.per_sample_mode != "auto"
+            or target.channels_last
+            or not isinstance(args[0], torch.Tensor)
+        ):
+            return None
+        if mode == "auto" and cond.execution(True) is not Execution.PER_SAMPLE:
+            return None
+        return functools.partial(target._usable_chain_now, args)
 
     def _run(self, execution: str, weights: dict[str, torch.Tensor], args: tuple, kwargs: dict) -> Any:
         # The weights come from a hypernet of the target's own spec (checked at construction):

@@ -61,6 +61,7 @@ from hyperdnn._checks import (
     set_frozen,
 )
 from hyperdnn._factories import factory_registry
+from hyperdnn.target.structure import call_sequential
 
 __all__ = [
     "Trunk",
@@ -367,7 +368,8 @@ class ContextEncoder(TrunkModule):
 
     def forward(self, c: torch.Tensor) -> torch.Tensor:
         # no layers (``MLP(())``): the context itself, without a call to the empty Sequential
-        return self.net(c) if len(self.net) else c
+        net = self._modules["net"]
+        return call_sequential(net, c) if net._modules else c
 
 
 class ModuleEncoder(TrunkModule):

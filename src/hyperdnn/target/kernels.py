@@ -265,23 +265,42 @@ def linear(call: GroupedCall, x: torch.Tensor) -> torch.Tensor:
 
 
 def grouped_linear(
-    x: torch.Tensor, G: int, w: torch.Tensor, b: torch.Tensor | None, w_generated: bool, b_generated: bool
+    x: torch.Tensor,
+    G: int,
+    w: torch.Tensor,
+    b: torch.Tensor | None,
+    w_generated: bool,
+    b_generated: bool,
+    w_scale: float = 1.0,
+    b_scale: float = 1.0,
 ) -> torch.Tensor:
     """The ``Linear`` kernel's product: ``x (G * N, ..., in)``, group-major, with ``G`` weight
     sets; ``w`` is ``(G, out, in)`` when generated, else the layer's own, and ``b`` likewise
-    (at least one of them generated)."""
+    (at least one of them generated). The generated weight counts as ``w_scale * w`` and the
+    generated bias as ``b_scale * b``: the weight's scale multiplies whichever of the input
+    and the weight has fewer numbers (``(s x) W^T = x (s W)^T``), the bias's is
+    ``baddbmm``'s ``beta``."""
     shape = x.shape
     x3 = x.reshape(G, shape[0] // G * math.prod(shape[1:-1]), shape[-1])
     if w_generated:
+        if w_scale != 1.0:
+            if x3.numel() <= w.numel():
+                x3 = x3 * w_scale
+            else:
+                w = w * w_scale
         wt = w.transpose(1, 2)
         if b is None:
             y = torch.bmm(x3, wt)
         elif b_generated:
-            y = torch.baddbmm(b.unsqueeze(1), x3, wt)
+            y = (
+                torch.baddbmm(b.unsqueeze(1), x3, wt)
+                if b_scale == 1.0
+                else torch.baddbmm(b.unsqueeze(1), x3, wt, beta=b_scale)
+            )
         else:
             y = torch.bmm(x3, wt) + b
     else:
-        y = F.linear(x3, w) + b.unsqueeze(1)
+        y = F.linear(x3, w) + (b if b_scale == 1.0 else b * b_scale).unsqueeze(1)
     return y.reshape(*shape[:-1], y.shape[-1])
 
 

@@ -35,12 +35,15 @@ class Fingerprint:
 
     __slots__ = ("modules", "_classes", "_children", "_param_ids", "_params")
 
-    def __init__(self, module: nn.Module):
+    def __init__(self, module: nn.Module, hold: bool = True):
         self.modules = list(module.modules())
         self._classes = [m.__class__ for m in self.modules]
         self._children = [c for d in map(_SUBMODULES, self.modules) for c in d.values()]
-        self._params = [p for d in map(_PARAMETERS, self.modules) for p in d.values()]  # held: ids stay unique
-        self._param_ids = [id(p) for p in self._params]
+        params = [p for d in map(_PARAMETERS, self.modules) for p in d.values()]
+        # held, so that their ids stay unique; ``hold=False`` where only the parameters' places
+        # matter (a new tensor in a freed tensor's id then passes as unchanged)
+        self._params = params if hold else None
+        self._param_ids = [id(p) for p in params]
 
     def unchanged(self) -> bool:
         """Whether the tree still has the classes, submodules and parameters it had."""
@@ -186,6 +189,42 @@ def global_hooks() -> bool:
     )
 
 
+def call_sequential(seq: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``seq(x)`` for a module of the library's own (a hypernetwork's hidden layers): when
+    ``seq`` is a :class:`Chain` of its own layers and :meth:`Chain.usable`, the layers'
+    operations without the module calls (the same results); else the module call. The
+    chain is kept on ``seq`` and rebuilt when its structure changes."""
+    if torch.compiler.is_compiling():
+        return seq(x)
+    kept = seq.__dict__.get("_hyperdnn_chain")
+    if kept is None or kept.fingerprint is None or not kept.fingerprint.unchanged():
+        # the chain reads each layer's parameters when it runs: only the structure must match
+        kept = seq.__dict__["_hyperdnn_chain"] = _KeptChain(Fingerprint(seq, hold=False), Chain.build(seq, ()))
+    chain = kept.chain
+    if chain is None or not chain.usable():
+        return seq(x)
+    return chain.run(_NO_WEIGHTS, x)
+
+
+_NO_WEIGHTS: dict = {}
+
+
+class _KeptChain:
+    """:func:`call_sequential`'s cache on a module: a copy or an unpickled module gets an
+    empty one (rebuilt on first use)."""
+
+    __slots__ = ("fingerprint", "chain")
+
+    def __init__(self, fingerprint: Fingerprint | None = None, chain: Chain | None = None):
+        self.fingerprint, self.chain = fingerprint, chain
+
+    def __deepcopy__(self, memo: dict) -> _KeptChain:
+        return _KeptChain()
+
+    def __reduce__(self):
+        return (_KeptChain, ())
+
+
 # what a chain replicates, as torch defines it (a patch of any of them sends calls to the modules)
 _LINEAR_FORWARD = nn.Linear.forward
 _SEQUENTIAL_FORWARD = nn.Sequential.forward
@@ -276,11 +315,15 @@ class Chain:
                 return False
         return True
 
-    def run_per_sample(self, weights, x: torch.Tensor, G: int, start: int = 0) -> torch.Tensor:
+    def run_per_sample(
+        self, weights, x: torch.Tensor, G: int, start: int = 0, scales: dict | None = None
+    ) -> torch.Tensor:
         """The chain from leaf ``start`` on ``x`` (batch at dim 0: ``G`` groups of samples, one
         group per weight set; spec name -> ``(G, ...)``): each ``Linear`` the grouped
         ``Linear`` kernel's ``baddbmm`` (``bmm`` without a generated bias), each other leaf its
-        ``forward`` on the whole batch, as a grouped call runs them."""
+        ``forward`` on the whole batch, as a grouped call runs them. ``scales`` (spec name ->
+        float): each generated tensor is to be multiplied by its scale, which the product
+        takes instead (see :func:`~hyperdnn.target.kernels.grouped_linear`)."""
         for m, w, b in self.steps[start:]:
             if type(m) is not nn.Linear:
                 x = m.forward(x)
@@ -295,7 +338,19 @@ class Chain:
                     f"Target: Linear with batched weights expected an input with its batch of {G} weight sets x N "
                     f"samples at dim 0, got {tuple(x.shape)}"
                 )
-            x = grouped_linear(x, G, weight, bias, w is not None, b is not None)
+            if scales is None:
+                x = grouped_linear(x, G, weight, bias, w is not None, b is not None)
+            else:
+                x = grouped_linear(
+                    x,
+                    G,
+                    weight,
+                    bias,
+                    w is not None,
+                    b is not None,
+                    1.0 if w is None else scales[w],
+                    1.0 if b is None else scales[b],
+                )
         return x
 
     def run(self, weights, x):

@@ -365,20 +365,30 @@ class Target(nn.Module):
         batch = self._spec.check(weights, where=_where(mode), like=structure.own)
         return self._dispatch(structure, weights, batch, args, kwargs, mode)
 
-    def _run_trusted(self, weights, args: tuple, kwargs: dict, mode: str) -> Any:
+    def _run_trusted(self, weights, args: tuple, kwargs: dict, mode: str, scales: dict | None = None) -> Any:
         """:meth:`run` with ``validate=False`` and ``mode`` one of :data:`MODES` (a plain
         string, as :class:`~hyperdnn.hypernet.HyperModel` passes): names, shapes, dtypes and
-        devices are the spec's; the batch is read off one tensor."""
+        devices are the spec's; the batch is read off one tensor. ``scales`` (name -> float):
+        the weights are to be multiplied by them (a per-sample chain folds each into the
+        layer's product; any other call multiplies the tensors first)."""
         structure = self._current()
         first = self._spec._tensors[0]
         w = weights[first.name]
         batch = w.shape[: w.dim() - len(first.shape)]
-        return self._dispatch(structure, weights, batch, args, kwargs, mode)
+        return self._dispatch(structure, weights, batch, args, kwargs, mode, scales)
 
-    def _dispatch(self, structure: Structure, weights, batch, args: tuple, kwargs: dict, mode: str) -> Any:
+    def _usable_chain_now(self, args: tuple) -> Chain | None:
+        """:meth:`_usable_chain` for a call on ``args`` (no keyword arguments) now."""
+        return self._usable_chain(self._current(), args, {})
+
+    def _dispatch(
+        self, structure: Structure, weights, batch, args: tuple, kwargs: dict, mode: str, scales: dict | None = None
+    ) -> Any:
         """Run in ``mode`` (one of :data:`MODES`) after checking the weights' batch dims ``batch``
         against it. (An ``"auto"`` call never fails these checks, so the messages name ``mode``
         as given; the name is built only for a message, off the hot path.)"""
+        if scales is not None and mode != "per_sample":
+            weights, scales = _scaled(weights, scales), None
         if mode == "auto":
             if len(batch) > 1:
                 raise ValueError(f"Target: weights may have at most one batch dim, got batch shape {tuple(batch)}")
@@ -393,7 +403,7 @@ class Target(nn.Module):
                 f"{_where(mode)}: expected weights with one batch dim ({dim}, ...), got batch shape {tuple(batch)}"
             )
         if mode == "per_sample":
-            return self._per_sample(structure, weights, batch[0], args, kwargs)
+            return self._per_sample(structure, weights, batch[0], args, kwargs, scales)
         return self._ensemble(structure, weights, batch[0], args, kwargs)
 
     def _current(self) -> Structure:
@@ -450,7 +460,7 @@ class Target(nn.Module):
         chain = structure.chain
         return chain if chain is not None and chain.usable() else None
 
-    def _per_sample(self, structure: Structure, weights, B: int, args, kwargs):
+    def _per_sample(self, structure: Structure, weights, B: int, args, kwargs, scales: dict | None = None):
         n = self.input_batch(*args, **kwargs)
         if n is None:
             raise ValueError(
@@ -461,13 +471,15 @@ class Target(nn.Module):
                 f"Target.per_sample: weights have batch {B} but the input has batch {n} at dim "
                 f"{self.batch_dim}; they must match (use Target.ensemble for K weight sets on one shared input)"
             )
-        if B == 0:
-            return self._empty(structure, weights, 0, args, kwargs)
-        if self.batch_dim == 0 and self.per_sample_mode == "auto" and not self.channels_last:
+        if B and self.batch_dim == 0 and self.per_sample_mode == "auto" and not self.channels_last:
             chain = self._usable_chain(structure, args, kwargs)
             if chain is not None:
                 # an nn.Sequential of plain layers: the grouped kernels' calls without the frames
-                return chain.run_per_sample(weights, args[0], B)
+                return chain.run_per_sample(weights, args[0], B, scales=scales)
+        if scales is not None:
+            weights = _scaled(weights, scales)
+        if B == 0:
+            return self._empty(structure, weights, 0, args, kwargs)
         return self._grouped(structure, weights, B, args, kwargs, per_group_norm=False)
 
     def _ensemble(self, structure: Structure, weights, K: int, args, kwargs):
@@ -648,6 +660,11 @@ class Target(nn.Module):
             for layer in list(m)[1:]:
                 h = layer(h)
         return h
+
+
+def _scaled(weights, scales: dict) -> dict:
+    """``weights`` with each tensor multiplied by its scale (name -> float)."""
+    return {n: w if scales[n] == 1.0 else w * scales[n] for n, w in weights.items()}
 
 
 def _is_packed(value: Any) -> bool:
