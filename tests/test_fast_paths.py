@@ -920,3 +920,22 @@ def test_hypernetwork_hidden_layers_run_as_a_chain_with_the_module_results_and_h
     body = hnet.head.generator.body
     z = hnet.head.generator.encoder(h)
     torch.testing.assert_close(body(z), body.net(z), rtol=0, atol=0)
+
+
+def test_chain_relu_is_the_modules_relu_and_steps_aside_when_patched(monkeypatch):
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 6), nn.ReLU(inplace=True), nn.Linear(6, 2))
+    target = Target(module)
+    assert _uses_chain(target)
+    x = torch.randn(5, 4)
+    w = random_weights(target.spec)
+    _assert_equal_values_and_gradients(
+        lambda weights: target(weights, x), lambda weights: torch.func.functional_call(module, weights, (x,)), w
+    )
+    plain = target(w, x)
+    original = nn.ReLU.forward
+    monkeypatch.setattr(nn.ReLU, "forward", lambda self, inp: original(self, inp) + 1.0)
+    assert not _uses_chain(target)
+    patched = target(w, x)
+    torch.testing.assert_close(patched, torch.func.functional_call(module, w, (x,)), rtol=0, atol=0)
+    assert not torch.allclose(patched, plain)

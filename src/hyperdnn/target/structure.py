@@ -227,6 +227,7 @@ class _KeptChain:
 
 # what a chain replicates, as torch defines it (a patch of any of them sends calls to the modules)
 _LINEAR_FORWARD = nn.Linear.forward
+_RELU_FORWARD = nn.ReLU.forward
 _SEQUENTIAL_FORWARD = nn.Sequential.forward
 _CALL_IMPL = nn.Module._call_impl
 
@@ -293,12 +294,13 @@ class Chain:
     def usable(self) -> bool:
         """Whether calling the modules would run exactly the chain: no hooks anywhere, no
         ``forward`` set on an instance, no module compiled in place, no JIT tracing, and
-        ``Linear.forward``, ``Sequential.forward`` and ``Module._call_impl`` as torch defines
-        them (not patched)."""
+        ``Linear.forward``, ``ReLU.forward``, ``Sequential.forward`` and ``Module._call_impl``
+        as torch defines them (not patched)."""
         if (
             global_hooks()
             or torch._C._get_tracing_state()
             or nn.Linear.forward is not _LINEAR_FORWARD
+            or nn.ReLU.forward is not _RELU_FORWARD
             or nn.Sequential.forward is not _SEQUENTIAL_FORWARD
             or nn.Module._call_impl is not _CALL_IMPL
         ):
@@ -326,7 +328,7 @@ class Chain:
         takes instead (see :func:`~hyperdnn.target.kernels.grouped_linear`)."""
         for m, w, b in self.steps[start:]:
             if type(m) is not nn.Linear:
-                x = m.forward(x)
+                x = _leaf(m, x)
                 continue
             weight = m.weight if w is None else weights[w]
             bias = m.bias if b is None else weights[b]
@@ -364,5 +366,13 @@ class Chain:
                     m.bias if b is None else weights[b],
                 )
             else:
-                x = m.forward(x)
+                x = _leaf(m, x)
         return x
+
+
+def _leaf(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A chain leaf's ``forward`` on ``x``; a ``ReLU`` on a plain tensor is the ``torch.relu``
+    its ``forward`` calls (through ``F.relu``), without the two Python calls in between."""
+    if type(m) is nn.ReLU and not m.inplace and type(x) is torch.Tensor:
+        return torch.relu(x)
+    return m.forward(x)
