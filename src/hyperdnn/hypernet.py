@@ -554,9 +554,9 @@ class HyperModel(nn.Module):
         # nn.Sequential of Linear layers and parameter-free leaves) runs it directly
         lean = not kwargs and not self.norm_stats._layers and not torch.compiler.is_compiling()
         if type(hypernet).generate_flat is HyperNetwork.generate_flat:
-            flat, batched, deferred = hypernet._generate(
-                context, self._defer(mode, args, target, cond) if lean else None
-            )
+            # the chain check runs only for a batched context
+            defer = (lambda: self._defer(mode, args, target, cond)) if lean else None
+            flat, batched, deferred = hypernet._generate(context, defer)
         else:  # a subclass's own generation
             (flat, batched), deferred = hypernet.generate_flat(context), None
         scales = None
@@ -567,8 +567,8 @@ class HyperModel(nn.Module):
                 return chain.run_per_sample(hypernet.spec.unflatten(flat), x, B, scales=scales)
         elif lean and not batched and not target.channels_last and mode != "per_sample" and mode != "ensemble":
             if mode == "shared" or cond.execution(False) is Execution.SHARED:
-                chain = target._usable_chain(target._current(), args, kwargs)
-                if chain is not None:
+                chain = target._current().chain  # (lean: eager, one positional input)
+                if chain is not None and chain.usable():
                     return chain.run(hypernet.unflatten(flat, False), x)
         weights = hypernet.unflatten(flat, batched)
         execution = self._execution(mode, batched, flat.shape[0], args, kwargs)
@@ -626,13 +626,13 @@ class HyperModel(nn.Module):
         return execution._value_  # the plain string (the enum's value property costs a descriptor call)
 
     @staticmethod
-    def _defer(mode: str, args: tuple, target: Target, cond: Conditioner) -> Callable[[], Chain | None] | None:
-        """Where a batched context would run per sample through the target's :class:`Chain`
-        (an ``nn.Sequential`` of ``Linear`` layers and parameter-free leaves), a check that
-        returns that chain (or ``None``); the hypernetwork then leaves its per-tensor hyperfan
-        scales to the chain, which applies each to the smaller of the layer's input and its
-        generated weight (the same product, without a pass over every generated number).
-        ``None`` elsewhere. For calls without keyword arguments or BatchNorm statistics."""
+    def _defer(mode: str, args: tuple, target: Target, cond: Conditioner) -> Chain | None:
+        """For a batched context: the target's :class:`Chain` (an ``nn.Sequential`` of
+        ``Linear`` layers and parameter-free leaves) when the call runs per sample through it;
+        the hypernetwork then leaves its per-tensor hyperfan scales to the chain, which applies
+        each to the smaller of the layer's input and its generated weight (the same product,
+        without a pass over every generated number). ``None`` elsewhere. For eager calls
+        without keyword arguments or BatchNorm statistics."""
         if (
             mode == "shared"
             or mode == "ensemble"
@@ -644,7 +644,8 @@ class HyperModel(nn.Module):
             return None
         if mode == "auto" and cond.execution(True) is not Execution.PER_SAMPLE:
             return None
-        return functools.partial(target._usable_chain_now, args)
+        chain = target._current().chain
+        return chain if chain is not None and chain.usable() else None
 
     def _run(self, execution: str, weights: dict[str, torch.Tensor], args: tuple, kwargs: dict) -> Any:
         # The weights come from a hypernet of the target's own spec (checked at construction):

@@ -377,10 +377,6 @@ class Target(nn.Module):
         batch = w.shape[: w.dim() - len(first.shape)]
         return self._dispatch(structure, weights, batch, args, kwargs, mode, scales)
 
-    def _usable_chain_now(self, args: tuple) -> Chain | None:
-        """:meth:`_usable_chain` for a call on ``args`` (no keyword arguments) now."""
-        return self._usable_chain(self._current(), args, {})
-
     def _dispatch(
         self, structure: Structure, weights, batch, args: tuple, kwargs: dict, mode: str, scales: dict | None = None
     ) -> Any:
