@@ -600,12 +600,13 @@ def test_shared_chain_leaves_to_the_module_what_a_hook_or_an_instance_forward_ch
     torch.testing.assert_close(target(w, x), plain, rtol=0, atol=0)
 
 
-def test_shared_chain_steps_aside_when_linear_forward_is_patched(monkeypatch):
+@pytest.mark.parametrize("cls", [nn.Linear, nn.ReLU])
+def test_shared_chain_steps_aside_when_a_layer_forward_is_patched(monkeypatch, cls):
     # libraries that patch nn.Linear.forward (quantisation, adapters) see their patch run
-    module, target, x, w = _chain_case()
+    module, target, x, w = _relu_chain_case()
     plain = target(w, x)
-    original = nn.Linear.forward
-    monkeypatch.setattr(nn.Linear, "forward", lambda self, inp: original(self, inp) + 1.0)
+    original = cls.forward
+    monkeypatch.setattr(cls, "forward", lambda self, inp: original(self, inp) + 1.0)
     assert not _uses_chain(target)
     patched = target(w, x)
     torch.testing.assert_close(patched, torch.func.functional_call(module, w, (x,)), rtol=0, atol=0)
@@ -922,20 +923,16 @@ def test_hypernetwork_hidden_layers_run_as_a_chain_with_the_module_results_and_h
     torch.testing.assert_close(body(z), body.net(z), rtol=0, atol=0)
 
 
-def test_chain_relu_is_the_modules_relu_and_steps_aside_when_patched(monkeypatch):
+def _relu_chain_case() -> tuple[nn.Sequential, Target, torch.Tensor, dict[str, torch.Tensor]]:
     torch.manual_seed(0)
     module = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 6), nn.ReLU(inplace=True), nn.Linear(6, 2))
     target = Target(module)
+    return module, target, torch.randn(5, 4), random_weights(target.spec)
+
+
+def test_chain_relu_is_the_modules_relu():
+    module, target, x, w = _relu_chain_case()
     assert _uses_chain(target)
-    x = torch.randn(5, 4)
-    w = random_weights(target.spec)
     _assert_equal_values_and_gradients(
         lambda weights: target(weights, x), lambda weights: torch.func.functional_call(module, weights, (x,)), w
     )
-    plain = target(w, x)
-    original = nn.ReLU.forward
-    monkeypatch.setattr(nn.ReLU, "forward", lambda self, inp: original(self, inp) + 1.0)
-    assert not _uses_chain(target)
-    patched = target(w, x)
-    torch.testing.assert_close(patched, torch.func.functional_call(module, w, (x,)), rtol=0, atol=0)
-    assert not torch.allclose(patched, plain)
