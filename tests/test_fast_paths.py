@@ -900,8 +900,10 @@ def test_hypernetwork_hidden_layers_run_as_a_chain_with_the_module_results_and_h
     # parameters swapped for non-leaf tensors (functional_call): their values are used, none
     # is kept, and the module still deep-copies and pickles
     moved = {n: p.detach() + 1.0 for n, p in seq.named_parameters()}
+    kept = seq.__dict__["_hyperdnn_chain"]
     with torch.nn.utils.stateless._reparametrize_module(seq, moved):
         swapped = call_sequential(seq, x)
+    assert seq.__dict__["_hyperdnn_chain"] is kept  # the same layout: not rebuilt
     torch.testing.assert_close(swapped, torch.func.functional_call(seq, moved, (x,)), rtol=0, atol=0)
     gone = weakref.ref(moved["0.weight"])
     del moved, swapped

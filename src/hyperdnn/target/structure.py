@@ -35,15 +35,12 @@ class Fingerprint:
 
     __slots__ = ("modules", "_classes", "_children", "_param_ids", "_params")
 
-    def __init__(self, module: nn.Module, hold: bool = True):
+    def __init__(self, module: nn.Module):
         self.modules = list(module.modules())
         self._classes = [m.__class__ for m in self.modules]
         self._children = [c for d in map(_SUBMODULES, self.modules) for c in d.values()]
-        params = [p for d in map(_PARAMETERS, self.modules) for p in d.values()]
-        # held, so that their ids stay unique; ``hold=False`` where only the parameters' places
-        # matter (a new tensor in a freed tensor's id then passes as unchanged)
-        self._params = params if hold else None
-        self._param_ids = [id(p) for p in params]
+        self._params = [p for d in map(_PARAMETERS, self.modules) for p in d.values()]  # held: ids stay unique
+        self._param_ids = [id(p) for p in self._params]
 
     def unchanged(self) -> bool:
         """Whether the tree still has the classes, submodules and parameters it had."""
@@ -60,6 +57,29 @@ class Fingerprint:
             [m.__class__ for m in self.modules] == self._classes
             and [c for d in map(_SUBMODULES, self.modules) for c in d.values()] == self._children
             and [id(p) for d in map(_PARAMETERS, self.modules) for p in d.values()] == self._param_ids
+        )
+
+
+class LayoutFingerprint(Fingerprint):
+    """A :class:`Fingerprint` that compares the parameters' names instead of their identities
+    (and holds none): for code that reads each layer's parameters when it runs, where a tensor
+    put in a parameter's place (as ``torch.func.functional_call`` does) changes nothing. Eager
+    only."""
+
+    __slots__ = ()
+
+    def __init__(self, module: nn.Module):
+        self.modules = list(module.modules())
+        self._classes = [m.__class__ for m in self.modules]
+        self._children = [c for d in map(_SUBMODULES, self.modules) for c in d.values()]
+        self._params = None
+        self._param_ids = [k for d in map(_PARAMETERS, self.modules) for k in d]
+
+    def unchanged(self) -> bool:
+        return (
+            [m.__class__ for m in self.modules] == self._classes
+            and [c for d in map(_SUBMODULES, self.modules) for c in d.values()] == self._children
+            and [k for d in map(_PARAMETERS, self.modules) for k in d] == self._param_ids
         )
 
 
@@ -198,8 +218,8 @@ def call_sequential(seq: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return seq(x)
     kept = seq.__dict__.get("_hyperdnn_chain")
     if kept is None or kept.fingerprint is None or not kept.fingerprint.unchanged():
-        # the chain reads each layer's parameters when it runs: only the structure must match
-        kept = seq.__dict__["_hyperdnn_chain"] = _KeptChain(Fingerprint(seq, hold=False), Chain.build(seq, ()))
+        # the chain reads each layer's parameters when it runs: only the layout must match
+        kept = seq.__dict__["_hyperdnn_chain"] = _KeptChain(LayoutFingerprint(seq), Chain.build(seq, ()))
     chain = kept.chain
     if chain is None or not chain.usable():
         return seq(x)
@@ -215,7 +235,7 @@ class _KeptChain:
 
     __slots__ = ("fingerprint", "chain")
 
-    def __init__(self, fingerprint: Fingerprint | None = None, chain: Chain | None = None):
+    def __init__(self, fingerprint: LayoutFingerprint | None = None, chain: Chain | None = None):
         self.fingerprint, self.chain = fingerprint, chain
 
     def __deepcopy__(self, memo: dict) -> _KeptChain:
