@@ -938,3 +938,56 @@ def test_chain_relu_is_the_modules_relu():
     _assert_equal_values_and_gradients(
         lambda weights: target(weights, x), lambda weights: torch.func.functional_call(module, weights, (x,)), w
     )
+
+
+@pytest.mark.parametrize("n", [5, 40])  # the first layer's scale on the shared input, or on the weights
+def test_ensemble_chain_takes_the_hyperfan_scales_values_and_gradients(n, monkeypatch):
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 2))
+    target = Target(module)
+    hnet = HyperNetwork(target, Noise(6), MLP((16,)), Chunked(10, 4))
+    model = HyperModel(hnet, target)
+    z, x = torch.randn(4, 6), torch.randn(n, 4)
+    seen = []
+    plain = Chain.run_ensemble
+
+    def spy(self, weights, x, K, scales=None):
+        seen.append(scales)
+        return plain(self, weights, x, K, scales)
+
+    monkeypatch.setattr(Chain, "run_ensemble", spy)
+    out = model(x, z)
+    assert out.shape == (4, n, 2) and len(seen) == 1 and seen[0] is not None
+    out.square().sum().backward()
+    got = _grads(model)
+    model.zero_grad(set_to_none=True)
+    weights = hnet(z)
+    with _without_chain(target):
+        ref = target.ensemble(weights, x)
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(ref, ensemble_loop(target, weights, x), atol=1e-6, rtol=1e-5)
+    ref.square().sum().backward()
+    want = _grads(model)
+    assert set(got) == set(want) and got
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_ensemble_chain_with_scales_keeps_an_own_bias_and_other_targets_get_scaled_weights():
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    x = torch.randn(5, 4)
+    # the first layer's bias is the module's own: repeated for the K sets, never scaled
+    target = Target(module, ["0.weight", "2.*"])
+    w = random_weights(target.spec, 3)
+    scales = {name: 0.5 + i for i, name in enumerate(target.spec.names)}
+    scaled = {name: t * scales[name] for name, t in w.items()}
+    structure = target._current()
+    out = target._ensemble(structure, w, 3, (x,), {}, scales)
+    torch.testing.assert_close(out, ensemble_loop(target, scaled, x), atol=1e-6, rtol=1e-5)
+    # a target whose chain does not start with a generated Linear: the weights are scaled first
+    target = Target(nn.Sequential(nn.Tanh(), nn.Linear(4, 2)))
+    w = random_weights(target.spec, 3)
+    scales = {name: 0.25 for name in target.spec.names}
+    out = target._ensemble(target._current(), w, 3, (x,), {}, scales)
+    torch.testing.assert_close(out, ensemble_loop(target, {k: v * 0.25 for k, v in w.items()}, x), atol=1e-6, rtol=1e-5)

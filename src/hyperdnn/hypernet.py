@@ -561,10 +561,14 @@ class HyperModel(nn.Module):
             (flat, batched), deferred = hypernet.generate_flat(context), None
         scales = None
         if deferred is not None:
-            scales, chain = deferred
+            scales, (chain, ensemble) = deferred
             B = flat.shape[0]
-            if B and x.dim() and x.shape[0] == B and chain.usable():  # (generation ran since the check)
-                return chain.run_per_sample(hypernet.spec.unflatten(flat), x, B, scales=scales)
+            if B and x.dim() and chain.usable():  # (generation ran since the check)
+                if ensemble and x.shape[0]:
+                    out = chain.run_ensemble(hypernet.spec.unflatten(flat), x, B, scales)
+                    return chain.ensemble_output(out, B)
+                if not ensemble and x.shape[0] == B:
+                    return chain.run_per_sample(hypernet.spec.unflatten(flat), x, B, scales=scales)
         elif lean and not batched and not target.channels_last and mode != "per_sample" and mode != "ensemble":
             if mode == "shared" or cond.execution(False) is Execution.SHARED:
                 chain = target._current().chain  # (lean: eager, one positional input)
@@ -626,26 +630,32 @@ class HyperModel(nn.Module):
         return execution._value_  # the plain string (the enum's value property costs a descriptor call)
 
     @staticmethod
-    def _defer(mode: str, args: tuple, target: Target, cond: Conditioner) -> Chain | None:
+    def _defer(mode: str, args: tuple, target: Target, cond: Conditioner) -> tuple[Chain, bool] | None:
         """For a batched context: the target's :class:`Chain` (an ``nn.Sequential`` of
-        ``Linear`` layers and parameter-free leaves) when the call runs per sample through it;
-        the hypernetwork then leaves its per-tensor hyperfan scales to the chain, which applies
-        each to the smaller of the layer's input and its generated weight (the same product,
-        without a pass over every generated number). ``None`` elsewhere. For eager calls
-        without keyword arguments or BatchNorm statistics."""
+        ``Linear`` layers and parameter-free leaves) and whether the call is an ensemble, when
+        the call runs per sample or as an ensemble through it; the hypernetwork then leaves its
+        per-tensor hyperfan scales to the chain, which applies each to the smaller of the
+        layer's input and its generated weight (the same product, without a pass over every
+        generated number). ``None`` elsewhere. For eager calls without keyword arguments or
+        BatchNorm statistics."""
         if (
             mode == "shared"
-            or mode == "ensemble"
             or target.batch_dim != 0
             or target.per_sample_mode != "auto"
             or target.channels_last
             or not isinstance(args[0], torch.Tensor)
         ):
             return None
-        if mode == "auto" and cond.execution(True) is not Execution.PER_SAMPLE:
-            return None
-        chain = target._current().chain
-        return chain if chain is not None and chain.usable() else None
+        if mode == "auto":
+            execution = cond.execution(True)
+            if execution is Execution.SHARED or not isinstance(execution, Execution):
+                return None
+            ensemble = execution is Execution.ENSEMBLE
+        else:
+            ensemble = mode == "ensemble"
+        structure = target._current()
+        chain = target._ensemble_chain(structure, args, {}) if ensemble else target._usable_chain(structure, args, {})
+        return None if chain is None else (chain, ensemble)
 
     def _run(self, execution: str, weights: dict[str, torch.Tensor], args: tuple, kwargs: dict) -> Any:
         # The weights come from a hypernet of the target's own spec (checked at construction):

@@ -375,6 +375,41 @@ class Chain:
                 )
         return x
 
+    def starts_generated(self) -> bool:
+        """Whether the first leaf is a ``Linear`` whose weight is generated (what
+        :meth:`run_ensemble` needs) and the top container's first entry."""
+        m, w, _ = self.steps[0]
+        return type(m) is nn.Linear and w is not None and next(iter(self.modules[0]._modules.values())) is m
+
+    def run_ensemble(self, weights, x: torch.Tensor, K: int, scales: dict | None = None) -> torch.Tensor:
+        """The chain for ``K`` weight sets (spec name -> ``(K, ...)``) on one input ``x (n,
+        ..., in)``, as ``(K * n, ...)``, member-major: the first ``Linear`` meets ``x`` once for
+        all ``K`` sets (one GEMM with ``K * out`` outputs), the rest runs as
+        :meth:`run_per_sample` from leaf 1 (needs :meth:`starts_generated`). ``scales`` as in
+        :meth:`run_per_sample`; the first layer's weight scale multiplies ``x`` (shared by the
+        ``K`` sets) or the weights, whichever has fewer numbers."""
+        m, wn, bn = self.steps[0]
+        w = weights[wn]
+        b = m.bias if bn is None else weights[bn]
+        if scales is not None:
+            ws = scales[wn]
+            if ws != 1.0:
+                if x.numel() <= w.numel():
+                    x = x * ws
+                else:
+                    w = w * ws
+            if bn is not None and scales[bn] != 1.0:
+                b = b * scales[bn]
+        bias = None if b is None else (b.reshape(-1) if bn is not None else b.repeat(K))
+        y = F.linear(x, w.reshape(-1, w.shape[-1]), bias)  # (n, ..., K * out)
+        y = y.unflatten(-1, (K, w.shape[1])).movedim(-2, 0)  # (K, n, ..., out)
+        return self.run_per_sample(weights, y.reshape(K * x.shape[0], *y.shape[2:]), K, start=1, scales=scales)
+
+    @staticmethod
+    def ensemble_output(out: torch.Tensor, K: int) -> torch.Tensor:
+        """:meth:`run_ensemble`'s ``(K * n, ...)`` as an ensemble call's ``(K, n, ...)``."""
+        return out.reshape(K, out.shape[0] // K, *out.shape[1:])
+
     def run(self, weights, x):
         """The chain on ``x`` with the generated ``weights`` (spec name -> tensor)."""
         linear = F.linear

@@ -383,7 +383,7 @@ class Target(nn.Module):
         """Run in ``mode`` (one of :data:`MODES`) after checking the weights' batch dims ``batch``
         against it. (An ``"auto"`` call never fails these checks, so the messages name ``mode``
         as given; the name is built only for a message, off the hot path.)"""
-        if scales is not None and mode != "per_sample":
+        if scales is not None and mode != "per_sample" and mode != "ensemble":
             weights, scales = _scaled(weights, scales), None
         if mode == "auto":
             if len(batch) > 1:
@@ -400,7 +400,7 @@ class Target(nn.Module):
             )
         if mode == "per_sample":
             return self._per_sample(structure, weights, batch[0], args, kwargs, scales)
-        return self._ensemble(structure, weights, batch[0], args, kwargs)
+        return self._ensemble(structure, weights, batch[0], args, kwargs, scales)
 
     def _current(self) -> Structure:
         """The cached structure, rebuilt (and re-validated) if the module changed since."""
@@ -478,7 +478,12 @@ class Target(nn.Module):
             return self._empty(structure, weights, 0, args, kwargs)
         return self._grouped(structure, weights, B, args, kwargs, per_group_norm=False)
 
-    def _ensemble(self, structure: Structure, weights, K: int, args, kwargs):
+    def _ensemble(self, structure: Structure, weights, K: int, args, kwargs, scales: dict | None = None):
+        if scales is not None:
+            chain = self._ensemble_chain(structure, args, kwargs)
+            if chain is not None and K and args[0].dim() and args[0].shape[0]:
+                return chain.ensemble_output(chain.run_ensemble(weights, args[0], K, scales), K)
+            weights = _scaled(weights, scales)
         layout = _sequence_layout(self.module)
         if layout is not None:
             return self._ensemble_sequence(structure, weights, K, layout, args, kwargs)
@@ -612,6 +617,17 @@ class Target(nn.Module):
         with Active((self._frame(structure, weights, G, per_group_norm),)):
             return self.module(*args, **kwargs)
 
+    def _ensemble_chain(self, structure: Structure, args: tuple, kwargs: dict) -> Chain | None:
+        """The module's :class:`Chain` when an ensemble call on ``args`` runs it through
+        :meth:`Chain.run_ensemble` (batch at dim 0, no channels-last, a tensor input, the chain
+        usable and starting with a generated ``Linear``), else ``None``."""
+        if self.batch_dim != 0 or self.per_sample_mode != "auto" or self.channels_last:
+            return None
+        if not args or not isinstance(args[0], torch.Tensor):
+            return None
+        chain = self._usable_chain(structure, args, kwargs)
+        return chain if chain is not None and chain.starts_generated() else None
+
     def _ensemble_shared_first_layer(self, structure: Structure, weights, K: int, n: int, args, kwargs):
         """Ensemble fast path for an ``nn.Sequential`` that starts with a generated ``Linear``
         or (ungrouped) convolution: that layer meets the shared input once for all K weight
@@ -625,6 +641,10 @@ class Target(nn.Module):
         x = args[0]
         if not isinstance(x, torch.Tensor) or self.per_sample_mode != "auto" or hooked(m) or hooked(first):
             return None
+        chain = self._ensemble_chain(structure, args, kwargs)
+        if chain is not None:
+            # a chain that starts with its generated Linear: the whole of it without the frames
+            return chain.run_ensemble(weights, x, K)
         entry = next((e for e in structure.plan if e.module is first), None)
         if entry is None or entry.kernel not in (LINEAR, CONVOLUTION) or entry.derived or "weight" not in entry.names:
             return None
@@ -647,11 +667,6 @@ class Target(nn.Module):
                 padding = 0
             y = CONV[nd](x, w.reshape(-1, *w.shape[2:]), bias, first.stride, padding, first.dilation, 1)
             h = from_grouped_channels(y, K, self.channels_last)
-        # a chain starts with its Linear: then the rest of it runs without the frames
-        chain = self._usable_chain(structure, (h,), {}) if entry.kernel is LINEAR else None
-        if chain is not None:
-            # the grouped kernels' calls, layer after layer
-            return chain.run_per_sample(weights, h, K, start=1)
         with Active((self._frame(structure, weights, K, True),)):
             for layer in list(m)[1:]:
                 h = layer(h)
