@@ -743,6 +743,21 @@ def _grads(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
+def _assert_same_output_and_gradients(model: nn.Module, out: torch.Tensor, reference) -> None:
+    """``out`` equals ``reference()`` (run afterwards on the same model), and so do the model's
+    parameter gradients of the two outputs' sums of squares."""
+    out.square().sum().backward()
+    got = _grads(model)
+    model.zero_grad(set_to_none=True)
+    ref = reference()
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
+    ref.square().sum().backward()
+    want = _grads(model)
+    assert set(got) == set(want) and got
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], atol=1e-6, rtol=1e-4, msg=name)
+
+
 @pytest.mark.parametrize("head", [Once(), Chunked(40, 4)])
 @pytest.mark.parametrize("shape", [(6, 12), (6, 5, 12)])
 def test_per_sample_chain_takes_the_hyperfan_scales_values_and_gradients(head, shape, monkeypatch):
@@ -770,16 +785,7 @@ def test_per_sample_chain_takes_the_hyperfan_scales_values_and_gradients(head, s
     out = model(x)
     # every generated Linear took its two scales; none was 1 (they were folded, not applied)
     assert len(seen) == 3 and all(len(s) == 2 and 1.0 not in s for s in seen)
-    out.square().sum().backward()
-    got = _grads(model)
-    model.zero_grad(set_to_none=True)
-    ref = _reference_model_output(model, x, x)
-    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
-    ref.square().sum().backward()
-    want = _grads(model)
-    assert set(got) == set(want) and got
-    for n in want:
-        torch.testing.assert_close(got[n], want[n], atol=1e-6, rtol=1e-4, msg=n)
+    _assert_same_output_and_gradients(model, out, lambda: _reference_model_output(model, x, x))
 
 
 def test_grouped_linear_puts_the_weight_scale_on_the_smaller_operand():
@@ -958,19 +964,15 @@ def test_ensemble_chain_takes_the_hyperfan_scales_values_and_gradients(n, monkey
     monkeypatch.setattr(Chain, "run_ensemble", spy)
     out = model(x, z)
     assert out.shape == (4, n, 2) and len(seen) == 1 and seen[0] is not None
-    out.square().sum().backward()
-    got = _grads(model)
-    model.zero_grad(set_to_none=True)
-    weights = hnet(z)
-    with _without_chain(target):
-        ref = target.ensemble(weights, x)
-    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(ref, ensemble_loop(target, weights, x), atol=1e-6, rtol=1e-5)
-    ref.square().sum().backward()
-    want = _grads(model)
-    assert set(got) == set(want) and got
-    for name in want:
-        torch.testing.assert_close(got[name], want[name], atol=1e-6, rtol=1e-4, msg=name)
+
+    def reference():
+        weights = hnet(z)
+        with _without_chain(target):
+            ref = target.ensemble(weights, x)
+        torch.testing.assert_close(ref, ensemble_loop(target, weights, x), atol=1e-6, rtol=1e-5)
+        return ref
+
+    _assert_same_output_and_gradients(model, out, reference)
 
 
 def test_ensemble_chain_with_scales_keeps_an_own_bias_and_other_targets_get_scaled_weights():
