@@ -638,13 +638,7 @@ class HyperModel(nn.Module):
         layer's input and its generated weight (the same product, without a pass over every
         generated number). ``None`` elsewhere. For eager calls without keyword arguments or
         BatchNorm statistics."""
-        if (
-            mode == "shared"
-            or target.batch_dim != 0
-            or target.per_sample_mode != "auto"
-            or target.channels_last
-            or not isinstance(args[0], torch.Tensor)
-        ):
+        if mode == "shared":
             return None
         if mode == "auto":
             execution = cond.execution(True)
@@ -653,8 +647,7 @@ class HyperModel(nn.Module):
             ensemble = execution is Execution.ENSEMBLE
         else:
             ensemble = mode == "ensemble"
-        structure = target._current()
-        chain = target._ensemble_chain(structure, args, {}) if ensemble else target._usable_chain(structure, args, {})
+        chain = target._chain_for(target._current(), args, {}, ensemble)
         return None if chain is None else (chain, ensemble)
 
     def _run(self, execution: str, weights: dict[str, torch.Tensor], args: tuple, kwargs: dict) -> Any:

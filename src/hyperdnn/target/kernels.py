@@ -264,6 +264,16 @@ def linear(call: GroupedCall, x: torch.Tensor) -> torch.Tensor:
     return y.movedim(0, bd) if bd else y
 
 
+def scale_smaller(x: torch.Tensor, w: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, w)`` of a product ``x w^T`` whose weight counts as ``scale * w``: the scale on
+    whichever of the two has fewer numbers (``(s x) w^T = x (s w)^T``)."""
+    if scale == 1.0:
+        return x, w
+    if x.numel() <= w.numel():
+        return x * scale, w
+    return x, w * scale
+
+
 def grouped_linear(
     x: torch.Tensor,
     G: int,
@@ -283,11 +293,7 @@ def grouped_linear(
     shape = x.shape
     x3 = x.reshape(G, shape[0] // G * math.prod(shape[1:-1]), shape[-1])
     if w_generated:
-        if w_scale != 1.0:
-            if x3.numel() <= w.numel():
-                x3 = x3 * w_scale
-            else:
-                w = w * w_scale
+        x3, w = scale_smaller(x3, w, w_scale)
         wt = w.transpose(1, 2)
         if b is None:
             y = torch.bmm(x3, wt)

@@ -19,7 +19,7 @@ from torch.nn.modules import module as _m
 from torch.nn.utils.parametrizations import _SpectralNorm as _SpectralNormParametrization
 
 from hyperdnn.spec import WeightSpec
-from hyperdnn.target.kernels import grouped_linear
+from hyperdnn.target.kernels import grouped_linear, scale_smaller
 from hyperdnn.target.plan import PlanEntry, build_plan
 from hyperdnn.target.reparam import legacy_attribute, legacy_hooks
 
@@ -69,9 +69,7 @@ class LayoutFingerprint(Fingerprint):
     __slots__ = ()
 
     def __init__(self, module: nn.Module):
-        self.modules = list(module.modules())
-        self._classes = [m.__class__ for m in self.modules]
-        self._children = [c for d in map(_SUBMODULES, self.modules) for c in d.values()]
+        super().__init__(module)
         self._params = None
         self._param_ids = [k for d in map(_PARAMETERS, self.modules) for k in d]
 
@@ -360,19 +358,9 @@ class Chain:
                     f"Target: Linear with batched weights expected an input with its batch of {G} weight sets x N "
                     f"samples at dim 0, got {tuple(x.shape)}"
                 )
-            if scales is None:
-                x = grouped_linear(x, G, weight, bias, w is not None, b is not None)
-            else:
-                x = grouped_linear(
-                    x,
-                    G,
-                    weight,
-                    bias,
-                    w is not None,
-                    b is not None,
-                    1.0 if w is None else scales[w],
-                    1.0 if b is None else scales[b],
-                )
+            w_scale = 1.0 if scales is None or w is None else scales[w]
+            b_scale = 1.0 if scales is None or b is None else scales[b]
+            x = grouped_linear(x, G, weight, bias, w is not None, b is not None, w_scale, b_scale)
         return x
 
     def starts_generated(self) -> bool:
@@ -392,12 +380,7 @@ class Chain:
         w = weights[wn]
         b = m.bias if bn is None else weights[bn]
         if scales is not None:
-            ws = scales[wn]
-            if ws != 1.0:
-                if x.numel() <= w.numel():
-                    x = x * ws
-                else:
-                    w = w * ws
+            x, w = scale_smaller(x, w, scales[wn])
             if bn is not None and scales[bn] != 1.0:
                 b = b * scales[bn]
         bias = None if b is None else (b.reshape(-1) if bn is not None else b.repeat(K))

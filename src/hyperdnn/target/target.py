@@ -467,8 +467,8 @@ class Target(nn.Module):
                 f"Target.per_sample: weights have batch {B} but the input has batch {n} at dim "
                 f"{self.batch_dim}; they must match (use Target.ensemble for K weight sets on one shared input)"
             )
-        if B and self.batch_dim == 0 and self.per_sample_mode == "auto" and not self.channels_last:
-            chain = self._usable_chain(structure, args, kwargs)
+        if B:
+            chain = self._chain_for(structure, args, kwargs, ensemble=False)
             if chain is not None:
                 # an nn.Sequential of plain layers: the grouped kernels' calls without the frames
                 return chain.run_per_sample(weights, args[0], B, scales=scales)
@@ -480,7 +480,7 @@ class Target(nn.Module):
 
     def _ensemble(self, structure: Structure, weights, K: int, args, kwargs, scales: dict | None = None):
         if scales is not None:
-            chain = self._ensemble_chain(structure, args, kwargs)
+            chain = self._chain_for(structure, args, kwargs, ensemble=True)
             if chain is not None and K and args[0].dim() and args[0].shape[0]:
                 return chain.ensemble_output(chain.run_ensemble(weights, args[0], K, scales), K)
             weights = _scaled(weights, scales)
@@ -617,16 +617,19 @@ class Target(nn.Module):
         with Active((self._frame(structure, weights, G, per_group_norm),)):
             return self.module(*args, **kwargs)
 
-    def _ensemble_chain(self, structure: Structure, args: tuple, kwargs: dict) -> Chain | None:
-        """The module's :class:`Chain` when an ensemble call on ``args`` runs it through
-        :meth:`Chain.run_ensemble` (batch at dim 0, no channels-last, a tensor input, the chain
-        usable and starting with a generated ``Linear``), else ``None``."""
+    def _chain_for(self, structure: Structure, args: tuple, kwargs: dict, ensemble: bool) -> Chain | None:
+        """The module's :class:`Chain` when a per-sample call (:meth:`Chain.run_per_sample`)
+        or an ensemble call (:meth:`Chain.run_ensemble`, which needs a generated ``Linear``
+        first) on ``args`` runs it: batch at dim 0, ``per_sample="auto"``, no channels-last, a
+        tensor input, the chain usable; else ``None``."""
         if self.batch_dim != 0 or self.per_sample_mode != "auto" or self.channels_last:
             return None
         if not args or not isinstance(args[0], torch.Tensor):
             return None
         chain = self._usable_chain(structure, args, kwargs)
-        return chain if chain is not None and chain.starts_generated() else None
+        if chain is None or (ensemble and not chain.starts_generated()):
+            return None
+        return chain
 
     def _ensemble_shared_first_layer(self, structure: Structure, weights, K: int, n: int, args, kwargs):
         """Ensemble fast path for an ``nn.Sequential`` that starts with a generated ``Linear``
@@ -641,7 +644,7 @@ class Target(nn.Module):
         x = args[0]
         if not isinstance(x, torch.Tensor) or self.per_sample_mode != "auto" or hooked(m) or hooked(first):
             return None
-        chain = self._ensemble_chain(structure, args, kwargs)
+        chain = self._chain_for(structure, args, kwargs, ensemble=True)
         if chain is not None:
             # a chain that starts with its generated Linear: the whole of it without the frames
             return chain.run_ensemble(weights, x, K)
