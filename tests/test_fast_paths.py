@@ -993,3 +993,98 @@ def test_ensemble_chain_with_scales_keeps_an_own_bias_and_other_targets_get_scal
     scales = {name: 0.25 for name in target.spec.names}
     out = target._ensemble(target._current(), w, 3, (x,), {}, scales)
     torch.testing.assert_close(out, ensemble_loop(target, {k: v * 0.25 for k, v in w.items()}, x), atol=1e-6, rtol=1e-5)
+
+
+# ------------------------------------------------------------------ one context, generate once
+
+
+def _row_case(out_features: int, bias: bool = True, dtype=torch.float32):
+    torch.manual_seed(0)
+    w = torch.randn(out_features, 40, dtype=dtype, requires_grad=True)
+    b = torch.randn(out_features, dtype=dtype, requires_grad=True) if bias else None
+    x = torch.randn(1, 40, dtype=dtype, requires_grad=True)
+    return x, w, b
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_row_linear_equals_linear_in_values_and_gradients(bias):
+    from hyperdnn.target import kernels
+
+    x, w, b = _row_case(2 * kernels.MV_MIN_NUMEL // 40, bias)
+    g = torch.randn(1, w.shape[0])
+    leaves = [t for t in (x, w, b) if t is not None]
+    out = kernels.row_linear(x, w, b)
+    grads = torch.autograd.grad(out, leaves, g)
+    ref = torch.nn.functional.linear(x, w, b)
+    ref_grads = torch.autograd.grad(ref, leaves, g)
+    assert out.shape == ref.shape == (1, w.shape[0])
+    torch.testing.assert_close(out, ref)
+    for a, r in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, r)
+
+
+def test_row_linear_takes_the_matrix_vector_product_only_where_it_applies(monkeypatch):
+    from hyperdnn.target import kernels
+
+    used = []
+    real_addmv = torch.addmv
+    monkeypatch.setattr(torch, "addmv", lambda *a, **k: used.append(1) or real_addmv(*a, **k))
+    x, w, b = _row_case(2 * kernels.MV_MIN_NUMEL // 40)
+    kernels.row_linear(x, w, b)
+    assert used == [1]
+    small = _row_case(8)
+    kernels.row_linear(*small)  # a small weight: the ordinary product
+    kernels.row_linear(torch.randn(2, 40), w, b)  # two rows
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert kernels.row_linear(x, w, b).dtype == torch.bfloat16  # autocast's product, its dtype
+    assert used == [1]
+    with pytest.raises(RuntimeError):  # a dtype mismatch gets F.linear's own error
+        kernels.row_linear(x.double(), w, b)
+
+
+def _once_model(out_features: int = 2000) -> HyperModel:
+    torch.manual_seed(0)
+    target = Target(nn.Sequential(nn.Linear(20, out_features // 20), nn.ReLU(), nn.Linear(out_features // 20, 3)))
+    return HyperModel(HyperNetwork(target, TaskEmbedding(4, 8), MLP((48,)), Once()), target)
+
+
+def _values_and_grads(model: HyperModel, x: torch.Tensor, task: int):
+    model.zero_grad(set_to_none=True)
+    out = model(x, task)
+    out.square().sum().backward()
+    return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_generate_once_for_one_context_matches_the_module_call(monkeypatch):
+    from hyperdnn.target import kernels
+
+    model = _once_model()
+    linear = model.hypernet.head.linear
+    assert linear.weight.numel() >= kernels.MV_MIN_NUMEL
+    x = torch.randn(5, 20)
+    used = []
+    real = kernels.row_linear
+    monkeypatch.setattr("hyperdnn.heads.row_linear", lambda *a: used.append(1) or real(*a))
+    out, grads = _values_and_grads(model, x, 2)
+    assert used == [1]
+    handle = linear.register_forward_hook(lambda m, i, o: used.append("hook"))  # forces the module call
+    ref, ref_grads = _values_and_grads(model, x, 2)
+    handle.remove()
+    assert used == [1, "hook"]
+    torch.testing.assert_close(out, ref)
+    assert grads.keys() == ref_grads.keys()
+    assert "hypernet.head.linear.weight" in grads and "hypernet.conditioner.embeddings.2" in grads
+    for name in grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], msg=name)
+
+
+def test_generate_once_for_one_context_leaves_a_patched_linear_to_its_patch(monkeypatch):
+    model = _once_model()
+    hnet = model.hypernet
+    head = hnet.head.linear
+    plain, _ = hnet.generate_flat(1)
+    original = nn.Linear.forward
+    # a patch of Linear.forward (as quantisation and adapter libraries make) runs for the head
+    monkeypatch.setattr(nn.Linear, "forward", lambda self, inp: original(self, inp) + (1.0 if self is head else 0.0))
+    patched, _ = hnet.generate_flat(1)
+    torch.testing.assert_close(patched - plain, hnet.theta_scale.expand_as(plain))

@@ -60,7 +60,8 @@ from torch import nn
 from hyperdnn._checks import check_choice, check_int, check_optional_int, check_widths, set_frozen
 from hyperdnn._factories import factory_registry
 from hyperdnn.spec import WeightSpec
-from hyperdnn.target.structure import call_sequential
+from hyperdnn.target.kernels import row_linear
+from hyperdnn.target.structure import call_sequential, plain_linear
 from hyperdnn.target.swap import hooked
 from hyperdnn.trunks import ACTIVATIONS, TokenMixer, TokenReadout, Trunk, make_activation
 
@@ -388,6 +389,10 @@ class OnceModule(HeadModule):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         linear = self._modules.get("linear")  # hot path: no nn.Module.__getattr__
         if linear is not None:
+            if h.dim() == 2 and h.shape[0] == 1 and not torch.compiler.is_compiling() and plain_linear(linear):
+                # one context: a matrix-vector product where it is faster (see row_linear)
+                p = linear._parameters
+                return row_linear(h, p["weight"], p["bias"])
             return linear(h)
         return self._modules["generator"](h)[:, 0]
 

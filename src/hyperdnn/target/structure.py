@@ -324,14 +324,7 @@ class Chain:
         ):
             return False
         for m in self.modules:
-            if (
-                m._forward_hooks
-                or m._forward_pre_hooks
-                or m._backward_hooks
-                or m._backward_pre_hooks
-                or m._compiled_call_impl is not None
-                or "forward" in m.__dict__
-            ):
+            if not _calls_forward(m):
                 return False
         return True
 
@@ -406,6 +399,34 @@ class Chain:
             else:
                 x = _leaf(m, x)
         return x
+
+
+def _calls_forward(m: nn.Module) -> bool:
+    """Whether ``m``'s own state leaves its call as "its class's ``forward``": no hooks of its
+    own, no ``forward`` set on the instance, not compiled in place."""
+    return not (
+        m._forward_hooks
+        or m._forward_pre_hooks
+        or m._backward_hooks
+        or m._backward_pre_hooks
+        or m._compiled_call_impl is not None
+        or "forward" in m.__dict__
+    )
+
+
+def plain_linear(m: nn.Module) -> bool:
+    """Whether calling ``m`` would run exactly ``nn.Linear.forward`` as torch defines it: an
+    ``nn.Linear`` (that class) without hooks (its own or global ones), without a ``forward``
+    set on the instance, not compiled in place, no JIT tracing, and ``Linear.forward`` and
+    ``Module._call_impl`` not patched. Then ``F.linear`` on its parameters is its call."""
+    return (
+        type(m) is nn.Linear
+        and nn.Linear.forward is _LINEAR_FORWARD
+        and nn.Module._call_impl is _CALL_IMPL
+        and not torch._C._get_tracing_state()
+        and not global_hooks()
+        and _calls_forward(m)
+    )
 
 
 def _leaf(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
