@@ -1088,3 +1088,118 @@ def test_generate_once_for_one_context_leaves_a_patched_linear_to_its_patch(monk
     monkeypatch.setattr(nn.Linear, "forward", lambda self, inp: original(self, inp) + (1.0 if self is head else 0.0))
     patched, _ = hnet.generate_flat(1)
     torch.testing.assert_close(patched - plain, hnet.theta_scale.expand_as(plain))
+
+
+# ------------------------------------------------------------------ a chunked head's padding
+
+
+def test_unflatten_prefix_reads_the_first_numel_numbers_and_refuses_fewer():
+    from hyperdnn.spec import WeightSpec
+
+    spec = WeightSpec.from_module(nn.Linear(3, 2))
+    flat = torch.randn(4, spec.numel + 5)
+    got = spec.unflatten_prefix(flat)
+    ref = spec.unflatten(flat[:, : spec.numel])
+    assert got.keys() == ref.keys()
+    for name in ref:
+        assert torch.equal(got[name], ref[name])
+    exact = torch.randn(spec.numel)
+    assert all(torch.equal(a, b) for a, b in zip(spec.unflatten_prefix(exact).values(), spec.unflatten(exact).values()))
+    with pytest.raises(ValueError, match=r"n >= 8"):
+        spec.unflatten_prefix(torch.randn(2, spec.numel - 1))
+    with pytest.raises(ValueError, match=r"n >= 8"):
+        spec.unflatten_prefix(torch.tensor(1.0))
+
+
+def _chunked_model(cond, module: nn.Module | None = None, **hnet_kwargs) -> HyperModel:
+    torch.manual_seed(0)
+    target = Target(module if module is not None else nn.Sequential(nn.Linear(6, 7), nn.ReLU(), nn.Linear(7, 3)))
+    hnet = HyperNetwork(target, cond, MLP((12,)), Chunked(16, 4, (10,)), **hnet_kwargs)
+    assert target.spec.numel % 16  # the last chunk has a tail to cut
+    return HyperModel(hnet, target)
+
+
+def _unpadded(model: HyperModel) -> HyperModel:
+    """The same model, generating through the slice (the path before the padded one)."""
+    other = copy.deepcopy(model)
+    hn = other.hypernet
+    hn._generate = lambda c, d=None, padded=False: HyperNetwork._generate(hn, c, d, False)
+    return other
+
+
+PADDED_CASES = {
+    "shared chain": (lambda: TaskEmbedding(3, 5), lambda: 1, None),
+    "per sample": (lambda: TaskEmbedding(3, 5), lambda: torch.tensor([0, 2, 1, 2, 0]), None),
+    "ensemble": (lambda: Noise(5), lambda: torch.randn(4, 5), None),
+    "shared, not a chain": (
+        lambda: TaskEmbedding(3, 5),
+        lambda: 2,
+        lambda: nn.Sequential(nn.Linear(6, 7), nn.LayerNorm(7), nn.Linear(7, 3)),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(PADDED_CASES))
+def test_padded_chunk_output_gives_the_same_values_and_gradients(case, monkeypatch):
+    cond, context, module = PADDED_CASES[case]
+    model = _chunked_model(cond(), module() if module else None)
+    ref_model = _unpadded(model)
+    padded_calls = []
+    real = model.hypernet.head.forward_padded
+    monkeypatch.setattr(model.hypernet.head, "forward_padded", lambda h: padded_calls.append(1) or real(h))
+    x = torch.randn(5, 6)
+    c = context()
+    out, ref = model(x, c), ref_model(x, c)
+    assert padded_calls == [1]
+    torch.testing.assert_close(out, ref, atol=0, rtol=0)
+    out.square().sum().backward()
+    ref.square().sum().backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    ref_grads = {n: p.grad for n, p in ref_model.named_parameters() if p.grad is not None}
+    assert grads.keys() == ref_grads.keys() and any("head" in n for n in grads)
+    for name in grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], atol=1e-7, rtol=1e-6, msg=name)
+
+
+def test_padded_scale_follows_theta_scale_and_steps_aside_where_it_cannot_apply():
+    model = _chunked_model(TaskEmbedding(3, 5))
+    hnet = model.hypernet
+    width = hnet.head.num_chunks * hnet.head.chunk_size
+    x = torch.randn(4, 6)
+
+    def check():  # the padded call against the slice, after each change
+        torch.testing.assert_close(model(x, 1), _unpadded(model)(x, 1), atol=0, rtol=0)
+
+    first = hnet._padded_scale(width)
+    assert first.shape == (width,) and torch.equal(first[: hnet.spec.numel], hnet.theta_scale)
+    assert not first[hnet.spec.numel :].any()
+    check()
+    # written in place (the version counter), through .data after a read, or replaced
+    hnet.load_state_dict({**hnet.state_dict(), "theta_scale": hnet.theta_scale * 2})
+    assert torch.equal(hnet._padded_scale(width)[: hnet.spec.numel], hnet.theta_scale)
+    check()
+    hnet.theta_scale.data.mul_(0.5)
+    assert torch.equal(hnet._padded_scale(width)[: hnet.spec.numel], hnet.theta_scale)
+    check()
+    handle = hnet.theta_scale  # kept from before the next call: a write through it shows in the version only
+    model(x, 1)
+    with torch.no_grad():
+        handle.mul_(3.0)
+    check()
+    # a copy holds no padded scale of its own until it runs
+    assert copy.deepcopy(hnet).__dict__["_padded_scale_memo"].value is None
+    # a trainable scale (its gradient must reach it) or a mean that is not zero: the slice
+    hnet.theta_scale.requires_grad_(True)
+    assert hnet._padded_scale(width) is None
+    hnet.theta_scale.requires_grad_(False)
+    residual = _chunked_model(TaskEmbedding(3, 5), residual="target")
+    assert residual.hypernet._padded_scale(width) is None
+    torch.testing.assert_close(residual(x, 1), _unpadded(residual)(x, 1), atol=0, rtol=0)
+
+
+def test_padded_chunk_output_steps_aside_for_a_hook_on_the_head():
+    model = _chunked_model(TaskEmbedding(3, 5))
+    seen = []
+    model.hypernet.head.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    model(torch.randn(2, 6), 0)
+    assert seen == [(1, model.hypernet.spec.numel)]  # the hook saw the head's own output

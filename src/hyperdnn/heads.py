@@ -516,8 +516,12 @@ class ChunkedModule(HeadModule):
         return -(-self.spec.numel // self.chunk_size)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        out = self._modules["generator"](h)  # (B, n, chunk)
-        return out.reshape(h.shape[0], -1)[:, : self.spec.numel]
+        return self.forward_padded(h)[:, : self.spec.numel]
+
+    def forward_padded(self, h: torch.Tensor) -> torch.Tensor:
+        """Every chunk, the last one's tail included: ``(B, num_chunks * chunk_size)``, whose
+        first ``spec.numel`` numbers per row are :meth:`forward`'s."""
+        return self._modules["generator"](h).reshape(h.shape[0], -1)
 
     def calibration_groups(self):
         return [(self.generator.final_layers(), list(self.spec.names))]

@@ -31,14 +31,14 @@ from torch.utils import _pytree as pytree
 
 from hyperdnn._checks import check_bool, check_choice, check_float, check_int
 from hyperdnn.conditioners import Conditioner, Execution, LearnedLatent, TaskEmbedding, check_conditioner
-from hyperdnn.heads import Head, Once, OnceModule
+from hyperdnn.heads import ChunkedModule, Head, Once, OnceModule
 from hyperdnn.init import calibrate as calibrate_last_layers
 from hyperdnn.init import check_init_mode, element_stats, residual_base
 from hyperdnn.norm_stats import NormStats, resolve_norm_stats
 from hyperdnn.optim import adam
 from hyperdnn.spec import WeightSpec
 from hyperdnn.target import Target
-from hyperdnn.target.structure import Chain
+from hyperdnn.target.structure import Chain, plain_call
 from hyperdnn.trunks import MLP, Trunk, build_trunk
 
 __all__ = ["HyperNetwork", "HyperModel", "compile_settings"]
@@ -164,6 +164,22 @@ class _Affine(torch.autograd.Function):
         g_scale = _sum_to(grad * raw, scale_shape) if ctx.needs_input_grad[1] else None
         g_raw = grad * scale if ctx.needs_input_grad[2] else None
         return g_mean, g_scale, g_raw
+
+
+class _Memo:
+    """A value kept on a module under a key; a copy or an unpickled module gets none (it is
+    rebuilt on first use)."""
+
+    __slots__ = ("key", "value")
+
+    def __init__(self, key: Any = None, value: Any = None):
+        self.key, self.value = key, value
+
+    def __deepcopy__(self, memo: dict) -> _Memo:
+        return _Memo()
+
+    def __reduce__(self):
+        return (_Memo, ())
 
 
 class HyperNetwork(nn.Module):
@@ -321,23 +337,32 @@ class HyperNetwork(nn.Module):
         return flat, batched
 
     def _generate(
-        self, context: Any, defer: Callable[[], Any] | None = None
+        self, context: Any, defer: Callable[[], Any] | None = None, padded: bool = False
     ) -> tuple[torch.Tensor, bool, tuple[dict[str, float], Any] | None]:
         """:meth:`generate_flat`, and the scales it left out: for a batched context, when
         ``defer`` is given, the affine is one scale per tensor over a zero mean
         (:meth:`_tensor_scales`) and ``defer()`` returns something (the caller's way to apply
         them), returns the raw head output and ``(scales, that)`` (scales: name -> float);
-        else the weights and ``None``."""
+        else the weights and ``None``. With ``padded`` (eager), a chunked head's output may
+        keep the last chunk's tail, ``(B, n >= numel)``: read it with
+        :meth:`~hyperdnn.spec.WeightSpec.unflatten_prefix`, whose one split cuts the tail
+        (a slice's backward would write a zero-filled copy of the whole output)."""
         modules = self._modules  # hot path: no __getattr__ (nn.Module's, and this class's own)
         cond = modules["conditioner"](context)
         h = modules["trunk"](cond.c)
         head = modules["head"]
+        # the head's module call does nothing but its forward: its padded output can be taken
+        pad = padded and type(head) is ChunkedModule and plain_call(head)
         if defer is not None and cond.batched:
             scales = self._tensor_scales()
             if scales is not None:
                 taker = defer()
                 if taker is not None:
-                    return head(h), True, (scales, taker)
+                    return (head.forward_padded(h) if pad else head(h)), True, (scales, taker)
+        if pad:
+            scale = self._padded_scale(head.num_chunks * head.chunk_size)
+            if scale is not None:
+                return head.forward_padded(h) * scale, cond.batched, None
         folded = self._folded_once(head, h)
         if folded is not None:
             return folded, cond.batched, None
@@ -370,6 +395,26 @@ class HyperNetwork(nn.Module):
             self._tensor_scales_key = key
         return self._tensor_scales_cache
 
+    def _padded_scale(self, width: int) -> torch.Tensor | None:
+        """``theta_scale`` followed by zeros up to ``width`` numbers, when the affine is
+        ``theta_scale * raw`` (``theta_mean`` a fixed all-zero buffer) and ``theta_scale`` a
+        constant (no gradient, no forward-mode tangent); else ``None``. Kept until
+        ``theta_scale`` may have changed (as :meth:`_tensor_scales`). Eager mode only."""
+        if not self._mean_is_zero(self._mean()):
+            return None
+        s = self._buffers["theta_scale"]
+        try:
+            key = (id(s), s.data_ptr(), s._version, s.device, s.dtype, s.requires_grad, width)
+        except RuntimeError:  # inside a torch.func transform
+            return None
+        memo = self.__dict__.get("_padded_scale_memo")
+        if memo is None or memo.key != key:
+            value = None
+            if not s.requires_grad and forward_ad.unpack_dual(s).tangent is None and width >= s.numel():
+                value = torch.cat([s, s.new_zeros(width - s.numel())])
+            memo = self.__dict__["_padded_scale_memo"] = _Memo(key, value)
+        return memo.value
+
     def __getattr__(self, name: str) -> Any:
         if name == "theta_mean":
             # a read from outside may be followed by a write the version counter does not see
@@ -377,6 +422,7 @@ class HyperNetwork(nn.Module):
             self.__dict__.pop("_zero_mean_key", None)
         elif name == "theta_scale":
             self.__dict__.pop("_tensor_scales_key", None)
+            self.__dict__.pop("_padded_scale_memo", None)
         return super().__getattr__(name)
 
     def _mean(self) -> torch.Tensor:
@@ -438,9 +484,16 @@ class HyperNetwork(nn.Module):
         """Name -> tensor views of flat weights from :meth:`generate_flat`: ``(B, *shape)``
         when ``batched``, else ``(*shape)`` (``flat`` is then ``(1, numel)``). With
         ``check_finite`` raises ``FloatingPointError`` naming the tensors that are not finite."""
+        return self._unflatten(flat, batched, self.spec.unflatten)
+
+    def _unflatten(
+        self, flat: torch.Tensor, batched: bool, split: Callable[[torch.Tensor], dict[str, torch.Tensor]]
+    ) -> dict[str, torch.Tensor]:
+        """:meth:`unflatten` with ``split`` (the spec's ``unflatten``, or its
+        ``unflatten_prefix`` for :meth:`_generate`'s padded output)."""
         if not batched:
             flat = flat.squeeze(0)
-        weights = self.spec.unflatten(flat)
+        weights = split(flat)
         if self.check_finite:
             bad = [n for n, w in weights.items() if not bool(torch.isfinite(w).all())]
             if bad:
@@ -556,7 +609,7 @@ class HyperModel(nn.Module):
         if type(hypernet).generate_flat is HyperNetwork.generate_flat:
             # the chain check runs only for a batched context
             defer = (lambda: self._defer(mode, args, target, cond)) if lean else None
-            flat, batched, deferred = hypernet._generate(context, defer)
+            flat, batched, deferred = hypernet._generate(context, defer, padded=True)
         else:  # a subclass's own generation
             (flat, batched), deferred = hypernet.generate_flat(context), None
         scales = None
@@ -565,16 +618,16 @@ class HyperModel(nn.Module):
             B = flat.shape[0]
             if B and x.dim() and chain.usable():  # (generation ran since the check)
                 if ensemble and x.shape[0]:
-                    out = chain.run_ensemble(hypernet.spec.unflatten(flat), x, B, scales)
+                    out = chain.run_ensemble(hypernet.spec.unflatten_prefix(flat), x, B, scales)
                     return chain.ensemble_output(out, B)
                 if not ensemble and x.shape[0] == B:
-                    return chain.run_per_sample(hypernet.spec.unflatten(flat), x, B, scales=scales)
+                    return chain.run_per_sample(hypernet.spec.unflatten_prefix(flat), x, B, scales=scales)
         elif lean and not batched and not target.channels_last and mode != "per_sample" and mode != "ensemble":
             if mode == "shared" or cond.execution(False) is Execution.SHARED:
                 chain = target._current().chain  # (lean: eager, one positional input)
                 if chain is not None and chain.usable():
-                    return chain.run(hypernet.unflatten(flat, False), x)
-        weights = hypernet.unflatten(flat, batched)
+                    return chain.run(hypernet._unflatten(flat, False, hypernet.spec.unflatten_prefix), x)
+        weights = hypernet._unflatten(flat, batched, hypernet.spec.unflatten_prefix)
         execution = self._execution(mode, batched, flat.shape[0], args, kwargs)
         norm = self.norm_stats
         if not norm.active:  # shared statistics, or no BatchNorm statistics at all

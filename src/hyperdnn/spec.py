@@ -377,8 +377,25 @@ class WeightSpec(Sequence[TensorSpec]):
             raise ValueError(
                 f"WeightSpec.unflatten: expected a tensor of shape (*batch, {self._numel}), got {tuple(flat.shape)}"
             )
-        batch = flat.shape[:-1]
-        parts = flat.split_with_sizes(self._sizes, -1)
+        return self._views_of(flat.split_with_sizes(self._sizes, -1), flat.shape[:-1])
+
+    def unflatten_prefix(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`unflatten` of the first ``numel`` numbers of each row of ``(*batch, n)``,
+        ``n >= numel`` (a chunked head's output before its padding is cut: one split, whose
+        backward writes the padding's zeros with the rest in one pass)."""
+        if flat.dim() == 0 or flat.shape[-1] < self._numel:
+            raise ValueError(
+                f"WeightSpec.unflatten_prefix: expected a tensor of shape (*batch, n >= {self._numel}), "
+                f"got {tuple(flat.shape)}"
+            )
+        extra = flat.shape[-1] - self._numel
+        if extra == 0:
+            return self.unflatten(flat)
+        return self._views_of(flat.split_with_sizes([*self._sizes, extra], -1), flat.shape[:-1])
+
+    def _views_of(self, parts, batch: torch.Size) -> dict[str, torch.Tensor]:
+        """Name -> each tensor's view of its flat part (``parts`` in spec order; a trailing
+        extra part is ignored)."""
         if batch:
             return {t.name: p.reshape(batch + t.shape) for t, p in zip(self._tensors, parts, strict=False)}
         return {n: p if v is None else p.reshape(v) for n, p, v in zip(self._names, parts, self._views, strict=False)}

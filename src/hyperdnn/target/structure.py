@@ -414,19 +414,28 @@ def _calls_forward(m: nn.Module) -> bool:
     )
 
 
+def plain_call(m: nn.Module) -> bool:
+    """Whether calling ``m`` would run just its class's ``forward``: no hooks (its own or
+    global ones), no ``forward`` set on the instance, not compiled in place, the class's call
+    nn.Module's own and ``Module._call_impl`` not patched, no JIT tracing, no
+    ``torch.compile`` tracing. Then the library may call that ``forward`` (or a method that
+    returns the same numbers) itself."""
+    return (
+        type(m).__call__ is nn.Module.__call__
+        and type(m)._call_impl is _CALL_IMPL
+        and nn.Module._call_impl is _CALL_IMPL
+        and _calls_forward(m)
+        and not global_hooks()
+        and not torch._C._get_tracing_state()
+        and not torch.compiler.is_compiling()
+    )
+
+
 def plain_linear(m: nn.Module) -> bool:
     """Whether calling ``m`` would run exactly ``nn.Linear.forward`` as torch defines it: an
-    ``nn.Linear`` (that class) without hooks (its own or global ones), without a ``forward``
-    set on the instance, not compiled in place, no JIT tracing, and ``Linear.forward`` and
-    ``Module._call_impl`` not patched. Then ``F.linear`` on its parameters is its call."""
-    return (
-        type(m) is nn.Linear
-        and nn.Linear.forward is _LINEAR_FORWARD
-        and nn.Module._call_impl is _CALL_IMPL
-        and not torch._C._get_tracing_state()
-        and not global_hooks()
-        and _calls_forward(m)
-    )
+    ``nn.Linear`` (that class) for which :func:`plain_call` holds, with ``Linear.forward`` not
+    patched. Then ``F.linear`` on its parameters is its call."""
+    return type(m) is nn.Linear and nn.Linear.forward is _LINEAR_FORWARD and plain_call(m)
 
 
 def _leaf(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
