@@ -609,7 +609,7 @@ class HyperModel(nn.Module):
         if type(hypernet).generate_flat is HyperNetwork.generate_flat:
             # the chain check runs only for a batched context
             defer = (lambda: self._defer(mode, args, target, cond)) if lean else None
-            flat, batched, deferred = hypernet._generate(context, defer, padded=True)
+            flat, batched, deferred = hypernet._generate(context, defer, padded=lean)
         else:  # a subclass's own generation
             (flat, batched), deferred = hypernet.generate_flat(context), None
         scales = None

@@ -421,13 +421,13 @@ def plain_call(m: nn.Module) -> bool:
     ``torch.compile`` tracing. Then the library may call that ``forward`` (or a method that
     returns the same numbers) itself."""
     return (
-        type(m).__call__ is nn.Module.__call__
+        not torch.compiler.is_compiling()
+        and type(m).__call__ is nn.Module.__call__
         and type(m)._call_impl is _CALL_IMPL
         and nn.Module._call_impl is _CALL_IMPL
         and _calls_forward(m)
         and not global_hooks()
         and not torch._C._get_tracing_state()
-        and not torch.compiler.is_compiling()
     )
 
 
