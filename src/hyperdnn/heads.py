@@ -389,7 +389,7 @@ class OnceModule(HeadModule):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         linear = self._modules.get("linear")  # hot path: no nn.Module.__getattr__
         if linear is not None:
-            if h.dim() == 2 and h.shape[0] == 1 and not torch.compiler.is_compiling() and plain_linear(linear):
+            if h.dim() == 2 and h.shape[0] == 1 and plain_linear(linear):  # (eager only)
                 # one context: a matrix-vector product where it is faster (see row_linear)
                 p = linear._parameters
                 return row_linear(h, p["weight"], p["bias"])

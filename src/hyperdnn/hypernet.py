@@ -166,6 +166,22 @@ class _Affine(torch.autograd.Function):
         return g_mean, g_scale, g_raw
 
 
+def _state_key(t: torch.Tensor) -> tuple | None:
+    """What identifies ``t``'s contents between calls (the tensor, its storage, its version
+    counter, device, dtype, whether it is trainable); ``None`` inside a ``torch.func``
+    transform, where there is none to read."""
+    try:
+        return (id(t), t.data_ptr(), t._version, t.device, t.dtype, t.requires_grad)
+    except RuntimeError:
+        return None
+
+
+def _constant(t: torch.Tensor) -> bool:
+    """Whether ``t`` carries neither a gradient nor a forward-mode tangent
+    (``torch.autograd.forward_ad``), so a value derived from it may be kept."""
+    return not t.requires_grad and forward_ad.unpack_dual(t).tangent is None
+
+
 class _Memo:
     """A value kept on a module under a key; a copy or an unpickled module gets none (it is
     rebuilt on first use)."""
@@ -377,14 +393,13 @@ class HyperNetwork(nn.Module):
         if self.check_finite or not self._mean_is_zero(self._mean()):
             return None
         s = self._buffers["theta_scale"]
-        try:
-            key = (id(s), s.data_ptr(), s._version, s.device, s.dtype, s.requires_grad)
-        except RuntimeError:  # inside a torch.func transform
+        key = _state_key(s)
+        if key is None:
             return None
         if self.__dict__.get("_tensor_scales_key") != key:
             scales = None
             sizes = [t.numel for t in self.spec]
-            if not s.requires_grad and forward_ad.unpack_dual(s).tangent is None and min(sizes) > 0:
+            if _constant(s) and min(sizes) > 0:
                 # each tensor's first scale, repeated over the tensor, must give theta_scale back
                 starts = torch.tensor(list(itertools.accumulate(sizes[:-1], initial=0)), device=s.device)
                 firsts = s.index_select(0, starts)
@@ -403,14 +418,14 @@ class HyperNetwork(nn.Module):
         if not self._mean_is_zero(self._mean()):
             return None
         s = self._buffers["theta_scale"]
-        try:
-            key = (id(s), s.data_ptr(), s._version, s.device, s.dtype, s.requires_grad, width)
-        except RuntimeError:  # inside a torch.func transform
+        key = _state_key(s)
+        if key is None:
             return None
+        key = (key, width)
         memo = self.__dict__.get("_padded_scale_memo")
         if memo is None or memo.key != key:
             value = None
-            if not s.requires_grad and forward_ad.unpack_dual(s).tangent is None and width >= s.numel():
+            if _constant(s) and width >= s.numel():
                 value = torch.cat([s, s.new_zeros(width - s.numel())])
             memo = self.__dict__["_padded_scale_memo"] = _Memo(key, value)
         return memo.value
@@ -464,16 +479,16 @@ class HyperNetwork(nn.Module):
         from outside as ``hnet.theta_mean`` (a write through ``.data`` leaves the version
         counter as it was). Eager mode only: a traced forward never calls it (see
         :meth:`_affine`). ``m`` is :meth:`_mean`'s tensor."""
-        try:
-            key = (id(m), m.data_ptr(), m._version, m.device, m.dtype, m.requires_grad)
-            if self.__dict__.get("_zero_mean_key") != key:
-                # a tangent of forward-mode AD (torch.autograd.forward_ad) must reach the output
-                self._zero_mean = (
-                    not m.requires_grad and not bool(m.any()) and forward_ad.unpack_dual(m).tangent is None
-                )
-                self._zero_mean_key = key
-        except RuntimeError:  # inside a torch.func transform: no data-dependent shortcut
+        key = _state_key(m)
+        if key is None:  # inside a torch.func transform: no data-dependent shortcut
             return False
+        if self.__dict__.get("_zero_mean_key") != key:
+            # a tangent of forward-mode AD (torch.autograd.forward_ad) must reach the output
+            try:
+                self._zero_mean = _constant(m) and not bool(m.any())
+            except RuntimeError:  # a transform's tensor: no data-dependent shortcut
+                return False
+            self._zero_mean_key = key
         return self._zero_mean
 
     def forward(self, context: Any = None) -> dict[str, torch.Tensor]:
