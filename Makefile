@@ -21,13 +21,13 @@ demo: $(STAMP)
 	$(VENV)/bin/hyperdnn demo
 	@echo "more: source $(VENV)/bin/activate, then hyperdnn demo --dynamic, hyperdnn run --list (or call $(VENV)/bin/hyperdnn)"
 
-# one test worker per core (pytest-xdist), modules in the order tests/conftest.py gives; a
-# module's tests stay on one worker, so its
-# module-scoped runs happen once; TEST_WORKERS=0 runs in this process
+# one test worker per core, at most 4 (each holds about 1.2 GB), with pytest-xdist; a module's
+# tests stay on one worker, so its module-scoped runs happen once, and the modules go out in
+# the order tests/conftest.py gives; TEST_WORKERS=0 runs everything in this process
 TEST_WORKERS ?= auto
 test: $(STAMP)
 	$(VENV)/bin/ruff check $(LINT_DIRS)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
+	$(PY) -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadscope --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINT_DIRS)
