@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import copy
 import gzip
+import importlib.util
 import io
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -35,7 +37,9 @@ from hyperdnn.adapters import adapter_layers
 from hyperdnn.charlm import CharLM
 from hyperdnn.data.words import CharVocab, find_word_file, load_word_lists, read_frequency_file
 from hyperdnn.engine import load_model, run_command
-from hyperdnn.metrics.language import bits_per_character
+from hyperdnn.metrics.language import bits_per_character, next_token_nll
+from hyperdnn.recipes._adapters_data import load_words
+from hyperdnn.recipes.adapters import AdaptersConfig
 from tests.helpers import interrupt_then_resume, load, one_set, random_weights, state
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -291,6 +295,49 @@ def test_the_run_trains_adapters_only_and_a_new_language_only_its_embedding(quic
     assert all(torch.equal(after[k], v) for k, v in before.items())  # nothing but the new embedding moved
     languages = torch.stack([model.hypernet.conditioner.embeddings[i] for i in range(3)])
     assert not torch.allclose(after["hypernet.conditioner.embeddings.3"], languages.mean(0))  # it was trained
+
+
+def test_the_new_language_starts_at_the_training_language_that_fits_its_words_best(quick_run: Path) -> None:
+    cfg = AdaptersConfig(quick=True)
+    words = load_words(cfg, 0).new
+    words = words[:, : int((words != 0).sum(1).max())]
+    model, table = load_model(quick_run, "model"), load_model(quick_run, "adapters")
+    starts = json.loads((quick_run / "results.json").read_text())["metrics"]["new_start"]
+    with torch.no_grad():
+        for key, sets in (("new/hnet", model.hypernet(torch.arange(3))), ("new/adapter", table(torch.arange(3)))):
+            losses = []
+            for k in range(3):
+                one = {n: w[k : k + 1].expand(len(words), *w.shape[1:]) for n, w in sets.items()}
+                nll, n = next_token_nll(model.target.run(one, words, mode="per_sample"), words)
+                losses.append(float(nll.sum() / n.sum()))
+            assert starts[key] == cfg.languages[min(range(3), key=losses.__getitem__)], (key, losses)
+    summary = (quick_run / "summary.md").read_text()
+    assert f"| {starts['new/hnet']}'s adapters |" in summary
+
+
+def _example(name: str):
+    path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"examples_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def test_the_new_language_reach_example_rescores_the_run_and_writes_every_row(quick_run: Path, tmp_path: Path, capsys) -> None:  # fmt: skip
+    run = tmp_path / "run"
+    shutil.copytree(quick_run, run)
+    reach = _example("new_language_reach")
+    reach.main([str(run), "--epochs", "2", "--lrs", "0.05"])
+    rows = json.loads((run / "new_language_reach.json").read_text())["bpc"]
+    reported = json.loads((run / "results.json").read_text())["metrics"]["bpc"]["new/hnet"]["it"]
+    assert rows["hypernetwork, new embedding only (model-new re-scored)"] == pytest.approx(reported, abs=1e-5)
+    assert {"de's generated adapter", "es's per-language adapter", "new embedding only, from the mean embedding, lr 0.05 x 3 epochs",
+            "new embedding only, from the mean embedding, lr 0.05 x 2 epochs", "mix of the 3 per-language adapters (3 numbers), lr 0.02 x 2 epochs"} <= set(rows)  # fmt: skip
+    assert all(0 < v < 8 for v in rows.values())
+    assert "| it: held-out bits per character (seed 0) | bpc |" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:  # not a run folder: argparse's one line, exit status 2
+        reach.main([str(tmp_path)])
+    assert e.value.code == 2 and "no results.json" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("stop_after", [2, 6])  # inside the pretraining's units, inside separate models

@@ -57,11 +57,12 @@ def report(cfg: AdaptersConfig, ctx: RunContext, res: dict[str, Any], times: Map
         table.add(method=LABELS[k], mean=mean[k], **{f"bpc_{x}": bpc[k][x] for x in langs}, **params[k], time=times[k])
     rep.section("Bits per character on held-out words")
     rep.table(table)
-    new = Table([Column("method"), Column(f"bpc ({cfg.new_language})", "bpc", ".3f"),
+    new = Table([Column("method"), Column(f"bpc ({cfg.new_language})", "bpc", ".3f"), Column("started from", "start"),
                  Column("trained parameters", "trained", ","), Column("time (s)", "time", ".1f")])  # fmt: skip
-    new.add(method="shared model alone (no adaptation)", bpc=bpc["shared"][cfg.new_language], trained=0, time=0.0)
+    new.add(method="shared model alone (no adaptation)", bpc=bpc["shared"][cfg.new_language], start="n/a", trained=0, time=0.0)  # fmt: skip
     for k in ("new/adapter", "new/hnet"):
-        new.add(method=LABELS[k], bpc=bpc[k][cfg.new_language], trained=params[k]["trained"], time=times[k])
+        new.add(method=LABELS[k], bpc=bpc[k][cfg.new_language], start=f"{res['new_start'][k]}'s adapters",
+                trained=params[k]["trained"], time=times[k])  # fmt: skip
     rep.section(f"A new language ({cfg.new_language}) from {cfg.new_words} words")
     rep.table(new)
     checks = {
@@ -82,5 +83,6 @@ def report(cfg: AdaptersConfig, ctx: RunContext, res: dict[str, Any], times: Map
     values = {x: {LABELS[k]: bpc[k][x] for k in UNITS[:5]} for x in langs}
     rep.figure(bar_chart_figure(values, "bits per character on held-out words", "bits per character", zoom=True),
                "bpc.png", "bits per character per language")  # fmt: skip
-    metrics = {"bpc": bpc, "mean_bpc": mean, "parameters": params, "checks": checks, "time_s": dict(times)}
+    metrics = {"bpc": bpc, "mean_bpc": mean, "parameters": params, "new_start": res["new_start"], "checks": checks,
+               "time_s": dict(times)}  # fmt: skip
     return rep.outcome(metrics)
