@@ -454,10 +454,10 @@ def test_the_recipe_gives_the_hypernetwork_weight_decay_to_the_hypernetwork_lear
         h, p = make_estimator(cfg, hyper, 3).training, make_estimator(cfg, plain, 3).training
         assert (h.weight_decay, h.lr, p.weight_decay, p.lr) == (0.5, 0.125, 0.25, cfg.lr), hyper
         assert replace(h, weight_decay=0.25, lr=cfg.lr) == p  # nothing else differs
-    default = CausalConfig()  # the default: the noise-scaled prior on the arms' spread, lambda 0.7
+    default = CausalConfig()  # the default: the noise-scaled prior on the arms' spread (lambda 0.7), dropout 0.15
     for key in ("hyper_t", "hyper_tarnet"):
         est = make_estimator(default, key, 3)
-        assert (est.arm_prior, est.arm_prior_noise) == (0.7, True), key
+        assert (est.arm_prior, est.arm_prior_noise, est.hypernet.dropout) == (0.7, True, 0.15), key
     cfg = CausalConfig(arm_prior=0.3, arm_prior_noise=False)
     assert make_estimator(cfg, "hyper_t", 3).arm_prior == make_estimator(cfg, "hyper_tarnet", 3).arm_prior == 0.3
     assert (
