@@ -36,7 +36,7 @@ import torch
 
 from hyperdnn.engine.config import build_config, describe
 from hyperdnn.engine.model import load_model
-from hyperdnn.metrics.language import next_token_nll
+from hyperdnn.metrics.language import next_token_nll, weight_set_nll
 from hyperdnn.recipes._adapters_data import load_words
 from hyperdnn.recipes.adapters import AdaptersConfig
 
@@ -45,14 +45,7 @@ Weights = Mapping[str, torch.Tensor]
 
 def bpc(target, weights: Weights, ids: torch.Tensor) -> float:
     """Bits per character of ``ids`` with one adapter set ``weights`` (each tensor ``(1, ...)``)."""
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for batch in ids.split(512):
-            batch = batch[:, : int((batch != 0).sum(1).max())]
-            sets = {n: w.expand(len(batch), *w.shape[1:]) for n, w in weights.items()}
-            nll, n = next_token_nll(target.run(sets, batch, mode="per_sample"), batch)
-            total, count = total + float(nll.sum()), count + int(n.sum())
-    return total / count / math.log(2)
+    return weight_set_nll(target, weights, ids) / math.log(2)
 
 
 def fit(target, make: Callable[[], Weights], params: list[torch.nn.Parameter], ids: torch.Tensor,

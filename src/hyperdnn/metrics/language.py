@@ -13,11 +13,13 @@ Example::
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["next_token_nll", "bits_per_character"]
+__all__ = ["next_token_nll", "bits_per_character", "weight_set_nll"]
 
 
 def next_token_nll(logits: torch.Tensor, ids: torch.Tensor, pad: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,3 +50,18 @@ def bits_per_character(logits: torch.Tensor, ids: torch.Tensor, pad: int = 0) ->
     """
     nll, count = next_token_nll(logits, ids, pad)
     return float(nll.detach().sum()) / (int(count.sum()) * math.log(2))
+
+
+def weight_set_nll(target: Any, weights: Mapping[str, torch.Tensor], ids: torch.Tensor, batch_size: int = 512) -> float:
+    """Mean next-token negative log-likelihood (nats per predicted token) of ``ids (B, T)`` when
+    ``target`` (a :class:`~hyperdnn.target.Target` of a causal language model) runs the one
+    weight set ``weights`` (each tensor ``(1, ...)``) on every sequence; ``/ ln 2`` gives bits
+    per character. Rows go through in batches of ``batch_size``, each cut to its longest row."""
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for batch in ids.split(batch_size):
+            batch = batch[:, : int((batch != 0).sum(1).max())]
+            sets = {n: w.expand(len(batch), *w.shape[1:]) for n, w in weights.items()}
+            nll, n = next_token_nll(target.run(sets, batch, mode="per_sample"), batch)
+            total, count = total + float(nll.sum()), count + int(n.sum())
+    return total / count
