@@ -106,3 +106,35 @@ def test_bad_input_is_one_line_and_nothing_written(tmp_path, argv, message):
     code, err = _run([*argv, "--out", str(out)])
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not out.exists()
+
+
+def test_the_width_oracle_example_reproduces_the_run_and_keeps_every_candidate_in_the_band(quick, tmp_path, capsys):
+    """The example retrains the run's networks with the run's own seeds first (the run's numbers
+    again), then new initialisations, and random width vectors between --low and the budget."""
+    import importlib.util
+    import shutil
+
+    out, res = quick
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    path = Path(__file__).resolve().parents[1] / "examples" / "pruning_width_oracle.py"
+    spec = importlib.util.spec_from_file_location("examples_pruning_width_oracle", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)  # type: ignore[union-attr]
+    example.main([str(run), "--candidates", "2", "--inits", "2", "--low", "0.2"])
+    result = json.loads((run / "width_oracle.json").read_text())
+    rows = result["rows"]
+    reported = {r["widths"]: r["acc"] for r in res["metrics"]["networks"] if r["budget"] == "30%" and "L1" not in r["method"]}  # fmt: skip
+    own = [r for r in rows if r["source"] != "random width vector"]
+    assert {" ".join(map(str, r["widths"])) for r in own} <= set(reported) and own
+    for r in own:  # the first training is the run's own, bit for bit; the second is another one
+        assert r["accs"][0] == r["run_acc"] == reported[" ".join(map(str, r["widths"]))]
+    drawn = [r for r in rows if r["source"] == "random width vector"]
+    assert len(drawn) == 2 and all(0.2 - 1e-9 <= r["flops"] <= 0.3 + 1e-9 for r in drawn)
+    assert [r["mean"] for r in rows] == sorted((r["mean"] for r in rows), reverse=True)
+    uniform = next(r["mean"] for r in rows if r["source"] == "uniform width")
+    assert result["best_minus_uniform"] == pytest.approx(rows[0]["mean"] - uniform)
+    assert "best mean minus uniform width" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:  # not a run folder: one line, exit status 2
+        example.main([str(tmp_path)])
+    assert e.value.code == 2 and "no results.json" in capsys.readouterr().err

@@ -22,7 +22,7 @@ from hyperdnn.metrics import accuracy
 if TYPE_CHECKING:
     from hyperdnn.recipes.pruning import PruningConfig, Run
 
-__all__ = ["Data", "load_data", "TrainWork"]
+__all__ = ["Data", "load_data", "sgd_epoch", "TrainWork"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,24 @@ def load_data(cfg: PruningConfig, seed: int) -> Data:
                 images(split.x_test)[:n_test], split.y_test[:n_test])  # fmt: skip
 
 
+def sgd_epoch(net: nn.Module, opt: torch.optim.Optimizer, data: Data, cfg: PruningConfig, lr: float, epoch: int,
+              batches: torch.Generator, tick=lambda: None) -> float:  # fmt: skip
+    """One epoch of the recipe's training (the learning rate cosine from ``lr`` to 0 over
+    ``cfg.retrain_epochs``, set per epoch; batches in ``batches``' order); the mean loss."""
+    for group in opt.param_groups:
+        group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.retrain_epochs))
+    net.train()
+    total, order = 0.0, torch.randperm(len(data.x_train), generator=batches).split(cfg.batch_size)
+    for idx in order:
+        loss = F.cross_entropy(net(data.x_train[idx]), data.y_train[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += loss.item()
+        tick()
+    return total / len(order)
+
+
 class TrainWork(Work):
     """A network trained with SGD (momentum 0.9, cosine learning rate): from scratch at the
     widths a method found, or (L1) the pruned trained full network, fine-tuned."""
@@ -80,20 +98,8 @@ class TrainWork(Work):
         return -(-len(self.run.data.x_train) // self.cfg.batch_size)
 
     def train_epoch(self, stage: int, epoch: int, tick) -> dict[str, float]:
-        d, total = self.run.data, 0.0
-        for group in self.opt.param_groups:  # cosine from lr to 0 over the epochs, per epoch
-            group["lr"] = self.lr * 0.5 * (1 + math.cos(math.pi * epoch / self.cfg.retrain_epochs))
-        self.net.train()
-        for idx in torch.randperm(len(d.x_train), generator=self.run.ctx.generator("batches", "train", epoch)).split(
-            self.cfg.batch_size
-        ):
-            loss = F.cross_entropy(self.net(d.x_train[idx]), d.y_train[idx])
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
-            total += loss.item()
-            tick()
-        return {"loss": total / self.steps(stage)}
+        batches = self.run.ctx.generator("batches", "train", epoch)
+        return {"loss": sgd_epoch(self.net, self.opt, self.run.data, self.cfg, self.lr, epoch, batches, tick)}
 
     def end_stage(self, stage: int, results: dict[str, Any]) -> str:
         self.net.eval()
