@@ -58,17 +58,23 @@ def train(cfg: PruningConfig, data, widths: tuple[int, ...], seed: int, key: str
         return accuracy(net(data.x_test), data.y_test)
 
 
+def fail(message: str) -> None:
+    """Bad input: one line on standard error, exit status 2, nothing written."""
+    print(message, file=sys.stderr)
+    sys.exit(2)
+
+
 def oracle(run: Path, candidates: int, inits: int, low: float) -> dict:
     """Every row for the finished pruning run in ``run``."""
     saved = json.loads((run / "results.json").read_text())
     if saved.get("recipe") != "pruning":
-        sys.exit(f"{run}: expected the folder of a finished 'hyperdnn run pruning', got recipe {saved.get('recipe')!r}")
+        fail(f"{run}: expected the folder of a finished 'hyperdnn run pruning', got recipe {saved.get('recipe')!r}")
     fields = {f.name for f in describe(PruningConfig)}
     cfg = build_config(PruningConfig, {k: v for k, v in saved["config"].items() if k in fields})
     seed, cnn, budget = saved["seed"], cfg.cnn, min(cfg.budgets)
     data, full = load_data(cfg, seed), cnn.flops()
     if low >= budget:
-        sys.exit(f"--low: expected a fraction below the run's smallest budget {budget:g}, got {low:g}")
+        fail(f"--low: expected a fraction below the run's smallest budget {budget:g}, got {low:g}")
     nets: dict[tuple[int, ...], tuple[str, str, float | None]] = {}  # widths -> (source, run key, run's accuracy)
     for r in saved["metrics"]["networks"]:
         if r["budget"] == pct(budget) and r["method"] in RUN_METHODS:

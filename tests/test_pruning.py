@@ -138,3 +138,11 @@ def test_the_width_oracle_example_reproduces_the_run_and_keeps_every_candidate_i
     with pytest.raises(SystemExit) as e:  # not a run folder: one line, exit status 2
         example.main([str(tmp_path)])
     assert e.value.code == 2 and "no results.json" in capsys.readouterr().err
+    before = (run / "width_oracle.json").read_text()
+    with pytest.raises(SystemExit) as e:  # --low at the budget: one line, exit status 2, nothing rewritten
+        example.main([str(run), "--low", "0.3"])
+    assert (
+        e.value.code == 2
+        and "--low: expected a fraction below the run's smallest budget 0.3" in capsys.readouterr().err
+    )
+    assert (run / "width_oracle.json").read_text() == before
